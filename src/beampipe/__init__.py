@@ -1,0 +1,17 @@
+"""beampipe: distributed near-real-time data processing pipelines for X-ray beamlines.
+
+A worker author needs only this module::
+
+    import beampipe
+
+    class Transmission(beampipe.Worker):
+        class Params(beampipe.Params):
+            i0: str = "I0"
+        def process(self, msg: beampipe.Message) -> beampipe.Message: ...
+"""
+
+from beampipe.message import EndOfStream, Message, StreamStart
+from beampipe.worker import Params, Source, Worker, worker
+
+__all__ = ["EndOfStream", "Message", "Params", "Source", "StreamStart", "Worker", "worker"]
+__version__ = "0.1.0"

@@ -1,0 +1,79 @@
+"""The units that flow through a pipeline: messages and stream markers.
+
+A *stream* is an ordered, finite sequence of messages (one scan, one acquisition). It is opened by a
+:class:`StreamStart` that carries the stream's metadata (e.g. the file header of a scan), holds
+:class:`Message` s with ids 1, 2, 3, ... and is closed by an :class:`EndOfStream` that states the last
+id and may name the next stream, as ASAP::O's "finished stream" flag does
+(https://asapo.pages.desy.de/asapo/docs/consumer-clients).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+DataValue = np.ndarray | bytes
+
+
+@dataclass(slots=True)
+class Message:
+    """One unit of data: one detector image, one scan point, one spectrum.
+
+    Attributes:
+        stream: name of the stream the message belongs to. Left empty by a worker, it is filled in
+            by the runtime from the input message being processed.
+        id: 1-based position in the stream, as issued by the source. Messages derived from an
+            input keep its id (0 = "fill in from the input message").
+        data: named arrays (any shape, numeric dtype) or raw ``bytes``. Python scalars given here
+            are converted to 0-d numpy arrays. Arrays received from the wire are read-only views
+            of the network buffers: copy before modifying.
+        metadata: JSON-able dict (str keys; str, int, float, bool, None, lists and dicts thereof).
+        timestamps: ``[node, unix time in s]`` pairs: the source's first, then one per hop, so the
+            end-to-end latency of every message can be measured.
+        port: name of the input port the message arrived on (set by the runtime; not sent).
+    """
+
+    data: dict[str, DataValue] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    stream: str = ""
+    id: int = 0
+    timestamps: list[list[Any]] = field(default_factory=list)
+    port: str = ""
+
+    def __post_init__(self) -> None:
+        for name, value in self.data.items():
+            if not isinstance(value, np.ndarray | bytes):
+                self.data[name] = np.asarray(value)
+
+    def replace(self, **changes: Any) -> Message:
+        """A copy with the given fields changed (arrays are shared, not copied)."""
+        return dataclasses.replace(self, **changes)
+
+    def stamp(self, node: str) -> None:
+        """Append ``[node, now]`` to :attr:`timestamps`."""
+        self.timestamps.append([node, time.time()])
+
+
+@dataclass(slots=True)
+class StreamStart:
+    """Opens a stream and carries its metadata (e.g. the header of the scan file)."""
+
+    stream: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class EndOfStream:
+    """Closes a stream: ``last_id`` is the id of its last message, ``next_stream`` its successor
+    (ASAP::O's finished-stream marker), if the source knows one."""
+
+    stream: str
+    last_id: int
+    next_stream: str | None = None
+
+
+Item = Message | StreamStart | EndOfStream

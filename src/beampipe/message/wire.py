@@ -1,0 +1,156 @@
+"""Wire encoding of messages and stream markers as a list of ZeroMQ frames.
+
+Layout (protocol version 1)::
+
+    frame 0   msgpack header: {"v": 1, "k": kind, ...}
+    frame 1.. one raw buffer per array that is not inlined (C-contiguous bytes, zero-copy)
+
+The header of a :class:`Message` holds ``s`` (stream), ``i`` (id), ``m`` (metadata), ``t``
+(timestamps) and ``a``: one ``[name, dtype, shape, inline]`` entry per data item, where ``dtype``
+is the numpy dtype string (e.g. ``"<f8"``; ``"bytes"`` for raw bytes) and ``inline`` holds the bytes
+of items smaller than :data:`INLINE_LIMIT` (``None`` when they travel in their own frame, in
+order). Small items ride in the header so that a scan point with 16 scalars is one frame, while
+detector frames are never copied by the encoder: pyzmq sends them from the array's memory and the
+decoder wraps the received buffer with :func:`numpy.frombuffer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from beampipe.message.model import EndOfStream, Item, Message, StreamStart
+
+PROTOCOL_VERSION = 1
+INLINE_LIMIT = 1024
+"""Arrays of fewer bytes than this travel inside the header frame."""
+
+_DATA, _START, _END = "d", "s", "e"
+
+
+class WireError(ValueError):
+    """A frame sequence that is not a valid beampipe message (truncated, bad header, wrong size)."""
+
+
+def encode(item: Item) -> list[Any]:
+    """Frames for ``item``: a header ``bytes`` followed by zero-copy buffers (numpy arrays or bytes).
+
+    Raises:
+        TypeError: a data value is an object array or not an array/bytes.
+    """
+    if isinstance(item, Message):
+        entries: list[list[Any]] = []
+        buffers: list[Any] = []
+        for name, value in item.data.items():
+            if isinstance(value, bytes):
+                dtype, shape, raw = "bytes", [len(value)], value
+            else:
+                if value.dtype.hasobject:
+                    raise TypeError(f"data {name!r}: object arrays cannot be sent")
+                dtype, shape = value.dtype.str, list(value.shape)
+                raw = np.ascontiguousarray(value)
+            size = raw.nbytes if isinstance(raw, np.ndarray) else len(raw)
+            if size < INLINE_LIMIT:
+                inline = raw.tobytes() if isinstance(raw, np.ndarray) else raw
+                entries.append([name, dtype, shape, inline])
+            else:
+                entries.append([name, dtype, shape, None])
+                buffers.append(raw)
+        header = {
+            "v": PROTOCOL_VERSION,
+            "k": _DATA,
+            "s": item.stream,
+            "i": item.id,
+            "m": item.metadata,
+            "t": item.timestamps,
+            "a": entries,
+        }
+        return [msgpack.packb(header, use_bin_type=True), *buffers]
+    if isinstance(item, StreamStart):
+        header = {"v": PROTOCOL_VERSION, "k": _START, "s": item.stream, "m": item.metadata}
+    elif isinstance(item, EndOfStream):
+        header = {
+            "v": PROTOCOL_VERSION,
+            "k": _END,
+            "s": item.stream,
+            "i": item.last_id,
+            "n": item.next_stream,
+        }
+    else:
+        raise TypeError(f"cannot encode {type(item).__name__}")
+    return [msgpack.packb(header, use_bin_type=True)]
+
+
+def decode(frames: Sequence[Any]) -> Item:
+    """Inverse of :func:`encode`. Frames may be ``bytes`` or ``zmq.Frame`` (zero-copy).
+
+    Raises:
+        WireError: unknown protocol version or kind, malformed header, or an array frame whose
+            size does not match its dtype and shape; the message names stream and id if known.
+    """
+    if not frames:
+        raise WireError("empty frame sequence")
+    try:
+        header = msgpack.unpackb(_bytes(frames[0]), raw=False)
+        version, kind = header["v"], header["k"]
+    except Exception as exc:
+        raise WireError(f"unreadable header frame: {exc}") from exc
+    if version != PROTOCOL_VERSION:
+        raise WireError(f"protocol version {version!r}, expected {PROTOCOL_VERSION}")
+    try:
+        if kind == _START:
+            return StreamStart(header["s"], header["m"])
+        if kind == _END:
+            return EndOfStream(header["s"], header["i"], header["n"])
+        if kind != _DATA:
+            raise WireError(f"unknown message kind {kind!r}")
+        return _decode_message(header, frames[1:])
+    except WireError:
+        raise
+    except Exception as exc:
+        where = f" (stream {header.get('s')!r}, id {header.get('i')!r})"
+        raise WireError(f"malformed {kind!r} header{where}: {exc!r}") from exc
+
+
+def _decode_message(header: dict[str, Any], buffers: Sequence[Any]) -> Message:
+    where = f"stream {header['s']!r}, id {header['i']}"
+    data: dict[str, np.ndarray | bytes] = {}
+    next_buffer = 0
+    for name, dtype, shape, inline in header["a"]:
+        if inline is None:
+            if next_buffer >= len(buffers):
+                raise WireError(f"{where}: missing frame for array {name!r}")
+            raw = _buffer(buffers[next_buffer])
+            next_buffer += 1
+        else:
+            raw = inline
+        if dtype == "bytes":
+            data[name] = bytes(raw)
+            continue
+        dt = np.dtype(dtype)
+        if dt.hasobject:
+            raise WireError(f"{where}: array {name!r} has object dtype")
+        expected = dt.itemsize * int(np.prod(shape, dtype=np.int64))
+        if len(raw) != expected:
+            raise WireError(
+                f"{where}: array {name!r} ({dtype}, shape {tuple(shape)}) needs {expected} "
+                f"bytes, frame has {len(raw)}"
+            )
+        data[name] = np.frombuffer(raw, dtype=dt).reshape(shape)
+    if next_buffer != len(buffers):
+        raise WireError(f"{where}: {len(buffers) - next_buffer} unexpected extra frames")
+    return Message(
+        data=data, metadata=header["m"], stream=header["s"], id=header["i"], timestamps=header["t"]
+    )
+
+
+def _bytes(frame: Any) -> bytes:
+    return frame if isinstance(frame, bytes) else frame.bytes
+
+
+def _buffer(frame: Any) -> memoryview:
+    """A flat byte view of a ``zmq.Frame``, ``bytes`` or array, without copying."""
+    return memoryview(frame).cast("B")

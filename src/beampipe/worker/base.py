@@ -1,0 +1,87 @@
+"""The worker SDK: what a worker author subclasses.
+
+A node's class decides its role: a :class:`Source` has no input ports and produces streams from
+:meth:`Source.generate`; a :class:`Worker` handles one message at a time in :meth:`Worker.process`;
+a sink is a worker without output ports. The runtime calls these methods from one thread, one
+message at a time, and does everything else: (de)serialisation, stream lifecycle, flow control.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from beampipe.message import Item, Message
+
+Output = None | Message | Iterable[Message] | Mapping[str, "Message | Iterable[Message]"]
+"""What the hooks may return: nothing, one message or several for the single output port, or a
+mapping ``{output port: message(s)}``."""
+
+
+class Params(BaseModel):
+    """Base of a node's parameters: the ``params:`` of its entry in the pipeline file.
+
+    Unknown keys are rejected, so a misspelt parameter is an error, not silently ignored.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Worker:
+    """A processing unit: one message in, results out.
+
+    Subclasses set :attr:`Params` to their own parameter model and implement :meth:`process`.
+    Per-stream state belongs in :meth:`on_stream_start` / :meth:`on_stream_end`, because several
+    streams (scans) flow through one running worker, one after the other or interleaved.
+
+    Class attributes:
+        Params: the pydantic model of the node's ``params:``.
+        inputs: names of the input ports; ``None`` accepts any port name used by a connection.
+        outputs: names of the output ports; the first is the default for returned messages.
+    """
+
+    Params: ClassVar[type[Params]] = Params
+    inputs: ClassVar[tuple[str, ...] | None] = ("in",)
+    outputs: ClassVar[tuple[str, ...]] = ("out",)
+
+    def __init__(self, params: Params, name: str = "") -> None:
+        self.params = params
+        self.name = name or type(self).__name__
+
+    def on_stream_start(self, stream: str, metadata: dict[str, Any]) -> Output:
+        """A new stream opens; ``metadata`` is its header (e.g. the scan file's)."""
+        return None
+
+    def process(self, msg: Message) -> Output:
+        """Handle one message; ``msg.port`` names the input port it came in on.
+
+        Messages returned without ``stream``/``id`` inherit those of ``msg``. An exception
+        raised here stops the run (fail fast) with node, stream, id and traceback.
+        """
+        raise NotImplementedError(f"{type(self).__name__}.process")
+
+    def on_stream_end(self, stream: str) -> Output:
+        """Every message of ``stream`` has been processed; emit final results, drop state."""
+        return None
+
+    def close(self) -> None:
+        """The run is over (normally or not): release files and connections."""
+
+
+class Source(Worker):
+    """A node that brings data in. It has no input ports.
+
+    :meth:`generate` yields, for each stream, a :class:`~beampipe.StreamStart`, the stream's
+    messages with ids 1, 2, 3, ... and an :class:`~beampipe.EndOfStream`. The runtime sends each
+    item on as soon as the downstream nodes have room (backpressure pauses the generator).
+    """
+
+    inputs: ClassVar[tuple[str, ...] | None] = ()
+
+    def generate(self) -> Iterator[Item]:
+        raise NotImplementedError(f"{type(self).__name__}.generate")
+
+    def process(self, msg: Message) -> Output:
+        raise TypeError(f"source {self.name!r} has no input ports")
