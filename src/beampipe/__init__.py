@@ -11,7 +11,16 @@ A worker author needs only this module::
 """
 
 from beampipe.message import EndOfStream, Message, StreamStart
-from beampipe.worker import Params, Source, Worker, worker
+from beampipe.worker import InputPath, Params, Source, Worker, worker
 
-__all__ = ["EndOfStream", "Message", "Params", "Source", "StreamStart", "Worker", "worker"]
+__all__ = [
+    "EndOfStream",
+    "InputPath",
+    "Message",
+    "Params",
+    "Source",
+    "StreamStart",
+    "Worker",
+    "worker",
+]
 __version__ = "0.1.0"

@@ -2,8 +2,8 @@
 
 A *stream* is an ordered, finite sequence of messages (one scan, one acquisition). It is opened by a
 :class:`StreamStart` that carries the stream's metadata (e.g. the file header of a scan), holds
-:class:`Message` s with ids 1, 2, 3, ... and is closed by an :class:`EndOfStream` that states the last
-id and may name the next stream, as ASAP::O's "finished stream" flag does
+:class:`Message` s with ids 1, 2, 3, ... and is closed by an :class:`EndOfStream` that states the
+last id and may name the next stream, as ASAP::O's "finished stream" flag does
 (https://asapo.pages.desy.de/asapo/docs/consumer-clients).
 """
 

@@ -36,7 +36,7 @@ class WireError(ValueError):
 
 
 def encode(item: Item) -> list[Any]:
-    """Frames for ``item``: a header ``bytes`` followed by zero-copy buffers (numpy arrays or bytes).
+    """Frames for ``item``: a header ``bytes``, then zero-copy buffers (numpy arrays or bytes).
 
     Raises:
         TypeError: a data value is an object array or not an array/bytes.

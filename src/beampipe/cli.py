@@ -1,0 +1,86 @@
+"""The ``beampipe`` command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from ruamel.yaml import YAML
+
+from beampipe.config import Pipeline, PipelineError, load_pipeline
+from beampipe.manager import LocalLauncher
+from beampipe.manager.console import ConsoleObserver
+
+app = typer.Typer(
+    help="Distributed near-real-time data processing pipelines for X-ray beamlines.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+PipelineFile = Annotated[Path, typer.Argument(help="the pipeline file (YAML)")]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="override a parameter: NODE.PARAM=VALUE (VALUE is YAML)"),
+]
+
+
+def _overrides(pairs: list[str] | None) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or "." not in key:
+            raise typer.BadParameter(f"{pair!r}: expected NODE.PARAM=VALUE", param_hint="--set")
+        result[key.strip()] = YAML(typ="safe").load(value)
+    return result
+
+
+def _load(path: Path, pairs: list[str] | None) -> Pipeline:
+    # Worker modules next to the pipeline file are importable, as a script's neighbours are.
+    sys.path.insert(0, str(path.resolve().parent))
+    try:
+        return load_pipeline(path, overrides=_overrides(pairs))
+    except PipelineError as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _output_files(pipeline: Pipeline) -> list[str]:
+    """The ``path`` parameters of the sinks: what the run writes."""
+    paths = []
+    for name in pipeline.sinks():
+        path = getattr(pipeline.node_params(name), "path", None)
+        if path:
+            paths.append(str(path))
+    return paths
+
+
+@app.command()
+def validate(file: PipelineFile, set_: SetOption = None) -> None:
+    """Check a pipeline file without running it."""
+    pipeline = _load(file, set_)
+    console.print(
+        f"[green]ok[/]: pipeline {pipeline.name!r}: {len(pipeline.nodes)} nodes, "
+        f"{len(pipeline.connections)} connections"
+    )
+
+
+@app.command()
+def run(
+    file: PipelineFile,
+    set_: SetOption = None,
+    transport: Annotated[str, typer.Option(help="ipc (default) or tcp")] = "ipc",
+    window: Annotated[int, typer.Option(help="credit: messages in flight per pipe")] = 32,
+) -> None:
+    """Run a pipeline in the foreground on this machine until its sources are finished."""
+    if transport not in ("ipc", "tcp"):
+        raise typer.BadParameter("must be ipc or tcp", param_hint="--transport")
+    pipeline = _load(file, set_)
+    with ConsoleObserver(pipeline, console) as observer:
+        result = LocalLauncher(pipeline, observer, transport=transport, window=window).run()
+    observer.summary(result.exit_code, result.wall_time, _output_files(pipeline))
+    raise typer.Exit(result.exit_code)

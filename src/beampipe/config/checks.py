@@ -1,0 +1,320 @@
+"""The checks beyond the file's shape: node classes, params, ports and the graph."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from beampipe.config.connections import ConnectionRef
+from beampipe.config.errors import Problems
+from beampipe.config.model import Connection, NodeSpec
+from beampipe.config.params import validate_params
+from beampipe.worker import Params, Source, Worker, resolve
+
+Locate = Callable[..., int]
+"""``locate(node, *path)``: line of a node's entry or of an item inside it."""
+
+
+@dataclass
+class Checked:
+    """What the checks established: the node classes, their params and the connections."""
+
+    classes: dict[str, type[Worker]] = field(default_factory=dict)
+    params: dict[str, Params] = field(default_factory=dict)
+    connections: list[Connection] = field(default_factory=list)
+
+
+def check(
+    problems: Problems,
+    specs: Mapping[str, NodeSpec | None],
+    refs: list[tuple[ConnectionRef, int]],
+    locate: Locate,
+    overridden: Mapping[str, set[tuple[str, ...]]],
+    base_dir: Path,
+    all_connections: bool = True,
+) -> Checked:
+    """Check ``specs`` (``None`` for entries already reported as malformed) and the parsed
+    connections ``refs`` (with their lines), recording every problem in ``problems``.
+    ``base_dir`` resolves the nodes' relative input paths.
+
+    ``all_connections=False`` says some connections could not be read (already reported): then
+    nodes without input are not reported, as they may just have lost theirs.
+    """
+    out = Checked()
+    for name, spec in specs.items():
+        if spec is not None:
+            _check_node(problems, spec, locate, overridden.get(name, set()), base_dir, out)
+    targeted = _check_connections(problems, specs, refs, out)
+    if all_connections and targeted <= set(specs):  # a misspelt target may be the missing input
+        _check_inputs(problems, specs, targeted, out)
+    _check_cycles(problems, specs, out.connections)
+    return out
+
+
+def _check_node(
+    problems: Problems,
+    spec: NodeSpec,
+    locate: Locate,
+    overridden: set[tuple[str, ...]],
+    base_dir: Path,
+    out: Checked,
+) -> None:
+    try:
+        cls = resolve(spec.use)
+    except Exception as exc:  # UnknownNodeType, or the module failed while being imported
+        text = str(exc) if isinstance(exc, LookupError) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, LookupError):
+            text = f"cannot load {spec.use!r}: {text}"
+        problems.add(text, locate(spec.name, "use"), spec.name)
+        return
+    out.classes[spec.name] = cls
+    params, param_problems = validate_params(cls, spec.use, spec.params, base_dir)
+    if params is not None:
+        out.params[spec.name] = params
+    for p in param_problems:
+        text = p.problem
+        by = [path for path in overridden if _overlaps(path, p.path)]
+        if by:
+            text += f" (set by override {'.'.join((spec.name, *by[0]))!r})"
+        problems.add(text, locate(spec.name, "params", *p.path), spec.name)
+
+
+def _overlaps(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    n = min(len(a), len(b))
+    return n > 0 and a[:n] == b[:n]
+
+
+def _check_connections(
+    problems: Problems,
+    specs: Mapping[str, NodeSpec | None],
+    refs: list[tuple[ConnectionRef, int]],
+    out: Checked,
+) -> set[str]:
+    """Resolve ports, fill in ``out.connections``; return the nodes any connection targets."""
+    targeted: set[str] = set()
+    seen: dict[tuple[str, str, str, str], int] = {}
+    for ref, line in refs:
+        text = _text(ref)
+        targeted.add(ref.target)
+        missing = [n for n in dict.fromkeys((ref.source, ref.target)) if n not in specs]
+        for name in missing:
+            hint = difflib.get_close_matches(name, list(specs), n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            problems.add(
+                f"connection {text!r}: unknown node {name!r} "
+                f"(nodes: {', '.join(specs)}{suggestion})",
+                line,
+            )
+        if missing:
+            continue
+        source_port = _output_port(problems, ref, line, specs, out.classes)
+        target_port = _input_port(problems, ref, line, specs, out.classes)
+        if source_port is None or target_port is None:
+            continue
+        key = (ref.source, source_port, ref.target, target_port)
+        conn = Connection(
+            source=ref.source,
+            source_port=source_port,
+            target=ref.target,
+            target_port=target_port,
+            line=line,
+        )
+        if key in seen:
+            problems.add(
+                f"connection {str(conn)!r} is listed twice (first on line {seen[key]})", line
+            )
+            continue
+        seen[key] = line
+        out.connections.append(conn)
+    return targeted
+
+
+def _output_port(
+    problems: Problems,
+    ref: ConnectionRef,
+    line: int,
+    specs: Mapping[str, NodeSpec | None],
+    classes: Mapping[str, type[Worker]],
+) -> str | None:
+    cls, spec = classes.get(ref.source), specs[ref.source]
+    if cls is None or spec is None:  # already reported
+        return None
+    outputs = tuple(cls.outputs)
+    if not outputs:
+        problems.add(
+            f"has no output ports ({spec.use} is a sink), but connection {_text(ref)!r} "
+            "reads from it",
+            line,
+            ref.source,
+        )
+        return None
+    if ref.source_port is None:
+        return outputs[0]
+    if ref.source_port not in outputs:
+        problems.add(
+            _unknown_port(ref.source_port, spec.use, outputs, cls.inputs, "an input"),
+            line,
+            ref.source,
+        )
+        return None
+    return ref.source_port
+
+
+def _input_port(
+    problems: Problems,
+    ref: ConnectionRef,
+    line: int,
+    specs: Mapping[str, NodeSpec | None],
+    classes: Mapping[str, type[Worker]],
+) -> str | None:
+    cls, spec = classes.get(ref.target), specs[ref.target]
+    if cls is None or spec is None:
+        return None
+    text = _text(ref)
+    inputs = cls.inputs
+    if issubclass(cls, Source) or inputs == ():
+        what = "is a source" if issubclass(cls, Source) else "has no input ports"
+        problems.add(
+            f"{what} ({spec.use}) and takes no input, but connection {text!r} feeds it",
+            line,
+            ref.target,
+        )
+        return None
+    if ref.target_port is None:
+        if inputs is None:
+            problems.add(
+                f"{spec.use} accepts any input port name, so connection {text!r} must name one "
+                f"('{ref.target}.<port>')",
+                line,
+                ref.target,
+            )
+            return None
+        return inputs[0]
+    if inputs is not None and ref.target_port not in inputs:
+        problems.add(
+            _unknown_port(ref.target_port, spec.use, tuple(inputs), cls.outputs, "an output"),
+            line,
+            ref.target,
+        )
+        return None
+    return ref.target_port
+
+
+def _unknown_port(
+    port: str, use: str, ports: tuple[str, ...], other: tuple[str, ...] | None, other_kind: str
+) -> str:
+    listed = ", ".join(map(repr, ports))
+    text = f"unknown port {port!r} (ports of {use}: {listed})"
+    if other and port in other:
+        text += f"; {port!r} is {other_kind} port"
+    return text
+
+
+def _check_inputs(
+    problems: Problems,
+    specs: Mapping[str, NodeSpec | None],
+    targeted: set[str],
+    out: Checked,
+) -> None:
+    """Every non-source node needs an input (unless a faulty connection meant to feed it)."""
+    for name, cls in out.classes.items():
+        spec = specs[name]
+        if spec is None or issubclass(cls, Source) or name in targeted:
+            continue
+        port = f".{cls.inputs[0]}" if cls.inputs else ".<port>"
+        problems.add(
+            f"has no input: connect an output to it (e.g. 'other.out -> {name}{port}')",
+            spec.line,
+            name,
+        )
+
+
+def _check_cycles(
+    problems: Problems, specs: Mapping[str, NodeSpec | None], connections: list[Connection]
+) -> None:
+    """Report each strongly connected component that loops, with one of its cycles."""
+    edges: dict[str, list[Connection]] = {name: [] for name in specs}
+    for conn in connections:
+        edges[conn.source].append(conn)
+    order = {name: i for i, name in enumerate(specs)}
+    for component in _components(edges):
+        start = min(component, key=order.__getitem__)
+        path = _cycle(start, component, edges)
+        if path is None:
+            continue
+        nodes = " -> ".join([c.source for c in path] + [start])
+        lines = ", ".join(str(c.line) for c in path)
+        lines = f"connections on lines {lines}" if len(path) > 1 else f"connection on line {lines}"
+        problems.add(
+            f"in a cycle {nodes} ({lines}); a pipeline must not loop back",
+            path[0].line,
+            start,
+        )
+
+
+def _components(edges: Mapping[str, list[Connection]]) -> list[set[str]]:
+    """Strongly connected components (Tarjan), each a set of node names."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[set[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for conn in edges[node]:
+            nxt = conn.target
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.add(member)
+                if member == node:
+                    break
+            found.append(component)
+
+    for node in edges:
+        if node not in index:
+            visit(node)
+    return found
+
+
+def _cycle(
+    start: str, component: set[str], edges: Mapping[str, list[Connection]]
+) -> list[Connection] | None:
+    """The shortest cycle through ``start`` within ``component`` (breadth-first), or ``None``."""
+    came_by: dict[str, Connection] = {}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for conn in edges[node]:
+                if conn.target not in component:
+                    continue
+                if conn.target == start:
+                    path = [conn]
+                    while path[0].source != start:
+                        path.insert(0, came_by[path[0].source])
+                    return path
+                if conn.target not in came_by:
+                    came_by[conn.target] = conn
+                    following.append(conn.target)
+        frontier = following
+    return None
+
+
+def _text(ref: ConnectionRef) -> str:
+    source = ref.source + (f".{ref.source_port}" if ref.source_port else "")
+    target = ref.target + (f".{ref.target_port}" if ref.target_port else "")
+    return f"{source} -> {target}"

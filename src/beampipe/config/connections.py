@@ -1,0 +1,33 @@
+"""The text form of a connection: ``source.port -> target.port`` (ports optional)."""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+NAME = r"[A-Za-z_][\w-]*"
+"""A node or port name: letters, digits, ``_`` and ``-``, not starting with a digit or ``-``."""
+
+_END = rf"({NAME})(?:\s*\.\s*({NAME}))?"
+_CONNECTION = re.compile(rf"^\s*{_END}\s*->\s*{_END}\s*$")
+_NAME = re.compile(rf"^{NAME}$")
+
+
+class ConnectionRef(NamedTuple):
+    """A parsed connection string; a port is ``None`` where the text leaves it to the default."""
+
+    source: str
+    source_port: str | None
+    target: str
+    target_port: str | None
+
+
+def parse_connection(text: str) -> ConnectionRef | None:
+    """The parts of ``text``, or ``None`` if it is not of the form ``a.out -> b.in``."""
+    match = _CONNECTION.match(text)
+    return ConnectionRef(*match.groups()) if match else None
+
+
+def is_valid_name(name: str) -> bool:
+    """Whether ``name`` may be a node name (so that connections can refer to it)."""
+    return bool(_NAME.match(name))

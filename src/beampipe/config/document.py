@@ -1,0 +1,198 @@
+"""Reading the YAML of a pipeline file while keeping the line of every key and list item."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
+
+from beampipe.config.errors import PipelineError
+
+
+class Document:
+    """A parsed pipeline file: the round-trip tree (for lines) and its plain-Python value.
+
+    Attributes:
+        file: path used in error messages.
+        tree: ruamel's round-trip tree (a ``CommentedMap`` at the top).
+        data: the same content as plain ``dict`` / ``list`` / scalars (JSON-able; dates become
+            ISO strings).
+    """
+
+    def __init__(self, file: str, tree: CommentedMap) -> None:
+        self.file = file
+        self.tree = tree
+        self.data: dict[Any, Any] = plain(tree)
+
+    @classmethod
+    def parse(cls, text: str, file: str = "<string>") -> Document:
+        """Parse ``text``; its top level must be a mapping.
+
+        Raises:
+            PipelineError: YAML syntax error, duplicate key, empty document, or a top level that is
+                not a mapping.
+        """
+        try:
+            tree = YAML(typ="rt").load(text)
+        except DuplicateKeyError as exc:
+            raise _duplicate_key_error(exc, text, file) from None
+        except MarkedYAMLError as exc:
+            raise _syntax_error(exc, file) from None
+        except ReaderError as exc:
+            line = text.count("\n", 0, exc.position) + 1
+            raise PipelineError(f"YAML error: {exc.reason}", file=file, line=line) from None
+        except YAMLError as exc:
+            raise PipelineError(f"YAML error: {exc}", file=file) from None
+        if tree is None:
+            raise PipelineError(
+                "the file is empty: a pipeline needs 'nodes:' (and usually 'connections:')",
+                file=file,
+            )
+        if not isinstance(tree, CommentedMap):
+            line = tree.lc.line + 1 if isinstance(tree, CommentedSeq) else _first_content_line(text)
+            raise PipelineError(
+                "the top level should be a mapping with 'name:', 'nodes:' and 'connections:', "
+                f"got {_kind(tree)}",
+                file=file,
+                line=line,
+            )
+        return cls(file, tree)
+
+    def line(self, *path: Any) -> int:
+        """1-based line of the item at ``path`` (keys and list indices from the top).
+
+        Where the path leaves the document (a missing key), the line of the deepest item that
+        exists is returned, so the answer is always somewhere sensible.
+        """
+        item: Any = self.tree
+        line = self.tree.lc.line + 1
+        for key in path:
+            if isinstance(item, CommentedMap) and _has_key(item, key):
+                # a key brought in by a merge (<<: *anchor) has no line of its own
+                with contextlib.suppress(KeyError, TypeError):
+                    line = item.lc.key(key)[0] + 1
+                item = item[key]
+            elif isinstance(item, CommentedSeq) and isinstance(key, int) and 0 <= key < len(item):
+                line = item.lc.item(key)[0] + 1
+                item = item[key]
+            else:
+                break
+        return line
+
+
+def plain(value: Any) -> Any:
+    """``value`` with ruamel's round-trip types replaced by plain Python ones."""
+    if isinstance(value, dict):
+        return {plain(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, dt.date):  # also datetime; kept as text, a typed param parses it back
+        return value.isoformat()
+    return value
+
+
+def _has_key(mapping: CommentedMap, key: Any) -> bool:
+    try:
+        return key in mapping
+    except TypeError:  # unhashable
+        return False
+
+
+def _syntax_error(exc: MarkedYAMLError, file: str) -> PipelineError:
+    mark = exc.problem_mark or exc.context_mark
+    problem = exc.problem or exc.context or "invalid YAML"
+    context_mark = exc.context_mark
+    if exc.context and exc.problem and context_mark is not None:
+        problem += f" ({exc.context} started on line {context_mark.line + 1})"
+    line = mark.line + 1 if mark is not None else None
+    return PipelineError(f"YAML syntax error: {problem}", file=file, line=line)
+
+
+_DUPLICATE = re.compile(r'found duplicate key "(.*?)" with value')
+
+
+def _duplicate_key_error(exc: DuplicateKeyError, text: str, file: str) -> PipelineError:
+    """Name the duplicated key and where it was first given; say when it is a node name."""
+    line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+    match = _DUPLICATE.search(exc.problem or "")
+    key = match.group(1) if match else "?"
+    mapping, node = _mapping_at(text, exc.context_mark)
+    first = ""
+    if mapping is not None:
+        try:
+            first = f" (first on line {mapping.lc.key(key)[0] + 1})"
+        except (KeyError, TypeError):
+            first = ""
+    if node == "":  # the duplicate is a node name
+        return PipelineError(f"duplicate node name {key!r}{first}", file=file, line=line, node=key)
+    return PipelineError(f"duplicate key {key!r}{first}", file=file, line=line, node=node)
+
+
+def _mapping_at(text: str, mark: Any) -> tuple[CommentedMap | None, str | None]:
+    """The mapping starting at ``mark`` and whose it is: ``""`` for ``nodes:`` itself, a node's
+    name for a node's entry, ``None`` for anything else."""
+    if mark is None:
+        return None, None
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = True
+    try:
+        tree = yaml.load(text)
+    except YAMLError:
+        return None, None
+
+    def at_mark(item: Any) -> bool:
+        return (
+            isinstance(item, CommentedMap)
+            and item.lc.line == mark.line
+            and item.lc.col == mark.column
+        )
+
+    nodes = tree.get("nodes") if isinstance(tree, CommentedMap) else None
+    if at_mark(nodes):
+        return nodes, ""
+    if isinstance(nodes, CommentedMap):
+        for name, entry in nodes.items():
+            if at_mark(entry):
+                return entry, str(name)
+    found = _find_mapping(tree, at_mark)
+    return found, None
+
+
+def _find_mapping(item: Any, test: Any) -> CommentedMap | None:
+    if test(item):
+        return item
+    children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+    for child in children:
+        found = _find_mapping(child, test)
+        if found is not None:
+            return found
+    return None
+
+
+def _first_content_line(text: str) -> int:
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped and not stripped.startswith(("#", "---", "%")):
+            return number
+    return 1
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {str(value)[:60]!r}"

@@ -1,0 +1,171 @@
+"""Reading a pipeline file into a validated :class:`~beampipe.config.Pipeline`."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from beampipe.config.checks import check
+from beampipe.config.connections import ConnectionRef, is_valid_name, parse_connection
+from beampipe.config.document import Document
+from beampipe.config.errors import PipelineError, Problems
+from beampipe.config.model import NodeSpec, Pipeline
+from beampipe.config.overrides import apply_overrides
+from beampipe.config.schema import (
+    CONNECTION_HINT,
+    FileModel,
+    NodeModel,
+    file_problems,
+    node_problems,
+)
+
+
+def load_pipeline(path: str | Path, overrides: dict[str, Any] | None = None) -> Pipeline:
+    """Read and validate the pipeline file at ``path``.
+
+    Args:
+        path: the YAML pipeline file; error messages name it as given.
+        overrides: ``{"node.param": value}`` set before validation (``beampipe run --set``).
+
+    Raises:
+        PipelineError: the file cannot be read or is not a valid pipeline.
+    """
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PipelineError("no such file", file=file) from None
+    except UnicodeDecodeError as exc:
+        raise PipelineError(
+            f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=file
+        ) from None
+    except OSError as exc:
+        raise PipelineError(f"cannot read: {exc.strerror or exc}", file=file) from None
+    return parse_pipeline(text, file, overrides, Path(path).resolve().parent)
+
+
+def parse_pipeline(
+    text: str,
+    path: str = "<string>",
+    overrides: dict[str, Any] | None = None,
+    base_dir: str | Path | None = None,
+) -> Pipeline:
+    """Validate the pipeline file content ``text``.
+
+    Every node class is imported and every node's params are validated with its own model.
+
+    Args:
+        text: YAML content of a pipeline file.
+        path: name for error messages and :attr:`Pipeline.path`.
+        overrides: ``{"node.param": value}`` (nested: ``"node.a.b"``) set before validation.
+        base_dir: directory relative params refer to; default: ``path``'s directory, or the
+            current directory for ``"<string>"``.
+
+    Raises:
+        PipelineError: every problem found, each with file, line and node where known.
+    """
+    doc = Document.parse(text, path)
+    problems = Problems(path)
+    data = doc.data
+    all_connections = True
+
+    try:
+        FileModel.model_validate(data)
+    except ValidationError as exc:
+        if any(len(e["loc"]) < 2 or e["loc"][0] != "nodes" for e in exc.errors()):
+            all_connections = False  # an unknown top-level key may be misspelt 'connections'
+        for loc, problem in file_problems(exc):
+            node = loc[1] if len(loc) > 1 and loc[0] == "nodes" else None
+            problems.add(problem, doc.line(*loc), node if isinstance(node, str) else None)
+    nodes = data.get("nodes")
+    if not isinstance(nodes, dict) or not nodes:
+        if isinstance(nodes, dict):
+            problems.add("'nodes' is empty: a pipeline needs at least one node", doc.line("nodes"))
+        problems.raise_if_any()
+
+    specs = _node_specs(doc, nodes, problems)
+    refs = _connection_refs(doc, problems)
+    all_connections = all_connections and len(refs) == len(data.get("connections") or [])
+
+    params = {name: dict(spec.params) if spec else {} for name, spec in specs.items()}
+    overridden, override_problems = apply_overrides(params, copy.deepcopy(overrides or {}))
+    for problem in override_problems:
+        problems.add(problem)
+    specs = {
+        name: spec.model_copy(update={"params": params[name]}) if spec else None
+        for name, spec in specs.items()
+    }
+
+    def locate(*path: Any) -> int:
+        return doc.line("nodes", *path)
+
+    if base_dir is None:
+        base_dir = Path.cwd() if path == "<string>" else Path(path).parent
+    base_dir = Path(base_dir).resolve()
+    checked = check(problems, specs, refs, locate, overridden, base_dir, all_connections)
+    problems.raise_if_any()
+
+    pipeline = Pipeline(
+        name=data.get("name") or (Path(path).stem if path != "<string>" else "pipeline"),
+        path=path,
+        base_dir=base_dir,
+        nodes={node: spec for node, spec in specs.items() if spec is not None},
+        connections=checked.connections,
+    )
+    for node, cls in checked.classes.items():
+        pipeline._classes[node] = (pipeline.nodes[node].use, cls)
+    for node, node_params in checked.params.items():
+        pipeline._params[node] = (pipeline.nodes[node], node_params)
+    return pipeline
+
+
+def _node_specs(
+    doc: Document, nodes: dict[Any, Any], problems: Problems
+) -> dict[str, NodeSpec | None]:
+    """A NodeSpec per well-formed entry; ``None`` for malformed ones (reported)."""
+    specs: dict[str, NodeSpec | None] = {}
+    for name, entry in nodes.items():
+        if not isinstance(name, str):
+            continue  # reported by the file schema
+        line = doc.line("nodes", name)
+        if not is_valid_name(name):
+            problems.add(
+                "not a valid node name: use letters, digits, '_' and '-', starting with a letter "
+                "or '_' (a '.' would clash with 'node.port' in connections)",
+                line,
+                name,
+            )
+            specs[name] = None
+            continue
+        try:
+            model = NodeModel.model_validate(entry)
+        except ValidationError as exc:
+            for loc, problem in node_problems(exc):
+                problems.add(problem, doc.line("nodes", name, *loc), name)
+            specs[name] = None
+            continue
+        specs[name] = NodeSpec(
+            name=name, use=model.use, params=model.params, replicas=model.replicas, line=line
+        )
+    return specs
+
+
+def _connection_refs(doc: Document, problems: Problems) -> list[tuple[ConnectionRef, int]]:
+    """The parsed connection strings with their lines; malformed ones are reported."""
+    items = doc.data.get("connections")
+    if not isinstance(items, list):
+        return []  # missing, empty, or reported by the file schema
+    refs = []
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            continue  # reported by the file schema
+        line = doc.line("connections", i)
+        ref = parse_connection(item)
+        if ref is None:
+            problems.add(f"malformed connection {item!r}: write it as {CONNECTION_HINT}", line)
+        else:
+            refs.append((ref, line))
+    return refs

@@ -1,0 +1,181 @@
+"""The validated pipeline: nodes, connections and graph queries; shippable as a plain dict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from beampipe.config.errors import PipelineError
+from beampipe.config.params import validate_params
+from beampipe.worker import Params, Worker, resolve
+
+
+class NodeSpec(BaseModel):
+    """One node of a pipeline as written in the file (``params`` not yet validated).
+
+    Attributes:
+        name: the node's name (its key under ``nodes:``).
+        use: a registered node type or ``package.module:Class``.
+        params: the node's ``params:`` with any overrides applied (plain JSON-able values).
+        replicas: how many identical processes run this node.
+        line: 1-based line of the node in the pipeline file.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    use: str
+    params: dict[str, Any] = {}
+    replicas: int = Field(default=1, ge=1)
+    line: int
+
+    @property
+    def cls(self) -> type[Worker]:
+        """The node's class, imported on each call (:meth:`Pipeline.node_class` caches it).
+
+        Raises:
+            beampipe.worker.UnknownNodeType: ``use`` names no node class.
+        """
+        return resolve(self.use)
+
+
+class Connection(BaseModel):
+    """An output port of one node joined to an input port of another; ``str()`` gives
+    ``"scan.out -> mu.in"``.
+
+    Attributes:
+        line: 1-based line of the connection in the pipeline file.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str
+    source_port: str
+    target: str
+    target_port: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.source}.{self.source_port} -> {self.target}.{self.target_port}"
+
+
+class Pipeline(BaseModel):
+    """A validated pipeline: built by :func:`~beampipe.config.load_pipeline` /
+    :func:`~beampipe.config.parse_pipeline`, or rebuilt in another process by :meth:`from_dict`.
+
+    Attributes:
+        name: the pipeline's ``name:`` (default: the file's stem).
+        path: the file it was read from, or ``"<string>"``.
+        base_dir: absolute directory of the file; relative paths in params are relative to it
+            (resolving them is the node's business).
+        nodes: ``{name: NodeSpec}`` in file order.
+        connections: in file order, default ports filled in.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    path: str = "<string>"
+    base_dir: Path
+    nodes: dict[str, NodeSpec]
+    connections: list[Connection] = []
+
+    _classes: dict[str, tuple[str, type[Worker]]] = PrivateAttr(default_factory=dict)
+    _params: dict[str, tuple[NodeSpec, Params]] = PrivateAttr(default_factory=dict)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when the fields are (the caches of classes and params do not count)."""
+        if not isinstance(other, Pipeline):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _spec(self, name: str) -> NodeSpec:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise KeyError(f"no node {name!r} in pipeline {self.name!r}") from None
+
+    def node_class(self, name: str) -> type[Worker]:
+        """The Worker class of node ``name`` (imported once, then cached).
+
+        Raises:
+            KeyError: no such node.
+            PipelineError: its ``use`` cannot be resolved (possible after :meth:`from_dict`).
+        """
+        spec = self._spec(name)
+        cached = self._classes.get(name)
+        if cached is not None and cached[0] == spec.use:
+            return cached[1]
+        try:
+            cls = resolve(spec.use)
+        except Exception as exc:
+            raise PipelineError(str(exc), file=self.path, line=spec.line, node=name) from None
+        self._classes[name] = (spec.use, cls)
+        return cls
+
+    def node_params(self, name: str) -> Params:
+        """The node's params as an instance of its worker's own ``Params`` model (cached).
+
+        Raises:
+            KeyError: no such node.
+            PipelineError: the params do not validate (possible after :meth:`from_dict`).
+        """
+        spec = self._spec(name)
+        cached = self._params.get(name)
+        if cached is not None and cached[0] is spec:
+            return cached[1]
+        params, problems = validate_params(
+            self.node_class(name), spec.use, spec.params, self.base_dir
+        )
+        if params is None:
+            raise PipelineError.combine(
+                PipelineError(p.problem, file=self.path, line=spec.line, node=name)
+                for p in problems
+            )
+        self._params[name] = (spec, params)
+        return params
+
+    def inputs_of(self, name: str) -> list[Connection]:
+        """Connections into node ``name``, in file order."""
+        self._spec(name)
+        return [c for c in self.connections if c.target == name]
+
+    def outputs_of(self, name: str) -> list[Connection]:
+        """Connections out of node ``name``, in file order."""
+        self._spec(name)
+        return [c for c in self.connections if c.source == name]
+
+    def sources(self) -> list[str]:
+        """Nodes without input connections, in file order: in a validated pipeline exactly the
+        :class:`~beampipe.Source` nodes."""
+        fed = {c.target for c in self.connections}
+        return [n for n in self.nodes if n not in fed]
+
+    def sinks(self) -> list[str]:
+        """Nodes without output connections, in file order."""
+        feeding = {c.source for c in self.connections}
+        return [n for n in self.nodes if n not in feeding]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict from which :meth:`from_dict` rebuilds this pipeline."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Pipeline:
+        """Rebuild a pipeline from :meth:`to_dict`'s output, without the file.
+
+        Node classes are not imported here but on first use of :meth:`node_class` /
+        :meth:`node_params`, so that a node process imports only its own node's code.
+
+        Raises:
+            PipelineError: ``data`` is not a pipeline dict.
+        """
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            file = data.get("path", "<dict>") if isinstance(data, dict) else "<dict>"
+            raise PipelineError(f"not a valid pipeline dict: {exc}", file=str(file)) from None

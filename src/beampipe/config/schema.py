@@ -1,0 +1,120 @@
+"""The shape of a pipeline file (pydantic), and pydantic's errors turned into readable problems."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+
+CONNECTION_HINT = "'source.port -> target.port' (ports optional: 'source -> target')"
+
+
+class FileModel(BaseModel):
+    """The top level of a pipeline file; each node entry is checked by :class:`NodeModel`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    nodes: dict[str, Any]
+    connections: list[str] = []
+
+    @field_validator("connections", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+
+class NodeModel(BaseModel):
+    """One entry under ``nodes:``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    use: str
+    params: dict[str, Any] = {}
+    replicas: Annotated[int, Field(ge=1, strict=True)] = 1
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+def file_problems(exc: ValidationError) -> list[tuple[tuple[Any, ...], str]]:
+    """``(location path, problem)`` for each error of :class:`FileModel` validation."""
+    out = []
+    for err in exc.errors():
+        loc, kind = err["loc"], err["type"]
+        key = loc[0] if loc else None
+        if kind == "extra_forbidden" and len(loc) == 1:
+            out.append((loc, _unknown_key(str(key), FileModel, "top-level key")))
+        elif key == "nodes" and len(loc) == 1:
+            nodes_hint = "a mapping of node names to {use: ..., params: {...}}"
+            if kind == "missing":
+                out.append((loc, f"missing 'nodes:' ({nodes_hint})"))
+            else:
+                out.append((loc, f"'nodes' should be {nodes_hint}, got {_value(err)}"))
+        elif key == "nodes" and loc[-1] == "[key]":
+            out.append((loc[:-1], f"node name {loc[1]!r} should be a string"))
+        elif key == "connections" and len(loc) == 1:
+            out.append(
+                (loc, f"'connections' should be a list of {CONNECTION_HINT}, got {_value(err)}")
+            )
+        elif key == "connections":
+            out.append((loc, f"connection should be a string {CONNECTION_HINT}, got {_value(err)}"))
+        else:
+            out.append((loc, f"{dotted(loc)}: {pydantic_message(err)}"))
+    return out
+
+
+def node_problems(exc: ValidationError) -> list[tuple[tuple[Any, ...], str]]:
+    """``(location path within the node entry, problem)`` for each error of :class:`NodeModel`."""
+    out = []
+    for err in exc.errors():
+        loc, kind = err["loc"], err["type"]
+        if not loc:
+            out.append(
+                (loc, f"should be a mapping {{use: ..., params: {{...}}}}, got {_value(err)}")
+            )
+        elif kind == "extra_forbidden" and len(loc) == 1:
+            out.append((loc, _unknown_key(str(loc[0]), NodeModel, "key")))
+        elif kind == "missing" and loc == ("use",):
+            out.append((loc, "missing 'use:' (a built-in node type or 'package.module:Class')"))
+        else:
+            out.append((loc, f"{dotted(loc)}: {pydantic_message(err)}"))
+    return out
+
+
+def _unknown_key(key: str, model: type[BaseModel], what: str) -> str:
+    allowed = list(model.model_fields)
+    hint = difflib.get_close_matches(key, allowed, n=1)
+    suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+    return f"unknown {what} {key!r} (allowed: {', '.join(allowed)}{suggestion})"
+
+
+def pydantic_message(err: ErrorDetails) -> str:
+    """pydantic's message for ``err``, shortened, with the offending value."""
+    msg = err["msg"].split(", unable to ")[0]
+    if err["type"] == "missing":
+        return "required"
+    return f"{msg}, got {_value(err)}"
+
+
+def _value(err: ErrorDetails) -> str:
+    value = err["input"]
+    return "nothing" if value is None else short_repr(value)
+
+
+def dotted(loc: tuple[Any, ...]) -> str:
+    """``('a', 'b', 0)`` as ``a.b[0]``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,1 @@
+"""Sources and sinks: file replay, detector streams, ASAP::O, NeXus writer, EPICS."""

@@ -1,0 +1,93 @@
+"""What ``beampipe run`` shows in the terminal: one progress line per stream and a summary."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from beampipe.config import Pipeline
+
+
+@dataclass
+class _Stream:
+    task: TaskID
+    t_start: float
+    messages: int = 0
+    sink_ends: int = 0
+    t_end: float = 0.0
+
+
+class ConsoleObserver:
+    """Shows, per stream, the messages the sources have sent and their rate; a stream's line is
+    ticked when every sink replica has seen it end."""
+
+    def __init__(self, pipeline: Pipeline, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.sources = set(pipeline.sources())
+        self.sinks = set(pipeline.sinks())
+        self.sink_replicas = sum(pipeline.nodes[n].replicas for n in self.sinks)
+        self.streams: dict[str, _Stream] = {}
+        self.progress_bar = Progress(
+            TextColumn("{task.description}"),
+            TextColumn("{task.completed:>8.0f} msgs"),
+            TextColumn("{task.fields[rate]:>8.0f} msg/s"),
+            TimeElapsedColumn(),
+            console=self.console,
+        )
+
+    def __enter__(self) -> ConsoleObserver:
+        self.progress_bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress_bar.stop()
+
+    def _stream(self, name: str) -> _Stream:
+        if name not in self.streams:
+            task = self.progress_bar.add_task(f"  {name}", total=None, rate=0.0)
+            self.streams[name] = _Stream(task, time.monotonic())
+        return self.streams[name]
+
+    def _show(self, s: _Stream, done: bool = False) -> None:
+        elapsed = (s.t_end or time.monotonic()) - s.t_start
+        rate = s.messages / elapsed if elapsed > 0 else 0.0
+        self.progress_bar.update(s.task, completed=s.messages, rate=rate)
+        if done:
+            name = self.progress_bar.tasks[s.task].description.strip()
+            self.progress_bar.update(s.task, description=f"[green]✓[/] {name}")
+            self.progress_bar.stop_task(s.task)
+
+    def progress(self, node: str, replica: int, streams: dict[str, int]) -> None:
+        if node in self.sources:
+            for name, count in streams.items():
+                s = self._stream(name)
+                s.messages = count
+                self._show(s)
+
+    def stream_end(self, node: str, replica: int, report: dict[str, Any]) -> None:
+        s = self._stream(report["stream"])
+        if node in self.sources:
+            s.messages = report["messages"]
+        if node in self.sinks:
+            s.sink_ends += 1
+            if s.sink_ends == self.sink_replicas:
+                s.t_end = time.monotonic()
+                self._show(s, done=True)
+
+    def failure(self, text: str) -> None:
+        self.console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+    def summary(self, exit_code: int, wall_time: float, outputs: list[str]) -> None:
+        messages = sum(s.messages for s in self.streams.values())
+        finished = sum(1 for s in self.streams.values() if s.t_end)
+        status = "[green]finished[/]" if exit_code == 0 else f"[red]failed (exit {exit_code})[/]"
+        self.console.print(
+            f"{status}: {finished}/{len(self.streams)} streams, {messages} messages, "
+            f"{wall_time:.1f} s wall time" + (f", output: {', '.join(outputs)}" if outputs else ""),
+            soft_wrap=True,
+        )

@@ -1,0 +1,341 @@
+"""The loop inside one node process: receive -> process -> send, and the stream lifecycle.
+
+A node process is started by a launcher (:mod:`beampipe.manager`) with the address of the
+launcher's control channel. It says hello, receives the pipeline, builds its worker, binds its
+output ports, reports their endpoints, connects its inputs to the upstream endpoints it is given,
+and runs until every upstream peer has finished (a worker) or its generator is exhausted (a
+source). Then it tells its downstream peers it has finished, waits until they confirm, and reports
+``done``.
+
+Stream lifecycle: a stream opens at the first :class:`StreamStart` or message of it that arrives;
+:meth:`Worker.on_stream_start` is called and the start marker is forwarded. It ends when every
+input pipe has delivered its :class:`EndOfStream` (or finished): :meth:`Worker.on_stream_end` is
+called, its results are sent, and the end marker is forwarded.
+
+Fail fast: an exception in a worker hook is reported to the launcher with node, stream, message id
+and traceback, and the process exits with status 1.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from beampipe.config import Pipeline
+from beampipe.message import EndOfStream, Item, Message, StreamStart
+from beampipe.runtime.control import ControlClient
+from beampipe.transport import InputChannel, OutputPort
+from beampipe.worker import Output, Source, Worker
+
+PROGRESS_INTERVAL = 0.5
+"""Seconds between progress reports to the launcher."""
+
+
+class Stopped(Exception):
+    """The launcher asked this node to stop, or the launcher is gone."""
+
+
+class NodeFailure(Exception):
+    """A worker hook raised; carries where it happened."""
+
+    def __init__(self, stream: str | None, msg_id: int | None, exc: BaseException) -> None:
+        super().__init__(f"{type(exc).__name__}: {exc}")
+        self.stream = stream
+        self.msg_id = msg_id
+        self.traceback = "".join(traceback.format_exception(exc))
+
+
+@dataclass
+class StreamState:
+    """Per-stream bookkeeping of one node."""
+
+    ended: set[int] = field(default_factory=set)
+    """Indices of the input pipes that delivered the end-of-stream marker."""
+    messages: int = 0
+    t_first: float = 0.0
+    t_last: float = 0.0
+    end: EndOfStream | None = None
+
+
+class NodeRuntime:
+    """Runs one replica of one node. See the module docstring for the protocol."""
+
+    def __init__(self, control_endpoint: str, node: str, replica: int) -> None:
+        self.node = node
+        self.replica = replica
+        self.ctx = zmq.Context()
+        self.control = ControlClient(self.ctx, control_endpoint, node, replica)
+        self.parent = os.getppid()
+        self.worker: Worker | None = None
+        self.outputs: dict[str, OutputPort] = {}
+        self.inputs: list[InputChannel] = []
+        self.streams: dict[str, StreamState] = {}
+        self.poller = zmq.Poller()
+        self._last_progress = 0.0
+        self._progress_dirty = False
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def _await(self, kind: str) -> dict[str, Any]:
+        while True:
+            msg = self.control.recv(500)
+            if msg is None:
+                self._check_parent()
+                continue
+            if msg["t"] == "stop":
+                raise Stopped()
+            if msg["t"] == kind:
+                return msg
+
+    def _setup(self) -> None:
+        self.control.send(
+            "hello",
+            node=self.node,
+            replica=self.replica,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+        )
+        setup = self._await("setup")
+        pipeline = Pipeline.from_dict(setup["pipeline"])
+        cls = pipeline.node_class(self.node)
+        try:
+            self.worker = cls(pipeline.node_params(self.node), name=self.node)
+        except Exception as exc:
+            raise NodeFailure(None, None, exc) from exc
+        for port in dict.fromkeys(c.source_port for c in pipeline.outputs_of(self.node)):
+            expected = {
+                f"{c.target}.{c.target_port}": pipeline.nodes[c.target].replicas
+                for c in pipeline.outputs_of(self.node)
+                if c.source_port == port
+            }
+            address = setup["bind"].format(name=f"{self.node}-{self.replica}-{port}")
+            out = OutputPort.bind(self.ctx, port, address, expected)
+            self.outputs[port] = out
+            self.poller.register(out.socket, zmq.POLLIN)
+        self.control.send("bound", endpoints={p: o.endpoint for p, o in self.outputs.items()})
+        connect = self._await("connect")
+        for spec in connect["inputs"]:
+            channel = InputChannel.connect(
+                self.ctx,
+                port=spec["port"],
+                target=f"{self.node}.{spec['port']}",
+                replica=self.replica,
+                upstream=spec["upstream"],
+                endpoint=spec["endpoint"],
+                window=setup["window"],
+            )
+            self.inputs.append(channel)
+            self.poller.register(channel.socket, zmq.POLLIN)
+        self.poller.register(self.control.socket, zmq.POLLIN)
+
+    # -- control and outputs -------------------------------------------------------------------
+
+    def _check_parent(self) -> None:
+        if os.getppid() != self.parent:
+            raise Stopped()
+
+    def _service(self, timeout_ms: int, inputs: bool) -> list[InputChannel]:
+        """Poll once: handle control and output-port frames; return input channels with data."""
+        events = dict(self.poller.poll(timeout_ms))
+        if not events:
+            self._check_parent()
+        ready = []
+        for sock in events:
+            if sock is self.control.socket:
+                msg = self.control.recv(0)
+                if msg is not None and msg["t"] == "stop":
+                    raise Stopped()
+        for out in self.outputs.values():
+            if out.socket in events:
+                while out.socket.poll(0):
+                    out.handle(out.socket.recv_multipart())
+        if inputs:
+            ready = [ch for ch in self.inputs if ch.socket in events]
+        self._report_progress()
+        return ready
+
+    def _send(self, port: str, item: Item) -> None:
+        out = self.outputs.get(port)
+        if out is None:
+            return
+        while not out.try_send(item):
+            self._service(1000, inputs=False)
+
+    def _broadcast(self, item: StreamStart | EndOfStream) -> None:
+        for port in self.outputs:
+            self._send(port, item)
+
+    def _emit(self, result: Output, origin: Message | None) -> None:
+        """Send what a worker hook returned; fill stream/id/timestamps from ``origin``."""
+        if result is None:
+            return
+        assert self.worker is not None
+        default = self.worker.outputs[0] if self.worker.outputs else ""
+        pairs: Iterable[tuple[str, Any]]
+        if isinstance(result, Message):
+            pairs = [(default, result)]
+        elif isinstance(result, Mapping):
+            pairs = result.items()
+        else:
+            pairs = [(default, m) for m in result]
+        for port, value in pairs:
+            for msg in [value] if isinstance(value, Message) else value:
+                if origin is not None:
+                    msg.stream = msg.stream or origin.stream
+                    msg.id = msg.id or origin.id
+                    if not msg.timestamps:
+                        msg.timestamps = list(origin.timestamps)
+                msg.stamp(self.node)
+                self._send(port, msg)
+
+    def _report_progress(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._progress_dirty and (force or now - self._last_progress >= PROGRESS_INTERVAL):
+            counts = {name: s.messages for name, s in self.streams.items()}
+            self.control.send("progress", streams=counts)
+            self._last_progress = now
+            self._progress_dirty = False
+
+    # -- stream lifecycle ----------------------------------------------------------------------
+
+    def _call(self, stream: str | None, msg_id: int | None, hook: Any, *args: Any) -> Output:
+        try:
+            return hook(*args)
+        except Exception as exc:
+            user_frames = exc.__traceback__.tb_next if exc.__traceback__ else None
+            raise NodeFailure(stream, msg_id, exc.with_traceback(user_frames)) from exc
+
+    def _open(self, stream: str, metadata: dict[str, Any]) -> StreamState:
+        state = self.streams.get(stream)
+        if state is None:
+            assert self.worker is not None
+            state = self.streams[stream] = StreamState()
+            result = self._call(stream, None, self.worker.on_stream_start, stream, metadata)
+            self._broadcast(StreamStart(stream, metadata))
+            self._emit(result, None)
+        return state
+
+    def _close(self, stream: str, state: StreamState) -> None:
+        assert self.worker is not None
+        result = self._call(stream, None, self.worker.on_stream_end, stream)
+        self._emit(result, None)
+        end = state.end or EndOfStream(stream, state.messages)
+        self._broadcast(end)
+        del self.streams[stream]
+        self._report_progress(force=True)
+        self.control.send(
+            "stream_end",
+            stream=stream,
+            messages=state.messages,
+            t_first=state.t_first,
+            t_last=state.t_last,
+        )
+
+    def _on_item(self, index: int, channel: InputChannel, item: Item) -> None:
+        assert self.worker is not None
+        if isinstance(item, StreamStart):
+            self._open(item.stream, item.metadata)
+        elif isinstance(item, Message):
+            state = self._open(item.stream, {})
+            item.port = channel.port
+            now = time.time()
+            state.t_first = state.t_first or now
+            result = self._call(item.stream, item.id, self.worker.process, item)
+            self._emit(result, item)
+            channel.processed()
+            state.messages += 1
+            state.t_last = time.time()
+            self._progress_dirty = True
+        else:
+            state = self.streams.get(item.stream)
+            if state is None:
+                state = self._open(item.stream, {})
+            state.end = state.end or item
+            state.ended.add(index)
+            if len(state.ended) == len(self.inputs):
+                self._close(item.stream, state)
+
+    # -- main loops ----------------------------------------------------------------------------
+
+    def _run_worker(self) -> None:
+        while not all(ch.finished for ch in self.inputs):
+            for channel in self._service(1000, inputs=True):
+                index = self.inputs.index(channel)
+                channel.receive(lambda item, i=index, ch=channel: self._on_item(i, ch, item))
+        for stream, state in list(self.streams.items()):
+            state.ended = set(range(len(self.inputs)))
+            self._close(stream, state)
+
+    def _run_source(self, source: Source) -> None:
+        default = source.outputs[0] if source.outputs else ""
+        generator = iter(self._call(None, None, source.generate))
+        while True:
+            try:
+                item = next(generator)
+            except StopIteration:
+                break
+            except Exception as exc:
+                raise NodeFailure(None, None, exc) from exc
+            self._service(0, inputs=False)
+            if isinstance(item, StreamStart):
+                self._open(item.stream, item.metadata)
+            elif isinstance(item, Message):
+                state = self._open(item.stream, {})
+                item.stamp(self.node)
+                state.t_first = state.t_first or item.timestamps[0][1]
+                self._send(item.port or default, item)
+                state.messages += 1
+                state.t_last = time.time()
+                self._progress_dirty = True
+            else:
+                state = self._open(item.stream, {})
+                state.end = item
+                self._close(item.stream, state)
+
+    def _finish_outputs(self) -> None:
+        for out in self.outputs.values():
+            while not out.connected:
+                self._service(1000, inputs=False)
+            out.finish()
+        while not all(out.all_bye for out in self.outputs.values()):
+            self._service(1000, inputs=False)
+
+    def run(self) -> int:
+        """Run to completion; the process exit status (0 done, 1 failed, 2 stopped)."""
+        status = 0
+        try:
+            self._setup()
+            assert self.worker is not None
+            if isinstance(self.worker, Source):
+                self._run_source(self.worker)
+            else:
+                self._run_worker()
+            self._finish_outputs()
+            self._report_progress(force=True)
+            self.control.send("done", sent={p: o.sent for p, o in self.outputs.items()})
+        except Stopped:
+            status = 2
+        except Exception as exc:
+            failure = exc if isinstance(exc, NodeFailure) else NodeFailure(None, None, exc)
+            self.control.send(
+                "error",
+                node=self.node,
+                replica=self.replica,
+                stream=failure.stream,
+                id=failure.msg_id,
+                error=str(failure),
+                traceback=failure.traceback,
+            )
+            status = 1
+        finally:
+            if self.worker is not None:
+                self.worker.close()
+            self.ctx.destroy(linger=2000)
+        return status

@@ -1,0 +1,188 @@
+"""The local launcher with user-defined workers: results, fail fast, dead processes, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest import beampipe
+
+NODES = textwrap.dedent(
+    '''
+    import json
+    import os
+    import signal
+
+    import numpy as np
+
+    import beampipe
+
+
+    class Counter(beampipe.Source):
+        """Streams 'a' and 'b' of ``n`` messages each, x = id."""
+
+        class Params(beampipe.Params):
+            n: int = 50
+
+        def generate(self):
+            for stream in ("a", "b"):
+                yield beampipe.StreamStart(stream, {"origin": "test"})
+                for i in range(1, self.params.n + 1):
+                    yield beampipe.Message(data={"x": float(i)}, stream=stream, id=i)
+                yield beampipe.EndOfStream(stream, self.params.n)
+
+
+    class Square(beampipe.Worker):
+        class Params(beampipe.Params):
+            fail_at: int = 0
+            die_at: int = 0
+
+        def process(self, msg):
+            if msg.id == self.params.fail_at and msg.stream == "b":
+                raise ValueError(f"cannot square {float(msg.data['x'])}")
+            if msg.id == self.params.die_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return beampipe.Message(data={"y": msg.data["x"] ** 2})
+
+
+    @beampipe.worker
+    def plus_one(msg):
+        return beampipe.Message(data={"y": msg.data["y"] + 1})
+
+
+    class JsonSink(beampipe.Worker):
+        """Writes one JSON line per message and per stream event."""
+
+        inputs = None
+        outputs = ()
+
+        class Params(beampipe.Params):
+            path: str
+
+        def __init__(self, params, name=""):
+            super().__init__(params, name)
+            self.file = open(params.path, "w")
+
+        def _write(self, **record):
+            self.file.write(json.dumps(record) + "\\n")
+            self.file.flush()
+
+        def on_stream_start(self, stream, metadata):
+            self._write(event="start", stream=stream, metadata=metadata)
+
+        def process(self, msg):
+            self._write(event="msg", port=msg.port, stream=msg.stream, id=msg.id,
+                        y=float(msg.data["y"]), hops=[t[0] for t in msg.timestamps])
+
+        def on_stream_end(self, stream):
+            self._write(event="end", stream=stream)
+
+        def close(self):
+            self.file.close()
+    '''
+)
+
+
+def _pipeline(tmp_path: Path, square: str = "{}") -> Path:
+    (tmp_path / "usernodes.py").write_text(NODES)
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            name: user-nodes
+            nodes:
+              count: {{use: "usernodes:Counter", params: {{n: 50}}}}
+              square: {{use: "usernodes:Square", params: {square}}}
+              plus: {{use: "usernodes:plus_one"}}
+              sink: {{use: "usernodes:JsonSink", params: {{path: "{out}"}}}}
+            connections:
+              - count.out -> square.in
+              - square.out -> plus.in
+              - square.out -> sink.squares
+              - plus.out -> sink.plus
+            """
+        )
+    )
+    return path
+
+
+def _records(tmp_path: Path) -> list[dict]:
+    return [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+
+
+def test_user_defined_workers_from_a_module_next_to_the_pipeline(tmp_path):
+    result = beampipe("run", str(_pipeline(tmp_path)), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    records = _records(tmp_path)
+    for stream in ("a", "b"):
+        events = [r for r in records if r["stream"] == stream]
+        assert events[0] == {"event": "start", "stream": stream, "metadata": {"origin": "test"}}
+        assert events[-1] == {"event": "end", "stream": stream}
+        for port, offset in (("squares", 0), ("plus", 1)):
+            got = [(r["id"], r["y"]) for r in events if r.get("port") == port]
+            assert got == [(i, float(i * i + offset)) for i in range(1, 51)]
+    hops = next(r["hops"] for r in records if r.get("port") == "plus")
+    assert hops == ["count", "square", "plus"]
+    assert "2/2 streams, 100 messages" in result.stderr
+
+
+def test_exception_in_worker_fails_fast_naming_node_stream_and_id(tmp_path):
+    result = beampipe("run", str(_pipeline(tmp_path, "{fail_at: 17}")), cwd=tmp_path)
+    assert result.returncode == 1
+    err = " ".join(result.stderr.split())
+    assert "node 'square', stream 'b', message id 17: ValueError: cannot square 17.0" in err
+    assert "Traceback" in result.stderr and "usernodes.py" in result.stderr
+    assert not [r for r in _records(tmp_path) if r["stream"] == "b" and r.get("id", 0) >= 17]
+
+
+def test_a_node_process_that_dies_fails_the_run(tmp_path):
+    result = beampipe("run", str(_pipeline(tmp_path, "{die_at: 30}")), cwd=tmp_path)
+    assert result.returncode == 1
+    err = " ".join(result.stderr.split())
+    assert "node 'square'" in err and "was killed by SIGKILL before finishing" in err
+
+
+def _node_processes(marker: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "beampipe.runtime" in cmdline and marker in cmdline:
+                pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_every_process(tmp_path, signum):
+    path = _pipeline(tmp_path)
+    text = path.read_text().replace("name: user-nodes", f"name: sig{signum.value}-{os.getpid()}")
+    path.write_text(text.replace("params: {n: 50}", "params: {n: 100000000}"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "beampipe", "run", str(path)],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out = tmp_path / "out.jsonl"
+    deadline = time.monotonic() + 60
+    while not (out.exists() and out.stat().st_size > 10_000):  # messages reach the sink
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    marker = f"beampipe-sig{signum.value}-{os.getpid()}-"
+    assert len(_node_processes(marker)) == 4
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert f"interrupted by {signum.name}" in stderr
+    assert _node_processes(marker) == []
