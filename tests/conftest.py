@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "xas-p65"
@@ -25,6 +25,12 @@ def beampipe(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: 
     )
 
 
-@pytest.fixture
-def run_beampipe():
-    return beampipe
+def nxcheck(path: Path, *args: str) -> tuple[int, str]:
+    """Run nexusformat's ``nxcheck``; (total number of errors, output without colours)."""
+    exe = Path(sys.executable).with_name("nxcheck")
+    command = [str(exe)] if exe.exists() else [shutil.which("nxcheck") or "nxcheck"]
+    done = subprocess.run([*command, *args, str(path)], capture_output=True, text=True, timeout=300)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr)
+    m = re.search(r"Total number of errors: (\d+)", text)
+    assert m, f"no error count in nxcheck output:\n{text}"
+    return int(m[1]), text

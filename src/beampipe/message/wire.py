@@ -139,7 +139,9 @@ def _decode_message(header: dict[str, Any], buffers: Sequence[Any]) -> Message:
                 f"{where}: array {name!r} ({dtype}, shape {tuple(shape)}) needs {expected} "
                 f"bytes, frame has {len(raw)}"
             )
-        data[name] = np.frombuffer(raw, dtype=dt).reshape(shape)
+        array = np.frombuffer(raw, dtype=dt).reshape(shape)
+        array.flags.writeable = False  # shared with the network buffer (and, inproc, the sender)
+        data[name] = array
     if next_buffer != len(buffers):
         raise WireError(f"{where}: {len(buffers) - next_buffer} unexpected extra frames")
     return Message(

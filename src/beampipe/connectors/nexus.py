@@ -1,0 +1,240 @@
+"""NeXus/HDF5 sink: ``use: nexus_writer`` (https://manual.nexusformat.org/).
+
+One NXentry per stream in the master file ``path``; each input port of the node becomes one
+NXdata group of the entry, stored in its own HDF5 file written in SWMR mode and linked into the
+master, so the data can be read while the scan runs. Layout, reader procedure and NXxas status:
+docs/nexus.md.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import h5py
+from pydantic import Field
+
+import beampipe
+from beampipe.connectors.nexus_files import GroupFile, edit_master
+from beampipe.connectors.nexus_meta import (
+    new_group,
+    nexus_name,
+    put,
+    unique_name,
+    write_entry_header,
+    write_xas,
+)
+
+__all__ = ["GroupParams", "NexusWriter", "XasParams"]
+
+XasMode = Literal[
+    "Transmission",
+    "Fluorescence Yield",
+    "Total Electron Yield",
+    "Partial Electron Yield",
+    "Auger Electron Yield",
+]
+
+
+class GroupParams(beampipe.Params):
+    """How one input port is written (``groups: {port: {...}}``).
+
+    ``mode``: ``append`` (each message adds a row) or ``replace`` (each message overwrites).
+    ``signal`` and ``axes`` override the ``signal``/``axes`` of the message metadata.
+    """
+
+    mode: Literal["append", "replace"] = "append"
+    signal: str | None = None
+    axes: list[str] | None = None
+
+
+class XasParams(beampipe.Params):
+    """The NXxas view (an NXsubentry ``xas``): the append-mode ``port`` whose messages carry
+    ``energy`` (eV), ``incoming_beam`` (I0) and ``absorbed_beam`` (the sample signal: It in
+    transmission, If in fluorescence) as data names; ``mode`` is NXxas's detection mode."""
+
+    port: str = "points"
+    energy: str = "energy"
+    incoming_beam: str = "i0"
+    absorbed_beam: str = "it"
+    mode: XasMode = "Transmission"
+
+
+@dataclass
+class _Stream:
+    """An open stream: its entry in the master and the group files of its ports."""
+
+    entry: str
+    meta: dict[str, Any]
+    groups: dict[str, GroupFile] = field(default_factory=dict)
+
+    def default_with(self, group: GroupFile) -> str:
+        """The group to plot once ``group`` is added: the first replace-mode group, else the
+        first group."""
+        groups = [*self.groups.values(), group]
+        return next((g.name for g in groups if g.mode == "replace"), groups[0].name)
+
+
+class NexusWriter(beampipe.Worker):
+    """Writes every stream into a NeXus file, one NXentry per stream.
+
+    Master file ``path`` (created, with its parent directories, at the first stream; an existing
+    file is overwritten): NXroot (``default`` = the first entry) with, per stream, an NXentry
+    named after the stream (made a valid NeXus name: ``20K_GOE.00000`` ->
+    ``entry_20K_GOE_00000``; ``_2``, ``_3`` ... appended if taken) holding ``title``,
+    ``entry_identifier`` (the stream name), ``start_time``/``end_time``, NXinstrument, NXsample,
+    the NXcollection ``metadata`` (the whole stream metadata; the raw header as NXnote) and one
+    NXdata per input port, named after the port. ``default`` of the entry names the first
+    replace-mode group, else the first group.
+
+    Each port's NXdata lives in ``<path stem>_data/<entry>/<port>.h5`` (linked into the entry by
+    an HDF5 external link), created at the port's first message in the stream and then written
+    in SWMR mode (see :class:`~beampipe.connectors.nexus_files.GroupFile` for the append and
+    replace modes and the ``id`` dataset). ``signal``/``axes`` come from ``groups`` or the first
+    message's metadata; ``units`` from ``metadata["units"]`` (``{data name: unit}``).
+
+    Written data is flushed (made visible to SWMR readers) at the first message after
+    ``flush_interval`` seconds since the last flush, at the end of the stream and on
+    :meth:`close`; the stream's group files are closed at its end.
+
+    Raises:
+        TypeError: message data that is bytes or not numeric.
+        ValueError: a stream started twice; a message whose data names, shapes or ranks do not
+            fit the port's first message.
+        KeyError: a message or end of a stream that was never started.
+        OSError: a file cannot be written.
+    """
+
+    class Params(beampipe.Params):
+        """``path``: the master file (``~`` expanded; relative to the working directory).
+        ``groups``: per input port, :class:`GroupParams`.
+        ``flush_interval``: seconds between flushes (>= 0; 0 = after every message).
+        ``stream_metadata``: defaults for every stream's metadata (e.g. ``source_type``,
+        ``monitor_mode``); the stream's own items win. ``xas``: the NXxas view, or None for
+        none."""
+
+        path: str
+        groups: dict[str, GroupParams] = Field(default_factory=dict)
+        flush_interval: float = Field(0.5, ge=0)
+        stream_metadata: dict[str, Any] = Field(default_factory=dict)
+        xas: XasParams | None = Field(default_factory=XasParams)
+
+    params: NexusWriter.Params
+    inputs: ClassVar[tuple[str, ...] | None] = None
+    outputs: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, params: NexusWriter.Params, name: str = "") -> None:
+        super().__init__(params, name)
+        self.path = Path(os.path.expanduser(params.path)).absolute()
+        self.data_dir = self.path.with_name(f"{self.path.stem}_data")
+        self._streams: dict[str, _Stream] = {}
+        self._entries: list[str] = []
+        self._last_flush = time.monotonic()
+
+    def on_stream_start(self, stream: str, metadata: dict[str, Any]) -> None:
+        """Add the stream's NXentry to the master file (creating the file at the first stream)."""
+        if stream in self._streams:
+            raise ValueError(f"{self.name}: stream {stream!r} started twice")
+        if not self._entries:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        name = unique_name(nexus_name(stream, "entry"), self._entries)
+        meta = {**self.params.stream_metadata, **metadata}
+        with edit_master(self.path, create=not self._entries) as f:
+            entry = new_group(f, name, "NXentry")
+            put(entry, "program_name", "beampipe")
+            entry["program_name"].attrs["version"] = beampipe.__version__
+            write_entry_header(entry, stream, meta)
+            f.attrs.setdefault("default", name)
+        self._entries.append(name)
+        self._streams[stream] = _Stream(entry=name, meta=meta)
+
+    def process(self, msg: beampipe.Message) -> None:
+        """Append or replace the message's data in its port's group; flush if due."""
+        state = self._stream(msg.stream)
+        group = state.groups.get(msg.port) or self._open_group(state, msg)
+        group.write(msg)
+        now = time.monotonic()
+        if now - self._last_flush >= self.params.flush_interval:
+            self._flush_all()
+            self._last_flush = now
+
+    def on_stream_end(self, stream: str) -> None:
+        """Flush and close the stream's group files (they stop being SWMR files)."""
+        state = self._stream(stream)
+        del self._streams[stream]
+        _close_all(state.groups.values())
+
+    def close(self) -> None:
+        """Flush and close the group files of all open streams."""
+        streams, self._streams = list(self._streams.values()), {}
+        for state in streams:
+            _close_all(state.groups.values())
+
+    def _stream(self, stream: str) -> _Stream:
+        try:
+            return self._streams[stream]
+        except KeyError:
+            raise KeyError(f"{self.name}: stream {stream!r} was not started") from None
+
+    def _open_group(self, state: _Stream, msg: beampipe.Message) -> GroupFile:
+        """Create the port's group file and link it into the entry (one master edit)."""
+        spec = self.params.groups.get(msg.port, GroupParams())
+        group: GroupFile | None = None
+        try:
+            with edit_master(self.path) as f:
+                entry = f[state.entry]
+                name = unique_name(nexus_name(msg.port, "data"), entry)
+                path = self.data_dir / state.entry / f"{name}.h5"
+                group = GroupFile(path, name, msg, spec.mode, *self._plot(spec, msg.metadata))
+                link = os.path.relpath(path, self.path.parent)
+                entry[name] = h5py.ExternalLink(link, f"/entry/{name}")
+                entry.attrs["default"] = state.default_with(group)
+                self._add_xas(entry, state, msg.port, group, link)
+        except BaseException:
+            if group is not None:
+                group.close()
+            raise
+        state.groups[msg.port] = group
+        return group
+
+    @staticmethod
+    def _plot(spec: GroupParams, metadata: dict[str, Any]) -> tuple[str | None, list[str] | None]:
+        signal = spec.signal or metadata.get("signal")
+        axes = spec.axes or metadata.get("axes")
+        if isinstance(axes, str):
+            axes = [axes]
+        signal = signal if isinstance(signal, str) else None
+        axes = list(map(str, axes)) if isinstance(axes, list) else None
+        return signal, axes
+
+    def _add_xas(
+        self, entry: h5py.Group, state: _Stream, port: str, group: GroupFile, link: str
+    ) -> None:
+        xas = self.params.xas
+        keys = ("energy", "incoming_beam", "absorbed_beam")
+        if xas is None or port != xas.port or group.mode != "append":
+            return
+        if not all(getattr(xas, k) in group.names for k in keys):
+            return
+        names = {k: group.columns[getattr(xas, k)] for k in keys} | {"mode": xas.mode}
+        write_xas(entry, link, f"/entry/{group.name}", names, group.signal, state.meta)
+
+    def _flush_all(self) -> None:
+        for state in self._streams.values():
+            for group in state.groups.values():
+                group.flush()
+
+
+def _close_all(groups: Any) -> None:
+    """Close every group file, even if closing one fails (the first error is raised)."""
+    error: BaseException | None = None
+    for group in groups:
+        try:
+            group.close()
+        except Exception as exc:  # keep closing the others
+            error = error or exc
+    if error is not None:
+        raise error
