@@ -9,9 +9,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from ruamel.yaml import YAML
 
-from beampipe.config import Pipeline, PipelineError, load_pipeline
+from beampipe.config import Pipeline, PipelineError, load_pipeline, parse_override
 from beampipe.manager import LocalLauncher
 from beampipe.manager.console import ConsoleObserver
 
@@ -22,7 +21,7 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
-PipelineFile = Annotated[Path, typer.Argument(help="the pipeline file (YAML)")]
+PipelineFile = Annotated[Path, typer.Argument(help="the pipeline file (YAML)", metavar="FILE")]
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="override a parameter: NODE.PARAM=VALUE (VALUE is YAML)"),
@@ -32,10 +31,11 @@ SetOption = Annotated[
 def _overrides(pairs: list[str] | None) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or "." not in key:
-            raise typer.BadParameter(f"{pair!r}: expected NODE.PARAM=VALUE", param_hint="--set")
-        result[key.strip()] = YAML(typ="safe").load(value)
+        try:
+            key, value = parse_override(pair)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--set") from None
+        result[key] = value
     return result
 
 
@@ -63,9 +63,10 @@ def _output_files(pipeline: Pipeline) -> list[str]:
 def validate(file: PipelineFile, set_: SetOption = None) -> None:
     """Check a pipeline file without running it."""
     pipeline = _load(file, set_)
+    nodes, connections = len(pipeline.nodes), len(pipeline.connections)
     console.print(
-        f"[green]ok[/]: pipeline {pipeline.name!r}: {len(pipeline.nodes)} nodes, "
-        f"{len(pipeline.connections)} connections"
+        f"[green]ok[/]: pipeline {pipeline.name!r}: {nodes} node{'s' * (nodes != 1)}, "
+        f"{connections} connection{'s' * (connections != 1)}"
     )
 
 

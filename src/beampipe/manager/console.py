@@ -17,8 +17,11 @@ from beampipe.config import Pipeline
 class _Stream:
     task: TaskID
     t_start: float
+    """Unix time of the stream's first message at the source."""
     messages: int = 0
     sink_ends: int = 0
+    t_last: float = 0.0
+    """Unix time of the last message at any sink."""
     t_end: float = 0.0
 
 
@@ -50,11 +53,11 @@ class ConsoleObserver:
     def _stream(self, name: str) -> _Stream:
         if name not in self.streams:
             task = self.progress_bar.add_task(f"  {name}", total=None, rate=0.0)
-            self.streams[name] = _Stream(task, time.monotonic())
+            self.streams[name] = _Stream(task, time.time())
         return self.streams[name]
 
     def _show(self, s: _Stream, done: bool = False) -> None:
-        elapsed = (s.t_end or time.monotonic()) - s.t_start
+        elapsed = (s.t_end or time.time()) - s.t_start
         rate = s.messages / elapsed if elapsed > 0 else 0.0
         self.progress_bar.update(s.task, completed=s.messages, rate=rate)
         if done:
@@ -73,10 +76,12 @@ class ConsoleObserver:
         s = self._stream(report["stream"])
         if node in self.sources:
             s.messages = report["messages"]
+            s.t_start = report["t_first"] or s.t_start
         if node in self.sinks:
             s.sink_ends += 1
+            s.t_last = max(s.t_last, report["t_last"])
             if s.sink_ends == self.sink_replicas:
-                s.t_end = time.monotonic()
+                s.t_end = s.t_last or time.time()
                 self._show(s, done=True)
 
     def failure(self, text: str) -> None:
