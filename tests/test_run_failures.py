@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import beampipe
+from conftest import EXAMPLE, beampipe
 
 NODES = textwrap.dedent(
     '''
@@ -118,8 +118,9 @@ def _records(tmp_path: Path) -> list[dict]:
     return [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
 
 
-def test_user_defined_workers_from_a_module_next_to_the_pipeline(tmp_path):
-    result = beampipe("run", str(_pipeline(tmp_path)), cwd=tmp_path)
+@pytest.mark.parametrize("transport", ["ipc", "tcp"])
+def test_user_defined_workers_from_a_module_next_to_the_pipeline(tmp_path, transport):
+    result = beampipe("run", str(_pipeline(tmp_path)), "--transport", transport, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     records = _records(tmp_path)
     for stream in ("a", "b"):
@@ -186,3 +187,13 @@ def test_signal_stops_every_process(tmp_path, signum):
     assert proc.returncode == 130, stderr
     assert f"interrupted by {signum.name}" in stderr
     assert _node_processes(marker) == []
+
+
+def test_a_node_that_cannot_start_fails_the_run_naming_it(tmp_path):
+    pipeline = str(EXAMPLE / "pipeline.yaml")
+    result = beampipe("run", pipeline, "--set", "scan.paths=[missing/*.xdi]", cwd=tmp_path)
+    assert result.returncode == 1
+    err = " ".join(result.stderr.split())
+    assert "error: node 'scan': NoFilesMatched:" in err
+    assert "missing/*.xdi' matches no file" in err
+    assert not (tmp_path / "out").exists()

@@ -50,11 +50,11 @@ def _load(path: Path, pairs: list[str] | None) -> Pipeline:
 
 
 def _output_files(pipeline: Pipeline) -> list[str]:
-    """The ``path`` parameters of the sinks: what the run writes."""
+    """The ``path`` parameters of the sinks that exist: what the run wrote."""
     paths = []
     for name in pipeline.sinks():
         path = getattr(pipeline.node_params(name), "path", None)
-        if path:
+        if path and Path(path).exists():
             paths.append(str(path))
     return paths
 

@@ -105,10 +105,7 @@ class NodeRuntime:
         setup = self._await("setup")
         pipeline = Pipeline.from_dict(setup["pipeline"])
         cls = pipeline.node_class(self.node)
-        try:
-            self.worker = cls(pipeline.node_params(self.node), name=self.node)
-        except Exception as exc:
-            raise NodeFailure(None, None, exc) from exc
+        self.worker = self._call(None, None, cls, pipeline.node_params(self.node), self.node)
         for port in dict.fromkeys(c.source_port for c in pipeline.outputs_of(self.node)):
             expected = {
                 f"{c.target}.{c.target_port}": pipeline.nodes[c.target].replicas
@@ -205,7 +202,9 @@ class NodeRuntime:
 
     # -- stream lifecycle ----------------------------------------------------------------------
 
-    def _call(self, stream: str | None, msg_id: int | None, hook: Any, *args: Any) -> Output:
+    def _call(self, stream: str | None, msg_id: int | None, hook: Any, *args: Any) -> Any:
+        """``hook(*args)``; an exception becomes a :class:`NodeFailure` at ``stream``/``msg_id``
+        with a traceback that starts in the worker's code."""
         try:
             return hook(*args)
         except Exception as exc:
