@@ -224,7 +224,7 @@ class LocalLauncher:
             self._start()
             while not self.errors and not self._signalled:
                 if self.control.poll(200):
-                    while self.control.poll(0):
+                    while not self.errors and self.control.poll(0):  # first error wins
                         ident, frame = self.control.recv_multipart()
                         self._handle(self.replicas[ident], unpack(frame))
                 self._check_processes()

@@ -264,10 +264,12 @@ class NodeRuntime:
     # -- main loops ----------------------------------------------------------------------------
 
     def _run_worker(self) -> None:
+        index = {channel: i for i, channel in enumerate(self.inputs)}
         while not all(ch.finished for ch in self.inputs):
             for channel in self._service(1000, inputs=True):
-                index = self.inputs.index(channel)
-                channel.receive(lambda item, i=index, ch=channel: self._on_item(i, ch, item))
+                item = channel.receive()
+                if item is not None:
+                    self._on_item(index[channel], channel, item)
         for stream, state in list(self.streams.items()):
             state.ended = set(range(len(self.inputs)))
             self._close(stream, state)

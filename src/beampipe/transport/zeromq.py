@@ -18,9 +18,7 @@ not take credit. Socket high-water marks are disabled: credit is the bound.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgpack
 import zmq
@@ -59,8 +57,8 @@ class OutputPort:
     socket: zmq.Socket
     expected: dict[str, int]
     peers: dict[bytes, Peer] = field(default_factory=dict)
-    _next: dict[str, int] = field(default_factory=dict)
     sent: int = 0
+    _connected: bool = False
 
     @classmethod
     def bind(
@@ -83,10 +81,12 @@ class OutputPort:
     @property
     def connected(self) -> bool:
         """Every expected downstream replica has said HELLO."""
-        counts: dict[str, int] = {}
-        for peer in self.peers.values():
-            counts[peer.target] = counts.get(peer.target, 0) + 1
-        return all(counts.get(t, 0) >= n for t, n in self.expected.items())
+        if not self._connected:
+            counts: dict[str, int] = {}
+            for peer in self.peers.values():
+                counts[peer.target] = counts.get(peer.target, 0) + 1
+            self._connected = all(counts.get(t, 0) >= n for t, n in self.expected.items())
+        return self._connected
 
     def handle(self, frames: list[bytes]) -> None:
         """Process one control frame sequence from a downstream peer."""
@@ -150,7 +150,7 @@ class OutputPort:
         return all(p.finished for p in self.peers.values())
 
 
-@dataclass
+@dataclass(eq=False)
 class InputChannel:
     """The receiving end of one pipe: a DEALER connected to one upstream output port."""
 
@@ -185,8 +185,9 @@ class InputChannel:
         sock.send_multipart([HELLO, msgpack.packb(hello)])
         return cls(port, upstream, sock, window)
 
-    def receive(self, on_item: Callable[[Item], Any]) -> None:
-        """Receive one frame sequence; hand an item to ``on_item``; answer FINISHED with BYE.
+    def receive(self) -> Item | None:
+        """Receive one frame sequence: the item it carries, or None for FINISHED (answered
+        with BYE; :attr:`finished` is then True).
 
         Raises:
             beampipe.message.WireError: the frames are not a valid item.
@@ -195,12 +196,12 @@ class InputChannel:
         kind, *frames = self.socket.recv_multipart(copy=False)
         kind_bytes = kind.bytes
         if kind_bytes == ITEM:
-            on_item(decode(frames))
-        elif kind_bytes == FINISHED:
+            return decode(frames)
+        if kind_bytes == FINISHED:
             self.finished = True
             self.socket.send_multipart([BYE])
-        else:
-            raise TransportError(f"input {self.port!r} from {self.upstream}: frame {kind_bytes!r}")
+            return None
+        raise TransportError(f"input {self.port!r} from {self.upstream}: frame {kind_bytes!r}")
 
     def processed(self) -> None:
         """One message was processed: return credit in batches of half the window."""
