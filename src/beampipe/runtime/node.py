@@ -309,7 +309,11 @@ class NodeRuntime:
             self._service(1000, inputs=False)
 
     def run(self) -> int:
-        """Run to completion; the process exit status (0 done, 1 failed, 2 stopped)."""
+        """Run to completion; the process exit status (0 done, 1 failed, 2 stopped).
+
+        The worker is closed before ``done`` is reported, so a sink's files are complete when
+        the launcher hears that the node is done; an error in ``close`` fails the run.
+        """
         status = 0
         try:
             self._setup()
@@ -319,6 +323,8 @@ class NodeRuntime:
             else:
                 self._run_worker()
             self._finish_outputs()
+            worker, self.worker = self.worker, None
+            self._call(None, None, worker.close)
             self._report_progress(force=True)
             self.control.send("done", sent={p: o.sent for p, o in self.outputs.items()})
         except Stopped:
@@ -337,6 +343,9 @@ class NodeRuntime:
             status = 1
         finally:
             if self.worker is not None:
-                self.worker.close()
+                try:
+                    self.worker.close()
+                except Exception:  # the run is already failing or stopping: log it only
+                    traceback.print_exc()
             self.ctx.destroy(linger=2000)
         return status
