@@ -65,6 +65,7 @@ NODES = textwrap.dedent(
 
         class Params(beampipe.Params):
             path: str
+            fail_on_close: bool = False
 
         def __init__(self, params, name=""):
             super().__init__(params, name)
@@ -86,11 +87,13 @@ NODES = textwrap.dedent(
 
         def close(self):
             self.file.close()
+            if self.params.fail_on_close:
+                raise OSError("disk full while closing")
     '''
 )
 
 
-def _pipeline(tmp_path: Path, square: str = "{}") -> Path:
+def _pipeline(tmp_path: Path, square: str = "{}", sink: str = "") -> Path:
     (tmp_path / "usernodes.py").write_text(NODES)
     out = tmp_path / "out.jsonl"
     path = tmp_path / "pipeline.yaml"
@@ -102,7 +105,7 @@ def _pipeline(tmp_path: Path, square: str = "{}") -> Path:
               count: {{use: "usernodes:Counter", params: {{n: 50}}}}
               square: {{use: "usernodes:Square", params: {square}}}
               plus: {{use: "usernodes:plus_one"}}
-              sink: {{use: "usernodes:JsonSink", params: {{path: "{out}"}}}}
+              sink: {{use: "usernodes:JsonSink", params: {{path: "{out}"{sink}}}}}
             connections:
               - count.out -> square.in
               - square.out -> plus.in
@@ -197,3 +200,9 @@ def test_a_node_that_cannot_start_fails_the_run_naming_it(tmp_path):
     assert "error: node 'scan': NoFilesMatched:" in err
     assert "missing/*.xdi' matches no file" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_error_when_a_sink_closes_fails_the_run(tmp_path):
+    result = beampipe("run", str(_pipeline(tmp_path, sink=", fail_on_close: true")), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "error: node 'sink': OSError: disk full while closing" in result.stderr
