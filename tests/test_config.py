@@ -75,7 +75,7 @@ def test_node_class_and_typed_params() -> None:
     p = parse(LINEAR)
     cls = p.node_class("mu")
     assert issubclass(cls, Worker) and cls.__name__ == "Scale"
-    assert p.nodes["mu"].cls is cls
+    assert p.node_class("mu") is cls
     assert issubclass(p.node_class("scan"), Source)
     params = p.node_params("mu")
     assert isinstance(params, cls.Params)

@@ -31,15 +31,6 @@ class NodeSpec(BaseModel):
     replicas: int = Field(default=1, ge=1)
     line: int
 
-    @property
-    def cls(self) -> type[Worker]:
-        """The node's class, imported on each call (:meth:`Pipeline.node_class` caches it).
-
-        Raises:
-            beampipe.worker.UnknownNodeType: ``use`` names no node class.
-        """
-        return resolve(self.use)
-
 
 class Connection(BaseModel):
     """An output port of one node joined to an input port of another; ``str()`` gives

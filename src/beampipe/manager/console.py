@@ -22,7 +22,6 @@ class _Stream:
     sink_ends: int = 0
     t_last: float = 0.0
     """Unix time of the last message at any sink."""
-    t_end: float = 0.0
 
 
 class ConsoleObserver:
@@ -34,6 +33,7 @@ class ConsoleObserver:
         self.sources = set(pipeline.sources())
         self.sinks = set(pipeline.sinks())
         self.sink_replicas = sum(pipeline.nodes[n].replicas for n in self.sinks)
+        """A stream is finished when this many sink replicas have seen it end."""
         self.streams: dict[str, _Stream] = {}
         self.progress_bar = Progress(
             TextColumn("{task.description}"),
@@ -56,8 +56,12 @@ class ConsoleObserver:
             self.streams[name] = _Stream(task, time.time())
         return self.streams[name]
 
-    def _show(self, s: _Stream, done: bool = False) -> None:
-        elapsed = (s.t_end or time.time()) - s.t_start
+    def _finished(self, s: _Stream) -> bool:
+        return s.sink_ends == self.sink_replicas
+
+    def _show(self, s: _Stream) -> None:
+        done = self._finished(s)
+        elapsed = (s.t_last if done and s.t_last else time.time()) - s.t_start
         rate = s.messages / elapsed if elapsed > 0 else 0.0
         self.progress_bar.update(s.task, completed=s.messages, rate=rate)
         if done:
@@ -80,16 +84,15 @@ class ConsoleObserver:
         if node in self.sinks:
             s.sink_ends += 1
             s.t_last = max(s.t_last, report["t_last"])
-            if s.sink_ends == self.sink_replicas:
-                s.t_end = s.t_last or time.time()
-                self._show(s, done=True)
+            if self._finished(s):
+                self._show(s)
 
     def failure(self, text: str) -> None:
         self.console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
     def summary(self, exit_code: int, wall_time: float, outputs: list[str]) -> None:
         messages = sum(s.messages for s in self.streams.values())
-        finished = sum(1 for s in self.streams.values() if s.t_end)
+        finished = sum(1 for s in self.streams.values() if self._finished(s))
         status = "[green]finished[/]" if exit_code == 0 else f"[red]failed (exit {exit_code})[/]"
         self.console.print(
             f"{status}: {finished}/{len(self.streams)} streams, {messages} messages, "

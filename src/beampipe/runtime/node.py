@@ -237,6 +237,13 @@ class NodeRuntime:
             t_last=state.t_last,
         )
 
+    def _count(self, state: StreamState, t_start: float) -> None:
+        """One message of the stream was handled, starting at unix time ``t_start``."""
+        state.messages += 1
+        state.t_first = state.t_first or t_start
+        state.t_last = time.time()
+        self._progress_dirty = True
+
     def _on_item(self, index: int, channel: InputChannel, item: Item) -> None:
         assert self.worker is not None
         if isinstance(item, StreamStart):
@@ -244,14 +251,11 @@ class NodeRuntime:
         elif isinstance(item, Message):
             state = self._open(item.stream, {})
             item.port = channel.port
-            now = time.time()
-            state.t_first = state.t_first or now
+            t_start = time.time()
             result = self._call(item.stream, item.id, self.worker.process, item)
             self._emit(result, item)
             channel.processed()
-            state.messages += 1
-            state.t_last = time.time()
-            self._progress_dirty = True
+            self._count(state, t_start)
         else:
             state = self.streams.get(item.stream)
             if state is None:
@@ -290,11 +294,8 @@ class NodeRuntime:
             elif isinstance(item, Message):
                 state = self._open(item.stream, {})
                 item.stamp(self.node)
-                state.t_first = state.t_first or item.timestamps[0][1]
                 self._send(item.port or default, item)
-                state.messages += 1
-                state.t_last = time.time()
-                self._progress_dirty = True
+                self._count(state, item.timestamps[0][1])
             else:
                 state = self._open(item.stream, {})
                 state.end = item
