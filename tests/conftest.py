@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
+CONFIGS = Path(__file__).parent / "configs"
 EXAMPLE = REPO / "examples" / "xas-p65"
 
 
@@ -34,3 +37,13 @@ def nxcheck(path: Path, *args: str) -> tuple[int, str]:
     m = re.search(r"Total number of errors: (\d+)", text)
     assert m, f"no error count in nxcheck output:\n{text}"
     return int(m[1]), text
+
+
+@pytest.fixture
+def testnodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bp_testnodes`` (see tests/configs) importable from a temporary directory."""
+    shutil.copy(CONFIGS / "bp_testnodes.py", tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("bp_testnodes", None)
+    yield
+    sys.modules.pop("bp_testnodes", None)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
-import sys
 from pathlib import Path
 from textwrap import dedent
 
 import pytest
+from conftest import CONFIGS
 
 from beampipe import Source, Worker
 from beampipe.config import (
@@ -22,18 +22,10 @@ from beampipe.config import (
     parse_pipeline,
 )
 
-CONFIGS = Path(__file__).parent / "configs"
 EXAMPLE = Path(__file__).parent.parent / "examples" / "xas-p65" / "pipeline.yaml"
 
 
-@pytest.fixture(autouse=True)
-def nodes_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``bp_testnodes`` (see tests/configs) importable from a temporary directory."""
-    shutil.copy(CONFIGS / "bp_testnodes.py", tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("bp_testnodes", None)
-    yield
-    sys.modules.pop("bp_testnodes", None)
+pytestmark = pytest.mark.usefixtures("testnodes")
 
 
 def parse(text: str, **kwargs: object) -> Pipeline:

@@ -254,7 +254,7 @@ def test_malformed_connection(text: str) -> None:
 
 def test_connection_not_a_string() -> None:
     err = error(HEAD + "connections:\n  - scan -> mu\n  - {from: scan.out, to: mu.in}\n")
-    assert_at(err, 7, None, "connection should be a string")
+    assert_at(err, 7, None, "mapping without 'connect:'", "'from', 'to'", "routing")
 
 
 def test_unknown_input_port_message() -> None:

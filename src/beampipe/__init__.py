@@ -11,13 +11,15 @@ A worker author needs only this module::
 """
 
 from beampipe.message import EndOfStream, Message, StreamStart
-from beampipe.worker import InputPath, Params, Source, Worker, worker
+from beampipe.worker import InputPath, Params, Reducer, ReducerParams, Source, Worker, worker
 
 __all__ = [
     "EndOfStream",
     "InputPath",
     "Message",
     "Params",
+    "Reducer",
+    "ReducerParams",
     "Source",
     "StreamStart",
     "Worker",

@@ -48,3 +48,7 @@ class Writer(beampipe.Worker):
 
 class NotAWorker:
     """Not a beampipe.Worker subclass."""
+
+
+class Fold(beampipe.Reducer):
+    """A reducer (runs as one replica)."""

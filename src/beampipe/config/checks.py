@@ -6,13 +6,25 @@ import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from beampipe.config.connections import ConnectionRef
 from beampipe.config.errors import Problems
 from beampipe.config.model import Connection, NodeSpec
 from beampipe.config.params import validate_params
+from beampipe.message.key import KeyExpressionError, compile_key
 from beampipe.worker import Params, Source, Worker, resolve
+
+
+class ConnectionItem(NamedTuple):
+    """A connection as read from the file: its ends, line, options and the line of its key."""
+
+    ref: ConnectionRef
+    line: int
+    options: dict[str, Any]
+    """``routing`` and ``key`` of the mapping form; empty for the string form."""
+    key_line: int
+
 
 Locate = Callable[..., int]
 """``locate(node, *path)``: line of a node's entry or of an item inside it."""
@@ -30,7 +42,7 @@ class Checked:
 def check(
     problems: Problems,
     specs: Mapping[str, NodeSpec | None],
-    refs: list[tuple[ConnectionRef, int]],
+    refs: list[ConnectionItem],
     locate: Locate,
     overridden: Mapping[str, set[tuple[str, ...]]],
     base_dir: Path,
@@ -71,6 +83,7 @@ def _check_node(
         problems.add(text, locate(spec.name, "use"), spec.name)
         return
     out.classes[spec.name] = cls
+    _check_runtime_options(problems, spec, cls, locate)
     params, param_problems = validate_params(cls, spec.use, spec.params, base_dir)
     if params is not None:
         out.params[spec.name] = params
@@ -82,6 +95,41 @@ def _check_node(
         problems.add(text, locate(spec.name, "params", *p.path), spec.name)
 
 
+def _check_runtime_options(
+    problems: Problems, spec: NodeSpec, cls: type[Worker], locate: Locate
+) -> None:
+    """``replicas``, ``ordered`` and ``events`` suit the node's class."""
+    if cls.reducer and spec.replicas > 1:
+        problems.add(
+            f"{spec.use} is a reducer: it folds everything into one state, so it runs as one "
+            f"process (replicas: {spec.replicas} is not possible)",
+            locate(spec.name, "replicas"),
+            spec.name,
+        )
+    if spec.ordered is not False and (issubclass(cls, Source) or cls.inputs == ()):
+        problems.add(
+            "'ordered' needs input ports; this node has none",
+            locate(spec.name, "ordered"),
+            spec.name,
+        )
+    elif isinstance(spec.ordered, list) and cls.inputs is not None:
+        for i, port in enumerate(spec.ordered):
+            if port not in cls.inputs:
+                problems.add(
+                    f"ordered: unknown input port {port!r} (ports of {spec.use}: "
+                    f"{', '.join(map(repr, cls.inputs))})",
+                    locate(spec.name, "ordered", i),
+                    spec.name,
+                )
+    if spec.events is not None and not cls.events:
+        problems.add(
+            f"'events' tunes event formation, but {spec.use} does not form events "
+            "(its class does not set events = True)",
+            locate(spec.name, "events"),
+            spec.name,
+        )
+
+
 def _overlaps(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     n = min(len(a), len(b))
     return n > 0 and a[:n] == b[:n]
@@ -90,13 +138,13 @@ def _overlaps(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
 def _check_connections(
     problems: Problems,
     specs: Mapping[str, NodeSpec | None],
-    refs: list[tuple[ConnectionRef, int]],
+    refs: list[ConnectionItem],
     out: Checked,
 ) -> set[str]:
     """Resolve ports, fill in ``out.connections``; return the nodes any connection targets."""
     targeted: set[str] = set()
     seen: dict[tuple[str, str, str, str], int] = {}
-    for ref, line in refs:
+    for ref, line, options, key_line in refs:
         text = _text(ref)
         targeted.add(ref.target)
         missing = [n for n in dict.fromkeys((ref.source, ref.target)) if n not in specs]
@@ -115,12 +163,15 @@ def _check_connections(
         if source_port is None or target_port is None:
             continue
         key = (ref.source, source_port, ref.target, target_port)
+        if not _check_routing(problems, text, options, line, key_line):
+            continue
         conn = Connection(
             source=ref.source,
             source_port=source_port,
             target=ref.target,
             target_port=target_port,
             line=line,
+            **options,
         )
         if key in seen:
             problems.add(
@@ -130,6 +181,29 @@ def _check_connections(
         seen[key] = line
         out.connections.append(conn)
     return targeted
+
+
+def _check_routing(
+    problems: Problems, text: str, options: Mapping[str, Any], line: int, key_line: int
+) -> bool:
+    """``key`` goes with ``routing: by_key`` and compiles; report and return False if not."""
+    routing, key = options.get("routing", "round_robin"), options.get("key")
+    if routing == "by_key" and key is None:
+        problems.add(f"connection {text!r}: routing by_key needs a 'key:' (e.g. 'id // 10')", line)
+        return False
+    if routing != "by_key" and key is not None:
+        problems.add(
+            f"connection {text!r}: 'key:' is only used with 'routing: by_key' (not {routing})",
+            key_line,
+        )
+        return False
+    if key is not None:
+        try:
+            compile_key(key)
+        except KeyExpressionError as exc:
+            problems.add(f"connection {text!r}: {exc}", key_line)
+            return False
+    return True
 
 
 def _output_port(

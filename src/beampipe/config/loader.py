@@ -8,16 +8,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from beampipe.config.checks import check
-from beampipe.config.connections import ConnectionRef, is_valid_name, parse_connection
+from beampipe.config.checks import ConnectionItem, check
+from beampipe.config.connections import is_valid_name, parse_connection
 from beampipe.config.document import Document
 from beampipe.config.errors import PipelineError, Problems
 from beampipe.config.model import NodeSpec, Pipeline
 from beampipe.config.overrides import apply_overrides
 from beampipe.config.schema import (
     CONNECTION_HINT,
+    ConnectionModel,
     FileModel,
     NodeModel,
+    connection_problems,
     file_problems,
     node_problems,
 )
@@ -148,24 +150,42 @@ def _node_specs(
             specs[name] = None
             continue
         specs[name] = NodeSpec(
-            name=name, use=model.use, params=model.params, replicas=model.replicas, line=line
+            name=name,
+            use=model.use,
+            params=model.params,
+            replicas=model.replicas,
+            ordered=model.ordered,
+            reorder_buffer=model.reorder_buffer,
+            events=model.events.model_dump() if model.events else None,
+            line=line,
         )
     return specs
 
 
-def _connection_refs(doc: Document, problems: Problems) -> list[tuple[ConnectionRef, int]]:
-    """The parsed connection strings with their lines; malformed ones are reported."""
+def _connection_refs(doc: Document, problems: Problems) -> list[ConnectionItem]:
+    """The parsed connections with their lines; malformed ones are reported."""
     items = doc.data.get("connections")
     if not isinstance(items, list):
         return []  # missing, empty, or reported by the file schema
     refs = []
     for i, item in enumerate(items):
+        line = doc.line("connections", i)
+        options: dict[str, Any] = {}
+        if isinstance(item, dict):
+            try:
+                model = ConnectionModel.model_validate(item)
+            except ValidationError as exc:
+                for loc, problem in connection_problems(exc):
+                    problems.add(problem, doc.line("connections", i, *loc))
+                continue
+            item = model.connect
+            options = {"routing": model.routing, "key": model.key}
+            line = doc.line("connections", i, "connect")
         if not isinstance(item, str):
             continue  # reported by the file schema
-        line = doc.line("connections", i)
         ref = parse_connection(item)
         if ref is None:
             problems.add(f"malformed connection {item!r}: write it as {CONNECTION_HINT}", line)
         else:
-            refs.append((ref, line))
+            refs.append(ConnectionItem(ref, line, options, doc.line("connections", i, "key")))
     return refs

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
@@ -20,6 +20,12 @@ class NodeSpec(BaseModel):
         use: a registered node type or ``package.module:Class``.
         params: the node's ``params:`` with any overrides applied (plain JSON-able values).
         replicas: how many identical processes run this node.
+        ordered: ``True`` (every input port) or the input ports that deliver each stream's
+            messages in id order, whatever the replicas upstream did.
+        reorder_buffer: at most this many messages per stream wait for their turn on an
+            ordered port; when it is full the lowest id goes on (counted as out of order).
+        events: for a worker that forms events, ``{"timeout": s, "incomplete": "deliver" |
+            "drop"}``; ``None`` for the defaults (5 s, deliver).
         line: 1-based line of the node in the pipeline file.
     """
 
@@ -29,7 +35,14 @@ class NodeSpec(BaseModel):
     use: str
     params: dict[str, Any] = {}
     replicas: int = Field(default=1, ge=1)
+    ordered: bool | list[str] = False
+    reorder_buffer: int = Field(default=1024, ge=1)
+    events: dict[str, Any] | None = None
     line: int
+
+    def is_ordered(self, port: str) -> bool:
+        """Whether input ``port`` delivers messages in id order."""
+        return self.ordered is True or (isinstance(self.ordered, list) and port in self.ordered)
 
 
 class Connection(BaseModel):
@@ -37,6 +50,10 @@ class Connection(BaseModel):
     ``"scan.out -> mu.in"``.
 
     Attributes:
+        routing: which replica of the target gets a message: ``round_robin`` (the one with
+            most credit, i.e. the least loaded), ``by_key`` (equal :attr:`key` values to the
+            same replica, see :mod:`beampipe.message.key`) or ``broadcast`` (all of them).
+        key: the key expression of ``by_key`` routing, e.g. ``"id // 10"``.
         line: 1-based line of the connection in the pipeline file.
     """
 
@@ -46,6 +63,8 @@ class Connection(BaseModel):
     source_port: str
     target: str
     target_port: str
+    routing: Literal["round_robin", "by_key", "broadcast"] = "round_robin"
+    key: str | None = None
     line: int
 
     def __str__(self) -> str:

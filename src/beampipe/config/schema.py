@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import difflib
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
 CONNECTION_HINT = "'source.port -> target.port' (ports optional: 'source -> target')"
+CONNECTION_MAPPING_HINT = (
+    f"a string {CONNECTION_HINT}, or a mapping {{connect: 'a.out -> b.in', routing: by_key, "
+    "key: 'id // 10'}"
+)
+Routing = Literal["round_robin", "by_key", "broadcast"]
 
 
 class FileModel(BaseModel):
@@ -18,12 +23,34 @@ class FileModel(BaseModel):
 
     name: str | None = None
     nodes: dict[str, Any]
-    connections: list[str] = []
+    connections: list[str | dict[str, Any]] = []
 
     @field_validator("connections", mode="before")
     @classmethod
     def _none_is_empty(cls, value: Any) -> Any:
         return [] if value is None else value
+
+
+class ConnectionModel(BaseModel):
+    """A connection written as a mapping, to choose how messages are routed to the target's
+    replicas: ``round_robin`` (by credit: the least-loaded replica), ``by_key`` (equal keys to
+    the same replica; needs ``key``) or ``broadcast`` (every replica gets every message)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    connect: str
+    routing: Routing = "round_robin"
+    key: str | None = None
+
+
+class EventsModel(BaseModel):
+    """``events:`` of a node that forms events: how long to wait for the missing parts of an
+    event (seconds), and what to do then (``deliver`` it incomplete, or ``drop`` it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout: Annotated[float, Field(gt=0)] = 5.0
+    incomplete: Literal["deliver", "drop"] = "deliver"
 
 
 class NodeModel(BaseModel):
@@ -34,6 +61,9 @@ class NodeModel(BaseModel):
     use: str
     params: dict[str, Any] = {}
     replicas: Annotated[int, Field(ge=1, strict=True)] = 1
+    ordered: bool | list[str] = False
+    reorder_buffer: Annotated[int, Field(ge=1, strict=True)] = 1024
+    events: EventsModel | None = None
 
     @field_validator("params", mode="before")
     @classmethod
@@ -62,9 +92,39 @@ def file_problems(exc: ValidationError) -> list[tuple[tuple[Any, ...], str]]:
                 (loc, f"'connections' should be a list of {CONNECTION_HINT}, got {_value(err)}")
             )
         elif key == "connections":
-            out.append((loc, f"connection should be a string {CONNECTION_HINT}, got {_value(err)}"))
+            if len(loc) > 2 and loc[2] == "dict[str,any]":
+                continue  # the mapping form; its content is checked by ConnectionModel
+            if len(loc) > 2 and loc[2] == "str" and isinstance(err["input"], dict):
+                continue
+            out.append(
+                (loc[:2], f"connection should be {CONNECTION_MAPPING_HINT}, got {_value(err)}")
+            )
         else:
             out.append((loc, f"{dotted(loc)}: {pydantic_message(err)}"))
+    return out
+
+
+def connection_problems(exc: ValidationError) -> list[tuple[tuple[Any, ...], str]]:
+    """``(location within the connection mapping, problem)`` for :class:`ConnectionModel`."""
+    errors = exc.errors()
+    if any(e["type"] == "missing" and e["loc"] == ("connect",) for e in errors):
+        keys = (
+            ", ".join(map(repr, errors[0]["input"])) if isinstance(errors[0]["input"], dict) else ""
+        )
+        return [
+            (
+                (),
+                f"connection mapping without 'connect:' (has {keys}); write it as "
+                f"{CONNECTION_MAPPING_HINT}",
+            )
+        ]
+    out = []
+    for err in errors:
+        loc, kind = err["loc"], err["type"]
+        if kind == "extra_forbidden" and len(loc) == 1:
+            out.append((loc, _unknown_key(str(loc[0]), ConnectionModel, "connection key")))
+        else:
+            out.append((loc, f"connection {dotted(loc)}: {pydantic_message(err)}"))
     return out
 
 

@@ -73,6 +73,8 @@ class LocalLauncher:
         observer: receives progress, stream ends and failures.
         transport: ``ipc`` (Unix domain sockets, the default) or ``tcp`` (loopback).
         window: credit per pipe, i.e. unprocessed messages a receiver may hold per upstream peer.
+        window_bytes: the same in wire bytes (a single message larger than this still moves,
+            one at a time).
     """
 
     def __init__(
@@ -82,10 +84,12 @@ class LocalLauncher:
         *,
         transport: Literal["ipc", "tcp"] = "ipc",
         window: int = 32,
+        window_bytes: int = 64 << 20,
     ) -> None:
         self.pipeline = pipeline
         self.observer = observer
         self.window = window
+        self.window_bytes = window_bytes
         self.rundir = Path(tempfile.mkdtemp(prefix=f"beampipe-{pipeline.name}-"))
         self.ctx = zmq.Context()
         self.control = self.ctx.socket(zmq.ROUTER)
@@ -177,7 +181,12 @@ class LocalLauncher:
         kind = msg["t"]
         if kind == "hello":
             self._send(
-                rep, "setup", pipeline=self.pipeline.to_dict(), bind=self.bind, window=self.window
+                rep,
+                "setup",
+                pipeline=self.pipeline.to_dict(),
+                bind=self.bind,
+                window=self.window,
+                window_bytes=self.window_bytes,
             )
         elif kind == "bound":
             rep.endpoints = msg["endpoints"]

@@ -22,20 +22,25 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 
 from beampipe.config import Pipeline
-from beampipe.message import EndOfStream, Item, Message, StreamStart
+from beampipe.message import EndOfStream, Item, Message, StreamStart, encode
+from beampipe.message.key import compile_key
 from beampipe.runtime.control import ControlClient
-from beampipe.transport import InputChannel, OutputPort
-from beampipe.worker import Output, Source, Worker
+from beampipe.runtime.metrics import NodeMetrics
+from beampipe.transport import InputChannel, OutputPort, Route
+from beampipe.worker import Output, Source, Worker, by_port
 
 PROGRESS_INTERVAL = 0.5
 """Seconds between progress reports to the launcher."""
+RECEIVE_BATCH = 64
+"""Items taken from one ready input before polling all sockets again."""
+SERVICE_EVERY = 64
+"""A source services its sockets (credit, stop) at least every this many items."""
 
 
 class Stopped(Exception):
@@ -77,7 +82,10 @@ class NodeRuntime:
         self.outputs: dict[str, OutputPort] = {}
         self.inputs: list[InputChannel] = []
         self.streams: dict[str, StreamState] = {}
+        self.derived: dict[str, int] = {}
+        """Streams of the worker's own that are open downstream: ``{stream: last id sent}``."""
         self.poller = zmq.Poller()
+        self.metrics = NodeMetrics()
         self._last_progress = 0.0
         self._progress_dirty = False
 
@@ -107,13 +115,18 @@ class NodeRuntime:
         cls = pipeline.node_class(self.node)
         self.worker = self._call(None, None, cls, pipeline.node_params(self.node), self.node)
         for port in dict.fromkeys(c.source_port for c in pipeline.outputs_of(self.node)):
-            expected = {
-                f"{c.target}.{c.target_port}": pipeline.nodes[c.target].replicas
+            routes = [
+                Route(
+                    f"{c.target}.{c.target_port}",
+                    pipeline.nodes[c.target].replicas,
+                    c.routing,
+                    compile_key(c.key) if c.key else None,
+                )
                 for c in pipeline.outputs_of(self.node)
                 if c.source_port == port
-            }
+            ]
             address = setup["bind"].format(name=f"{self.node}-{self.replica}-{port}")
-            out = OutputPort.bind(self.ctx, port, address, expected)
+            out = OutputPort.bind(self.ctx, port, address, routes)
             self.outputs[port] = out
             self.poller.register(out.socket, zmq.POLLIN)
         self.control.send("bound", endpoints={p: o.endpoint for p, o in self.outputs.items()})
@@ -127,6 +140,7 @@ class NodeRuntime:
                 upstream=spec["upstream"],
                 endpoint=spec["endpoint"],
                 window=setup["window"],
+                byte_window=setup["window_bytes"],
             )
             self.inputs.append(channel)
             self.poller.register(channel.socket, zmq.POLLIN)
@@ -162,7 +176,8 @@ class NodeRuntime:
         out = self.outputs.get(port)
         if out is None:
             return
-        while not out.try_send(item):
+        frames = encode(item)
+        while not out.try_send(item, frames):
             self._service(1000, inputs=False)
 
     def _broadcast(self, item: StreamStart | EndOfStream) -> None:
@@ -170,35 +185,59 @@ class NodeRuntime:
             self._send(port, item)
 
     def _emit(self, result: Output, origin: Message | None) -> None:
-        """Send what a worker hook returned; fill stream/id/timestamps from ``origin``."""
+        """Send what a worker hook returned; fill stream/id/timestamps from ``origin``.
+
+        A message of a stream this node has not opened downstream (a stream of the worker's
+        own, e.g. a reducer's ``"merged"``) opens it first; a returned StreamStart or
+        EndOfStream opens or ends such a stream explicitly.
+        """
         if result is None:
             return
         assert self.worker is not None
-        default = self.worker.outputs[0] if self.worker.outputs else ""
-        pairs: Iterable[tuple[str, Any]]
-        if isinstance(result, Message):
-            pairs = [(default, result)]
-        elif isinstance(result, Mapping):
-            pairs = result.items()
-        else:
-            pairs = [(default, m) for m in result]
-        for port, value in pairs:
-            for msg in [value] if isinstance(value, Message) else value:
+        for port, items in by_port(result, self.worker.outputs).items():
+            for item in items:
+                if isinstance(item, StreamStart):
+                    if item.stream not in self.derived and item.stream not in self.streams:
+                        self.derived[item.stream] = 0
+                        self._broadcast(item)
+                    continue
+                if isinstance(item, EndOfStream):
+                    if self.derived.pop(item.stream, None) is not None:
+                        self._broadcast(item)
+                    continue
                 if origin is not None:
-                    msg.stream = msg.stream or origin.stream
-                    msg.id = msg.id or origin.id
-                    if not msg.timestamps:
-                        msg.timestamps = list(origin.timestamps)
-                msg.stamp(self.node)
-                self._send(port, msg)
+                    item.stream = item.stream or origin.stream
+                    item.id = item.id or origin.id
+                    if not item.timestamps:
+                        item.timestamps = list(origin.timestamps)
+                if item.stream not in self.streams:
+                    if item.stream not in self.derived:
+                        self.derived[item.stream] = 0
+                        self._broadcast(StreamStart(item.stream, {}))
+                    self.derived[item.stream] = max(self.derived[item.stream], item.id)
+                item.stamp(self.node)
+                self._send(port, item)
+
+    def _end_derived(self) -> None:
+        """End the streams of the worker's own that it did not end itself."""
+        for stream, last_id in list(self.derived.items()):
+            self._broadcast(EndOfStream(stream, last_id))
+        self.derived.clear()
 
     def _report_progress(self, force: bool = False) -> None:
         now = time.monotonic()
         if self._progress_dirty and (force or now - self._last_progress >= PROGRESS_INTERVAL):
             counts = {name: s.messages for name, s in self.streams.items()}
-            self.control.send("progress", streams=counts)
+            self.control.send("progress", streams=counts, metrics=self._metrics().snapshot())
             self._last_progress = now
             self._progress_dirty = False
+
+    def _metrics(self) -> NodeMetrics:
+        m = self.metrics
+        m.messages_out = sum(o.sent for o in self.outputs.values())
+        m.bytes_out = sum(o.sent_bytes for o in self.outputs.values())
+        m.in_flight = sum(o.in_flight for o in self.outputs.values())
+        return m
 
     # -- stream lifecycle ----------------------------------------------------------------------
 
@@ -251,10 +290,17 @@ class NodeRuntime:
         elif isinstance(item, Message):
             state = self._open(item.stream, {})
             item.port = channel.port
+            size = channel.last_size
+            metrics = self.metrics
+            metrics.messages_in += 1
+            metrics.bytes_in += size
             t_start = time.time()
+            if item.timestamps:
+                metrics.latency.add(t_start - item.timestamps[0][1])
             result = self._call(item.stream, item.id, self.worker.process, item)
+            metrics.process_time.add(time.time() - t_start)
             self._emit(result, item)
-            channel.processed()
+            channel.processed(size)
             self._count(state, t_start)
         else:
             state = self.streams.get(item.stream)
@@ -271,16 +317,25 @@ class NodeRuntime:
         index = {channel: i for i, channel in enumerate(self.inputs)}
         while not all(ch.finished for ch in self.inputs):
             for channel in self._service(1000, inputs=True):
-                item = channel.receive()
-                if item is not None:
+                for _ in range(RECEIVE_BATCH):
+                    try:
+                        item = channel.receive(block=False)
+                    except zmq.Again:
+                        break
+                    if item is None:
+                        break
                     self._on_item(index[channel], channel, item)
         for stream, state in list(self.streams.items()):
             state.ended = set(range(len(self.inputs)))
             self._close(stream, state)
+        assert self.worker is not None
+        self._emit(self._call(None, None, self.worker.on_finish), None)
+        self._end_derived()
 
     def _run_source(self, source: Source) -> None:
         default = source.outputs[0] if source.outputs else ""
         generator = iter(self._call(None, None, source.generate))
+        n = 0
         while True:
             try:
                 item = next(generator)
@@ -288,7 +343,9 @@ class NodeRuntime:
                 break
             except Exception as exc:
                 raise NodeFailure(None, None, exc) from exc
-            self._service(0, inputs=False)
+            n += 1
+            if n % SERVICE_EVERY == 0:
+                self._service(0, inputs=False)
             if isinstance(item, StreamStart):
                 self._open(item.stream, item.metadata)
             elif isinstance(item, Message):

@@ -1,5 +1,5 @@
 """Moving messages between node processes (ZeroMQ)."""
 
-from beampipe.transport.zeromq import InputChannel, OutputPort, TransportError
+from beampipe.transport.zeromq import InputChannel, OutputPort, Route, TransportError
 
-__all__ = ["InputChannel", "OutputPort", "TransportError"]
+__all__ = ["InputChannel", "OutputPort", "Route", "TransportError"]

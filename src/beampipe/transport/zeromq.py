@@ -4,26 +4,29 @@ Topology: every *output port* of a node binds one ROUTER socket; every *input po
 downstream node connects one DEALER socket to each upstream output port that feeds it. Each
 (upstream output, downstream input replica) pair is thus one ordered, bidirectional pipe:
 
-* downstream -> upstream: ``HELLO`` (who I am, initial credit), ``CREDIT n`` after processing,
-  ``BYE`` after the upstream said it is finished;
+* downstream -> upstream: ``HELLO`` (who I am, initial credit in messages and bytes),
+  ``CREDIT n bytes`` after processing, ``BYE`` after the upstream said it is finished;
 * upstream -> downstream: ``ITEM`` (a message or stream marker in the wire encoding of
   :mod:`beampipe.message.wire`) and ``FINISHED`` (nothing more will come).
 
 A data message is only sent to a peer that has credit, so every receiver holds at most ``window``
-unprocessed messages per upstream peer and a slow sink slows the source instead of growing
-memory: the credit-based flow control of the ZeroMQ guide, ch. 7 ("Credit-Based Flow Control",
-https://zguide.zeromq.org/docs/chapter7/). Stream markers travel on every pipe (broadcast) and do
-not take credit. Socket high-water marks are disabled: credit is the bound.
+unprocessed messages (and about ``byte_window`` bytes) per upstream peer and a slow sink slows the
+source instead of growing memory: the credit-based flow control of the ZeroMQ guide, ch. 7
+("Credit-Based Flow Control", https://zguide.zeromq.org/docs/chapter7/). Stream markers travel on
+every pipe (broadcast) and do not take credit. Socket high-water marks are disabled: credit is the
+bound.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 import zmq
 
-from beampipe.message import Item, Message, decode, encode
+from beampipe.message import Item, Message, decode
+from beampipe.message.key import KeyFunction, replica_of
 
 ITEM, HELLO, CREDIT, FINISHED, BYE = b"I", b"H", b"C", b"F", b"B"
 
@@ -32,38 +35,95 @@ class TransportError(RuntimeError):
     """A peer broke the protocol (unknown peer, unexpected frame)."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Peer:
-    """One downstream input-port replica, as seen by an output port."""
+    """One downstream input-port replica, as seen by an output port.
+
+    ``credit`` / ``byte_credit`` are what it can still take; ``window`` / ``byte_window`` what
+    it started with, so ``window - credit`` messages are in flight to it.
+    """
 
     identity: bytes
     target: str
     """``node.port`` of the connection it belongs to."""
     replica: int
     credit: int
+    byte_credit: int
+    window: int
+    byte_window: int
     finished: bool = False
+
+    def can_take(self, size: int) -> bool:
+        """Room for a message of ``size`` bytes: a message credit, and byte credit for it,
+        unless nothing is in flight (so a message bigger than the byte window still moves)."""
+        if self.credit <= 0:
+            return False
+        return self.byte_credit >= size or self.credit >= self.window
+
+
+@dataclass(eq=False)
+class Route:
+    """How one connection spreads messages over the replicas of its target.
+
+    ``routing`` is ``round_robin`` (the replica with most credit, i.e. least loaded; ties in
+    turn), ``by_key`` (replica ``replica_of(key(msg), replicas)``; equal keys, equal replica) or
+    ``broadcast`` (all replicas).
+    """
+
+    target: str
+    replicas: int
+    routing: str = "round_robin"
+    key: KeyFunction | None = None
+    peers: list[Peer] = field(default_factory=list)
+    _turn: int = 0
+
+    def choose(self, msg: Message, size: int) -> list[Peer] | None:
+        """The peers that get ``msg`` now, or ``None`` if they have no room yet.
+
+        Raises:
+            beampipe.message.key.KeyExpressionError: the key cannot be evaluated on ``msg``.
+        """
+        peers = self.peers
+        if self.routing == "round_robin":
+            best: Peer | None = None
+            n = len(peers)
+            for i in range(n):
+                peer = peers[(self._turn + i) % n]
+                if peer.can_take(size) and (best is None or peer.credit > best.credit):
+                    best = peer
+            if best is None:
+                return None
+            self._turn = (peers.index(best) + 1) % n
+            return [best]
+        if self.routing == "by_key":
+            assert self.key is not None
+            peer = peers[replica_of(self.key(msg), self.replicas)]
+            return [peer] if peer.can_take(size) else None
+        return peers if all(p.can_take(size) for p in peers) else None
 
 
 @dataclass
 class OutputPort:
     """The sending end of one output port: a bound ROUTER and its downstream peers.
 
-    ``expected`` gives, per connection (``"node.port"`` of the downstream input), how many
-    replicas will connect. Sending waits until all of them have said HELLO, so that the first
-    messages are not routed to whichever peer happened to connect first.
+    ``routes`` holds one :class:`Route` per connection (keyed by the downstream input,
+    ``"node.port"``). Sending waits until every replica of every connection has said HELLO, so
+    that the first messages are not routed to whichever peer happened to connect first.
+
+    Counters: :attr:`sent` messages and :attr:`sent_bytes` (wire bytes, once per message however
+    many peers got it).
     """
 
     name: str
     socket: zmq.Socket
-    expected: dict[str, int]
+    routes: dict[str, Route]
     peers: dict[bytes, Peer] = field(default_factory=dict)
     sent: int = 0
+    sent_bytes: int = 0
     _connected: bool = False
 
     @classmethod
-    def bind(
-        cls, ctx: zmq.Context, name: str, address: str, expected: dict[str, int]
-    ) -> OutputPort:
+    def bind(cls, ctx: zmq.Context, name: str, address: str, routes: list[Route]) -> OutputPort:
         """Bind to ``address`` (``ipc://path`` or ``tcp://host:*``); the bound endpoint is
         :attr:`endpoint`."""
         sock = ctx.socket(zmq.ROUTER)
@@ -72,7 +132,7 @@ class OutputPort:
         sock.setsockopt(zmq.RCVHWM, 0)
         sock.setsockopt(zmq.LINGER, 0)
         sock.bind(address)
-        return cls(name, sock, expected)
+        return cls(name, sock, {r.target: r for r in routes})
 
     @property
     def endpoint(self) -> str:
@@ -82,62 +142,86 @@ class OutputPort:
     def connected(self) -> bool:
         """Every expected downstream replica has said HELLO."""
         if not self._connected:
-            counts: dict[str, int] = {}
-            for peer in self.peers.values():
-                counts[peer.target] = counts.get(peer.target, 0) + 1
-            self._connected = all(counts.get(t, 0) >= n for t, n in self.expected.items())
+            self._connected = all(len(r.peers) >= r.replicas for r in self.routes.values())
+            if self._connected:
+                for route in self.routes.values():
+                    route.peers.sort(key=lambda p: p.replica)
         return self._connected
 
+    @property
+    def in_flight(self) -> int:
+        """Messages sent to peers and not yet processed by them."""
+        return sum(p.window - p.credit for p in self.peers.values())
+
     def handle(self, frames: list[bytes]) -> None:
-        """Process one control frame sequence from a downstream peer."""
+        """Process one control frame sequence from a downstream peer.
+
+        Raises:
+            TransportError: a HELLO from a peer of no connection of this port, a second HELLO
+                for the same replica, or another frame from a peer that did not say HELLO.
+        """
         identity, kind, *body = frames
         if kind == HELLO:
             hello = msgpack.unpackb(body[0])
-            if hello["target"] not in self.expected:
+            route = self.routes.get(hello["target"])
+            if route is None:
                 raise TransportError(
                     f"output {self.name!r}: HELLO from unexpected peer {hello['target']!r}"
                 )
-            self.peers[identity] = Peer(
-                identity, hello["target"], hello["replica"], hello["credit"]
+            if any(p.replica == hello["replica"] for p in route.peers):
+                raise TransportError(
+                    f"output {self.name!r}: second HELLO from {hello['target']!r} replica "
+                    f"{hello['replica']}"
+                )
+            peer = Peer(
+                identity,
+                hello["target"],
+                hello["replica"],
+                hello["credit"],
+                hello["bytes"],
+                hello["credit"],
+                hello["bytes"],
             )
+            self.peers[identity] = peer
+            route.peers.append(peer)
             return
         peer = self.peers.get(identity)
         if peer is None:
             raise TransportError(f"output {self.name!r}: {kind!r} from unknown peer {identity!r}")
         if kind == CREDIT:
-            peer.credit += int(body[0])
+            n, nbytes = body[0].split()
+            peer.credit += int(n)
+            peer.byte_credit += int(nbytes)
         elif kind == BYE:
             peer.finished = True
         else:
             raise TransportError(f"output {self.name!r}: unexpected frame kind {kind!r}")
 
-    def try_send(self, item: Item) -> bool:
-        """Send ``item`` if every connection has a peer with credit; False if it must wait.
+    def try_send(self, item: Item, frames: list[Any]) -> bool:
+        """Send ``item``, encoded as ``frames``, if it can go now; False if it must wait.
 
-        A message goes to one replica per connection (the one with most credit: least loaded);
-        stream markers go to every peer.
+        A message goes to the replica(s) its connection's :class:`Route` chooses, on every
+        connection at once or not at all; stream markers go to every peer without credit.
         """
         if not self.connected:
             return False
         if not isinstance(item, Message):
-            frames = encode(item)
             for peer in self.peers.values():
                 self.socket.send_multipart([peer.identity, ITEM, *frames], copy=False)
             return True
-        chosen = []
-        for target in self.expected:
-            best = max(
-                (p for p in self.peers.values() if p.target == target),
-                key=lambda p: p.credit,
-            )
-            if best.credit <= 0:
+        size = wire_size(frames)
+        chosen: list[Peer] = []
+        for route in self.routes.values():
+            peers = route.choose(item, size)
+            if peers is None:
                 return False
-            chosen.append(best)
-        frames = encode(item)
+            chosen.extend(peers)
         for peer in chosen:
             peer.credit -= 1
+            peer.byte_credit -= size
             self.socket.send_multipart([peer.identity, ITEM, *frames], copy=False)
         self.sent += 1
+        self.sent_bytes += size
         return True
 
     def finish(self) -> None:
@@ -150,6 +234,11 @@ class OutputPort:
         return all(p.finished for p in self.peers.values())
 
 
+def wire_size(frames: list[Any]) -> int:
+    """Bytes of an encoded item (``bytes`` or ``zmq.Frame`` / buffer frames)."""
+    return sum(len(f) if isinstance(f, bytes | zmq.Frame) else memoryview(f).nbytes for f in frames)
+
+
 @dataclass(eq=False)
 class InputChannel:
     """The receiving end of one pipe: a DEALER connected to one upstream output port."""
@@ -159,8 +248,12 @@ class InputChannel:
     """``node#replica.port`` of the upstream output, for error messages."""
     socket: zmq.Socket
     window: int
-    _processed: int = 0
+    byte_window: int
     finished: bool = False
+    last_size: int = 0
+    """Wire bytes of the last item received."""
+    _processed: int = 0
+    _processed_bytes: int = 0
 
     @classmethod
     def connect(
@@ -173,29 +266,32 @@ class InputChannel:
         upstream: str,
         endpoint: str,
         window: int,
+        byte_window: int,
     ) -> InputChannel:
         """Connect to ``endpoint`` and introduce ourselves as ``target`` replica ``replica``
-        with ``window`` messages of credit."""
+        with a credit of ``window`` messages and ``byte_window`` bytes."""
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
         sock.setsockopt(zmq.LINGER, 1000)
         sock.connect(endpoint)
-        hello = {"target": target, "replica": replica, "credit": window}
+        hello = {"target": target, "replica": replica, "credit": window, "bytes": byte_window}
         sock.send_multipart([HELLO, msgpack.packb(hello)])
-        return cls(port, upstream, sock, window)
+        return cls(port, upstream, sock, window, byte_window)
 
-    def receive(self) -> Item | None:
+    def receive(self, block: bool = True) -> Item | None:
         """Receive one frame sequence: the item it carries, or None for FINISHED (answered
         with BYE; :attr:`finished` is then True).
 
         Raises:
+            zmq.Again: ``block=False`` and nothing is waiting.
             beampipe.message.WireError: the frames are not a valid item.
             TransportError: an unknown frame kind.
         """
-        kind, *frames = self.socket.recv_multipart(copy=False)
+        kind, *frames = self.socket.recv_multipart(0 if block else zmq.NOBLOCK, copy=False)
         kind_bytes = kind.bytes
         if kind_bytes == ITEM:
+            self.last_size = wire_size(frames)
             return decode(frames)
         if kind_bytes == FINISHED:
             self.finished = True
@@ -203,9 +299,15 @@ class InputChannel:
             return None
         raise TransportError(f"input {self.port!r} from {self.upstream}: frame {kind_bytes!r}")
 
-    def processed(self) -> None:
-        """One message was processed: return credit in batches of half the window."""
+    def processed(self, size: int) -> None:
+        """One message of ``size`` wire bytes was processed: return credit in batches of half
+        the window (messages or bytes, whichever fills first)."""
         self._processed += 1
-        if self._processed >= max(1, self.window // 2):
-            self.socket.send_multipart([CREDIT, str(self._processed).encode()])
+        self._processed_bytes += size
+        if self._processed >= max(1, self.window // 2) or (
+            self._processed_bytes >= self.byte_window // 2
+        ):
+            credit = b"%d %d" % (self._processed, self._processed_bytes)
+            self.socket.send_multipart([CREDIT, credit])
             self._processed = 0
+            self._processed_bytes = 0

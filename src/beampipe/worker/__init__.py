@@ -1,17 +1,21 @@
 """The SDK a worker author uses."""
 
-from beampipe.worker.base import Output, Params, Source, Worker
+from beampipe.worker.base import Output, Params, Source, Worker, by_port
 from beampipe.worker.decorator import worker
 from beampipe.worker.paths import InputPath
+from beampipe.worker.reducer import Reducer, ReducerParams
 from beampipe.worker.registry import UnknownNodeType, registered, resolve
 
 __all__ = [
     "InputPath",
     "Output",
     "Params",
+    "Reducer",
+    "ReducerParams",
     "Source",
     "UnknownNodeType",
     "Worker",
+    "by_port",
     "registered",
     "resolve",
     "worker",

@@ -13,11 +13,27 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from beampipe.message import Item, Message
+from beampipe.message import EndOfStream, Item, Message, StreamStart
 
-Output = None | Message | Iterable[Message] | Mapping[str, "Message | Iterable[Message]"]
+Output = None | Item | Iterable[Item] | Mapping[str, "Item | Iterable[Item]"]
 """What the hooks may return: nothing, one message or several for the single output port, or a
-mapping ``{output port: message(s)}``."""
+mapping ``{output port: message(s)}``. A :class:`~beampipe.StreamStart` among them opens a stream
+of the worker's own with that header (it goes to every output port)."""
+
+
+def by_port(out: Output, outputs: tuple[str, ...]) -> dict[str, list[Item]]:
+    """A hook's return value as ``{output port: [items]}`` (the first port is the default)."""
+    if out is None:
+        return {}
+    default = outputs[0] if outputs else ""
+    if isinstance(out, Message | StreamStart | EndOfStream):
+        return {default: [out]}
+    if isinstance(out, Mapping):
+        return {
+            p: [v] if isinstance(v, Message | StreamStart | EndOfStream) else list(v)
+            for p, v in out.items()
+        }
+    return {default: list(out)}
 
 
 class Params(BaseModel):
@@ -40,11 +56,17 @@ class Worker:
         Params: the pydantic model of the node's ``params:``.
         inputs: names of the input ports; ``None`` accepts any port name used by a connection.
         outputs: names of the output ports; the first is the default for returned messages.
+        reducer: ``True`` for a node that must run as one replica (see
+            :class:`~beampipe.Reducer`).
+        events: ``True`` for a worker with several input ports whose :meth:`process` receives
+            one :class:`~beampipe.Event` per (stream, id) holding the messages of all its ports.
     """
 
     Params: ClassVar[type[Params]] = Params
     inputs: ClassVar[tuple[str, ...] | None] = ("in",)
     outputs: ClassVar[tuple[str, ...]] = ("out",)
+    reducer: ClassVar[bool] = False
+    events: ClassVar[bool] = False
 
     def __init__(self, params: Params, name: str = "") -> None:
         self.params = params
@@ -64,6 +86,15 @@ class Worker:
 
     def on_stream_end(self, stream: str) -> Output:
         """Every message of ``stream`` has been processed; emit final results, drop state."""
+        return None
+
+    def on_finish(self) -> Output:
+        """Every input has finished and every stream has ended: emit what is still held.
+
+        Results may belong to streams of the worker's own (e.g. ``"merged"``); the runtime
+        opens such a stream (with an empty header, or the :class:`~beampipe.StreamStart` the
+        worker returned first) when its first message goes out, and ends it after this hook.
+        """
         return None
 
     def close(self) -> None:

@@ -1,0 +1,122 @@
+"""What a node measures about itself: counts, bytes, processing time, latency, in-flight.
+
+Each node replica keeps a :class:`NodeMetrics` and sends :meth:`NodeMetrics.snapshot` with its
+progress reports; the launcher merges the replicas of a node with :func:`merge`. Times go into
+:class:`Histogram` s with fixed log-spaced buckets, so histograms of several replicas add up
+exactly and quantiles (p50, p99) of the merged distribution can be read off, at the resolution of
+one bucket (20 per decade: a quantile is exact to within 12 %).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+BUCKETS_PER_DECADE = 20
+LOWEST = 1e-6
+"""Seconds: the upper edge of the first bucket (everything faster counts as 1 µs)."""
+EDGES = [LOWEST * 10 ** (i / BUCKETS_PER_DECADE) for i in range(8 * BUCKETS_PER_DECADE + 1)]
+"""Upper bucket edges in seconds, 1 µs to 100 s; a last bucket holds anything slower."""
+
+
+@dataclass
+class Histogram:
+    """Counts of durations (s) per log-spaced bucket of :data:`EDGES`."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(EDGES) + 1))
+    total: int = 0
+
+    def add(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(EDGES, seconds)] += 1
+        self.total += 1
+
+    def merge(self, other: Histogram) -> None:
+        for i, n in enumerate(other.counts):
+            self.counts[i] += n
+        self.total += other.total
+
+    def quantile(self, q: float) -> float:
+        """The duration (s) below which a fraction ``q`` of the samples lie: the upper edge of
+        the bucket holding that sample (``nan`` without samples)."""
+        if self.total == 0:
+            return math.nan
+        rank = max(1, math.ceil(q * self.total))
+        seen = 0
+        for i, n in enumerate(self.counts):
+            seen += n
+            if seen >= rank:
+                return EDGES[min(i, len(EDGES) - 1)]
+        return EDGES[-1]  # pragma: no cover - counts add up to total
+
+    def to_list(self) -> list[int]:
+        """Sparse form for the control channel: ``[index, count, index, count, ...]``."""
+        return [x for i, n in enumerate(self.counts) if n for x in (i, n)]
+
+    @classmethod
+    def from_list(cls, pairs: list[int]) -> Histogram:
+        h = cls()
+        for i, n in zip(pairs[::2], pairs[1::2], strict=True):
+            h.counts[i] += n
+            h.total += n
+        return h
+
+
+@dataclass
+class NodeMetrics:
+    """Counters of one node replica (or, merged, of a node).
+
+    Attributes:
+        messages_in, bytes_in: messages received and their wire size in bytes.
+        messages_out, bytes_out: messages sent on all output ports and their wire bytes (a
+            message broadcast to several replicas counts once).
+        process_time: seconds spent in the worker's ``process`` per message.
+        latency: seconds from the source's timestamp to this node's receipt, per message (at a
+            sink: the end-to-end latency).
+        held: messages received and not yet processed (waiting in a reorder buffer or for the
+            other parts of an event).
+        in_flight: messages sent downstream and not yet processed there (credit in use).
+        incomplete_events, dropped_events: events delivered with missing parts, or dropped.
+        out_of_order: messages an ordered port had to let through out of order because its
+            reorder buffer was full.
+    """
+
+    messages_in: int = 0
+    bytes_in: int = 0
+    messages_out: int = 0
+    bytes_out: int = 0
+    process_time: Histogram = field(default_factory=Histogram)
+    latency: Histogram = field(default_factory=Histogram)
+    held: int = 0
+    in_flight: int = 0
+    incomplete_events: int = 0
+    dropped_events: int = 0
+    out_of_order: int = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        """A msgpack-able dict; :meth:`from_snapshot` rebuilds it."""
+        out: dict[str, Any] = {}
+        for name, value in vars(self).items():
+            out[name] = value.to_list() if isinstance(value, Histogram) else value
+        return out
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> NodeMetrics:
+        values = {
+            k: Histogram.from_list(v) if k in ("process_time", "latency") else v
+            for k, v in data.items()
+        }
+        return cls(**values)
+
+
+def merge(parts: list[NodeMetrics]) -> NodeMetrics:
+    """The metrics of a node from those of its replicas: counts add, histograms merge."""
+    total = NodeMetrics()
+    for part in parts:
+        for name, value in vars(part).items():
+            if isinstance(value, Histogram):
+                getattr(total, name).merge(value)
+            else:
+                setattr(total, name, getattr(total, name) + value)
+    return total
