@@ -47,3 +47,39 @@ def testnodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sys.modules.pop("bp_testnodes", None)
     yield
     sys.modules.pop("bp_testnodes", None)
+
+
+NODES = Path(__file__).parent / "nodes"
+
+
+class Recorder:
+    """A launcher observer that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.stream_ends: list[tuple[str, int, dict]] = []
+        self.failures: list[str] = []
+
+    def progress(self, node: str, replica: int, streams: dict[str, int]) -> None:
+        pass
+
+    def stream_end(self, node: str, replica: int, report: dict) -> None:
+        self.stream_ends.append((node, replica, report))
+
+    def failure(self, text: str) -> None:
+        self.failures.append(text)
+
+
+def run_pipeline(folder: Path, text: str, **launcher: object):
+    """Write ``text`` as ``folder/pipeline.yaml`` next to a copy of ``tests/nodes/flownodes.py``
+    and run it with the local launcher; ``(RunResult, Recorder)``. The caller puts ``folder``
+    on ``sys.path`` (``monkeypatch.syspath_prepend``) so the pipeline validates in-process."""
+    from beampipe.config import load_pipeline
+    from beampipe.manager import LocalLauncher
+
+    shutil.copy(NODES / "flownodes.py", folder)
+    path = folder / "pipeline.yaml"
+    path.write_text(text)
+    sys.modules.pop("flownodes", None)
+    recorder = Recorder()
+    result = LocalLauncher(load_pipeline(path), recorder, **launcher).run()
+    return result, recorder

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE, beampipe
+from conftest import EXAMPLE, Recorder, beampipe
 
 NODES = textwrap.dedent(
     '''
@@ -208,30 +208,13 @@ def test_an_error_when_a_sink_closes_fails_the_run(tmp_path):
     assert "error: node 'sink': OSError: disk full while closing" in result.stderr
 
 
-class _Recorder:
-    """A launcher observer that keeps what it is told."""
-
-    def __init__(self):
-        self.stream_ends: list[tuple[str, int, dict]] = []
-        self.failures: list[str] = []
-
-    def progress(self, node, replica, streams):
-        pass
-
-    def stream_end(self, node, replica, report):
-        self.stream_ends.append((node, replica, report))
-
-    def failure(self, text):
-        self.failures.append(text)
-
-
 def test_launcher_api_reports_stream_ends_and_messages_sent(tmp_path, monkeypatch):
     from beampipe.config import load_pipeline
     from beampipe.manager import LocalLauncher
 
     path = _pipeline(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    recorder = _Recorder()
+    recorder = Recorder()
     result = LocalLauncher(load_pipeline(path), recorder, window=4).run()
     assert (result.exit_code, result.errors, recorder.failures) == (0, [], [])
     assert result.sent == {

@@ -76,12 +76,27 @@ def run(
     set_: SetOption = None,
     transport: Annotated[str, typer.Option(help="ipc (default) or tcp")] = "ipc",
     window: Annotated[int, typer.Option(help="credit: messages in flight per pipe")] = 32,
+    window_mb: Annotated[
+        float, typer.Option("--window-mb", help="credit: MB in flight per pipe")
+    ] = 64.0,
+    metrics: Annotated[
+        bool, typer.Option("--metrics/--no-metrics", help="print per-node metrics at the end")
+    ] = True,
 ) -> None:
     """Run a pipeline in the foreground on this machine until its sources are finished."""
     if transport not in ("ipc", "tcp"):
         raise typer.BadParameter("must be ipc or tcp", param_hint="--transport")
     pipeline = _load(file, set_)
     with ConsoleObserver(pipeline, console) as observer:
-        result = LocalLauncher(pipeline, observer, transport=transport, window=window).run()
+        launcher = LocalLauncher(
+            pipeline,
+            observer,
+            transport=transport,
+            window=window,
+            window_bytes=int(window_mb * 1e6),
+        )
+        result = launcher.run()
+    if metrics and result.metrics:
+        observer.metrics_table(result.metrics, result.wall_time)
     observer.summary(result.exit_code, result.wall_time, _output_files(pipeline))
     raise typer.Exit(result.exit_code)

@@ -6,11 +6,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from beampipe.config import Pipeline
+from beampipe.runtime.metrics import Histogram, NodeMetrics
 
 
 @dataclass
@@ -90,6 +93,29 @@ class ConsoleObserver:
     def failure(self, text: str) -> None:
         self.console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
+    def metrics_table(self, metrics: dict[str, NodeMetrics], wall_time: float) -> None:
+        """Per node: messages and MB received (sent, for a source), mean rate over the run,
+        p50/p99 of the time in ``process`` and of the latency since the source, and messages
+        left in flight."""
+        table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+        for header in ("node", "msgs", "MB", "msg/s", "process p50/p99", "latency p50/p99"):
+            table.add_column(header, justify="left" if header == "node" else "right", no_wrap=True)
+        table.add_column("in flight", justify="right")
+        for name, m in metrics.items():
+            count, size = (
+                (m.messages_in, m.bytes_in) if m.messages_in else (m.messages_out, m.bytes_out)
+            )
+            table.add_row(
+                name,
+                str(count),
+                f"{size / 1e6:.1f}",
+                f"{count / wall_time:.0f}" if wall_time > 0 else "-",
+                f"{_duration(m.process_time, 0.5)}/{_duration(m.process_time, 0.99)}",
+                f"{_duration(m.latency, 0.5)}/{_duration(m.latency, 0.99)}",
+                str(m.in_flight + m.held),
+            )
+        self.console.print(table)
+
     def summary(self, exit_code: int, wall_time: float, outputs: list[str]) -> None:
         messages = sum(s.messages for s in self.streams.values())
         finished = sum(1 for s in self.streams.values() if self._finished(s))
@@ -99,3 +125,15 @@ class ConsoleObserver:
             f"{wall_time:.1f} s wall time" + (f", output: {', '.join(outputs)}" if outputs else ""),
             soft_wrap=True,
         )
+
+
+def _duration(h: Histogram, q: float) -> str:
+    """The ``q`` quantile of ``h`` in readable units, or ``-`` without samples."""
+    if h.total == 0:
+        return "-"
+    seconds = h.quantile(q)
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f}µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f}ms"
+    return f"{seconds:.2f}s"

@@ -25,6 +25,7 @@ import zmq
 
 from beampipe.config import Pipeline
 from beampipe.runtime.control import identity, pack, unpack
+from beampipe.runtime.metrics import NodeMetrics, merge
 
 STOP_TIMEOUT = 5.0
 """Seconds a node gets to exit after ``stop`` before it is killed."""
@@ -62,7 +63,9 @@ class RunResult:
     wall_time: float
     errors: list[str] = field(default_factory=list)
     sent: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Messages sent per node and output port."""
+    """Messages sent per node (all replicas) and output port."""
+    metrics: dict[str, NodeMetrics] = field(default_factory=dict)
+    """Per node (replicas merged): the last metrics its processes reported."""
 
 
 class LocalLauncher:
@@ -103,6 +106,7 @@ class LocalLauncher:
         self.replicas: dict[bytes, Replica] = {}
         self.errors: list[str] = []
         self.sent: dict[str, dict[str, int]] = {}
+        self.metrics: dict[tuple[str, int], NodeMetrics] = {}
         self._signalled = 0
 
     # -- processes -----------------------------------------------------------------------------
@@ -193,6 +197,7 @@ class LocalLauncher:
             if all(r.endpoints is not None for r in self.replicas.values()):
                 self._connect_all()
         elif kind == "progress":
+            self.metrics[rep.node, rep.replica] = NodeMetrics.from_snapshot(msg["metrics"])
             self.observer.progress(rep.node, rep.replica, msg["streams"])
         elif kind == "stream_end":
             self.observer.stream_end(rep.node, rep.replica, msg)
@@ -205,7 +210,10 @@ class LocalLauncher:
             self._fail(f"{', '.join(where)}: {msg['error']}\n{msg['traceback']}")
         elif kind == "done":
             rep.done = True
-            self.sent[rep.node] = msg["sent"]
+            sent = self.sent.setdefault(rep.node, {})
+            for port, n in msg["sent"].items():
+                sent[port] = sent.get(port, 0) + n
+            self.metrics[rep.node, rep.replica] = NodeMetrics.from_snapshot(msg["metrics"])
 
     def _check_processes(self) -> None:
         for rep in self.replicas.values():
@@ -249,4 +257,13 @@ class LocalLauncher:
             if not self.errors:
                 shutil.rmtree(self.rundir, ignore_errors=True)
         code = 0 if not self.errors else (130 if self._signalled else 1)
-        return RunResult(code, time.monotonic() - t0, self.errors, self.sent)
+        return RunResult(code, time.monotonic() - t0, self.errors, self.sent, self.node_metrics())
+
+    def node_metrics(self) -> dict[str, NodeMetrics]:
+        """The latest metrics per node, its replicas merged (nodes that reported, file order)."""
+        out = {}
+        for name in self.pipeline.nodes:
+            parts = [m for (node, _), m in self.metrics.items() if node == name]
+            if parts:
+                out[name] = merge(parts)
+        return out

@@ -114,6 +114,7 @@ class NodeRuntime:
         pipeline = Pipeline.from_dict(setup["pipeline"])
         cls = pipeline.node_class(self.node)
         self.worker = self._call(None, None, cls, pipeline.node_params(self.node), self.node)
+        self.worker.replica = self.replica
         for port in dict.fromkeys(c.source_port for c in pipeline.outputs_of(self.node)):
             routes = [
                 Route(
@@ -384,7 +385,11 @@ class NodeRuntime:
             worker, self.worker = self.worker, None
             self._call(None, None, worker.close)
             self._report_progress(force=True)
-            self.control.send("done", sent={p: o.sent for p, o in self.outputs.items()})
+            self.control.send(
+                "done",
+                sent={p: o.sent for p, o in self.outputs.items()},
+                metrics=self._metrics().snapshot(),
+            )
         except Stopped:
             status = 2
         except Exception as exc:

@@ -295,6 +295,7 @@ class InputChannel:
             return decode(frames)
         if kind_bytes == FINISHED:
             self.finished = True
+            self._return_credit()
             self.socket.send_multipart([BYE])
             return None
         raise TransportError(f"input {self.port!r} from {self.upstream}: frame {kind_bytes!r}")
@@ -307,6 +308,10 @@ class InputChannel:
         if self._processed >= max(1, self.window // 2) or (
             self._processed_bytes >= self.byte_window // 2
         ):
+            self._return_credit()
+
+    def _return_credit(self) -> None:
+        if self._processed:
             credit = b"%d %d" % (self._processed, self._processed_bytes)
             self.socket.send_multipart([CREDIT, credit])
             self._processed = 0

@@ -71,6 +71,9 @@ class Worker:
     def __init__(self, params: Params, name: str = "") -> None:
         self.params = params
         self.name = name or type(self).__name__
+        self.replica = 0
+        """Which replica of its node this is (0 to ``replicas - 1``; set by the runtime before
+        the first hook is called)."""
 
     def on_stream_start(self, stream: str, metadata: dict[str, Any]) -> Output:
         """A new stream opens; ``metadata`` is its header (e.g. the scan file's)."""

@@ -1,0 +1,92 @@
+"""Node classes for the data-flow tests (copied next to the test's pipeline file)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import beampipe
+
+
+class Counter(beampipe.Source):
+    """``streams`` streams of ``n`` messages; data ``x = id**2`` (float64, 0-d)."""
+
+    class Params(beampipe.Params):
+        n: int = 100
+        streams: int = 1
+
+    def generate(self):
+        for s in range(self.params.streams):
+            name = f"s{s}"
+            yield beampipe.StreamStart(name, {"n": self.params.n})
+            for i in range(1, self.params.n + 1):
+                yield beampipe.Message(data={"x": float(i * i)}, stream=name, id=i)
+            yield beampipe.EndOfStream(name, self.params.n)
+
+
+class Tag(beampipe.Worker):
+    """Passes messages on with ``metadata["replica"]``; sleeps ``delay`` s per message, or
+    ``delay * slow_factor`` on replica ``slow_replica``; with ``jitter``, a random delay in
+    [0, jitter) s instead (seeded per replica)."""
+
+    class Params(beampipe.Params):
+        delay: float = 0.0
+        slow_replica: int = -1
+        slow_factor: float = 10.0
+        jitter: float = 0.0
+
+    def process(self, msg: beampipe.Message) -> beampipe.Message:
+        p = self.params
+        if p.jitter:
+            if not hasattr(self, "_rng"):
+                self._rng = random.Random(self.replica)
+            time.sleep(self._rng.random() * p.jitter)
+        elif p.delay:
+            time.sleep(p.delay * (p.slow_factor if self.replica == p.slow_replica else 1))
+        return beampipe.Message(data=dict(msg.data), metadata={"replica": self.replica})
+
+
+class Diff(beampipe.Worker):
+    """Stateful: ``dx`` = x minus the x of the previous message of the same block of ten ids
+    seen by this replica (``nan`` for the first)."""
+
+    def __init__(self, params: beampipe.Params, name: str = "") -> None:
+        super().__init__(params, name)
+        self.last: dict[tuple[str, int], float] = {}
+
+    def process(self, msg: beampipe.Message) -> beampipe.Message:
+        x = float(msg.data["x"])
+        block = (msg.stream, msg.id // 10)
+        dx = x - self.last.get(block, np.nan)
+        self.last[block] = x
+        return beampipe.Message(data={"dx": dx}, metadata={"replica": self.replica})
+
+
+class Collect(beampipe.Worker):
+    """Sink: one JSON line per message (stream, id, port, metadata, 0-d data as floats) in
+    ``path``, written at close, in arrival order."""
+
+    outputs = ()
+    inputs = None
+
+    class Params(beampipe.Params):
+        path: str
+
+    def __init__(self, params: beampipe.Params, name: str = "") -> None:
+        super().__init__(params, name)
+        self.rows: list[dict[str, Any]] = []
+
+    def process(self, msg: beampipe.Message) -> None:
+        data = {k: float(v) for k, v in msg.data.items() if np.ndim(v) == 0}
+        self.rows.append(
+            {"stream": msg.stream, "id": msg.id, "port": msg.port, "meta": msg.metadata, **data}
+        )
+
+    def close(self) -> None:
+        text = "".join(json.dumps(r) + "\n" for r in self.rows)
+        Path(self.params.path).write_text(text)
