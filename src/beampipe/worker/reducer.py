@@ -9,7 +9,7 @@ periodically and at the end. The pipeline refuses ``replicas`` > 1 on a reducer 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import Field
@@ -34,6 +34,9 @@ class _Group(Generic[State]):
     state: State
     folded: int = 0
     last_id: int = 0
+    """The highest id folded."""
+    emitted: int = 0
+    streams: set[str] = field(default_factory=set)
     since_emit: int = 0
     t_emit: float = 0.0
 
@@ -44,8 +47,9 @@ class Reducer(Worker, Generic[State]):
     Messages are folded per *group*: by default a group is a stream (its result is emitted when
     the stream ends), but :meth:`group` may map messages of several streams to one group (e.g.
     all repeats of a scan); such a group's final result is emitted when every input has
-    finished. Results inherit the group's stream name and the id of the last message folded,
-    unless :meth:`result` sets them.
+    finished. Results left without stream and id by :meth:`result` get the group's name as
+    stream (a stream of the reducer's own when it is not an input stream) and, as id, the
+    highest id folded (a group of one stream) or the number of the emission (1, 2, ...).
 
     Class attributes:
         reducer: ``True``; the pipeline checks it to refuse ``replicas`` > 1.
@@ -92,7 +96,8 @@ class Reducer(Worker, Generic[State]):
             group = self._groups[key] = _Group(state, t_emit=time.monotonic())
         group.state = self.reduce(group.state, msg)
         group.folded += 1
-        group.last_id = msg.id
+        group.last_id = max(group.last_id, msg.id)
+        group.streams.add(msg.stream)
         group.since_emit += 1
         every, interval = self.params.every, self.params.interval
         due = (every and group.since_emit >= every) or (
@@ -102,31 +107,34 @@ class Reducer(Worker, Generic[State]):
             return None
         group.since_emit = 0
         group.t_emit = time.monotonic()
-        return self._result(key, group, final=False, msg=msg)
+        return self._result(key, group, final=False)
 
     def on_stream_end(self, stream: str) -> Output:
         self._metadata.pop(stream, None)
-        group = self._groups.pop(stream, None)
-        if group is None:
-            return None
-        return self._result(stream, group, final=True, msg=None)
+        group = self._groups.get(stream)
+        if group is None or group.streams != {stream}:
+            return None  # a group of several streams ends when every input has finished
+        del self._groups[stream]
+        return self._result(stream, group, final=True)
 
     def on_finish(self) -> Output:
         results: dict[str, list[Item]] = {}
         for key, group in list(self._groups.items()):
-            for port, messages in self._result(key, group, final=True, msg=None).items():
+            for port, messages in self._result(key, group, final=True).items():
                 results.setdefault(port, []).extend(messages)
         self._groups.clear()
         return results
 
-    def _result(
-        self, key: str, group: _Group[State], final: bool, msg: Message | None
-    ) -> dict[str, list[Item]]:
+    def _result(self, key: str, group: _Group[State], final: bool) -> dict[str, list[Item]]:
+        """:meth:`result`, with stream and id filled in where it left them empty: the group's
+        name, and the highest id folded (a group of one stream) or 1, 2, 3, ... per emission
+        (a group of several streams)."""
         out = by_port(self.result(key, group.state, final), self.outputs)
-        if msg is None:
-            for items in out.values():
-                for m in items:
-                    if isinstance(m, Message):
-                        m.stream = m.stream or key
-                        m.id = m.id or group.last_id
+        group.emitted += 1
+        single = group.streams == {key}
+        for items in out.values():
+            for m in items:
+                if isinstance(m, Message):
+                    m.stream = m.stream or key
+                    m.id = m.id or (group.last_id if single else group.emitted)
         return out

@@ -28,6 +28,24 @@ class MissingColumn(KeyError):
         return str(self.args[0])
 
 
+def numeric(msg: Message, name: str, node: str = "", kinds: str = "biuf") -> np.ndarray:
+    """``msg.data[name]``, checked to be an array of a numeric dtype kind in ``kinds`` (numpy
+    kind letters: ``b`` bool, ``i``/``u`` integers, ``f`` float, ``c`` complex); as it is.
+
+    Raises:
+        MissingColumn: ``name`` is not in ``msg.data``.
+        TypeError: the entry is ``bytes`` or of another dtype kind.
+    """
+    try:
+        value = msg.data[name]
+    except KeyError:
+        raise MissingColumn(name, list(msg.data), node) from None
+    if isinstance(value, bytes) or value.dtype.kind not in kinds:
+        kind = "bytes" if isinstance(value, bytes) else f"dtype {value.dtype}"
+        raise TypeError(f"{node + ': ' if node else ''}column {name!r} is {kind}, not numeric")
+    return value
+
+
 def column(msg: Message, name: str, node: str = "") -> np.ndarray:
     """``msg.data[name]`` as a float64 array (no copy if it already is one; shape kept).
 
@@ -35,11 +53,4 @@ def column(msg: Message, name: str, node: str = "") -> np.ndarray:
         MissingColumn: ``name`` is not in ``msg.data``.
         TypeError: the entry is ``bytes`` or not of a real numeric (or bool) dtype.
     """
-    try:
-        value = msg.data[name]
-    except KeyError:
-        raise MissingColumn(name, list(msg.data), node) from None
-    if isinstance(value, bytes) or value.dtype.kind not in "biuf":
-        kind = "bytes" if isinstance(value, bytes) else f"dtype {value.dtype}"
-        raise TypeError(f"{node + ': ' if node else ''}column {name!r} is {kind}, not numeric")
-    return np.asarray(value, dtype=np.float64)
+    return np.asarray(numeric(msg, name, node), dtype=np.float64)
