@@ -10,11 +10,12 @@ A worker author needs only this module::
         def process(self, msg: beampipe.Message) -> beampipe.Message: ...
 """
 
-from beampipe.message import EndOfStream, Message, StreamStart
+from beampipe.message import EndOfStream, Event, Message, StreamStart
 from beampipe.worker import InputPath, Params, Reducer, ReducerParams, Source, Worker, worker
 
 __all__ = [
     "EndOfStream",
+    "Event",
     "InputPath",
     "Message",
     "Params",

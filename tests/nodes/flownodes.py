@@ -14,19 +14,47 @@ import beampipe
 
 
 class Counter(beampipe.Source):
-    """``streams`` streams of ``n`` messages; data ``x = id**2`` (float64, 0-d)."""
+    """``streams`` streams of ``n`` messages; data ``x = id**2`` (float64, 0-d). Ids in
+    ``skip`` are left out. After id ``hold_after``, waits until the file ``hold_until`` exists
+    (at most 30 s), to hold a stream open until a downstream node has reacted."""
 
     class Params(beampipe.Params):
         n: int = 100
         streams: int = 1
+        skip: tuple[int, ...] = ()
+        hold_after: int = 0
+        hold_until: str | None = None
 
     def generate(self):
-        for s in range(self.params.streams):
+        p = self.params
+        for s in range(p.streams):
             name = f"s{s}"
-            yield beampipe.StreamStart(name, {"n": self.params.n})
-            for i in range(1, self.params.n + 1):
-                yield beampipe.Message(data={"x": float(i * i)}, stream=name, id=i)
-            yield beampipe.EndOfStream(name, self.params.n)
+            yield beampipe.StreamStart(name, {"n": p.n})
+            for i in range(1, p.n + 1):
+                if i not in p.skip:
+                    yield beampipe.Message(data={"x": float(i * i)}, stream=name, id=i)
+                if i == p.hold_after and p.hold_until:
+                    deadline = time.monotonic() + 30
+                    while not Path(p.hold_until).exists() and time.monotonic() < deadline:
+                        time.sleep(0.01)
+            yield beampipe.EndOfStream(name, p.n)
+
+
+class Join(beampipe.Worker):
+    """Forms events of ports ``a`` and ``b``: ``x = a.x + b.x`` of the parts present, metadata
+    ``missing`` (the missing ports). Touches ``flag`` at the first incomplete event."""
+
+    inputs = ("a", "b")
+    events = True
+
+    class Params(beampipe.Params):
+        flag: str | None = None
+
+    def process(self, event: beampipe.Event) -> beampipe.Message:
+        if event.missing and self.params.flag:
+            Path(self.params.flag).touch()
+        x = sum(float(m.data["x"]) for m in event.messages.values())
+        return beampipe.Message(data={"x": x}, metadata={"missing": list(event.missing)})
 
 
 class Tag(beampipe.Worker):

@@ -76,4 +76,29 @@ class EndOfStream:
     next_stream: str | None = None
 
 
+@dataclass(slots=True)
+class Event:
+    """The messages with the same (stream, id) from several input ports of one node, e.g. a
+    detector image and the I0 reading of the same trigger. A worker that sets ``events = True``
+    receives these in :meth:`~beampipe.Worker.process` instead of single messages.
+
+    Attributes:
+        stream, id: what the messages share.
+        messages: ``{input port: message}``.
+        missing: the ports whose message had not arrived when the event's timeout expired or
+            its stream ended (empty for a complete event).
+    """
+
+    stream: str
+    id: int
+    messages: dict[str, Message]
+    missing: tuple[str, ...] = ()
+
+    @property
+    def timestamps(self) -> list[list[Any]]:
+        """The timestamps of the part that left its source first (for latency)."""
+        stamped = [m.timestamps for m in self.messages.values() if m.timestamps]
+        return min(stamped, key=lambda t: t[0][1]) if stamped else []
+
+
 Item = Message | StreamStart | EndOfStream

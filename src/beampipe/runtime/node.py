@@ -18,6 +18,7 @@ and traceback, and the process exits with status 1.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -28,10 +29,12 @@ from typing import Any
 import zmq
 
 from beampipe.config import Pipeline
-from beampipe.message import EndOfStream, Item, Message, StreamStart, encode
+from beampipe.message import EndOfStream, Event, Item, Message, StreamStart, encode
 from beampipe.message.key import compile_key
 from beampipe.runtime.control import ControlClient
+from beampipe.runtime.events import EventBuilder, Formed
 from beampipe.runtime.metrics import NodeMetrics
+from beampipe.runtime.ordering import Reorder
 from beampipe.transport import InputChannel, OutputPort, Route
 from beampipe.worker import Output, Source, Worker, by_port
 
@@ -83,6 +86,10 @@ class NodeRuntime:
         self.inputs: list[InputChannel] = []
         self.streams: dict[str, StreamState] = {}
         self.derived: dict[str, int] = {}
+        self.reorders: dict[str, Reorder] = {}
+        """The reorder buffer of each ordered input port."""
+        self.events: EventBuilder | None = None
+        """Event formation, for a worker with ``events = True``."""
         """Streams of the worker's own that are open downstream: ``{stream: last id sent}``."""
         self.poller = zmq.Poller()
         self.metrics = NodeMetrics()
@@ -145,6 +152,18 @@ class NodeRuntime:
             )
             self.inputs.append(channel)
             self.poller.register(channel.socket, zmq.POLLIN)
+        spec = pipeline.nodes[self.node]
+        for port in dict.fromkeys(ch.port for ch in self.inputs):
+            if spec.is_ordered(port):
+                pipes = [i for i, ch in enumerate(self.inputs) if ch.port == port]
+                self.reorders[port] = Reorder(pipes, spec.reorder_buffer)
+        if cls.events:
+            options = spec.events or {}
+            self.events = EventBuilder(
+                list(dict.fromkeys(ch.port for ch in self.inputs)),
+                options.get("timeout", 5.0),
+                options.get("incomplete", "deliver"),
+            )
         self.poller.register(self.control.socket, zmq.POLLIN)
 
     # -- control and outputs -------------------------------------------------------------------
@@ -185,7 +204,7 @@ class NodeRuntime:
         for port in self.outputs:
             self._send(port, item)
 
-    def _emit(self, result: Output, origin: Message | None) -> None:
+    def _emit(self, result: Output, origin: Message | Event | None) -> None:
         """Send what a worker hook returned; fill stream/id/timestamps from ``origin``.
 
         A message of a stream this node has not opened downstream (a stream of the worker's
@@ -238,6 +257,12 @@ class NodeRuntime:
         m.messages_out = sum(o.sent for o in self.outputs.values())
         m.bytes_out = sum(o.sent_bytes for o in self.outputs.values())
         m.in_flight = sum(o.in_flight for o in self.outputs.values())
+        m.held = sum(r.held for r in self.reorders.values())
+        m.out_of_order = sum(r.out_of_order for r in self.reorders.values())
+        if self.events is not None:
+            m.held += self.events.held
+            m.incomplete_events = self.events.incomplete
+            m.dropped_events = self.events.dropped
         return m
 
     # -- stream lifecycle ----------------------------------------------------------------------
@@ -263,6 +288,9 @@ class NodeRuntime:
 
     def _close(self, stream: str, state: StreamState) -> None:
         assert self.worker is not None
+        if self.events is not None:
+            for formed in self.events.flush(stream):
+                self._form(formed)
         result = self._call(stream, None, self.worker.on_stream_end, stream)
         self._emit(result, None)
         end = state.end or EndOfStream(stream, state.messages)
@@ -285,39 +313,82 @@ class NodeRuntime:
         self._progress_dirty = True
 
     def _on_item(self, index: int, channel: InputChannel, item: Item) -> None:
-        assert self.worker is not None
         if isinstance(item, StreamStart):
             self._open(item.stream, item.metadata)
         elif isinstance(item, Message):
-            state = self._open(item.stream, {})
+            self._open(item.stream, {})
             item.port = channel.port
             size = channel.last_size
             metrics = self.metrics
             metrics.messages_in += 1
             metrics.bytes_in += size
-            t_start = time.time()
             if item.timestamps:
-                metrics.latency.add(t_start - item.timestamps[0][1])
-            result = self._call(item.stream, item.id, self.worker.process, item)
-            metrics.process_time.add(time.time() - t_start)
-            self._emit(result, item)
-            channel.processed(size)
-            self._count(state, t_start)
+                metrics.latency.add(time.time() - item.timestamps[0][1])
+            reorder = self.reorders.get(channel.port)
+            if reorder is None:
+                self._accept(channel, item, size)
+            else:
+                for _, (ch, msg, nbytes) in reorder.push(
+                    index, item.stream, item.id, (channel, item, size)
+                ):
+                    self._accept(ch, msg, nbytes)
         else:
-            state = self.streams.get(item.stream)
-            if state is None:
-                state = self._open(item.stream, {})
+            state = self.streams.get(item.stream) or self._open(item.stream, {})
+            self._end_pipe(index, channel.port, item.stream)
             state.end = state.end or item
             state.ended.add(index)
             if len(state.ended) == len(self.inputs):
                 self._close(item.stream, state)
+
+    def _end_pipe(self, index: int, port: str, stream: str) -> None:
+        """Pipe ``index`` (of input ``port``) ended ``stream``: release what its reorder buffer
+        may now let go."""
+        reorder = self.reorders.get(port)
+        if reorder is not None:
+            for _, (ch, msg, nbytes) in reorder.end(index, stream):
+                self._accept(ch, msg, nbytes)
+
+    def _accept(self, channel: InputChannel, msg: Message, size: int) -> None:
+        """``msg`` is next in line: process it, or add it to its event."""
+        if self.events is None:
+            self._process(msg, [(channel, size)])
+            return
+        for formed in self.events.add(channel.port, msg, (channel, size), time.monotonic()):
+            self._form(formed)
+
+    def _form(self, formed: Formed) -> None:
+        if formed.drop:
+            for channel, size in formed.tokens:
+                channel.processed(size)
+        else:
+            self._process(formed.event, formed.tokens)
+
+    def _process(self, item: Message | Event, tokens: list[tuple[InputChannel, int]]) -> None:
+        """Call the worker on a message or event; then return the credit of its parts."""
+        assert self.worker is not None
+        state = self.streams.get(item.stream) or self._open(item.stream, {})
+        t_start = time.time()
+        result = self._call(item.stream, item.id, self.worker.process, item)
+        self.metrics.process_time.add(time.time() - t_start)
+        self._emit(result, item)
+        for channel, size in tokens:
+            channel.processed(size)
+        self._count(state, t_start)
 
     # -- main loops ----------------------------------------------------------------------------
 
     def _run_worker(self) -> None:
         index = {channel: i for i, channel in enumerate(self.inputs)}
         while not all(ch.finished for ch in self.inputs):
-            for channel in self._service(1000, inputs=True):
+            timeout = 1000
+            if self.events is not None and self.events.next_deadline is not None:
+                wait = self.events.next_deadline - time.monotonic()
+                timeout = max(0, min(timeout, math.ceil(wait * 1000)))
+            ready = self._service(timeout, inputs=True)
+            if self.events is not None:
+                for formed in self.events.expire(time.monotonic()):
+                    self._form(formed)
+            for channel in ready:
                 for _ in range(RECEIVE_BATCH):
                     try:
                         item = channel.receive(block=False)
@@ -327,6 +398,9 @@ class NodeRuntime:
                         break
                     self._on_item(index[channel], channel, item)
         for stream, state in list(self.streams.items()):
+            for i, channel in enumerate(self.inputs):
+                if i not in state.ended:
+                    self._end_pipe(i, channel.port, stream)
             state.ended = set(range(len(self.inputs)))
             self._close(stream, state)
         assert self.worker is not None

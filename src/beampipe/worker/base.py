@@ -80,7 +80,8 @@ class Worker:
         return None
 
     def process(self, msg: Message) -> Output:
-        """Handle one message; ``msg.port`` names the input port it came in on.
+        """Handle one message; ``msg.port`` names the input port it came in on. A worker with
+        ``events = True`` receives a :class:`~beampipe.Event` instead (its ``messages`` by port).
 
         Messages returned without ``stream``/``id`` inherit those of ``msg``. An exception
         raised here stops the run (fail fast) with node, stream, id and traceback.

@@ -1,0 +1,99 @@
+"""Restoring id order on an input port fed by several pipes (the replicas upstream).
+
+Each pipe delivers its messages of a stream in increasing id order (an upstream replica handles
+its share of the stream in the order it received it), but the pipes interleave arbitrarily. A
+buffered message may therefore go on as soon as no pipe can still deliver a smaller id:
+
+* its id is the next one (last delivered + 1), or
+* every pipe of the port has either ended the stream or already delivered an id at least as
+  large (a *watermark*, as in stream processors such as Apache Flink).
+
+So sparse ids (a worker that drops messages) cost latency, not correctness. When more than
+``capacity`` messages of a stream wait, the lowest goes on anyway and is counted in
+:attr:`Reorder.out_of_order` if it skips ids: memory stays bounded if a pipe stalls.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Entry = tuple[int, Any]
+"""``(pipe, payload)`` handed back in id order."""
+
+
+@dataclass
+class _Stream:
+    heap: list[tuple[int, int, int, Any]] = field(default_factory=list)
+    """``(id, arrival number, pipe, payload)``."""
+    seen: dict[int, int] = field(default_factory=dict)
+    """Highest id delivered by each pipe."""
+    ended: set[int] = field(default_factory=set)
+    last: int = 0
+    """Highest id handed on."""
+
+
+class Reorder:
+    """The reorder buffer of one ordered input port.
+
+    Args:
+        pipes: the indices of the pipes feeding the port.
+        capacity: messages per stream that may wait (>= 1).
+    """
+
+    def __init__(self, pipes: Sequence[int], capacity: int) -> None:
+        self.pipes = frozenset(pipes)
+        self.capacity = capacity
+        self.held = 0
+        """Messages waiting, all streams together."""
+        self.out_of_order = 0
+        self._streams: dict[str, _Stream] = {}
+        self._ended: set[str] = set()
+        self._arrival = itertools.count()
+
+    def push(self, pipe: int, stream: str, msg_id: int, payload: Any) -> list[Entry]:
+        """A message arrived on ``pipe``; the entries that may go on now, in id order.
+
+        A message of a stream every pipe has already ended (a late message) goes on at once.
+        """
+        if stream in self._ended:
+            return [(pipe, payload)]
+        state = self._streams.setdefault(stream, _Stream())
+        state.seen[pipe] = max(state.seen.get(pipe, 0), msg_id)
+        heapq.heappush(state.heap, (msg_id, next(self._arrival), pipe, payload))
+        self.held += 1
+        return self._release(state)
+
+    def end(self, pipe: int, stream: str) -> list[Entry]:
+        """``pipe`` ended ``stream``; the entries that may go on now. When every pipe has
+        ended it, everything left goes on and the stream is forgotten."""
+        state = self._streams.setdefault(stream, _Stream())
+        state.ended.add(pipe)
+        ready = self._release(state)
+        if state.ended >= self.pipes:
+            del self._streams[stream]
+            self._ended.add(stream)
+        return ready
+
+    def _release(self, state: _Stream) -> list[Entry]:
+        ready = []
+        heap = state.heap
+        while heap:
+            msg_id = heap[0][0]
+            full = len(heap) > self.capacity
+            if not (msg_id <= state.last + 1 or full or self._safe(state, msg_id)):
+                break
+            _, _, pipe, payload = heapq.heappop(heap)
+            if msg_id > state.last + 1 and full:
+                self.out_of_order += 1
+            state.last = max(state.last, msg_id)
+            self.held -= 1
+            ready.append((pipe, payload))
+        return ready
+
+    def _safe(self, state: _Stream, msg_id: int) -> bool:
+        """No pipe can still deliver an id below ``msg_id``."""
+        return all(p in state.ended or state.seen.get(p, 0) >= msg_id for p in self.pipes)
