@@ -24,6 +24,8 @@ class Counter(beampipe.Source):
         skip: tuple[int, ...] = ()
         hold_after: int = 0
         hold_until: str | None = None
+        payload: int = 0
+        """Bytes of an extra uint8 array ``blob`` in every message."""
 
     def generate(self):
         p = self.params
@@ -32,7 +34,10 @@ class Counter(beampipe.Source):
             yield beampipe.StreamStart(name, {"n": p.n})
             for i in range(1, p.n + 1):
                 if i not in p.skip:
-                    yield beampipe.Message(data={"x": float(i * i)}, stream=name, id=i)
+                    data = {"x": float(i * i)}
+                    if p.payload:
+                        data["blob"] = np.full(p.payload, i % 256, dtype=np.uint8)
+                    yield beampipe.Message(data=data, stream=name, id=i)
                 if i == p.hold_after and p.hold_until:
                     deadline = time.monotonic() + 30
                     while not Path(p.hold_until).exists() and time.monotonic() < deadline:

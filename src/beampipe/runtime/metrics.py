@@ -76,7 +76,11 @@ class NodeMetrics:
             sink: the end-to-end latency).
         held: messages received and not yet processed (waiting in a reorder buffer or for the
             other parts of an event).
-        in_flight: messages sent downstream and not yet processed there (credit in use).
+        in_flight: messages sent downstream and not yet processed there (credit in use; a
+            message sent to several replicas counts once per replica).
+        in_flight_bytes: their wire bytes.
+        peak_in_flight, peak_in_flight_bytes: the largest values these reached in the run (per
+            output port, summed over ports and replicas).
         incomplete_events, dropped_events: events delivered with missing parts, or dropped.
         out_of_order: messages an ordered port had to let through out of order because its
             reorder buffer was full.
@@ -90,6 +94,9 @@ class NodeMetrics:
     latency: Histogram = field(default_factory=Histogram)
     held: int = 0
     in_flight: int = 0
+    in_flight_bytes: int = 0
+    peak_in_flight: int = 0
+    peak_in_flight_bytes: int = 0
     incomplete_events: int = 0
     dropped_events: int = 0
     out_of_order: int = 0

@@ -257,6 +257,9 @@ class NodeRuntime:
         m.messages_out = sum(o.sent for o in self.outputs.values())
         m.bytes_out = sum(o.sent_bytes for o in self.outputs.values())
         m.in_flight = sum(o.in_flight for o in self.outputs.values())
+        m.in_flight_bytes = sum(o.in_flight_bytes for o in self.outputs.values())
+        m.peak_in_flight = sum(o.peak_in_flight for o in self.outputs.values())
+        m.peak_in_flight_bytes = sum(o.peak_in_flight_bytes for o in self.outputs.values())
         m.held = sum(r.held for r in self.reorders.values())
         m.out_of_order = sum(r.out_of_order for r in self.reorders.values())
         if self.events is not None:

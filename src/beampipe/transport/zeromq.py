@@ -120,6 +120,11 @@ class OutputPort:
     peers: dict[bytes, Peer] = field(default_factory=dict)
     sent: int = 0
     sent_bytes: int = 0
+    in_flight: int = 0
+    """Messages sent to peers and not yet processed by them (a broadcast counts per peer)."""
+    in_flight_bytes: int = 0
+    peak_in_flight: int = 0
+    peak_in_flight_bytes: int = 0
     _connected: bool = False
 
     @classmethod
@@ -147,11 +152,6 @@ class OutputPort:
                 for route in self.routes.values():
                     route.peers.sort(key=lambda p: p.replica)
         return self._connected
-
-    @property
-    def in_flight(self) -> int:
-        """Messages sent to peers and not yet processed by them."""
-        return sum(p.window - p.credit for p in self.peers.values())
 
     def handle(self, frames: list[bytes]) -> None:
         """Process one control frame sequence from a downstream peer.
@@ -189,9 +189,11 @@ class OutputPort:
         if peer is None:
             raise TransportError(f"output {self.name!r}: {kind!r} from unknown peer {identity!r}")
         if kind == CREDIT:
-            n, nbytes = body[0].split()
-            peer.credit += int(n)
-            peer.byte_credit += int(nbytes)
+            n, nbytes = (int(x) for x in body[0].split())
+            peer.credit += n
+            peer.byte_credit += nbytes
+            self.in_flight -= n
+            self.in_flight_bytes -= nbytes
         elif kind == BYE:
             peer.finished = True
         else:
@@ -222,6 +224,10 @@ class OutputPort:
             self.socket.send_multipart([peer.identity, ITEM, *frames], copy=False)
         self.sent += 1
         self.sent_bytes += size
+        self.in_flight += len(chosen)
+        self.in_flight_bytes += size * len(chosen)
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        self.peak_in_flight_bytes = max(self.peak_in_flight_bytes, self.in_flight_bytes)
         return True
 
     def finish(self) -> None:

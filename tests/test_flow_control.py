@@ -1,0 +1,53 @@
+"""Backpressure: a slow sink slows a fast source; what is in flight stays within the credit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import run_pipeline
+
+PIPELINE = """\
+nodes:
+  src: {use: flownodes:Counter, params: {n: 150, payload: PAYLOAD}}
+  slow: {use: flownodes:Tag, params: {delay: 0.002}}
+  sink: {use: flownodes:Collect, params: {path: out.jsonl}}
+connections:
+  - src -> slow
+  - slow.out -> sink.in
+"""
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_message_credit_bounds_what_a_fast_source_has_in_flight(folder: Path) -> None:
+    result, _ = run_pipeline(folder, PIPELINE.replace("PAYLOAD", "0"), window=6)
+    assert result.exit_code == 0, result.errors
+    src = result.metrics["src"]
+    assert src.messages_out == 150 and result.metrics["sink"].messages_in == 150
+    assert src.peak_in_flight == 6  # the window filled (the source was held back) ...
+    assert src.in_flight == 0 and src.in_flight_bytes == 0  # ... and everything drained
+
+
+def test_byte_credit_bounds_the_bytes_in_flight(folder: Path) -> None:
+    window_bytes = 350_000  # three 100 kB messages
+    text = PIPELINE.replace("PAYLOAD", "100_000")
+    result, _ = run_pipeline(folder, text, window=32, window_bytes=window_bytes)
+    assert result.exit_code == 0, result.errors
+    src = result.metrics["src"]
+    assert result.metrics["sink"].messages_in == 150
+    assert 3 * 100_000 < src.peak_in_flight_bytes <= window_bytes
+    assert src.peak_in_flight == 3
+
+
+def test_a_message_larger_than_the_byte_window_still_moves_one_at_a_time(folder: Path) -> None:
+    text = PIPELINE.replace("PAYLOAD", "100_000").replace("n: 150", "n: 20")
+    result, _ = run_pipeline(folder, text, window=32, window_bytes=50_000)
+    assert result.exit_code == 0, result.errors
+    assert result.metrics["sink"].messages_in == 20
+    assert result.metrics["src"].peak_in_flight == 1
