@@ -82,7 +82,7 @@ def _header(frames):
 @pytest.mark.parametrize(
     ("corrupt", "error"),
     [
-        (lambda f: [f[0], f[1][:-8]], r"stream 's', id 3: array 'big' \(<f8, shape \(200,\)\) "),
+        (lambda f: [f[0], f[1][:-8]], r"stream 's', id 3: array 'big' \(<f8, shape \(9000,\)\) "),
         (lambda f: [f[0]], r"stream 's', id 3: missing frame for array 'big'"),
         (lambda f: [*f, b"x"], r"stream 's', id 3: 1 unexpected extra frames"),
         (lambda f: [b"\xc1garbage"], "unreadable header frame"),
@@ -93,17 +93,17 @@ def _header(frames):
         ),
         (lambda f: [msgpack.packb({**_header(f), "k": "z"}), f[1]], "unknown message kind 'z'"),
         (
-            lambda f: [msgpack.packb({**_header(f), "a": [["big", "|O", [200], None]]}), f[1]],
+            lambda f: [msgpack.packb({**_header(f), "a": [["big", "|O", [9000], None]]}), f[1]],
             "object dtype",
         ),
         (
-            lambda f: [msgpack.packb({**_header(f), "a": [["big", "<f8", [100], None]]}), f[1]],
-            r"needs 800 bytes, frame has 1600",
+            lambda f: [msgpack.packb({**_header(f), "a": [["big", "<f8", [4500], None]]}), f[1]],
+            r"needs 36000 bytes, frame has 72000",
         ),
         (lambda f: [msgpack.packb({"v": 1, "k": "d", "s": "s"})], r"malformed 'd' header"),
     ],
 )
 def test_corrupt_frames_raise_wire_error_naming_the_message(corrupt, error):
-    frames = encode(Message(data={"big": np.arange(200.0)}, stream="s", id=3))
+    frames = encode(Message(data={"big": np.arange(9000.0)}, stream="s", id=3))
     with pytest.raises(WireError, match=error):
         decode(corrupt([bytes(memoryview(x).cast("B")) for x in frames]))

@@ -6,4 +6,10 @@ from beampipe.message.wire import WireError, decode, encode
 __all__ = [
     "EndOfStream",
     "Event",
-    "Item", "Message", "StreamStart", "WireError", "decode", "encode"]
+    "Item",
+    "Message",
+    "StreamStart",
+    "WireError",
+    "decode",
+    "encode",
+]

@@ -214,6 +214,19 @@ class NodeRuntime:
         if result is None:
             return
         assert self.worker is not None
+        if (
+            isinstance(result, Message)
+            and origin is not None
+            and self.worker.outputs
+            and (not result.stream or result.stream == origin.stream)
+        ):  # the common case, without the general bookkeeping below
+            result.stream = origin.stream
+            result.id = result.id or origin.id
+            if not result.timestamps:
+                result.timestamps = list(origin.timestamps)
+            result.stamp(self.node)
+            self._send(self.worker.outputs[0], result)
+            return
         for port, items in by_port(result, self.worker.outputs).items():
             for item in items:
                 if isinstance(item, StreamStart):

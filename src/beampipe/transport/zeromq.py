@@ -242,6 +242,8 @@ class OutputPort:
 
 def wire_size(frames: list[Any]) -> int:
     """Bytes of an encoded item (``bytes`` or ``zmq.Frame`` / buffer frames)."""
+    if len(frames) == 1:
+        return len(frames[0])
     return sum(len(f) if isinstance(f, bytes | zmq.Frame) else memoryview(f).nbytes for f in frames)
 
 
