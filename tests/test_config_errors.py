@@ -13,7 +13,38 @@ import pytest
 from beampipe.config import PipelineError, load_pipeline, parse_pipeline
 
 CONFIGS = Path(__file__).parent / "configs"
-MODULES = ("bp_testnodes", "bp_badmod")
+MODULES = ("bp_testnodes", "bp_badmod", "bp_typed")
+
+TYPED = """\
+from typing import Literal
+
+from pydantic import BaseModel, Field, PositiveFloat, field_validator
+
+import beampipe
+
+
+class Group(BaseModel):
+    mode: str
+
+
+class Typed(beampipe.Worker):
+    class Params(beampipe.Params):
+        pace: Literal["max", "realtime"] | PositiveFloat = "max"
+        span: tuple[float, float] | None = None
+        box: tuple[int, int, int] = (1, 1, 1)
+        limit: bool | int = False
+        band: Literal["auto"] | list[float] = "auto"
+        group: Literal["none"] | Group = "none"
+        odd: Literal["off"] | int = "off"
+
+        @field_validator("odd")
+        @classmethod
+        def _odd(cls, value: object) -> object:
+            if isinstance(value, int) and value % 2 == 0:
+                raise ValueError("must be odd")
+            return value
+"""
+"""``bp_typed``: a worker whose params are unions and tuples."""
 
 HEAD = """\
 name: t
@@ -29,6 +60,7 @@ def nodes_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``bp_testnodes`` (see tests/configs) and ``bp_badmod`` (fails at import) on sys.path."""
     shutil.copy(CONFIGS / "bp_testnodes.py", tmp_path)
     (tmp_path / "bp_badmod.py").write_text("raise RuntimeError('boom at import')\n")
+    (tmp_path / "bp_typed.py").write_text(TYPED)
     monkeypatch.syspath_prepend(str(tmp_path))
     for name in MODULES:
         sys.modules.pop(name, None)
@@ -67,6 +99,68 @@ def test_yaml_syntax_error_names_the_line() -> None:
 def test_yaml_syntax_error_bad_indentation() -> None:
     err = error("name: t\nnodes:\n  scan: {use: x}\n   mu: {use: y}\n")
     assert_at(err, 4, None, "YAML syntax error")
+
+
+def test_missing_space_after_colon_names_the_key_value_line() -> None:
+    err = error("name: t\nnodes:\n  scan:\n    use:bp_testnodes:Replay\n    params: {}\n")
+    assert_at(err, 4, None, "'use:bp_testnodes:Replay' is not a key: put a space after ':'")
+    assert "(the parser stopped on line 5: mapping values are not allowed here)" in err.problem
+    err = error("name: t\nnodes:\n  scan:\n    params: {}\n    use:bp_testnodes:Replay\n")
+    assert_at(err, 5, None, "'use:bp_testnodes:Replay' is not a key", "could not find expected")
+
+
+@pytest.mark.parametrize("value", ["http://host/x", "C:\\data", "a b"])
+def test_a_colon_without_space_in_a_value_is_not_taken_for_a_key(value: str) -> None:
+    err = error(f"name: t\nnodes:\n  - {value}\n   x: 1\n")
+    assert "put a space after ':'" not in err.problem, str(err)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "what"),
+    [
+        ('name: t\nnodes:\n  scan: {use: "bp_testnodes:Replay}\n  mu: {}\n', 3, "a quoted scalar"),
+        ("name: t\nnodes: {scan: [1, 2\n\n\n", 2, "a flow sequence"),
+        ("name: t\nnodes: {scan: 1\n\n\n", 2, "a flow mapping"),
+    ],
+)
+def test_unclosed_quote_or_bracket_is_reported_where_it_opens(
+    text: str, line: int, what: str
+) -> None:
+    assert_at(error(text), line, None, f"{what} starts here but is never closed", "on line 5")
+
+
+def test_an_error_at_the_end_of_the_file_in_other_contexts_stays_there() -> None:
+    err = error("name: t\nnodes: {scan: [1, 2,\n")
+    assert_at(err, 3, None, "(while parsing a flow node started on line 3)")
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("*.xdi", "'*.xdi'"), ("[a.xdi, *_2.xdi]", "'*_2.xdi'"), ("*[0-9].xdi", "'*[0-9].xdi'")],
+)
+def test_unquoted_glob_star_suggests_quoting(value: str, shown: str) -> None:
+    err = error(f"name: t\nnodes:\n  scan: {{use: bp_testnodes:Replay}}\npaths: {value}\n")
+    assert_at(err, 4, None, f"quote values that start with '*' (a YAML alias), e.g. {shown}")
+
+
+def test_undefined_alias_without_glob_has_no_quoting_hint() -> None:
+    err = error("name: t\nnodes:\n  scan: {use: bp_testnodes:Replay, params: *common}\n")
+    assert_at(err, 3, None, "found undefined alias 'common'")
+    assert "quote" not in err.problem
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "nodes: {scan: {use: x, params: {paths: " + "[" * 200 + "a" + "]" * 200 + "}}}\n",
+        "nodes:\n" + "".join(" " * i + f"k{i}:\n" for i in range(1, 400)) + " " * 400 + "x: 1\n",
+        "nodes: " + "[" * 5000 + "\n",
+    ],
+)
+def test_deep_nesting_is_refused_quickly(text: str) -> None:
+    err = error(text)
+    assert err.line is not None and err.line <= 100
+    assert err.problem == "YAML nested too deeply (more than 100 levels)"
 
 
 def test_empty_file() -> None:
@@ -113,6 +207,19 @@ def test_unknown_node_key() -> None:
         """
     )
     assert_at(err, 5, "mu", "unknown key 'replica'", "did you mean 'replicas'")
+
+
+def test_param_beside_use_says_to_put_it_under_params() -> None:
+    err = error(HEAD.replace("Scale}", "Scale, every: 3}") + "connections: [scan -> mu]\n")
+    assert_at(err, 4, "mu", "unknown key 'every'", "'every' is a param of bp_testnodes:Scale")
+    assert err.problem.endswith("put node parameters under 'params:'")
+
+
+def test_unknown_node_key_unlike_any_hints_at_params() -> None:
+    err = error(HEAD.replace("Scale}", "Scale, gain: 3}") + "connections: [scan -> mu]\n")
+    assert_at(err, 4, "mu", "unknown key 'gain'", "node parameters go under 'params:'")
+    err = error(HEAD.replace("Scale}", "Nope, every: 3}") + "connections: [scan -> mu]\n")
+    assert_at(err, 4, "mu", "unknown key 'every'", "node parameters go under 'params:'")
 
 
 def test_missing_use() -> None:
@@ -215,6 +322,48 @@ def test_param_with_literal_choices() -> None:
         HEAD.replace("Replay}", "Replay, params: {pace: fast}}") + "connections: [scan -> mu]\n"
     )
     assert_at(err, 3, "scan", "param 'pace'", "'realtime' or 'max'", "'fast'")
+
+
+def typed(params: str) -> PipelineError:
+    """The error of node ``t`` (bp_typed:Typed, on line 5) with ``params``."""
+    return error(
+        HEAD + f"  t:\n    use: bp_typed:Typed\n    params: {params}\n"
+        "connections: [scan -> mu, mu -> t]\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "problem"),
+    [
+        ("{pace: -10}", "param 'pace': should be 'max', 'realtime' or a number > 0, got -10"),
+        ("{pace: fast}", "param 'pace': should be 'max', 'realtime' or a number, got 'fast'"),
+        ("{limit: [1]}", "param 'limit': should be a boolean or an integer, got [1]"),
+        ("{band: [1, x]}", "param 'band[1]': Input should be a valid number, got 'x'"),
+        ("{band: 5}", "param 'band': should be 'auto' or a list, got 5"),
+        ("{group: {mode: [1]}}", "param 'group.mode': Input should be a valid string, got [1]"),
+        ("{group: {}}", "missing required param 'group.mode'"),
+        ("{odd: 4}", "param 'odd': Value error, must be odd, got 4"),
+        ("{span: [-150]}", "param 'span': needs 2 values, got 1 ([-150])"),
+        ("{box: [1]}", "param 'box': needs 3 values, got 1 ([1])"),
+    ],
+)
+def test_union_and_tuple_params_are_one_problem_in_the_users_terms(
+    params: str, problem: str
+) -> None:
+    err = typed(params)
+    assert_at(err, 7, "t")
+    assert err.problem == problem
+
+
+def test_union_errors_of_two_params_stay_apart() -> None:
+    err = typed("{pace: -1, limit: x}")
+    assert [e.problem.split(":")[0] for e in err.errors] == ["param 'pace'", "param 'limit'"]
+
+
+def test_union_of_node_options_is_one_problem() -> None:
+    err = error(HEAD.replace("Scale}", "Scale, ordered: 5}") + "connections: [scan -> mu]\n")
+    assert_at(err, 4, "mu")
+    assert err.problem == "ordered: should be a boolean or a list, got 5"
 
 
 def test_nested_param_error_points_at_nested_key() -> None:
@@ -390,9 +539,38 @@ def test_missing_file(tmp_path: Path) -> None:
     assert str(info.value) == f"{path}: no such file"
 
 
+@pytest.mark.parametrize(
+    ("content", "line", "words"),
+    [
+        (b"name: t\n# M\xfcller\n", 2, ["invalid start byte: byte 0xfc in column 4", "'\xfc'"]),
+        ("name: t\n# \u00b5m: ".encode() + b"\xe2\x82", 2, ["bytes 0xe2 0x82 in column 7"]),
+    ],
+)
+def test_not_utf8_names_line_and_byte(
+    content: bytes, line: int, words: list[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_bytes(content)
+    with pytest.raises(PipelineError) as info:
+        load_pipeline(path)
+    assert (info.value.line, info.value.problem.startswith("not UTF-8 text")) == (line, True)
+    for word in words:
+        assert word in info.value.problem, str(info.value)
+
+
 def test_file_errors_name_the_path_as_given(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(HEAD + "connections: [scan -> mu.inn]\n")
     with pytest.raises(PipelineError) as info:
         load_pipeline(path)
     assert str(info.value).startswith(f"{path}:5: node 'mu': unknown port 'inn'")
+
+
+def test_deep_nesting_without_ruamels_depth_limit_is_still_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from beampipe.config import document
+
+    monkeypatch.setattr(document, "MAX_DEPTH", 0)  # off: ruamel.yaml < 0.19 had no max_depth
+    err = error("nodes: " + "[" * 400 + "]" * 400 + "\n")
+    assert_at(err, None, None, "YAML nested too deeply")

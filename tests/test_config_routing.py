@@ -119,3 +119,11 @@ def test_a_reducer_runs_as_one_replica() -> None:
     text = HEAD.replace("Scale, replicas: 3}", "Fold,\n       replicas: 2}") + "  - scan -> mu\n"
     err = problem(text)
     assert (err.line, err.node) == (4, "mu") and "is a reducer" in err.problem
+
+
+def test_a_source_runs_as_one_replica() -> None:
+    text = HEAD.replace("Replay}", "Replay,\n         replicas: 2}") + "  - scan -> mu\n"
+    err = problem(text)
+    assert (err.line, err.node) == (3, "scan")
+    assert "is a source" in err.problem and "(replicas: 2 is not possible)" in err.problem
+    parse_pipeline(HEAD.replace("Replay}", "Replay, replicas: 1}") + "  - scan -> mu\n")

@@ -98,11 +98,19 @@ def _check_node(
 def _check_runtime_options(
     problems: Problems, spec: NodeSpec, cls: type[Worker], locate: Locate
 ) -> None:
-    """``replicas``, ``ordered`` and ``events`` suit the node's class."""
+    """``replicas``, ``ordered`` and ``events`` suit the node's class (a reducer or a source
+    runs as one replica)."""
     if cls.reducer and spec.replicas > 1:
         problems.add(
             f"{spec.use} is a reducer: it folds everything into one state, so it runs as one "
             f"process (replicas: {spec.replicas} is not possible)",
+            locate(spec.name, "replicas"),
+            spec.name,
+        )
+    elif issubclass(cls, Source) and spec.replicas > 1:
+        problems.add(
+            f"{spec.use} is a source: each replica would bring in all of its data again, so a "
+            f"source runs as one process (replicas: {spec.replicas} is not possible)",
             locate(spec.name, "replicas"),
             spec.name,
         )

@@ -14,6 +14,18 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 
 from beampipe.config.errors import PipelineError
+from beampipe.config.syntax import syntax_error
+
+try:  # ruamel.yaml >= 0.19 stops at YAML().max_depth; older versions run out of stack
+    from ruamel.yaml.composer import MaxDepthExceededError
+
+    _TOO_DEEP: tuple[type[Exception], ...] = (MaxDepthExceededError, RecursionError)
+except ImportError:  # pragma: no cover
+    _TOO_DEEP = (RecursionError,)
+
+MAX_DEPTH = 100
+"""How deeply collections may nest in a pipeline file (ruamel's composer recurses, and deep
+nesting also makes its scanner slow)."""
 
 
 class Document:
@@ -39,12 +51,21 @@ class Document:
             PipelineError: YAML syntax error, duplicate key, empty document, or a top level that is
                 not a mapping.
         """
+        yaml = YAML(typ="rt")
+        yaml.max_depth = MAX_DEPTH
         try:
-            tree = YAML(typ="rt").load(text)
+            tree = yaml.load(text)
         except DuplicateKeyError as exc:
             raise _duplicate_key_error(exc, text, file) from None
+        except _TOO_DEEP as exc:
+            mark = getattr(exc, "problem_mark", None)
+            raise PipelineError(
+                f"YAML nested too deeply (more than {MAX_DEPTH} levels)",
+                file=file,
+                line=mark.line + 1 if mark is not None else None,
+            ) from None
         except MarkedYAMLError as exc:
-            raise _syntax_error(exc, file) from None
+            raise syntax_error(exc, text, file) from None
         except ReaderError as exc:
             line = text.count("\n", 0, exc.position) + 1
             raise PipelineError(f"YAML error: {exc.reason}", file=file, line=line) from None
@@ -111,16 +132,6 @@ def _has_key(mapping: CommentedMap, key: Any) -> bool:
         return key in mapping
     except TypeError:  # unhashable
         return False
-
-
-def _syntax_error(exc: MarkedYAMLError, file: str) -> PipelineError:
-    mark = exc.problem_mark or exc.context_mark
-    problem = exc.problem or exc.context or "invalid YAML"
-    context_mark = exc.context_mark
-    if exc.context and exc.problem and context_mark is not None:
-        problem += f" ({exc.context} started on line {context_mark.line + 1})"
-    line = mark.line + 1 if mark is not None else None
-    return PipelineError(f"YAML syntax error: {problem}", file=file, line=line)
 
 
 _DUPLICATE = re.compile(r'found duplicate key "(.*?)" with value')

@@ -14,6 +14,7 @@ from beampipe.config.document import Document
 from beampipe.config.errors import PipelineError, Problems
 from beampipe.config.model import NodeSpec, Pipeline
 from beampipe.config.overrides import apply_overrides
+from beampipe.config.params import param_names
 from beampipe.config.schema import (
     CONNECTION_HINT,
     ConnectionModel,
@@ -41,12 +42,28 @@ def load_pipeline(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     except FileNotFoundError:
         raise PipelineError("no such file", file=file) from None
     except UnicodeDecodeError as exc:
-        raise PipelineError(
-            f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=file
-        ) from None
+        raise _not_utf8(exc, file) from None
     except OSError as exc:
         raise PipelineError(f"cannot read: {exc.strerror or exc}", file=file) from None
     return parse_pipeline(text, file, overrides, Path(path).resolve().parent)
+
+
+def _not_utf8(exc: UnicodeDecodeError, file: str) -> PipelineError:
+    """Name the bad byte and its line; no line for a binary (or UTF-16) file, which has NULs."""
+    data, bad = exc.object, exc.object[exc.start : exc.end]
+    what = " ".join(f"0x{b:02x}" for b in bad)
+    what = f"byte {what}" if len(bad) == 1 else f"bytes {what}"
+    if b"\0" in data:
+        problem = f"not UTF-8 text ({exc.reason}: {what} at offset {exc.start})"
+        return PipelineError(problem, file=file)
+    line = data.count(b"\n", 0, exc.start) + 1
+    column = len(data[data.rfind(b"\n", 0, exc.start) + 1 : exc.start].decode()) + 1
+    latin1 = f", {bad.decode('latin-1')!r} in Latin-1" if len(bad) == 1 and bad[0] >= 0xA0 else ""
+    return PipelineError(
+        f"not UTF-8 text ({exc.reason}: {what} in column {column}{latin1}); save it as UTF-8",
+        file=file,
+        line=line,
+    )
 
 
 def parse_pipeline(
@@ -145,7 +162,9 @@ def _node_specs(
         try:
             model = NodeModel.model_validate(entry)
         except ValidationError as exc:
-            for loc, problem in node_problems(exc):
+            misplaced = any(e["type"] == "extra_forbidden" for e in exc.errors())
+            params = param_names(entry.get("use")) if misplaced else []
+            for loc, problem in node_problems(exc, entry, params):
                 problems.add(problem, doc.line("nodes", name, *loc), name)
             specs[name] = None
             continue

@@ -10,8 +10,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from beampipe.config.pydantic_errors import simplify
 from beampipe.config.schema import dotted, pydantic_message
-from beampipe.worker import Params, Worker
+from beampipe.worker import Params, Worker, resolve
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,19 @@ def validate_params(
     try:
         return model.model_validate(params, context={"base_dir": str(base_dir)}), []
     except ValidationError as exc:
-        return None, [_describe(err, model, use) for err in exc.errors()]
+        return None, [_describe(err, model, use) for err in simplify(exc.errors(), params)]
     except Exception as exc:  # a validator of the worker's raised something unusual
         return None, [ParamProblem((), f"params rejected: {type(exc).__name__}: {exc}")]
+
+
+def param_names(use: Any) -> list[str]:
+    """The params of node type ``use``; none if it cannot be resolved."""
+    if not isinstance(use, str):
+        return []
+    try:
+        return list(resolve(use).Params.model_fields)
+    except Exception:  # reported where the node's class is checked
+        return []
 
 
 def _describe(err: ErrorDetails, model: type[BaseModel], use: str) -> ParamProblem:

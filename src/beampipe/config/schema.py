@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Collection
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
+
+from beampipe.config.pydantic_errors import SYNTHETIC, short_repr, simplify
 
 CONNECTION_HINT = "'source.port -> target.port' (ports optional: 'source -> target')"
 CONNECTION_MAPPING_HINT = (
@@ -128,17 +131,21 @@ def connection_problems(exc: ValidationError) -> list[tuple[tuple[Any, ...], str
     return out
 
 
-def node_problems(exc: ValidationError) -> list[tuple[tuple[Any, ...], str]]:
-    """``(location path within the node entry, problem)`` for each error of :class:`NodeModel`."""
+def node_problems(
+    exc: ValidationError, entry: Any, params: Collection[str] = ()
+) -> list[tuple[tuple[Any, ...], str]]:
+    """``(location path within the node entry, problem)`` for each error of :class:`NodeModel`
+    validating ``entry``; ``params`` are those of the node's class, if known (a param written
+    beside ``use:`` instead of under ``params:`` is then recognised)."""
     out = []
-    for err in exc.errors():
+    for err in simplify(exc.errors(), entry):
         loc, kind = err["loc"], err["type"]
         if not loc:
             out.append(
                 (loc, f"should be a mapping {{use: ..., params: {{...}}}}, got {_value(err)}")
             )
         elif kind == "extra_forbidden" and len(loc) == 1:
-            out.append((loc, _unknown_key(str(loc[0]), NodeModel, "key")))
+            out.append((loc, _unknown_node_key(str(loc[0]), entry, params)))
         elif kind == "missing" and loc == ("use",):
             out.append((loc, "missing 'use:' (a built-in node type or 'package.module:Class')"))
         else:
@@ -153,8 +160,21 @@ def _unknown_key(key: str, model: type[BaseModel], what: str) -> str:
     return f"unknown {what} {key!r} (allowed: {', '.join(allowed)}{suggestion})"
 
 
+def _unknown_node_key(key: str, entry: Any, params: Collection[str]) -> str:
+    """Say so when ``key`` is one of the node's params, given beside ``use:``."""
+    text = _unknown_key(key, NodeModel, "key")
+    if key in params:
+        use = entry.get("use")
+        return f"{text}; {key!r} is a param of {use}: put node parameters under 'params:'"
+    if not difflib.get_close_matches(key, list(NodeModel.model_fields), n=1):
+        return f"{text}; node parameters go under 'params:'"
+    return text
+
+
 def pydantic_message(err: ErrorDetails) -> str:
     """pydantic's message for ``err``, shortened, with the offending value."""
+    if err["type"] in SYNTHETIC:
+        return err["msg"]
     msg = err["msg"].split(", unable to ")[0]
     if err["type"] == "missing":
         return "required"
@@ -172,9 +192,3 @@ def dotted(loc: tuple[Any, ...]) -> str:
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
-
-
-def short_repr(value: Any, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
