@@ -11,7 +11,16 @@ A worker author needs only this module::
 """
 
 from beampipe.message import EndOfStream, Event, Message, StreamStart
-from beampipe.worker import InputPath, Params, Reducer, ReducerParams, Source, Worker, worker
+from beampipe.worker import (
+    InputPath,
+    Params,
+    Reducer,
+    ReducerParams,
+    Source,
+    TransientError,
+    Worker,
+    worker,
+)
 
 __all__ = [
     "EndOfStream",
@@ -23,6 +32,7 @@ __all__ = [
     "ReducerParams",
     "Source",
     "StreamStart",
+    "TransientError",
     "Worker",
     "worker",
 ]

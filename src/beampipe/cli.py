@@ -98,5 +98,6 @@ def run(
         result = launcher.run()
     if metrics and result.metrics:
         observer.metrics_table(result.metrics, result.wall_time)
+    observer.skipped(result.metrics, pipeline.dead_letter)
     observer.summary(result.exit_code, result.wall_time, _output_files(pipeline))
     raise typer.Exit(result.exit_code)

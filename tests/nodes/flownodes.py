@@ -84,6 +84,32 @@ class Tag(beampipe.Worker):
         return beampipe.Message(data=dict(msg.data), metadata={"replica": self.replica})
 
 
+class Flaky(beampipe.Worker):
+    """Raises ValueError on every ``every``-th id; raises beampipe.TransientError on the
+    first ``transient`` attempts at each id in ``transient_ids``; otherwise passes on."""
+
+    class Params(beampipe.Params):
+        every: int = 0
+        transient_ids: tuple[int, ...] = ()
+        transient: int = 1
+
+    def __init__(self, params: beampipe.Params, name: str = "") -> None:
+        super().__init__(params, name)
+        self.attempts: dict[int, int] = {}
+
+    def process(self, msg: beampipe.Message) -> beampipe.Message:
+        p = self.params
+        if p.every and msg.id % p.every == 0:
+            raise ValueError(f"bad point {msg.id}")
+        if msg.id in p.transient_ids:
+            self.attempts[msg.id] = self.attempts.get(msg.id, 0) + 1
+            if self.attempts[msg.id] <= p.transient:
+                raise beampipe.TransientError(f"not ready yet ({self.attempts[msg.id]})")
+        return beampipe.Message(
+            data=dict(msg.data), metadata={"attempts": self.attempts.get(msg.id, 1)}
+        )
+
+
 class Diff(beampipe.Worker):
     """Stateful: ``dx`` = x minus the x of the previous message of the same block of ten ids
     seen by this replica (``nan`` for the first)."""

@@ -127,8 +127,10 @@ def parse_pipeline(
     checked = check(problems, specs, refs, locate, overridden, base_dir, all_connections)
     problems.raise_if_any()
 
+    name = data.get("name") or (Path(path).stem if path != "<string>" else "pipeline")
     pipeline = Pipeline(
-        name=data.get("name") or (Path(path).stem if path != "<string>" else "pipeline"),
+        name=name,
+        dead_letter=data.get("dead_letter") or f"{name}.dead-letters.jsonl",
         path=path,
         base_dir=base_dir,
         nodes={node: spec for node, spec in specs.items() if spec is not None},
@@ -176,6 +178,9 @@ def _node_specs(
             ordered=model.ordered,
             reorder_buffer=model.reorder_buffer,
             events=model.events.model_dump() if model.events else None,
+            on_error=model.on_error,
+            retries=model.retries,
+            retry_delay=model.retry_delay,
             line=line,
         )
     return specs

@@ -26,6 +26,10 @@ class NodeSpec(BaseModel):
             ordered port; when it is full the lowest id goes on (counted as out of order).
         events: for a worker that forms events, ``{"timeout": s, "incomplete": "deliver" |
             "drop"}``; ``None`` for the defaults (5 s, deliver).
+        on_error: what an exception in ``process`` does: ``fail_fast`` stops the run; ``skip``
+            records the message in the pipeline's dead-letter file and goes on.
+        retries: how often a message whose ``process`` raised :class:`beampipe.TransientError`
+            is tried again, ``retry_delay`` seconds apart, before ``on_error`` applies.
         line: 1-based line of the node in the pipeline file.
     """
 
@@ -38,6 +42,9 @@ class NodeSpec(BaseModel):
     ordered: bool | list[str] = False
     reorder_buffer: int = Field(default=1024, ge=1)
     events: dict[str, Any] | None = None
+    on_error: Literal["fail_fast", "skip"] = "fail_fast"
+    retries: int = Field(default=0, ge=0)
+    retry_delay: float = Field(default=0.0, ge=0)
     line: int
 
     def is_ordered(self, port: str) -> bool:
@@ -77,6 +84,9 @@ class Pipeline(BaseModel):
 
     Attributes:
         name: the pipeline's ``name:`` (default: the file's stem).
+        dead_letter: the JSON-lines file where nodes with ``on_error: skip`` record the
+            messages they skipped (``dead_letter:``; default ``<name>.dead-letters.jsonl``,
+            relative to the working directory).
         path: the file it was read from, or ``"<string>"``.
         base_dir: absolute directory of the file; relative paths in params are relative to it
             (resolving them is the node's business).
@@ -87,6 +97,7 @@ class Pipeline(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
+    dead_letter: str = "dead-letters.jsonl"
     path: str = "<string>"
     base_dir: Path
     nodes: dict[str, NodeSpec]

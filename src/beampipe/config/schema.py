@@ -27,6 +27,7 @@ class FileModel(BaseModel):
     name: str | None = None
     nodes: dict[str, Any]
     connections: list[str | dict[str, Any]] = []
+    dead_letter: str | None = None
 
     @field_validator("connections", mode="before")
     @classmethod
@@ -67,6 +68,9 @@ class NodeModel(BaseModel):
     ordered: bool | list[str] = False
     reorder_buffer: Annotated[int, Field(ge=1, strict=True)] = 1024
     events: EventsModel | None = None
+    on_error: Literal["fail_fast", "skip"] = "fail_fast"
+    retries: Annotated[int, Field(ge=0, strict=True)] = 0
+    retry_delay: Annotated[float, Field(ge=0)] = 0.0
 
     @field_validator("params", mode="before")
     @classmethod

@@ -116,6 +116,18 @@ class ConsoleObserver:
             )
         self.console.print(table)
 
+    def skipped(self, metrics: dict[str, NodeMetrics], dead_letter: str) -> None:
+        """Warn about messages that nodes with ``on_error: skip`` skipped, if any."""
+        counts = {name: m.skipped for name, m in metrics.items() if m.skipped}
+        if counts:
+            per_node = ", ".join(f"{name}: {n}" for name, n in counts.items())
+            self.console.print(
+                f"[bold yellow]warning:[/] {sum(counts.values())} messages skipped after errors "
+                f"({escape(per_node)}), listed in {escape(dead_letter)}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
     def summary(self, exit_code: int, wall_time: float, outputs: list[str]) -> None:
         messages = sum(s.messages for s in self.streams.values())
         finished = sum(1 for s in self.streams.values() if self._finished(s))

@@ -84,6 +84,8 @@ class NodeMetrics:
         incomplete_events, dropped_events: events delivered with missing parts, or dropped.
         out_of_order: messages an ordered port had to let through out of order because its
             reorder buffer was full.
+        skipped: messages whose processing failed and that went to the dead-letter file.
+        retries: attempts repeated after a :class:`beampipe.TransientError`.
     """
 
     messages_in: int = 0
@@ -100,6 +102,8 @@ class NodeMetrics:
     incomplete_events: int = 0
     dropped_events: int = 0
     out_of_order: int = 0
+    skipped: int = 0
+    retries: int = 0
 
     def snapshot(self) -> dict[str, Any]:
         """A msgpack-able dict; :meth:`from_snapshot` rebuilds it."""

@@ -28,15 +28,16 @@ from typing import Any
 
 import zmq
 
-from beampipe.config import Pipeline
+from beampipe.config import NodeSpec, Pipeline
 from beampipe.message import EndOfStream, Event, Item, Message, StreamStart, encode
 from beampipe.message.key import compile_key
+from beampipe.runtime import deadletter
 from beampipe.runtime.control import ControlClient
 from beampipe.runtime.events import EventBuilder, Formed
 from beampipe.runtime.metrics import NodeMetrics
 from beampipe.runtime.ordering import Reorder
 from beampipe.transport import InputChannel, OutputPort, Route
-from beampipe.worker import Output, Source, Worker, by_port
+from beampipe.worker import Output, Source, TransientError, Worker, by_port
 
 PROGRESS_INTERVAL = 0.5
 """Seconds between progress reports to the launcher."""
@@ -86,6 +87,8 @@ class NodeRuntime:
         self.inputs: list[InputChannel] = []
         self.streams: dict[str, StreamState] = {}
         self.derived: dict[str, int] = {}
+        self.spec: NodeSpec | None = None
+        self.dead_letter = ""
         self.reorders: dict[str, Reorder] = {}
         """The reorder buffer of each ordered input port."""
         self.events: EventBuilder | None = None
@@ -152,7 +155,8 @@ class NodeRuntime:
             )
             self.inputs.append(channel)
             self.poller.register(channel.socket, zmq.POLLIN)
-        spec = pipeline.nodes[self.node]
+        spec = self.spec = pipeline.nodes[self.node]
+        self.dead_letter = pipeline.dead_letter
         for port in dict.fromkeys(ch.port for ch in self.inputs):
             if spec.is_ordered(port):
                 pipes = [i for i, ch in enumerate(self.inputs) if ch.port == port]
@@ -372,6 +376,36 @@ class NodeRuntime:
         for formed in self.events.add(channel.port, msg, (channel, size), time.monotonic()):
             self._form(formed)
 
+    def _process_with_policy(self, item: Message | Event) -> Output:
+        """``worker.process(item)``, retried after a TransientError up to ``retries`` times;
+        a failure then stops the node (``fail_fast``) or goes to the dead-letter file
+        (``skip``, and the result is nothing)."""
+        assert self.worker is not None and self.spec is not None
+        spec = self.spec
+        attempt = 0
+        while True:
+            try:
+                return self._call(item.stream, item.id, self.worker.process, item)
+            except NodeFailure as failure:
+                exc = failure.__cause__
+                if isinstance(exc, TransientError) and attempt < spec.retries:
+                    attempt += 1
+                    self.metrics.retries += 1
+                    self._pause(spec.retry_delay)
+                    continue
+                if spec.on_error != "skip" or exc is None:
+                    raise
+                deadletter.record(self.dead_letter, self.node, self.replica, item, exc)
+                self.metrics.skipped += 1
+                self._progress_dirty = True
+                return None
+
+    def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` while answering control and credit frames (not reading inputs)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self._service(max(1, int(left * 1000)), inputs=False)
+
     def _form(self, formed: Formed) -> None:
         if formed.drop:
             for channel, size in formed.tokens:
@@ -384,7 +418,7 @@ class NodeRuntime:
         assert self.worker is not None
         state = self.streams.get(item.stream) or self._open(item.stream, {})
         t_start = time.time()
-        result = self._call(item.stream, item.id, self.worker.process, item)
+        result = self._process_with_policy(item)
         self.metrics.process_time.add(time.time() - t_start)
         self._emit(result, item)
         for channel, size in tokens:

@@ -1,6 +1,6 @@
 """The SDK a worker author uses."""
 
-from beampipe.worker.base import Output, Params, Source, Worker, by_port
+from beampipe.worker.base import Output, Params, Source, TransientError, Worker, by_port
 from beampipe.worker.decorator import worker
 from beampipe.worker.paths import InputPath
 from beampipe.worker.reducer import Reducer, ReducerParams
@@ -13,6 +13,7 @@ __all__ = [
     "Reducer",
     "ReducerParams",
     "Source",
+    "TransientError",
     "UnknownNodeType",
     "Worker",
     "by_port",

@@ -36,6 +36,13 @@ def by_port(out: Output, outputs: tuple[str, ...]) -> dict[str, list[Item]]:
     return {default: list(out)}
 
 
+class TransientError(Exception):
+    """Raise this from :meth:`Worker.process` for a failure worth trying again (a file not
+    there yet, a service that timed out): the runtime retries the message ``retries`` times,
+    ``retry_delay`` seconds apart (node options in the pipeline file), before the node's
+    ``on_error`` policy applies."""
+
+
 class Params(BaseModel):
     """Base of a node's parameters: the ``params:`` of its entry in the pipeline file.
 

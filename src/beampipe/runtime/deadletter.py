@@ -1,0 +1,53 @@
+"""The dead-letter file: messages a node skipped under ``on_error: skip``, one JSON line each.
+
+Every node replica appends to the pipeline's file (``dead_letter:``, default
+``<pipeline>.dead-letters.jsonl``). Each line is one object::
+
+    {"time": "2026-11-21T10:15:02.123+00:00", "node": "mu", "replica": 0, "stream": "scan1",
+     "id": 100, "error": "ValueError: bad point", "traceback": "...", "metadata": {...}}
+
+``metadata`` is the message's metadata (for an event: ``{port: metadata}``). A line is written
+with one ``write`` on a file opened for appending, so lines of concurrent replicas do not mix.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import traceback
+from pathlib import Path
+from typing import Any
+
+from beampipe.message import Event, Message
+
+
+def record(
+    path: str | Path, node: str, replica: int, item: Message | Event, exc: BaseException
+) -> None:
+    """Append the dead-letter line for ``item``, whose processing raised ``exc``.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    if isinstance(item, Event):
+        metadata: Any = {port: m.metadata for port, m in item.messages.items()}
+    else:
+        metadata = item.metadata
+    line = {
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+        "node": node,
+        "replica": replica,
+        "stream": item.stream,
+        "id": item.id,
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": "".join(traceback.format_exception(exc)),
+        "metadata": metadata,
+    }
+    data = (json.dumps(line, default=repr) + "\n").encode()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)

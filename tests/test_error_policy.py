@@ -1,0 +1,75 @@
+"""Error policies: fail_fast (default), skip with a dead-letter file, transient-error retries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import beampipe, run_pipeline
+
+PIPELINE = """\
+nodes:
+  src: {use: flownodes:Counter, params: {n: 1000}}
+  work: {use: flownodes:Flaky, OPTIONS}
+  sink: {use: flownodes:Collect, params: {path: out.jsonl}}
+connections:
+  - src -> work
+  - work.out -> sink.in
+"""
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_skip_records_each_bad_message_and_the_rest_go_on(folder: Path) -> None:
+    text = PIPELINE.replace("OPTIONS", "params: {every: 100}, on_error: skip, replicas: 2")
+    result, _ = run_pipeline(folder, "dead_letter: bad/dead.jsonl\n" + text)
+    assert result.exit_code == 0, result.errors
+    dead = rows(folder / "bad" / "dead.jsonl")
+    assert sorted(d["id"] for d in dead) == list(range(100, 1001, 100))
+    for d in dead:
+        assert (d["node"], d["stream"]) == ("work", "s0")
+        assert d["error"] == f"ValueError: bad point {d['id']}"
+        assert "raise ValueError" in d["traceback"] and d["metadata"] == {}
+    got = sorted(r["id"] for r in rows(folder / "out.jsonl"))
+    assert got == [i for i in range(1, 1001) if i % 100]
+    assert result.metrics["work"].skipped == 10
+
+
+def test_fail_fast_stops_at_the_first_bad_id(folder: Path) -> None:
+    (folder / "pipeline.yaml").write_text(PIPELINE.replace("OPTIONS", "params: {every: 100}"))
+    (folder / "flownodes.py").write_text(
+        (Path(__file__).parent / "nodes" / "flownodes.py").read_text()
+    )
+    done = beampipe("run", "pipeline.yaml", cwd=folder)
+    assert done.returncode == 1
+    assert "node 'work', stream 's0', message id 100: ValueError: bad point 100" in done.stderr
+    assert not (folder / "pipeline.dead-letters.jsonl").exists()
+
+
+def test_a_transient_error_succeeds_on_retry(folder: Path) -> None:
+    options = "params: {transient_ids: [7, 500]}, retries: 2, retry_delay: 0.01"
+    result, _ = run_pipeline(folder, PIPELINE.replace("OPTIONS", options))
+    assert result.exit_code == 0, result.errors
+    got = {r["id"]: r["meta"]["attempts"] for r in rows(folder / "out.jsonl")}
+    assert sorted(got) == list(range(1, 1001))
+    assert (got[7], got[500], got[8]) == (2, 2, 1)
+    assert (result.metrics["work"].retries, result.metrics["work"].skipped) == (2, 0)
+
+
+def test_retries_exhausted_fall_back_to_the_error_policy(folder: Path) -> None:
+    options = "params: {transient_ids: [7], transient: 5}, retries: 2, on_error: skip"
+    result, _ = run_pipeline(folder, PIPELINE.replace("OPTIONS", options))
+    assert result.exit_code == 0, result.errors
+    (dead,) = rows(folder / "pipeline.dead-letters.jsonl")
+    assert (dead["id"], dead["error"]) == (7, "TransientError: not ready yet (3)")
+    assert result.metrics["work"].retries == 2
