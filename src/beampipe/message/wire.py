@@ -119,14 +119,29 @@ def decode(frames: Sequence[Any]) -> Item:
         raise WireError(f"malformed {kind!r} header{where}: {exc!r}") from exc
 
 
+_DTYPES: dict[str, np.dtype] = {}
+"""Checked dtypes by their string: creating a numpy dtype costs more than the rest of decoding a
+small message."""
+
+
+def _dtype(text: str) -> np.dtype:
+    dt = _DTYPES.get(text)
+    if dt is None:
+        dt = np.dtype(text)
+        if dt.hasobject:
+            raise WireError(f"object dtype {text!r}")
+        if len(_DTYPES) < 256:
+            _DTYPES[text] = dt
+    return dt
+
+
 def _decode_message(header: dict[str, Any], buffers: Sequence[Any]) -> Message:
-    where = f"stream {header['s']!r}, id {header['i']}"
     data: dict[str, np.ndarray | bytes] = {}
     next_buffer = 0
     for name, dtype, shape, inline in header["a"]:
         if inline is None:
             if next_buffer >= len(buffers):
-                raise WireError(f"{where}: missing frame for array {name!r}")
+                raise WireError(f"{_where(header)}: missing frame for array {name!r}")
             raw = _buffer(buffers[next_buffer])
             next_buffer += 1
         else:
@@ -134,23 +149,29 @@ def _decode_message(header: dict[str, Any], buffers: Sequence[Any]) -> Message:
         if dtype == "bytes":
             data[name] = bytes(raw)
             continue
-        dt = np.dtype(dtype)
-        if dt.hasobject:
-            raise WireError(f"{where}: array {name!r} has object dtype")
+        try:
+            dt = _dtype(dtype)
+        except WireError:
+            raise WireError(f"{_where(header)}: array {name!r} has object dtype") from None
         expected = dt.itemsize * math.prod(shape)
         if len(raw) != expected:
             raise WireError(
-                f"{where}: array {name!r} ({dtype}, shape {tuple(shape)}) needs {expected} "
-                f"bytes, frame has {len(raw)}"
+                f"{_where(header)}: array {name!r} ({dtype}, shape {tuple(shape)}) needs "
+                f"{expected} bytes, frame has {len(raw)}"
             )
         array = np.frombuffer(raw, dtype=dt).reshape(shape)
-        array.flags.writeable = False  # shared with the network buffer (and, inproc, the sender)
+        if inline is None:  # a view of the network buffer (and, inproc, of the sender's array)
+            array.flags.writeable = False
         data[name] = array
     if next_buffer != len(buffers):
-        raise WireError(f"{where}: {len(buffers) - next_buffer} unexpected extra frames")
+        raise WireError(f"{_where(header)}: {len(buffers) - next_buffer} unexpected extra frames")
     return Message(
         data=data, metadata=header["m"], stream=header["s"], id=header["i"], timestamps=header["t"]
     )
+
+
+def _where(header: dict[str, Any]) -> str:
+    return f"stream {header['s']!r}, id {header['i']}"
 
 
 def _bytes(frame: Any) -> bytes:

@@ -84,6 +84,7 @@ class NodeMetrics:
         incomplete_events, dropped_events: events delivered with missing parts, or dropped.
         out_of_order: messages an ordered port had to let through out of order because its
             reorder buffer was full.
+        cpu_time: CPU seconds (user + system, all threads) the process has used so far.
         skipped: messages whose processing failed and that went to the dead-letter file.
         retries: attempts repeated after a :class:`beampipe.TransientError`.
     """
@@ -102,6 +103,7 @@ class NodeMetrics:
     incomplete_events: int = 0
     dropped_events: int = 0
     out_of_order: int = 0
+    cpu_time: float = 0.0
     skipped: int = 0
     retries: int = 0
 

@@ -273,6 +273,7 @@ class NodeRuntime:
         m = self.metrics
         m.messages_out = sum(o.sent for o in self.outputs.values())
         m.bytes_out = sum(o.sent_bytes for o in self.outputs.values())
+        m.cpu_time = time.process_time()
         m.in_flight = sum(o.in_flight for o in self.outputs.values())
         m.in_flight_bytes = sum(o.in_flight_bytes for o in self.outputs.values())
         m.peak_in_flight = sum(o.peak_in_flight for o in self.outputs.values())

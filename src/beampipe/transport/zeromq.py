@@ -218,10 +218,11 @@ class OutputPort:
             if peers is None:
                 return False
             chosen.extend(peers)
+        copy = len(frames) == 1  # only a header: copying beats zero-copy bookkeeping
         for peer in chosen:
             peer.credit -= 1
             peer.byte_credit -= size
-            self.socket.send_multipart([peer.identity, ITEM, *frames], copy=False)
+            self.socket.send_multipart([peer.identity, ITEM, *frames], copy=copy)
         self.sent += 1
         self.sent_bytes += size
         self.in_flight += len(chosen)
