@@ -73,3 +73,31 @@ def test_retries_exhausted_fall_back_to_the_error_policy(folder: Path) -> None:
     (dead,) = rows(folder / "pipeline.dead-letters.jsonl")
     assert (dead["id"], dead["error"]) == (7, "TransientError: not ready yet (3)")
     assert result.metrics["work"].retries == 2
+
+
+@pytest.mark.parametrize("payload", [0, 100_000])
+def test_corrupt_frames_are_counted_recorded_and_the_run_goes_on(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, payload: int
+) -> None:
+    """Every 100th message the source sends loses its last byte on the wire (the header
+    frame for small messages, the array frame for large ones)."""
+    monkeypatch.setenv(
+        "BEAMPIPE_FAULTS", json.dumps([{"node": "src", "fault": "corrupt", "every": 100}])
+    )
+    text = PIPELINE.replace("OPTIONS", "params: {}").replace(
+        "n: 1000", f"n: 1000, payload: {payload}"
+    )
+    result, _ = run_pipeline(folder, text)
+    assert result.exit_code == 0, result.errors
+    got = sorted(r["id"] for r in rows(folder / "out.jsonl"))
+    assert got == [i for i in range(1, 1001) if i % 100]
+    assert result.metrics["work"].corrupt_frames == 10
+    dead = rows(folder / "pipeline.dead-letters.jsonl")
+    assert len(dead) == 10 and {d["upstream"] for d in dead} == {"src#0.out"}
+    assert all(
+        d["node"] == "work" and d["error"].startswith("WireError: from src#0.out") for d in dead
+    )
+    if payload:  # the header was intact: the error names stream and id
+        assert sorted(int(d["error"].split("id ")[1].split(":")[0]) for d in dead) == list(
+            range(100, 1001, 100)
+        )

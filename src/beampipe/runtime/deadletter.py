@@ -6,7 +6,9 @@ Every node replica appends to the pipeline's file (``dead_letter:``, default
     {"time": "2026-11-21T10:15:02.123+00:00", "node": "mu", "replica": 0, "stream": "scan1",
      "id": 100, "error": "ValueError: bad point", "traceback": "...", "metadata": {...}}
 
-``metadata`` is the message's metadata (for an event: ``{port: metadata}``). A line is written
+``metadata`` is the message's metadata (for an event: ``{port: metadata}``). A frame sequence
+that could not be decoded is recorded as ``{"time", "node", "replica", "upstream", "bytes",
+"error"}`` instead. A line is written
 with one ``write`` on a file opened for appending, so lines of concurrent replicas do not mix.
 """
 
@@ -44,6 +46,31 @@ def record(
         "traceback": "".join(traceback.format_exception(exc)),
         "metadata": metadata,
     }
+    _append(path, line)
+
+
+def record_corrupt(
+    path: str | Path, node: str, replica: int, upstream: str, size: int, exc: BaseException
+) -> None:
+    """Append the line for a frame sequence of ``size`` bytes from ``upstream`` that could not
+    be decoded: ``{"time", "node", "replica", "upstream", "bytes", "error"}`` (stream and id are
+    unknown, or named in ``error`` when the header could be read).
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    line = {
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+        "node": node,
+        "replica": replica,
+        "upstream": upstream,
+        "bytes": size,
+        "error": f"{type(exc).__name__}: {exc}",
+    }
+    _append(path, line)
+
+
+def _append(path: str | Path, line: dict[str, Any]) -> None:
     data = (json.dumps(line, default=repr) + "\n").encode()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

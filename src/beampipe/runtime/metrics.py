@@ -85,6 +85,8 @@ class NodeMetrics:
         out_of_order: messages an ordered port had to let through out of order because its
             reorder buffer was full.
         cpu_time: CPU seconds (user + system, all threads) the process has used so far.
+        corrupt_frames: received frame sequences that could not be decoded (dropped, recorded
+            in the dead-letter file).
         skipped: messages whose processing failed and that went to the dead-letter file.
         retries: attempts repeated after a :class:`beampipe.TransientError`.
     """
@@ -104,6 +106,7 @@ class NodeMetrics:
     dropped_events: int = 0
     out_of_order: int = 0
     cpu_time: float = 0.0
+    corrupt_frames: int = 0
     skipped: int = 0
     retries: int = 0
 

@@ -29,11 +29,12 @@ from typing import Any
 import zmq
 
 from beampipe.config import NodeSpec, Pipeline
-from beampipe.message import EndOfStream, Event, Item, Message, StreamStart, encode
+from beampipe.message import EndOfStream, Event, Item, Message, StreamStart, WireError, encode
 from beampipe.message.key import compile_key
 from beampipe.runtime import deadletter
 from beampipe.runtime.control import ControlClient
 from beampipe.runtime.events import EventBuilder, Formed
+from beampipe.runtime.faults import Corrupt, faults_for
 from beampipe.runtime.metrics import NodeMetrics
 from beampipe.runtime.ordering import Reorder
 from beampipe.transport import InputChannel, OutputPort, Route
@@ -89,6 +90,7 @@ class NodeRuntime:
         self.derived: dict[str, int] = {}
         self.spec: NodeSpec | None = None
         self.dead_letter = ""
+        self.fault: Corrupt | None = None
         self.reorders: dict[str, Reorder] = {}
         """The reorder buffer of each ordered input port."""
         self.events: EventBuilder | None = None
@@ -157,6 +159,7 @@ class NodeRuntime:
             self.poller.register(channel.socket, zmq.POLLIN)
         spec = self.spec = pipeline.nodes[self.node]
         self.dead_letter = pipeline.dead_letter
+        self.fault = faults_for(self.node, self.replica)
         for port in dict.fromkeys(ch.port for ch in self.inputs):
             if spec.is_ordered(port):
                 pipes = [i for i, ch in enumerate(self.inputs) if ch.port == port]
@@ -201,6 +204,8 @@ class NodeRuntime:
         if out is None:
             return
         frames = encode(item)
+        if self.fault is not None and isinstance(item, Message):
+            frames = self.fault.apply(frames)
         while not out.try_send(item, frames):
             self._service(1000, inputs=False)
 
@@ -361,6 +366,16 @@ class NodeRuntime:
             if len(state.ended) == len(self.inputs):
                 self._close(item.stream, state)
 
+    def _corrupt(self, channel: InputChannel, exc: WireError) -> None:
+        """A frame sequence from ``channel`` could not be decoded: count it, record it in the
+        dead-letter file, give its credit back and go on."""
+        self.metrics.corrupt_frames += 1
+        self._progress_dirty = True
+        deadletter.record_corrupt(
+            self.dead_letter, self.node, self.replica, channel.upstream, channel.last_size, exc
+        )
+        channel.processed(channel.last_size)
+
     def _end_pipe(self, index: int, port: str, stream: str) -> None:
         """Pipe ``index`` (of input ``port``) ended ``stream``: release what its reorder buffer
         may now let go."""
@@ -445,6 +460,9 @@ class NodeRuntime:
                         item = channel.receive(block=False)
                     except zmq.Again:
                         break
+                    except WireError as exc:
+                        self._corrupt(channel, exc)
+                        continue
                     if item is None:
                         break
                     self._on_item(index[channel], channel, item)

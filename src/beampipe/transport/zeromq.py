@@ -25,7 +25,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from beampipe.message import Item, Message, decode
+from beampipe.message import Item, Message, WireError, decode
 from beampipe.message.key import KeyFunction, replica_of
 
 ITEM, HELLO, CREDIT, FINISHED, BYE = b"I", b"H", b"C", b"F", b"B"
@@ -301,7 +301,10 @@ class InputChannel:
         kind_bytes = kind.bytes
         if kind_bytes == ITEM:
             self.last_size = wire_size(frames)
-            return decode(frames)
+            try:
+                return decode(frames)
+            except WireError as exc:
+                raise WireError(f"from {self.upstream} on input {self.port!r}: {exc}") from exc
         if kind_bytes == FINISHED:
             self.finished = True
             self._return_credit()
