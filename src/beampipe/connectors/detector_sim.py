@@ -66,7 +66,9 @@ def ring_model(shape: tuple[int, int]) -> np.ndarray:
     y = np.arange(rows, dtype=np.float64) - CENTRE[0] * (rows - 1)
     x = np.arange(cols, dtype=np.float64) - CENTRE[1] * (cols - 1)
     r = np.sqrt(np.add.outer(y * y, x * x))
-    grid = np.arange(0.0, float(r.max()) + 2 * _TABLE_STEP, _TABLE_STEP)
+    r_max = float(r.max())
+    step = max(_TABLE_STEP, r_max / 65536)  # a one-row frame has r up to its length: cap the table
+    grid = np.arange(0.0, r_max + 2 * step, step)
     profile = np.full_like(grid, BACKGROUND)
     for fraction, height in RINGS:
         profile += height * np.exp(-0.5 * ((grid - fraction * s) / sigma) ** 2)

@@ -97,6 +97,9 @@ class NodeRuntime:
         """Event formation, for a worker with ``events = True``."""
         """Streams of the worker's own that are open downstream: ``{stream: last id sent}``."""
         self.poller = zmq.Poller()
+        """Control, output and input sockets."""
+        self.out_poller = zmq.Poller()
+        """Control and output sockets only: waiting for credit must not wake up for input."""
         self.metrics = NodeMetrics()
         self._last_progress = 0.0
         self._progress_dirty = False
@@ -142,6 +145,7 @@ class NodeRuntime:
             out = OutputPort.bind(self.ctx, port, address, routes)
             self.outputs[port] = out
             self.poller.register(out.socket, zmq.POLLIN)
+            self.out_poller.register(out.socket, zmq.POLLIN)
         self.control.send("bound", endpoints={p: o.endpoint for p, o in self.outputs.items()})
         connect = self._await("connect")
         for spec in connect["inputs"]:
@@ -172,6 +176,7 @@ class NodeRuntime:
                 options.get("incomplete", "deliver"),
             )
         self.poller.register(self.control.socket, zmq.POLLIN)
+        self.out_poller.register(self.control.socket, zmq.POLLIN)
 
     # -- control and outputs -------------------------------------------------------------------
 
@@ -181,7 +186,7 @@ class NodeRuntime:
 
     def _service(self, timeout_ms: int, inputs: bool) -> list[InputChannel]:
         """Poll once: handle control and output-port frames; return input channels with data."""
-        events = dict(self.poller.poll(timeout_ms))
+        events = dict((self.poller if inputs else self.out_poller).poll(timeout_ms))
         if not events:
             self._check_parent()
         ready = []

@@ -29,6 +29,7 @@ from beampipe.message import Item, Message, WireError, decode
 from beampipe.message.key import KeyFunction, replica_of
 
 ITEM, HELLO, CREDIT, FINISHED, BYE = b"I", b"H", b"C", b"F", b"B"
+_SNDMORE = int(zmq.SNDMORE)
 
 
 class TransportError(RuntimeError):
@@ -219,10 +220,16 @@ class OutputPort:
                 return False
             chosen.extend(peers)
         copy = len(frames) == 1  # only a header: copying beats zero-copy bookkeeping
+        send = self.socket.send
+        last = len(frames) - 1
         for peer in chosen:
             peer.credit -= 1
             peer.byte_credit -= size
-            self.socket.send_multipart([peer.identity, ITEM, *frames], copy=copy)
+            # send() per part: about half the cost of send_multipart's flag handling
+            send(peer.identity, _SNDMORE)
+            send(ITEM, _SNDMORE)
+            for i, frame in enumerate(frames):
+                send(frame, 0 if i == last else _SNDMORE, copy=copy)
         self.sent += 1
         self.sent_bytes += size
         self.in_flight += len(chosen)
