@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -83,3 +84,17 @@ def run_pipeline(folder: Path, text: str, **launcher: object):
     recorder = Recorder()
     result = LocalLauncher(load_pipeline(path), recorder, **launcher).run()
     return result, recorder
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``tmp_path`` as the working directory and on ``sys.path``, for :func:`run_pipeline`."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def rows(path: Path) -> list[dict]:
+    """The objects of a JSON-lines file (what ``flownodes.Collect`` and the dead-letter file
+    hold)."""
+    return [json.loads(line) for line in path.read_text().splitlines()]

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import beampipe, run_pipeline
+from conftest import beampipe, rows, run_pipeline
 
 PIPELINE = """\
 nodes:
@@ -17,17 +17,6 @@ connections:
   - src -> work
   - work.out -> sink.in
 """
-
-
-@pytest.fixture
-def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_skip_records_each_bad_message_and_the_rest_go_on(folder: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from conftest import run_pipeline
 
 PIPELINE = """\
@@ -16,13 +15,6 @@ connections:
   - src -> slow
   - slow.out -> sink.in
 """
-
-
-@pytest.fixture
-def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def test_message_credit_bounds_what_a_fast_source_has_in_flight(folder: Path) -> None:

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 import pytest
-from conftest import run_pipeline
+from conftest import rows, run_pipeline
 
 from beampipe import Message
 from beampipe.runtime.events import EventBuilder
 from beampipe.runtime.ordering import Reorder
-
-
-@pytest.fixture
-def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
 
 SHUFFLE = """\
 nodes:

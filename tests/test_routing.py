@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter as Tally
 from pathlib import Path
 
-import pytest
-from conftest import run_pipeline
-
-
-@pytest.fixture
-def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+from conftest import rows, run_pipeline
 
 
 def pipeline(worker: str, replicas: int, connect: str, n: int = 200, streams: int = 2) -> str:

@@ -117,26 +117,21 @@ class ConsoleObserver:
         self.console.print(table)
 
     def skipped(self, metrics: dict[str, NodeMetrics], dead_letter: str) -> None:
-        """Warn about messages that nodes with ``on_error: skip`` skipped, and about frames
-        that could not be decoded, if any."""
-        corrupt = {name: m.corrupt_frames for name, m in metrics.items() if m.corrupt_frames}
-        if corrupt:
-            per_node = ", ".join(f"{name}: {n}" for name, n in corrupt.items())
-            self.console.print(
-                f"[bold yellow]warning:[/] {sum(corrupt.values())} corrupt frames dropped "
-                f"({escape(per_node)}), listed in {escape(dead_letter)}",
-                highlight=False,
-                soft_wrap=True,
-            )
-        counts = {name: m.skipped for name, m in metrics.items() if m.skipped}
-        if counts:
-            per_node = ", ".join(f"{name}: {n}" for name, n in counts.items())
-            self.console.print(
-                f"[bold yellow]warning:[/] {sum(counts.values())} messages skipped after errors "
-                f"({escape(per_node)}), listed in {escape(dead_letter)}",
-                highlight=False,
-                soft_wrap=True,
-            )
+        """Warn about frames that could not be decoded and messages that nodes with
+        ``on_error: skip`` skipped, if any."""
+        for what, field in (
+            ("corrupt frames dropped", "corrupt_frames"),
+            ("messages skipped after errors", "skipped"),
+        ):
+            counts = {name: getattr(m, field) for name, m in metrics.items() if getattr(m, field)}
+            if counts:
+                per_node = ", ".join(f"{name}: {n}" for name, n in counts.items())
+                self.console.print(
+                    f"[bold yellow]warning:[/] {sum(counts.values())} {what} ({escape(per_node)}), "
+                    f"listed in {escape(dead_letter)}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
 
     def summary(self, exit_code: int, wall_time: float, outputs: list[str]) -> None:
         messages = sum(s.messages for s in self.streams.values())
