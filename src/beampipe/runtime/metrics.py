@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 BUCKETS_PER_DECADE = 20
@@ -119,10 +119,8 @@ class NodeMetrics:
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any]) -> NodeMetrics:
-        values = {
-            k: Histogram.from_list(v) if k in ("process_time", "latency") else v
-            for k, v in data.items()
-        }
+        histograms = {f.name for f in fields(cls) if f.type in (Histogram, "Histogram")}
+        values = {k: Histogram.from_list(v) if k in histograms else v for k, v in data.items()}
         return cls(**values)
 
 

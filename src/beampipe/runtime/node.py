@@ -234,10 +234,7 @@ class NodeRuntime:
             and self.worker.outputs
             and (not result.stream or result.stream == origin.stream)
         ):  # the common case, without the general bookkeeping below
-            result.stream = origin.stream
-            result.id = result.id or origin.id
-            if not result.timestamps:
-                result.timestamps = list(origin.timestamps)
+            _inherit(result, origin)
             result.stamp(self.node)
             self._send(self.worker.outputs[0], result)
             return
@@ -253,10 +250,7 @@ class NodeRuntime:
                         self._broadcast(item)
                     continue
                 if origin is not None:
-                    item.stream = item.stream or origin.stream
-                    item.id = item.id or origin.id
-                    if not item.timestamps:
-                        item.timestamps = list(origin.timestamps)
+                    _inherit(item, origin)
                 if item.stream not in self.streams:
                     if item.stream not in self.derived:
                         self.derived[item.stream] = 0
@@ -307,10 +301,11 @@ class NodeRuntime:
             user_frames = exc.__traceback__.tb_next if exc.__traceback__ else None
             raise NodeFailure(stream, msg_id, exc.with_traceback(user_frames)) from exc
 
-    def _open(self, stream: str, metadata: dict[str, Any]) -> StreamState:
+    def _open(self, stream: str, metadata: dict[str, Any] | None = None) -> StreamState:
         state = self.streams.get(stream)
         if state is None:
             assert self.worker is not None
+            metadata = {} if metadata is None else metadata
             state = self.streams[stream] = StreamState()
             result = self._call(stream, None, self.worker.on_stream_start, stream, metadata)
             self._broadcast(StreamStart(stream, metadata))
@@ -347,7 +342,7 @@ class NodeRuntime:
         if isinstance(item, StreamStart):
             self._open(item.stream, item.metadata)
         elif isinstance(item, Message):
-            self._open(item.stream, {})
+            self._open(item.stream)
             item.port = channel.port
             size = channel.last_size
             metrics = self.metrics
@@ -364,7 +359,7 @@ class NodeRuntime:
                 ):
                     self._accept(ch, msg, nbytes)
         else:
-            state = self.streams.get(item.stream) or self._open(item.stream, {})
+            state = self.streams.get(item.stream) or self._open(item.stream)
             self._end_pipe(index, channel.port, item.stream)
             state.end = state.end or item
             state.ended.add(index)
@@ -437,7 +432,7 @@ class NodeRuntime:
     def _process(self, item: Message | Event, tokens: list[tuple[InputChannel, int]]) -> None:
         """Call the worker on a message or event; then return the credit of its parts."""
         assert self.worker is not None
-        state = self.streams.get(item.stream) or self._open(item.stream, {})
+        state = self.streams.get(item.stream) or self._open(item.stream)
         t_start = time.time()
         result = self._process_with_policy(item)
         self.metrics.process_time.add(time.time() - t_start)
@@ -498,12 +493,12 @@ class NodeRuntime:
             if isinstance(item, StreamStart):
                 self._open(item.stream, item.metadata)
             elif isinstance(item, Message):
-                state = self._open(item.stream, {})
+                state = self._open(item.stream)
                 item.stamp(self.node)
                 self._send(item.port or default, item)
                 self._count(state, item.timestamps[0][1])
             else:
-                state = self._open(item.stream, {})
+                state = self._open(item.stream)
                 state.end = item
                 self._close(item.stream, state)
 
@@ -560,3 +555,11 @@ class NodeRuntime:
                     traceback.print_exc()
             self.ctx.destroy(linger=2000)
         return status
+
+
+def _inherit(msg: Message, origin: Message | Event) -> None:
+    """Fill what a worker left empty in a result from the message (or event) it came from."""
+    msg.stream = msg.stream or origin.stream
+    msg.id = msg.id or origin.id
+    if not msg.timestamps:
+        msg.timestamps = list(origin.timestamps)
