@@ -48,6 +48,8 @@ class Replica:
     process: subprocess.Popen[bytes]
     log: Path
     endpoints: dict[str, str] | None = None
+    tap: str | None = None
+    """Endpoint of the node's tap (:mod:`beampipe.runtime.tap`), once bound; None for a sink."""
     done: bool = False
 
     @property
@@ -194,6 +196,7 @@ class LocalLauncher:
             )
         elif kind == "bound":
             rep.endpoints = msg["endpoints"]
+            rep.tap = msg.get("tap")
             if all(r.endpoints is not None for r in self.replicas.values()):
                 self._connect_all()
         elif kind == "progress":

@@ -4,7 +4,7 @@ One DEALER per node process (routing id ``node#replica``) connected to the launc
 Every message is one msgpack-encoded dict with a ``"t"`` (type) key:
 
 node -> launcher
-    ``hello`` {node, replica, pid, host} · ``bound`` {endpoints: {port: endpoint}} ·
+    ``hello`` {node, replica, pid, host} · ``bound`` {endpoints: {port: endpoint}, tap} ·
     ``progress`` {streams: {stream: messages}} · ``stream_end`` {stream, messages, t_first, t_last}
     · ``error`` {node, replica, stream, id, error, traceback} · ``done`` {metrics}
 launcher -> node

@@ -37,6 +37,7 @@ from beampipe.runtime.events import EventBuilder, Formed
 from beampipe.runtime.faults import Corrupt, faults_for
 from beampipe.runtime.metrics import NodeMetrics
 from beampipe.runtime.ordering import Reorder
+from beampipe.runtime.tap import Tap
 from beampipe.transport import InputChannel, OutputPort, Route
 from beampipe.worker import Output, Source, TransientError, Worker, by_port
 
@@ -100,6 +101,8 @@ class NodeRuntime:
         """Control, output and input sockets."""
         self.out_poller = zmq.Poller()
         """Control and output sockets only: waiting for credit must not wake up for input."""
+        self.tap: Tap | None = None
+        """The side channel for viewers (:mod:`beampipe.runtime.tap`)."""
         self.metrics = NodeMetrics()
         self._last_progress = 0.0
         self._progress_dirty = False
@@ -146,7 +149,15 @@ class NodeRuntime:
             self.outputs[port] = out
             self.poller.register(out.socket, zmq.POLLIN)
             self.out_poller.register(out.socket, zmq.POLLIN)
-        self.control.send("bound", endpoints={p: o.endpoint for p, o in self.outputs.items()})
+        if self.outputs:
+            self.tap = Tap(self.ctx, setup["bind"].format(name=f"{self.node}-{self.replica}-tap"))
+            self.poller.register(self.tap.socket, zmq.POLLIN)
+            self.out_poller.register(self.tap.socket, zmq.POLLIN)
+        self.control.send(
+            "bound",
+            endpoints={p: o.endpoint for p, o in self.outputs.items()},
+            tap=self.tap.endpoint if self.tap is not None else None,
+        )
         connect = self._await("connect")
         for spec in connect["inputs"]:
             channel = InputChannel.connect(
@@ -186,10 +197,18 @@ class NodeRuntime:
 
     def _service(self, timeout_ms: int, inputs: bool) -> list[InputChannel]:
         """Poll once: handle control and output-port frames; return input channels with data."""
+        tap = self.tap
+        if tap is not None and tap.next_flush is not None:
+            wait = math.ceil(1000 * (tap.next_flush - time.monotonic()))
+            timeout_ms = max(0, min(timeout_ms, wait))
         events = dict((self.poller if inputs else self.out_poller).poll(timeout_ms))
         if not events:
             self._check_parent()
         ready = []
+        if tap is not None:
+            if tap.socket in events:
+                tap.handle()
+            tap.flush()
         for sock in events:
             if sock is self.control.socket:
                 msg = self.control.recv(0)
@@ -213,6 +232,8 @@ class NodeRuntime:
             frames = self.fault.apply(frames)
         while not out.try_send(item, frames):
             self._service(1000, inputs=False)
+        if self.tap is not None:
+            self.tap.offer(port, item, frames)
 
     def _broadcast(self, item: StreamStart | EndOfStream) -> None:
         for port in self.outputs:
