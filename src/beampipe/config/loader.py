@@ -181,6 +181,9 @@ def _node_specs(
             on_error=model.on_error,
             retries=model.retries,
             retry_delay=model.retry_delay,
+            restart=model.restart,
+            max_restarts=model.max_restarts,
+            restart_delay=model.restart_delay,
             line=line,
         )
     return specs

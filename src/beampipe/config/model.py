@@ -30,6 +30,10 @@ class NodeSpec(BaseModel):
             records the message in the pipeline's dead-letter file and goes on.
         retries: how often a message whose ``process`` raised :class:`beampipe.TransientError`
             is tried again, ``retry_delay`` seconds apart, before ``on_error`` applies.
+        restart: ``on-failure`` starts a replica's process again when it dies or fails (its
+            unacknowledged inputs are sent to it again); ``never`` fails the run.
+        max_restarts: restarts per replica before the run fails.
+        restart_delay: seconds before the first restart of a replica, doubled for each next.
         line: 1-based line of the node in the pipeline file.
     """
 
@@ -45,6 +49,9 @@ class NodeSpec(BaseModel):
     on_error: Literal["fail_fast", "skip"] = "fail_fast"
     retries: int = Field(default=0, ge=0)
     retry_delay: float = Field(default=0.0, ge=0)
+    restart: Literal["never", "on-failure"] = "never"
+    max_restarts: int = Field(default=3, ge=0)
+    restart_delay: float = Field(default=0.5, ge=0)
     line: int
 
     def is_ordered(self, port: str) -> bool:

@@ -71,6 +71,9 @@ class NodeModel(BaseModel):
     on_error: Literal["fail_fast", "skip"] = "fail_fast"
     retries: Annotated[int, Field(ge=0, strict=True)] = 0
     retry_delay: Annotated[float, Field(ge=0)] = 0.0
+    restart: Literal["never", "on-failure"] = "never"
+    max_restarts: Annotated[int, Field(ge=0, strict=True)] = 3
+    restart_delay: Annotated[float, Field(ge=0)] = 0.5
 
     @field_validator("params", mode="before")
     @classmethod

@@ -51,6 +51,12 @@ class Replica:
     tap: str | None = None
     """Endpoint of the node's tap (:mod:`beampipe.runtime.tap`), once bound; None for a sink."""
     done: bool = False
+    restarts: int = 0
+    """Processes of this replica that died and were replaced."""
+    restart_at: float | None = None
+    """Monotonic time at which a dead process is started again."""
+    last_error: str | None = None
+    """The error its last process reported, if it failed."""
 
     @property
     def label(self) -> str:
@@ -67,7 +73,8 @@ class RunResult:
     sent: dict[str, dict[str, int]] = field(default_factory=dict)
     """Messages sent per node (all replicas) and output port."""
     metrics: dict[str, NodeMetrics] = field(default_factory=dict)
-    """Per node (replicas merged): the last metrics its processes reported."""
+    """Per node (replicas and restarted processes merged): the last metrics its processes
+    reported."""
 
 
 class LocalLauncher:
@@ -99,6 +106,7 @@ class LocalLauncher:
         self.ctx = zmq.Context()
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.LINGER, 0)
+        self.control.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted process takes over its id
         if transport == "ipc":
             self.control.bind(f"ipc://{self.rundir}/control")
             self.bind = f"ipc://{self.rundir}/{{name}}"
@@ -109,40 +117,37 @@ class LocalLauncher:
         self.errors: list[str] = []
         self.sent: dict[str, dict[str, int]] = {}
         self.metrics: dict[tuple[str, int], NodeMetrics] = {}
+        self.past: dict[tuple[str, int], NodeMetrics] = {}
+        """Metrics of replicas' processes that died, merged."""
         self._signalled = 0
 
     # -- processes -----------------------------------------------------------------------------
 
     def _start(self) -> None:
+        (self.rundir / "logs").mkdir()
+        for name, spec in self.pipeline.nodes.items():
+            for r in range(spec.replicas):
+                self.replicas[identity(name, r)] = self._spawn(name, r, 0)
+
+    def _spawn(self, name: str, r: int, incarnation: int) -> Replica:
         endpoint = self.control.getsockopt_string(zmq.LAST_ENDPOINT)
-        logdir = self.rundir / "logs"
-        logdir.mkdir()
+        suffix = f".{incarnation}" if incarnation else ""
+        log = self.rundir / "logs" / f"{name}.{r}{suffix}.log"
         # Worker modules next to the pipeline file are importable in every node process.
         pythonpath = [str(self.pipeline.base_dir), os.environ.get("PYTHONPATH", "")]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in pythonpath if p)}
-        for name, spec in self.pipeline.nodes.items():
-            for r in range(spec.replicas):
-                log = logdir / f"{name}.{r}.log"
-                with open(log, "wb") as out:
-                    proc = subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "beampipe.runtime",
-                            "--control",
-                            endpoint,
-                            "--node",
-                            name,
-                            "--replica",
-                            str(r),
-                        ],
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL,
-                        start_new_session=True,
-                        env=env,
-                    )
-                self.replicas[identity(name, r)] = Replica(name, r, proc, log)
+        argv = [sys.executable, "-m", "beampipe.runtime", "--control", endpoint]
+        argv += ["--node", name, "--replica", str(r), "--incarnation", str(incarnation)]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+            )
+        return Replica(name, r, proc, log, restarts=incarnation)
 
     def _send(self, rep: Replica, kind: str, **fields: Any) -> None:
         self.control.send_multipart([identity(rep.node, rep.replica), pack(kind, **fields)])
@@ -165,23 +170,35 @@ class LocalLauncher:
 
     # -- wiring --------------------------------------------------------------------------------
 
-    def _connect_all(self) -> None:
-        """Every node has bound its outputs: tell each which upstream endpoints to connect to."""
-        by_node = {(r.node, r.replica): r for r in self.replicas.values()}
-        for rep in self.replicas.values():
-            inputs = []
-            for conn in self.pipeline.inputs_of(rep.node):
-                for u in range(self.pipeline.nodes[conn.source].replicas):
-                    upstream = by_node[(conn.source, u)]
-                    assert upstream.endpoints is not None
-                    inputs.append(
-                        {
-                            "port": conn.target_port,
-                            "upstream": f"{conn.source}#{u}.{conn.source_port}",
-                            "endpoint": upstream.endpoints[conn.source_port],
-                        }
-                    )
-            self._send(rep, "connect", inputs=inputs)
+    def _connect(self, rep: Replica) -> None:
+        """Tell ``rep`` which upstream endpoints to connect to."""
+        inputs = []
+        for conn in self.pipeline.inputs_of(rep.node):
+            for u in range(self.pipeline.nodes[conn.source].replicas):
+                upstream = self.replicas[identity(conn.source, u)]
+                assert upstream.endpoints is not None
+                inputs.append(
+                    {
+                        "port": conn.target_port,
+                        "upstream": f"{conn.source}#{u}.{conn.source_port}",
+                        "endpoint": upstream.endpoints[conn.source_port],
+                    }
+                )
+        self._send(rep, "connect", inputs=inputs)
+
+    def _rewire(self, rep: Replica) -> None:
+        """The restarted ``rep`` has bound its outputs: connect it, and reconnect the
+        downstream replicas to its new endpoints."""
+        assert rep.endpoints is not None
+        self._connect(rep)
+        for conn in self.pipeline.outputs_of(rep.node):
+            for t in range(self.pipeline.nodes[conn.target].replicas):
+                self._send(
+                    self.replicas[identity(conn.target, t)],
+                    "reconnect",
+                    upstream=f"{rep.node}#{rep.replica}.{conn.source_port}",
+                    endpoint=rep.endpoints[conn.source_port],
+                )
 
     def _handle(self, rep: Replica, msg: dict[str, Any]) -> None:
         kind = msg["t"]
@@ -195,10 +212,15 @@ class LocalLauncher:
                 window_bytes=self.window_bytes,
             )
         elif kind == "bound":
+            first = any(r.endpoints is None for r in self.replicas.values() if r is not rep)
+            restarted = rep.endpoints is not None or rep.restarts > 0
             rep.endpoints = msg["endpoints"]
             rep.tap = msg.get("tap")
-            if all(r.endpoints is not None for r in self.replicas.values()):
-                self._connect_all()
+            if restarted and not first:
+                self._rewire(rep)
+            elif all(r.endpoints is not None for r in self.replicas.values()):
+                for r in self.replicas.values():
+                    self._connect(r)
         elif kind == "progress":
             self.metrics[rep.node, rep.replica] = NodeMetrics.from_snapshot(msg["metrics"])
             self.observer.progress(rep.node, rep.replica, msg["streams"])
@@ -206,11 +228,15 @@ class LocalLauncher:
             self.observer.stream_end(rep.node, rep.replica, msg)
         elif kind == "error":
             where = [f"node {msg['node']!r}"]
+            if msg["replica"]:
+                where.append(f"replica {msg['replica']}")
             if msg["stream"] is not None:
                 where.append(f"stream {msg['stream']!r}")
             if msg["id"] is not None:
                 where.append(f"message id {msg['id']}")
-            self._fail(f"{', '.join(where)}: {msg['error']}\n{msg['traceback']}")
+            rep.last_error = f"{', '.join(where)}: {msg['error']}\n{msg['traceback']}"
+            if not self._may_restart(rep):
+                self._fail(rep.last_error)
         elif kind == "done":
             rep.done = True
             sent = self.sent.setdefault(rep.node, {})
@@ -218,18 +244,63 @@ class LocalLauncher:
                 sent[port] = sent.get(port, 0) + n
             self.metrics[rep.node, rep.replica] = NodeMetrics.from_snapshot(msg["metrics"])
 
+    def _may_restart(self, rep: Replica) -> bool:
+        spec = self.pipeline.nodes[rep.node]
+        return spec.restart == "on-failure" and rep.restarts < spec.max_restarts
+
     def _check_processes(self) -> None:
-        for rep in self.replicas.values():
+        for key, rep in list(self.replicas.items()):
+            if rep.restart_at is not None:
+                if time.monotonic() >= rep.restart_at:
+                    self._restart(key, rep)
+                continue
             code = rep.process.poll()
             if code is None or (code == 0 and rep.done) or self.errors:
                 continue
             how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited ({code})"
+            if self._may_restart(rep):
+                self._lost(rep, how)
+                continue
+            if rep.last_error is not None:
+                self._fail(rep.last_error)
+                continue
             tail = rep.log.read_text(errors="replace").strip().splitlines()[-20:]
             log = "\n".join(tail) if tail else "(no output)"
             self._fail(
                 f"{rep.label} (pid {rep.process.pid}) {how} before finishing; "
                 f"last lines of its log {rep.log}:\n{log}"
             )
+
+    def _lost(self, rep: Replica, how: str) -> None:
+        """``rep``'s process died and will be restarted: tell its upstream peers to hold what
+        it had not acknowledged, and schedule the restart (with exponential backoff)."""
+        spec = self.pipeline.nodes[rep.node]
+        self.observer.failure(
+            f"{rep.label} (pid {rep.process.pid}) {how}; restarting it "
+            f"({rep.restarts + 1} of at most {spec.max_restarts})"
+            + (f"\n{rep.last_error}" if rep.last_error else "")
+        )
+        key = (rep.node, rep.replica)
+        if key in self.metrics:
+            last = self.metrics.pop(key)
+            last.held = last.in_flight = last.in_flight_bytes = last.retained = 0  # gone with it
+            self.past[key] = merge([*filter(None, [self.past.get(key)]), last])
+        for conn in self.pipeline.inputs_of(rep.node):
+            for u in range(self.pipeline.nodes[conn.source].replicas):
+                upstream = self.replicas[identity(conn.source, u)]
+                if upstream.process.poll() is None:
+                    self._send(
+                        upstream,
+                        "peer_lost",
+                        target=f"{rep.node}.{conn.target_port}",
+                        replica=rep.replica,
+                    )
+        rep.restart_at = time.monotonic() + spec.restart_delay * 2**rep.restarts
+
+    def _restart(self, key: bytes, rep: Replica) -> None:
+        new = self._spawn(rep.node, rep.replica, rep.restarts + 1)
+        new.endpoints = rep.endpoints
+        self.replicas[key] = new
 
     # -- main loop -----------------------------------------------------------------------------
 
@@ -267,6 +338,10 @@ class LocalLauncher:
         out = {}
         for name in self.pipeline.nodes:
             parts = [m for (node, _), m in self.metrics.items() if node == name]
+            parts += [m for (node, _), m in self.past.items() if node == name]
             if parts:
                 out[name] = merge(parts)
+                out[name].restarts = sum(
+                    r.restarts for r in self.replicas.values() if r.node == name
+                )
         return out

@@ -35,6 +35,10 @@ class Message:
         timestamps: ``[node, unix time in s]`` pairs: the source's first, then one per hop, so the
             end-to-end latency of every message can be measured.
         port: name of the input port the message arrived on (set by the runtime; not sent).
+        lineage: 63-bit fingerprint of where the message came from (set by the runtime: the
+            source's stream and id, then each hop's origin and output position), equal for the
+            same result computed twice, so a sink can drop the duplicates that redelivery after
+            a crash creates (see docs/reliability.md).
     """
 
     data: dict[str, DataValue] = field(default_factory=dict)
@@ -43,6 +47,7 @@ class Message:
     id: int = 0
     timestamps: list[list[Any]] = field(default_factory=list)
     port: str = ""
+    lineage: int = 0
 
     def __post_init__(self) -> None:
         for name, value in self.data.items():

@@ -6,12 +6,12 @@ Layout (protocol version 1)::
     frame 1.. one raw buffer per array that is not inlined (C-contiguous bytes, zero-copy)
 
 The header of a :class:`Message` holds ``s`` (stream), ``i`` (id), ``m`` (metadata), ``t``
-(timestamps) and ``a``: one ``[name, dtype, shape, inline]`` entry per data item, where ``dtype``
-is the numpy dtype string (e.g. ``"<f8"``; ``"bytes"`` for raw bytes) and ``inline`` holds the bytes
-of items smaller than :data:`INLINE_LIMIT` (``None`` when they travel in their own frame, in
-order). Small items ride in the header so that a scan point with 16 scalars is one frame, while
-detector frames are never copied by the encoder: pyzmq sends them from the array's memory and the
-decoder wraps the received buffer with :func:`numpy.frombuffer`.
+(timestamps), ``l`` (lineage) and ``a``: one ``[name, dtype, shape, inline]`` entry per data item,
+where ``dtype`` is the numpy dtype string (e.g. ``"<f8"``; ``"bytes"`` for raw bytes) and
+``inline`` holds the bytes of items smaller than :data:`INLINE_LIMIT` (``None`` when they travel
+in their own frame, in order). Small items ride in the header so that a scan point with 16
+scalars is one frame, while detector frames are never copied by the encoder: pyzmq sends them
+from the array's memory and the decoder wraps the received buffer with :func:`numpy.frombuffer`.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ def encode(item: Item) -> list[Any]:
             "m": item.metadata,
             "t": item.timestamps,
             "a": entries,
+            "l": item.lineage,
         }
         return [msgpack.packb(header, use_bin_type=True), *buffers]
     if isinstance(item, StreamStart):
@@ -166,7 +167,12 @@ def _decode_message(header: dict[str, Any], buffers: Sequence[Any]) -> Message:
     if next_buffer != len(buffers):
         raise WireError(f"{_where(header)}: {len(buffers) - next_buffer} unexpected extra frames")
     return Message(
-        data=data, metadata=header["m"], stream=header["s"], id=header["i"], timestamps=header["t"]
+        data=data,
+        metadata=header["m"],
+        stream=header["s"],
+        id=header["i"],
+        timestamps=header["t"],
+        lineage=header.get("l", 0),
     )
 
 

@@ -17,10 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control", required=True, help="launcher control endpoint")
     parser.add_argument("--node", required=True)
     parser.add_argument("--replica", type=int, default=0)
+    parser.add_argument("--incarnation", type=int, default=0, help="restarts before this one")
     args = parser.parse_args(argv)
     # The launcher coordinates shutdown: a terminal Ctrl-C must not kill nodes mid-message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return NodeRuntime(args.control, args.node, args.replica).run()
+    return NodeRuntime(args.control, args.node, args.replica, args.incarnation).run()
 
 
 if __name__ == "__main__":

@@ -1,17 +1,24 @@
-"""Fault injection for tests and drills: corrupt what a node sends, by message count.
+"""Fault injection for tests and drills: corrupt what a node sends, or kill the node, by count.
 
 Faults are read from the environment variable ``BEAMPIPE_FAULTS`` of the node processes: a JSON
-list of objects ``{"node": name, "replica": n (optional, default every replica), "fault":
-"corrupt", "every": N}``. ``corrupt`` cuts the last byte off the frames of every ``N``-th data
-message the node sends (counted per node replica, from 1), so the receiver sees a frame whose
-size does not match its header, as after a truncated transfer. Deterministic: the same run
-corrupts the same messages. Nothing is injected when the variable is not set.
+list of objects ``{"node": name, "replica": n (optional, default every replica), "fault": ...}``:
+
+* ``{"fault": "corrupt", "every": N}`` cuts the last byte off the frames of every ``N``-th data
+  message the node sends (counted per node replica, from 1), so the receiver sees a frame whose
+  size does not match its header, as after a truncated transfer;
+* ``{"fault": "kill", "after": N}`` kills the node process with SIGKILL (as the kernel's
+  out-of-memory killer would) once it has received ``N`` messages and processed the last of
+  them. Only the first process of a replica is killed, not its restarted successors.
+
+Deterministic: the same run injects the same faults at the same messages. Nothing is injected
+when the variable is not set.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,22 +40,39 @@ class Corrupt:
         return [*frames[:-1], last[:-1]]
 
 
-def faults_for(node: str, replica: int) -> Corrupt | None:
-    """The corruption fault configured for this node replica, if any.
+@dataclass
+class Faults:
+    """The faults of one node process (none by default)."""
+
+    corrupt: Corrupt | None = None
+    kill_after: int = 0
+    """Kill the process after this many messages received (0: never)."""
+
+    @staticmethod
+    def kill() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def faults_for(node: str, replica: int, incarnation: int = 0) -> Faults:
+    """The faults configured for this node replica's ``incarnation``-th process.
 
     Raises:
         ValueError: ``BEAMPIPE_FAULTS`` is not a JSON list of fault objects.
     """
+    faults = Faults()
     text = os.environ.get(ENV)
-    if not text:
-        return None
+    if not text or incarnation:
+        return faults
     try:
-        entries = json.loads(text)
-        for entry in entries:
-            if entry["node"] == node and entry.get("replica", replica) == replica:
-                if entry["fault"] != "corrupt":
-                    raise ValueError(f"unknown fault {entry['fault']!r}")
-                return Corrupt(int(entry["every"]))
+        for entry in json.loads(text):
+            if entry["node"] != node or entry.get("replica", replica) != replica:
+                continue
+            if entry["fault"] == "corrupt":
+                faults.corrupt = Corrupt(int(entry["every"]))
+            elif entry["fault"] == "kill":
+                faults.kill_after = int(entry["after"])
+            else:
+                raise ValueError(f"{ENV}: unknown fault {entry['fault']!r}")
     except (TypeError, KeyError, json.JSONDecodeError) as exc:
         raise ValueError(f"{ENV} is not a JSON list of faults: {exc}") from None
-    return None
+    return faults

@@ -89,6 +89,12 @@ class NodeMetrics:
             in the dead-letter file).
         skipped: messages whose processing failed and that went to the dead-letter file.
         retries: attempts repeated after a :class:`beampipe.TransientError`.
+        retained: items sent downstream and not yet acknowledged (kept to be sent again).
+        resent: items sent again to a restarted downstream replica.
+        duplicates: messages a sink received twice (same lineage, after a redelivery) and
+            dropped.
+        late: messages that arrived after their stream had ended here.
+        restarts: processes of the node that died and were restarted (set by the launcher).
     """
 
     messages_in: int = 0
@@ -109,6 +115,11 @@ class NodeMetrics:
     corrupt_frames: int = 0
     skipped: int = 0
     retries: int = 0
+    retained: int = 0
+    resent: int = 0
+    duplicates: int = 0
+    late: int = 0
+    restarts: int = 0
 
     def snapshot(self) -> dict[str, Any]:
         """A msgpack-able dict; :meth:`from_snapshot` rebuilds it."""

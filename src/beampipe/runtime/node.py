@@ -32,9 +32,10 @@ from beampipe.config import NodeSpec, Pipeline
 from beampipe.message import EndOfStream, Event, Item, Message, StreamStart, WireError, encode
 from beampipe.message.key import compile_key
 from beampipe.runtime import deadletter
+from beampipe.runtime.acks import Origin, Receipt, Seen, lineage
 from beampipe.runtime.control import ControlClient
 from beampipe.runtime.events import EventBuilder, Formed
-from beampipe.runtime.faults import Corrupt, faults_for
+from beampipe.runtime.faults import Faults, faults_for
 from beampipe.runtime.metrics import NodeMetrics
 from beampipe.runtime.ordering import Reorder
 from beampipe.runtime.tap import Tap
@@ -47,6 +48,10 @@ RECEIVE_BATCH = 64
 """Items taken from one ready input before polling all sockets again."""
 SERVICE_EVERY = 64
 """A source services its sockets (credit, stop) at least every this many items."""
+CHECKPOINT_EVERY = 256
+"""A sink checkpoints (:meth:`Worker.checkpoint`) at least every this many messages ..."""
+CHECKPOINT_INTERVAL = 0.05
+"""... and at most this many seconds after the oldest message not yet checkpointed."""
 
 
 class Stopped(Exception):
@@ -78,9 +83,13 @@ class StreamState:
 class NodeRuntime:
     """Runs one replica of one node. See the module docstring for the protocol."""
 
-    def __init__(self, control_endpoint: str, node: str, replica: int) -> None:
+    def __init__(
+        self, control_endpoint: str, node: str, replica: int, incarnation: int = 0
+    ) -> None:
         self.node = node
         self.replica = replica
+        self.incarnation = incarnation
+        """How often this replica was restarted before this process."""
         self.ctx = zmq.Context()
         self.control = ControlClient(self.ctx, control_endpoint, node, replica)
         self.parent = os.getppid()
@@ -91,7 +100,18 @@ class NodeRuntime:
         self.derived: dict[str, int] = {}
         self.spec: NodeSpec | None = None
         self.dead_letter = ""
-        self.fault: Corrupt | None = None
+        self.faults = Faults()
+        self.sink = False
+        """No output ports: inputs are acknowledged after :meth:`Worker.checkpoint`."""
+        self._origin: Origin | None = None
+        """The inputs of the worker call under way: what results sent now are held for."""
+        self._unsaved: list[Origin] = []
+        """A sink's processed inputs that wait for the next checkpoint."""
+        self._unsaved_since = 0.0
+        self.seen: dict[tuple[str, str], Seen] = {}
+        """A sink's recent lineages per (upstream node, input port): to drop duplicates."""
+        self.closed: set[str] = set()
+        """Streams that ended here."""
         self.reorders: dict[str, Reorder] = {}
         """The reorder buffer of each ordered input port."""
         self.events: EventBuilder | None = None
@@ -174,7 +194,8 @@ class NodeRuntime:
             self.poller.register(channel.socket, zmq.POLLIN)
         spec = self.spec = pipeline.nodes[self.node]
         self.dead_letter = pipeline.dead_letter
-        self.fault = faults_for(self.node, self.replica)
+        self.faults = faults_for(self.node, self.replica, self.incarnation)
+        self.sink = not self.outputs and not isinstance(self.worker, Source)
         for port in dict.fromkeys(ch.port for ch in self.inputs):
             if spec.is_ordered(port):
                 pipes = [i for i, ch in enumerate(self.inputs) if ch.port == port]
@@ -209,28 +230,48 @@ class NodeRuntime:
             if tap.socket in events:
                 tap.handle()
             tap.flush()
-        for sock in events:
-            if sock is self.control.socket:
-                msg = self.control.recv(0)
-                if msg is not None and msg["t"] == "stop":
-                    raise Stopped()
+        if self.control.socket in events:
+            while (msg := self.control.recv(0)) is not None:
+                self._on_control(msg)
         for out in self.outputs.values():
             if out.socket in events:
                 while out.socket.poll(0):
                     out.handle(out.socket.recv_multipart())
         if inputs:
             ready = [ch for ch in self.inputs if ch.socket in events]
+        if self._unsaved and (
+            len(self._unsaved) >= CHECKPOINT_EVERY
+            or time.monotonic() - self._unsaved_since >= CHECKPOINT_INTERVAL
+        ):
+            self._checkpoint()
+        for channel in self.inputs:
+            channel.flush_acks()
         self._report_progress()
         return ready
+
+    def _on_control(self, msg: dict[str, Any]) -> None:
+        """A message from the launcher while running."""
+        kind = msg["t"]
+        if kind == "stop":
+            raise Stopped()
+        if kind == "peer_lost":
+            for out in self.outputs.values():
+                out.lost(msg["target"], msg["replica"])
+        elif kind == "reconnect":
+            for channel in self.inputs:
+                if channel.upstream == msg["upstream"]:
+                    self.poller.unregister(channel.socket)
+                    channel.reconnect(self.ctx, msg["endpoint"])
+                    self.poller.register(channel.socket, zmq.POLLIN)
 
     def _send(self, port: str, item: Item) -> None:
         out = self.outputs.get(port)
         if out is None:
             return
         frames = encode(item)
-        if self.fault is not None and isinstance(item, Message):
-            frames = self.fault.apply(frames)
-        while not out.try_send(item, frames):
+        if self.faults.corrupt is not None and isinstance(item, Message):
+            frames = self.faults.corrupt.apply(frames)
+        while not out.try_send(item, frames, self._origin):
             self._service(1000, inputs=False)
         if self.tap is not None:
             self.tap.offer(port, item, frames)
@@ -239,8 +280,11 @@ class NodeRuntime:
         for port in self.outputs:
             self._send(port, item)
 
-    def _emit(self, result: Output, origin: Message | Event | None) -> None:
-        """Send what a worker hook returned; fill stream/id/timestamps from ``origin``.
+    def _emit(self, result: Output, origin: Message | Event | None, base: int) -> None:
+        """Send what a worker hook returned; fill stream/id/timestamps from ``origin``. The
+        ``k``-th result gets the lineage ``lineage(base, replica, k)``, ``base`` being the
+        lineage of what the hook was called for (the replica, because a message broadcast to
+        every replica gives one distinct result per replica).
 
         A message of a stream this node has not opened downstream (a stream of the worker's
         own, e.g. a reducer's ``"merged"``) opens it first; a returned StreamStart or
@@ -256,9 +300,11 @@ class NodeRuntime:
             and (not result.stream or result.stream == origin.stream)
         ):  # the common case, without the general bookkeeping below
             _inherit(result, origin)
+            result.lineage = lineage(base, self.replica, 0)
             result.stamp(self.node)
             self._send(self.worker.outputs[0], result)
             return
+        k = 0
         for port, items in by_port(result, self.worker.outputs).items():
             for item in items:
                 if isinstance(item, StreamStart):
@@ -277,6 +323,8 @@ class NodeRuntime:
                         self.derived[item.stream] = 0
                         self._broadcast(StreamStart(item.stream, {}))
                     self.derived[item.stream] = max(self.derived[item.stream], item.id)
+                item.lineage = lineage(base, self.replica, k)
+                k += 1
                 item.stamp(self.node)
                 self._send(port, item)
 
@@ -300,6 +348,8 @@ class NodeRuntime:
         m.bytes_out = sum(o.sent_bytes for o in self.outputs.values())
         m.cpu_time = time.process_time()
         m.in_flight = sum(o.in_flight for o in self.outputs.values())
+        m.retained = sum(o.retained for o in self.outputs.values())
+        m.resent = sum(o.resent for o in self.outputs.values())
         m.in_flight_bytes = sum(o.in_flight_bytes for o in self.outputs.values())
         m.peak_in_flight = sum(o.peak_in_flight for o in self.outputs.values())
         m.peak_in_flight_bytes = sum(o.peak_in_flight_bytes for o in self.outputs.values())
@@ -330,7 +380,7 @@ class NodeRuntime:
             state = self.streams[stream] = StreamState()
             result = self._call(stream, None, self.worker.on_stream_start, stream, metadata)
             self._broadcast(StreamStart(stream, metadata))
-            self._emit(result, None)
+            self._emit(result, None, lineage("start", stream, self.replica))
         return state
 
     def _close(self, stream: str, state: StreamState) -> None:
@@ -339,10 +389,13 @@ class NodeRuntime:
             for formed in self.events.flush(stream):
                 self._form(formed)
         result = self._call(stream, None, self.worker.on_stream_end, stream)
-        self._emit(result, None)
+        self._emit(result, None, lineage("end", stream, self.replica))
         end = state.end or EndOfStream(stream, state.messages)
         self._broadcast(end)
         del self.streams[stream]
+        self.closed.add(stream)
+        if self.sink:
+            self._checkpoint()
         self._report_progress(force=True)
         self.control.send(
             "stream_end",
@@ -360,32 +413,56 @@ class NodeRuntime:
         self._progress_dirty = True
 
     def _on_item(self, index: int, channel: InputChannel, item: Item) -> None:
+        receipt = Receipt(channel, channel.last_size, channel.received, channel.epoch)
+        if not isinstance(item, Message):
+            origin = Origin([receipt])
+            previous, self._origin = self._origin, origin
+            try:
+                self._on_marker(index, channel, item)
+            finally:
+                self._origin = previous
+                origin.done()
+            return
+        metrics = self.metrics
+        metrics.messages_in += 1
+        metrics.bytes_in += receipt.size
+        if self.sink and item.lineage:
+            key = (channel.upstream.partition("#")[0], channel.port)
+            seen = self.seen.get(key) or self.seen.setdefault(key, Seen())
+            if not seen.add(item.lineage):
+                metrics.duplicates += 1
+                self._progress_dirty = True
+                channel.processed(receipt.size)
+                receipt.complete()
+                return
+        if item.stream in self.closed:
+            metrics.late += 1
+            self._progress_dirty = True
+        self._open(item.stream)
+        item.port = channel.port
+        if item.timestamps:
+            metrics.latency.add(time.time() - item.timestamps[0][1])
+        reorder = self.reorders.get(channel.port)
+        if reorder is None:
+            self._accept(receipt, item)
+        else:
+            for _, (r, msg) in reorder.push(index, item.stream, item.id, (receipt, item)):
+                self._accept(r, msg)
+
+    def _on_marker(
+        self, index: int, channel: InputChannel, item: StreamStart | EndOfStream
+    ) -> None:
+        if item.stream in self.closed:
+            return  # sent again by a restarted upstream: the stream is over here
         if isinstance(item, StreamStart):
             self._open(item.stream, item.metadata)
-        elif isinstance(item, Message):
-            self._open(item.stream)
-            item.port = channel.port
-            size = channel.last_size
-            metrics = self.metrics
-            metrics.messages_in += 1
-            metrics.bytes_in += size
-            if item.timestamps:
-                metrics.latency.add(time.time() - item.timestamps[0][1])
-            reorder = self.reorders.get(channel.port)
-            if reorder is None:
-                self._accept(channel, item, size)
-            else:
-                for _, (ch, msg, nbytes) in reorder.push(
-                    index, item.stream, item.id, (channel, item, size)
-                ):
-                    self._accept(ch, msg, nbytes)
-        else:
-            state = self.streams.get(item.stream) or self._open(item.stream)
-            self._end_pipe(index, channel.port, item.stream)
-            state.end = state.end or item
-            state.ended.add(index)
-            if len(state.ended) == len(self.inputs):
-                self._close(item.stream, state)
+            return
+        state = self.streams.get(item.stream) or self._open(item.stream)
+        self._end_pipe(index, channel.port, item.stream)
+        state.end = state.end or item
+        state.ended.add(index)
+        if len(state.ended) == len(self.inputs):
+            self._close(item.stream, state)
 
     def _corrupt(self, channel: InputChannel, exc: WireError) -> None:
         """A frame sequence from ``channel`` could not be decoded: count it, record it in the
@@ -396,21 +473,22 @@ class NodeRuntime:
             self.dead_letter, self.node, self.replica, channel.upstream, channel.last_size, exc
         )
         channel.processed(channel.last_size)
+        channel.complete(channel.received, channel.epoch)
 
     def _end_pipe(self, index: int, port: str, stream: str) -> None:
         """Pipe ``index`` (of input ``port``) ended ``stream``: release what its reorder buffer
         may now let go."""
         reorder = self.reorders.get(port)
         if reorder is not None:
-            for _, (ch, msg, nbytes) in reorder.end(index, stream):
-                self._accept(ch, msg, nbytes)
+            for _, (receipt, msg) in reorder.end(index, stream):
+                self._accept(receipt, msg)
 
-    def _accept(self, channel: InputChannel, msg: Message, size: int) -> None:
+    def _accept(self, receipt: Receipt, msg: Message) -> None:
         """``msg`` is next in line: process it, or add it to its event."""
         if self.events is None:
-            self._process(msg, [(channel, size)])
+            self._process(msg, [receipt])
             return
-        for formed in self.events.add(channel.port, msg, (channel, size), time.monotonic()):
+        for formed in self.events.add(receipt.channel.port, msg, receipt, time.monotonic()):
             self._form(formed)
 
     def _process_with_policy(self, item: Message | Event) -> Output:
@@ -445,22 +523,49 @@ class NodeRuntime:
 
     def _form(self, formed: Formed) -> None:
         if formed.drop:
-            for channel, size in formed.tokens:
-                channel.processed(size)
+            for receipt in formed.tokens:
+                receipt.channel.processed(receipt.size)
+                receipt.complete()
         else:
             self._process(formed.event, formed.tokens)
 
-    def _process(self, item: Message | Event, tokens: list[tuple[InputChannel, int]]) -> None:
-        """Call the worker on a message or event; then return the credit of its parts."""
+    def _process(self, item: Message | Event, receipts: list[Receipt]) -> None:
+        """Call the worker on a message or event; then return the credit of its parts. The
+        parts are acknowledged when the results are (a sink's at its next checkpoint)."""
         assert self.worker is not None
         state = self.streams.get(item.stream) or self._open(item.stream)
+        if isinstance(item, Message):
+            base = item.lineage
+        else:
+            base = lineage(*(item.messages[p].lineage for p in sorted(item.messages)))
+        origin = Origin(receipts)
+        previous, self._origin = self._origin, origin
         t_start = time.time()
-        result = self._process_with_policy(item)
-        self.metrics.process_time.add(time.time() - t_start)
-        self._emit(result, item)
-        for channel, size in tokens:
-            channel.processed(size)
+        try:
+            result = self._process_with_policy(item)
+            self.metrics.process_time.add(time.time() - t_start)
+            self._emit(result, item, base)
+        finally:
+            self._origin = previous
+        for receipt in receipts:
+            receipt.channel.processed(receipt.size)
+        if self.sink:
+            if not self._unsaved:
+                self._unsaved_since = time.monotonic()
+            self._unsaved.append(origin)
+        else:
+            origin.done()
         self._count(state, t_start)
+        if self.faults.kill_after and self.metrics.messages_in >= self.faults.kill_after:
+            self.faults.kill()
+
+    def _checkpoint(self) -> None:
+        """A sink makes what it processed durable; then its inputs are acknowledged."""
+        assert self.worker is not None
+        self._call(None, None, self.worker.checkpoint)
+        unsaved, self._unsaved = self._unsaved, []
+        for origin in unsaved:
+            origin.done()
 
     # -- main loops ----------------------------------------------------------------------------
 
@@ -470,6 +575,9 @@ class NodeRuntime:
             timeout = 1000
             if self.events is not None and self.events.next_deadline is not None:
                 wait = self.events.next_deadline - time.monotonic()
+                timeout = max(0, min(timeout, math.ceil(wait * 1000)))
+            if self._unsaved:
+                wait = self._unsaved_since + CHECKPOINT_INTERVAL - time.monotonic()
                 timeout = max(0, min(timeout, math.ceil(wait * 1000)))
             ready = self._service(timeout, inputs=True)
             if self.events is not None:
@@ -494,8 +602,13 @@ class NodeRuntime:
             state.ended = set(range(len(self.inputs)))
             self._close(stream, state)
         assert self.worker is not None
-        self._emit(self._call(None, None, self.worker.on_finish), None)
+        base = lineage("finish", self.replica)
+        self._emit(self._call(None, None, self.worker.on_finish), None, base)
         self._end_derived()
+        if self.sink:
+            self._checkpoint()
+        for channel in self.inputs:
+            channel.flush_acks()
 
     def _run_source(self, source: Source) -> None:
         default = source.outputs[0] if source.outputs else ""
@@ -515,6 +628,7 @@ class NodeRuntime:
                 self._open(item.stream, item.metadata)
             elif isinstance(item, Message):
                 state = self._open(item.stream)
+                item.lineage = lineage(self.node, item.stream, item.id)
                 item.stamp(self.node)
                 self._send(item.port or default, item)
                 self._count(state, item.timestamps[0][1])
@@ -528,7 +642,7 @@ class NodeRuntime:
             while not out.connected:
                 self._service(1000, inputs=False)
             out.finish()
-        while not all(out.all_bye for out in self.outputs.values()):
+        while not all(out.drained for out in self.outputs.values()):
             self._service(1000, inputs=False)
 
     def run(self) -> int:

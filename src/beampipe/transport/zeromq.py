@@ -1,26 +1,40 @@
-"""Moving messages between node processes over ZeroMQ, with credit-based flow control.
+"""Moving messages between node processes over ZeroMQ: credit-based flow control and
+acknowledgements.
 
 Topology: every *output port* of a node binds one ROUTER socket; every *input port* of a
 downstream node connects one DEALER socket to each upstream output port that feeds it. Each
 (upstream output, downstream input replica) pair is thus one ordered, bidirectional pipe:
 
 * downstream -> upstream: ``HELLO`` (who I am, initial credit in messages and bytes),
-  ``CREDIT n bytes`` after processing, ``BYE`` after the upstream said it is finished;
+  ``CREDIT n bytes`` after processing, ``ACK k`` (items 1..k of this pipe are done with),
+  ``BYE`` after the upstream said it is finished;
 * upstream -> downstream: ``ITEM`` (a message or stream marker in the wire encoding of
   :mod:`beampipe.message.wire`) and ``FINISHED`` (nothing more will come).
 
-A data message is only sent to a peer that has credit, so every receiver holds at most ``window``
-unprocessed messages (and about ``byte_window`` bytes) per upstream peer and a slow sink slows the
-source instead of growing memory: the credit-based flow control of the ZeroMQ guide, ch. 7
-("Credit-Based Flow Control", https://zguide.zeromq.org/docs/chapter7/). Stream markers travel on
-every pipe (broadcast) and do not take credit. Socket high-water marks are disabled: credit is the
-bound.
+Flow control: a data message is only sent to a peer that has credit, so every receiver holds at
+most ``window`` unprocessed messages (and about ``byte_window`` bytes) per upstream peer and a
+slow sink slows the source instead of growing memory: the credit-based flow control of the
+ZeroMQ guide, ch. 7 ("Credit-Based Flow Control", https://zguide.zeromq.org/docs/chapter7/).
+Stream markers travel on every pipe (broadcast) and do not take credit. Socket high-water marks
+are disabled: credit is the bound.
+
+Acknowledgements (at-least-once delivery): the items of a pipe are numbered 1, 2, 3, ... in the
+order sent; both ends count them, so the number is not sent. The sender *retains* every item
+until the receiver acknowledges it; the receiver acknowledges cumulatively (``ACK k``) once an
+item is done with: processed and its results acknowledged further downstream, or, at a sink,
+made durable (:meth:`beampipe.Worker.checkpoint`). Credit and acknowledgement are separate, so
+acknowledgement latency does not throttle throughput. When a receiver process dies, its peer is
+marked lost (:meth:`OutputPort.lost`); when its restarted process says HELLO again, everything
+it had not acknowledged is sent to it again, renumbered from 1. A retained item may carry a
+*token* (:class:`Token`) that is told when every peer has acknowledged it, which is how a node
+chains the acknowledgement of its input to that of its outputs.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 import zmq
@@ -28,8 +42,29 @@ import zmq
 from beampipe.message import Item, Message, WireError, decode
 from beampipe.message.key import KeyFunction, replica_of
 
-ITEM, HELLO, CREDIT, FINISHED, BYE = b"I", b"H", b"C", b"F", b"B"
+ITEM, HELLO, CREDIT, ACK, FINISHED, BYE = b"I", b"H", b"C", b"A", b"F", b"B"
 _SNDMORE = int(zmq.SNDMORE)
+
+
+class Token(Protocol):
+    """Told when the items sent on its behalf are acknowledged (see :class:`Retained`)."""
+
+    def hold(self) -> None:
+        """One more item (to one peer) waits for an acknowledgement."""
+
+    def release(self) -> None:
+        """One of them was acknowledged."""
+
+
+@dataclass(slots=True)
+class Retained:
+    """An item sent to a peer and not yet acknowledged: kept to be sent again."""
+
+    seq: int
+    item: Item
+    frames: list[Any]
+    size: int
+    token: Token | None
 
 
 class TransportError(RuntimeError):
@@ -53,13 +88,33 @@ class Peer:
     window: int
     byte_window: int
     finished: bool = False
+    alive: bool = True
+    """False from :meth:`OutputPort.lost` until the restarted replica says HELLO."""
+    seq: int = 0
+    """Items sent on this pipe (the number of the last one)."""
+    retained: deque[Retained] = field(default_factory=deque)
+    restarts: int = 0
 
     def can_take(self, size: int) -> bool:
         """Room for a message of ``size`` bytes: a message credit, and byte credit for it,
         unless nothing is in flight (so a message bigger than the byte window still moves)."""
-        if self.credit <= 0:
+        if self.credit <= 0 or not self.alive:
             return False
         return self.byte_credit >= size or self.credit >= self.window
+
+    def retain(self, item: Item, frames: list[Any], size: int, token: Token | None) -> None:
+        self.seq += 1
+        self.retained.append(Retained(self.seq, item, frames, size, token))
+        if token is not None:
+            token.hold()
+
+    def acknowledge(self, upto: int) -> None:
+        """Items ``1..upto`` are done with: drop them and release their tokens."""
+        retained = self.retained
+        while retained and retained[0].seq <= upto:
+            token = retained.popleft().token
+            if token is not None:
+                token.release()
 
 
 @dataclass(eq=False)
@@ -126,7 +181,10 @@ class OutputPort:
     in_flight_bytes: int = 0
     peak_in_flight: int = 0
     peak_in_flight_bytes: int = 0
+    resent: int = 0
+    """Items sent again to a restarted peer."""
     _connected: bool = False
+    _finished: bool = False
 
     @classmethod
     def bind(cls, ctx: zmq.Context, name: str, address: str, routes: list[Route]) -> OutputPort:
@@ -158,33 +216,12 @@ class OutputPort:
         """Process one control frame sequence from a downstream peer.
 
         Raises:
-            TransportError: a HELLO from a peer of no connection of this port, a second HELLO
-                for the same replica, or another frame from a peer that did not say HELLO.
+            TransportError: a HELLO from a peer of no connection of this port, or another frame
+                from a peer that did not say HELLO.
         """
         identity, kind, *body = frames
         if kind == HELLO:
-            hello = msgpack.unpackb(body[0])
-            route = self.routes.get(hello["target"])
-            if route is None:
-                raise TransportError(
-                    f"output {self.name!r}: HELLO from unexpected peer {hello['target']!r}"
-                )
-            if any(p.replica == hello["replica"] for p in route.peers):
-                raise TransportError(
-                    f"output {self.name!r}: second HELLO from {hello['target']!r} replica "
-                    f"{hello['replica']}"
-                )
-            peer = Peer(
-                identity,
-                hello["target"],
-                hello["replica"],
-                hello["credit"],
-                hello["bytes"],
-                hello["credit"],
-                hello["bytes"],
-            )
-            self.peers[identity] = peer
-            route.peers.append(peer)
+            self._hello(identity, msgpack.unpackb(body[0]))
             return
         peer = self.peers.get(identity)
         if peer is None:
@@ -195,22 +232,83 @@ class OutputPort:
             peer.byte_credit += nbytes
             self.in_flight -= n
             self.in_flight_bytes -= nbytes
+        elif kind == ACK:
+            peer.acknowledge(int(body[0]))
         elif kind == BYE:
             peer.finished = True
         else:
             raise TransportError(f"output {self.name!r}: unexpected frame kind {kind!r}")
 
-    def try_send(self, item: Item, frames: list[Any]) -> bool:
+    def _hello(self, identity: bytes, hello: dict[str, Any]) -> None:
+        route = self.routes.get(hello["target"])
+        if route is None:
+            raise TransportError(
+                f"output {self.name!r}: HELLO from unexpected peer {hello['target']!r}"
+            )
+        known = next((p for p in route.peers if p.replica == hello["replica"]), None)
+        if known is not None:
+            self._revive(known, identity, hello)
+            return
+        peer = Peer(
+            identity,
+            hello["target"],
+            hello["replica"],
+            hello["credit"],
+            hello["bytes"],
+            hello["credit"],
+            hello["bytes"],
+        )
+        self.peers[identity] = peer
+        route.peers.append(peer)
+
+    def _revive(self, peer: Peer, identity: bytes, hello: dict[str, Any]) -> None:
+        """A restarted replica said HELLO: send it again everything it had not acknowledged
+        (numbered from 1), then FINISHED if this port has finished."""
+        del self.peers[peer.identity]
+        self.peers[identity] = peer
+        self.in_flight -= peer.window - peer.credit
+        self.in_flight_bytes -= peer.byte_window - peer.byte_credit
+        peer.identity = identity
+        peer.credit = peer.window = hello["credit"]
+        peer.byte_credit = peer.byte_window = hello["bytes"]
+        peer.alive, peer.finished = True, False
+        peer.restarts += 1
+        peer.seq = 0
+        for i, kept in enumerate(peer.retained, 1):
+            kept.seq = peer.seq = i
+            if isinstance(kept.item, Message):
+                peer.credit -= 1
+                peer.byte_credit -= kept.size
+                self.in_flight += 1
+                self.in_flight_bytes += kept.size
+            self.socket.send_multipart([identity, ITEM, *kept.frames], copy=False)
+            self.resent += 1
+        if self._finished:
+            self.socket.send_multipart([identity, FINISHED])
+
+    def lost(self, target: str, replica: int) -> None:
+        """The process of ``target`` replica ``replica`` died: send it nothing until it says
+        HELLO again (what it had not acknowledged is kept for then)."""
+        for peer in self.peers.values():
+            if peer.target == target and peer.replica == replica:
+                peer.alive = False
+
+    def try_send(self, item: Item, frames: list[Any], token: Token | None = None) -> bool:
         """Send ``item``, encoded as ``frames``, if it can go now; False if it must wait.
 
         A message goes to the replica(s) its connection's :class:`Route` chooses, on every
-        connection at once or not at all; stream markers go to every peer without credit.
+        connection at once or not at all; stream markers go to every peer without credit (a
+        lost peer gets them when it comes back). Each peer retains the item until it is
+        acknowledged; ``token`` is held once per peer meanwhile.
         """
         if not self.connected:
             return False
         if not isinstance(item, Message):
+            size = wire_size(frames)
             for peer in self.peers.values():
-                self.socket.send_multipart([peer.identity, ITEM, *frames], copy=False)
+                peer.retain(item, frames, size, token)
+                if peer.alive:
+                    self.socket.send_multipart([peer.identity, ITEM, *frames], copy=False)
             return True
         size = wire_size(frames)
         chosen: list[Peer] = []
@@ -225,6 +323,7 @@ class OutputPort:
         for peer in chosen:
             peer.credit -= 1
             peer.byte_credit -= size
+            peer.retain(item, frames, size, token)
             # send() per part: about half the cost of send_multipart's flag handling
             send(peer.identity, _SNDMORE)
             send(ITEM, _SNDMORE)
@@ -239,13 +338,21 @@ class OutputPort:
         return True
 
     def finish(self) -> None:
-        """Tell every peer that nothing more will come."""
+        """Tell every peer that nothing more will come (a lost peer when it comes back)."""
+        self._finished = True
         for peer in self.peers.values():
-            self.socket.send_multipart([peer.identity, FINISHED])
+            if peer.alive:
+                self.socket.send_multipart([peer.identity, FINISHED])
 
     @property
-    def all_bye(self) -> bool:
-        return all(p.finished for p in self.peers.values())
+    def drained(self) -> bool:
+        """Every peer said BYE and acknowledged everything: the port may close."""
+        return all(p.finished and not p.retained for p in self.peers.values())
+
+    @property
+    def retained(self) -> int:
+        """Items (per peer) sent and not yet acknowledged."""
+        return sum(len(p.retained) for p in self.peers.values())
 
 
 def wire_size(frames: list[Any]) -> int:
@@ -257,7 +364,13 @@ def wire_size(frames: list[Any]) -> int:
 
 @dataclass(eq=False)
 class InputChannel:
-    """The receiving end of one pipe: a DEALER connected to one upstream output port."""
+    """The receiving end of one pipe: a DEALER connected to one upstream output port.
+
+    Every item received gets the pipe's next number (:attr:`received`); the node calls
+    :meth:`complete` with it when the item is done with, and :meth:`flush_acks` sends the
+    cumulative acknowledgement. :attr:`epoch` counts reconnections to a restarted upstream:
+    a completion from an earlier epoch is ignored.
+    """
 
     port: str
     upstream: str
@@ -265,11 +378,18 @@ class InputChannel:
     socket: zmq.Socket
     window: int
     byte_window: int
+    hello: bytes
     finished: bool = False
     last_size: int = 0
     """Wire bytes of the last item received."""
+    received: int = 0
+    """Items received in this epoch: the number of the last one."""
+    epoch: int = 0
     _processed: int = 0
     _processed_bytes: int = 0
+    _acked: int = 0
+    _ack_sent: int = 0
+    _done: set[int] = field(default_factory=set)
 
     @classmethod
     def connect(
@@ -286,14 +406,32 @@ class InputChannel:
     ) -> InputChannel:
         """Connect to ``endpoint`` and introduce ourselves as ``target`` replica ``replica``
         with a credit of ``window`` messages and ``byte_window`` bytes."""
-        sock = ctx.socket(zmq.DEALER)
+        hello = {"target": target, "replica": replica, "credit": window, "bytes": byte_window}
+        channel = cls(
+            port, upstream, ctx.socket(zmq.DEALER), window, byte_window, msgpack.packb(hello)
+        )
+        channel._open(endpoint)
+        return channel
+
+    def _open(self, endpoint: str) -> None:
+        sock = self.socket
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
         sock.setsockopt(zmq.LINGER, 1000)
         sock.connect(endpoint)
-        hello = {"target": target, "replica": replica, "credit": window, "bytes": byte_window}
-        sock.send_multipart([HELLO, msgpack.packb(hello)])
-        return cls(port, upstream, sock, window, byte_window)
+        sock.send_multipart([HELLO, self.hello])
+
+    def reconnect(self, ctx: zmq.Context, endpoint: str) -> None:
+        """The upstream process was restarted (at ``endpoint``): drop what is still queued
+        from its predecessor (unacknowledged, so it comes again) and start a new epoch."""
+        self.socket.close(linger=0)
+        self.socket = ctx.socket(zmq.DEALER)
+        self.epoch += 1
+        self.finished = False
+        self.received = self._acked = self._ack_sent = 0
+        self._processed = self._processed_bytes = 0
+        self._done.clear()
+        self._open(endpoint)
 
     def receive(self, block: bool = True) -> Item | None:
         """Receive one frame sequence: the item it carries, or None for FINISHED (answered
@@ -301,12 +439,14 @@ class InputChannel:
 
         Raises:
             zmq.Again: ``block=False`` and nothing is waiting.
-            beampipe.message.WireError: the frames are not a valid item.
+            beampipe.message.WireError: the frames are not a valid item (it is still counted:
+                complete it).
             TransportError: an unknown frame kind.
         """
         kind, *frames = self.socket.recv_multipart(0 if block else zmq.NOBLOCK, copy=False)
         kind_bytes = kind.bytes
         if kind_bytes == ITEM:
+            self.received += 1
             self.last_size = wire_size(frames)
             try:
                 return decode(frames)
@@ -328,6 +468,31 @@ class InputChannel:
             self._processed_bytes >= self.byte_window // 2
         ):
             self._return_credit()
+
+    def complete(self, seq: int, epoch: int) -> None:
+        """Item ``seq`` (of ``epoch``) is done with; acknowledged at the next :meth:`flush_acks`
+        once every item before it is done with too."""
+        if epoch != self.epoch:
+            return
+        if seq == self._acked + 1:
+            self._acked = seq
+            done = self._done
+            while done and self._acked + 1 in done:
+                self._acked += 1
+                done.discard(self._acked)
+        elif seq > self._acked:
+            self._done.add(seq)
+
+    def flush_acks(self) -> None:
+        """Send ``ACK k`` if more items were done with since the last one."""
+        if self._acked > self._ack_sent:
+            self.socket.send_multipart([ACK, b"%d" % self._acked])
+            self._ack_sent = self._acked
+
+    @property
+    def unacknowledged(self) -> int:
+        """Items received and not yet acknowledged."""
+        return self.received - self._ack_sent
 
     def _return_credit(self) -> None:
         if self._processed:

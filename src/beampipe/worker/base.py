@@ -108,6 +108,15 @@ class Worker:
         """
         return None
 
+    def checkpoint(self) -> None:
+        """A sink makes everything it has processed durable (flushes its files).
+
+        The runtime calls this on a sink (a node without output ports) at least every few
+        hundred messages or every 50 ms while messages wait, and at the end of each stream;
+        only then are the messages acknowledged upstream. Messages not yet checkpointed when
+        the process dies are sent again to its restarted process.
+        """
+
     def close(self) -> None:
         """The run is over (normally or not): release files and connections."""
 

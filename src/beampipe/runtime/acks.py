@@ -1,0 +1,94 @@
+"""What a node needs to acknowledge its inputs and to drop duplicates.
+
+* :class:`Receipt`: an item as received: its pipe, wire size and number on the pipe.
+* :class:`Origin`: the input(s) a worker call was made for. Every result sent on their behalf
+  holds the origin (once per peer it went to); the inputs are acknowledged upstream when the
+  call has returned and every result was acknowledged downstream. So a message is always kept
+  by some sender until its consequences are safe further down, and a process that dies loses
+  nothing: its unacknowledged inputs are sent again to its restarted self.
+* :func:`lineage`: the fingerprint that makes a recomputed result recognisable.
+* :class:`Seen`: a sink's memory of recent lineages, to drop what redelivery sent twice.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import deque
+from typing import NamedTuple
+
+from beampipe.transport import InputChannel
+
+MASK = (1 << 63) - 1
+SEEN_WINDOW = 1 << 16
+"""Lineages remembered per (upstream node, input port) of a sink. Duplicates can only come from
+redelivery of unacknowledged items, far fewer than this (windows times pipeline depth)."""
+
+
+class Receipt(NamedTuple):
+    """One received item: the pipe it came on, its wire bytes and its number in the pipe's
+    epoch."""
+
+    channel: InputChannel
+    size: int
+    seq: int
+    epoch: int
+
+    def complete(self) -> None:
+        self.channel.complete(self.seq, self.epoch)
+
+
+class Origin:
+    """The inputs of one worker call, acknowledged when the call is over and its results are
+    acknowledged downstream (see the module docstring)."""
+
+    __slots__ = ("outstanding", "receipts", "running")
+
+    def __init__(self, receipts: list[Receipt]) -> None:
+        self.receipts = receipts
+        self.outstanding = 0
+        self.running = True
+
+    def hold(self) -> None:
+        self.outstanding += 1
+
+    def release(self) -> None:
+        self.outstanding -= 1
+        if not self.outstanding and not self.running:
+            self._complete()
+
+    def done(self) -> None:
+        """The worker call returned and its results were sent."""
+        self.running = False
+        if not self.outstanding:
+            self._complete()
+
+    def _complete(self) -> None:
+        for receipt in self.receipts:
+            receipt.channel.complete(receipt.seq, receipt.epoch)
+
+
+def lineage(*parts: int | str) -> int:
+    """A 63-bit fingerprint of ``parts`` (ints, or strings hashed with CRC-32), the same in
+    every process (unlike ``hash()`` of a string)."""
+    return hash(tuple(zlib.crc32(p.encode()) if isinstance(p, str) else p for p in parts)) & MASK
+
+
+class Seen:
+    """The last :data:`SEEN_WINDOW` lineages that reached a sink from one (upstream node, input
+    port)."""
+
+    __slots__ = ("keys", "order")
+
+    def __init__(self) -> None:
+        self.keys: set[int] = set()
+        self.order: deque[int] = deque()
+
+    def add(self, key: int) -> bool:
+        """Remember ``key``; False if it was already there (a duplicate)."""
+        if key in self.keys:
+            return False
+        self.keys.add(key)
+        self.order.append(key)
+        if len(self.order) > SEEN_WINDOW:
+            self.keys.discard(self.order.popleft())
+        return True

@@ -1,0 +1,63 @@
+"""Crash recovery: a killed process is restarted, its unacknowledged messages are sent again,
+and the sink's output equals an undisturbed run's (issue 4)."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+
+from conftest import run_pipeline
+
+PIPELINE = """
+name: recovery
+nodes:
+  source:
+    use: flownodes:Counter
+    params: {{n: 2000}}
+  work:
+    use: flownodes:Tag
+    replicas: 3
+    restart: on-failure
+    restart_delay: 0.1
+  nexus:
+    use: nexus_writer
+    params: {{path: {out}}}
+    ordered: true
+    restart: on-failure
+    restart_delay: 0.1
+connections:
+  - source.out -> work.in
+  - work.out -> nexus.points
+"""
+
+
+def points(path) -> tuple[np.ndarray, np.ndarray]:
+    """(id, x) of the one stream's points, as the file holds them."""
+    with h5py.File(path) as f:
+        group = f["s0/points"]
+        return group["id"][()], group["x"][()]
+
+
+def kill(monkeypatch, node: str, replica: int, after: int) -> None:
+    faults = [{"node": node, "replica": replica, "fault": "kill", "after": after}]
+    monkeypatch.setenv("BEAMPIPE_FAULTS", json.dumps(faults))
+
+
+def test_killed_worker_replica_is_restarted_and_nothing_is_lost_or_doubled(folder, monkeypatch):
+    expected, _ = run_pipeline(folder, PIPELINE.format(out="calm.nxs"))
+    assert expected.exit_code == 0, expected.errors
+    kill(monkeypatch, "work", 1, 300)
+    result, recorder = run_pipeline(folder, PIPELINE.format(out="killed.nxs"))
+    assert result.exit_code == 0, result.errors
+    ids, x = points(folder / "killed.nxs")
+    calm_ids, calm_x = points(folder / "calm.nxs")
+    assert ids.tolist() == list(range(1, 2001))
+    np.testing.assert_array_equal(ids, calm_ids)
+    np.testing.assert_array_equal(x, calm_x)
+    work = result.metrics["work"]
+    assert work.restarts == 1
+    assert result.metrics["source"].resent > 0  # the killed replica's unacknowledged messages
+    assert [f for f in recorder.failures if "restarting" in f] and len(recorder.failures) == 1
+    assert "SIGKILL" in recorder.failures[0]
