@@ -184,6 +184,7 @@ def _node_specs(
             restart=model.restart,
             max_restarts=model.max_restarts,
             restart_delay=model.restart_delay,
+            gap_timeout=model.gap_timeout,
             line=line,
         )
     return specs

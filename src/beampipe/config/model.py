@@ -34,6 +34,8 @@ class NodeSpec(BaseModel):
             unacknowledged inputs are sent to it again); ``never`` fails the run.
         max_restarts: restarts per replica before the run fails.
         restart_delay: seconds before the first restart of a replica, doubled for each next.
+        gap_timeout: for a source: seconds an id it skipped is awaited before it is reported
+            missing (see :mod:`beampipe.runtime.gaps`).
         line: 1-based line of the node in the pipeline file.
     """
 
@@ -52,6 +54,7 @@ class NodeSpec(BaseModel):
     restart: Literal["never", "on-failure"] = "never"
     max_restarts: int = Field(default=3, ge=0)
     restart_delay: float = Field(default=0.5, ge=0)
+    gap_timeout: float = Field(default=5.0, ge=0)
     line: int
 
     def is_ordered(self, port: str) -> bool:

@@ -74,6 +74,7 @@ class NodeModel(BaseModel):
     restart: Literal["never", "on-failure"] = "never"
     max_restarts: Annotated[int, Field(ge=0, strict=True)] = 3
     restart_delay: Annotated[float, Field(ge=0)] = 0.5
+    gap_timeout: Annotated[float, Field(ge=0)] = 5.0
 
     @field_validator("params", mode="before")
     @classmethod

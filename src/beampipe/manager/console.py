@@ -122,6 +122,7 @@ class ConsoleObserver:
         for what, field in (
             ("corrupt frames dropped", "corrupt_frames"),
             ("messages skipped after errors", "skipped"),
+            ("ids never issued by sources", "missing"),
         ):
             counts = {name: getattr(m, field) for name, m in metrics.items() if getattr(m, field)}
             if counts:
@@ -132,6 +133,24 @@ class ConsoleObserver:
                     highlight=False,
                     soft_wrap=True,
                 )
+
+    def recovery(self, metrics: dict[str, NodeMetrics]) -> None:
+        """After restarts: how many, what was sent again and what sinks dropped as duplicates
+        (nothing, if no process died and no message came late)."""
+        restarts = {name: m.restarts for name, m in metrics.items() if m.restarts}
+        late = sum(m.late for m in metrics.values())
+        if not restarts and not late:
+            return
+        per_node = ", ".join(f"{name}: {n}" for name, n in restarts.items())
+        self.console.print(
+            f"[bold yellow]recovery:[/] {sum(restarts.values())} restarts"
+            + (f" ({escape(per_node)})" if per_node else "")
+            + f", {sum(m.resent for m in metrics.values())} messages sent again, "
+            f"{sum(m.duplicates for m in metrics.values())} duplicates dropped by sinks, "
+            f"{late} late messages",
+            highlight=False,
+            soft_wrap=True,
+        )
 
     def summary(self, exit_code: int, wall_time: float, outputs: list[str]) -> None:
         messages = sum(s.messages for s in self.streams.values())

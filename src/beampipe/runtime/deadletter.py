@@ -8,7 +8,8 @@ Every node replica appends to the pipeline's file (``dead_letter:``, default
 
 ``metadata`` is the message's metadata (for an event: ``{port: metadata}``). A frame sequence
 that could not be decoded is recorded as ``{"time", "node", "replica", "upstream", "bytes",
-"error"}`` instead. A line is written
+"error"}`` instead, and an id a source never issued (:mod:`beampipe.runtime.gaps`) as
+``{"time", "node", "replica", "stream", "id", "error": "missing: ..."}``. A line is written
 with one ``write`` on a file opened for appending, so lines of concurrent replicas do not mix.
 """
 
@@ -66,6 +67,25 @@ def record_corrupt(
         "upstream": upstream,
         "bytes": size,
         "error": f"{type(exc).__name__}: {exc}",
+    }
+    _append(path, line)
+
+
+def record_missing(
+    path: str | Path, node: str, replica: int, stream: str, msg_id: int, why: str
+) -> None:
+    """Append the line for id ``msg_id`` of ``stream`` that source ``node`` never issued.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    line = {
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+        "node": node,
+        "replica": replica,
+        "stream": stream,
+        "id": msg_id,
+        "error": f"missing: {why}",
     }
     _append(path, line)
 

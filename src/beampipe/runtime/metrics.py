@@ -95,6 +95,7 @@ class NodeMetrics:
             dropped.
         late: messages that arrived after their stream had ended here.
         restarts: processes of the node that died and were restarted (set by the launcher).
+        missing: ids a source skipped and never issued (recorded in the dead-letter file).
     """
 
     messages_in: int = 0
@@ -120,6 +121,7 @@ class NodeMetrics:
     duplicates: int = 0
     late: int = 0
     restarts: int = 0
+    missing: int = 0
 
     def snapshot(self) -> dict[str, Any]:
         """A msgpack-able dict; :meth:`from_snapshot` rebuilds it."""

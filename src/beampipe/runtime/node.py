@@ -36,6 +36,7 @@ from beampipe.runtime.acks import Origin, Receipt, Seen, lineage
 from beampipe.runtime.control import ControlClient
 from beampipe.runtime.events import EventBuilder, Formed
 from beampipe.runtime.faults import Faults, faults_for
+from beampipe.runtime.gaps import GapDetector
 from beampipe.runtime.metrics import NodeMetrics
 from beampipe.runtime.ordering import Reorder
 from beampipe.runtime.tap import Tap
@@ -611,8 +612,12 @@ class NodeRuntime:
             channel.flush_acks()
 
     def _run_source(self, source: Source) -> None:
+        """Send what the source generates; report the ids it skips (checked after each item:
+        a generator that blocks delays the report until it yields again)."""
+        assert self.spec is not None
         default = source.outputs[0] if source.outputs else ""
         generator = iter(self._call(None, None, source.generate))
+        gaps = GapDetector(self.spec.gap_timeout)
         n = 0
         while True:
             try:
@@ -624,10 +629,13 @@ class NodeRuntime:
             n += 1
             if n % SERVICE_EVERY == 0:
                 self._service(0, inputs=False)
+            now = time.monotonic()
             if isinstance(item, StreamStart):
                 self._open(item.stream, item.metadata)
             elif isinstance(item, Message):
                 state = self._open(item.stream)
+                if not gaps.issued(item.stream, item.id, now):
+                    self.metrics.late += 1
                 item.lineage = lineage(self.node, item.stream, item.id)
                 item.stamp(self.node)
                 self._send(item.port or default, item)
@@ -635,7 +643,20 @@ class NodeRuntime:
             else:
                 state = self._open(item.stream)
                 state.end = item
+                why = f"the stream ended with id {item.last_id} without it"
+                for msg_id in gaps.end(item.stream, item.last_id):
+                    self._missing(item.stream, msg_id, why)
                 self._close(item.stream, state)
+            deadline = gaps.next_deadline
+            if deadline is not None and now >= deadline:
+                why = f"not issued within gap_timeout = {gaps.timeout} s of a later id"
+                for stream, msg_id in gaps.expired(now):
+                    self._missing(stream, msg_id, why)
+
+    def _missing(self, stream: str, msg_id: int, why: str) -> None:
+        self.metrics.missing += 1
+        self._progress_dirty = True
+        deadletter.record_missing(self.dead_letter, self.node, self.replica, stream, msg_id, why)
 
     def _finish_outputs(self) -> None:
         for out in self.outputs.values():
