@@ -188,8 +188,14 @@ def test_signal_stops_every_process(tmp_path, signum):
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
-    assert f"interrupted by {signum.name}" in stderr
+    assert f"interrupted by {signum.name}: drained, every file closed" in " ".join(stderr.split())
     assert _node_processes(marker) == []
+    # Drained: every message the source sent reached the sink on both paths, none was cut off.
+    records = [r for r in _records(tmp_path) if r["event"] == "msg"]
+    by_port = {p: sorted(r["id"] for r in records if r["port"] == p) for p in ("squares", "plus")}
+    n = len(by_port["squares"])
+    assert [r["event"] for r in _records(tmp_path)][-1] == "end"  # the stream was ended
+    assert n > 0 and by_port["squares"] == by_port["plus"] == list(range(1, n + 1))
 
 
 def test_a_node_that_cannot_start_fails_the_run_naming_it(tmp_path):

@@ -29,6 +29,8 @@ from beampipe.runtime.metrics import NodeMetrics, merge
 
 STOP_TIMEOUT = 5.0
 """Seconds a node gets to exit after ``stop`` before it is killed."""
+DRAIN_TIMEOUT = 30.0
+"""Seconds a pipeline gets to drain after the first SIGINT/SIGTERM before it is stopped."""
 
 
 class RunObserver(Protocol):
@@ -87,6 +89,12 @@ class LocalLauncher:
         window: credit per pipe, i.e. unprocessed messages a receiver may hold per upstream peer.
         window_bytes: the same in wire bytes (a single message larger than this still moves,
             one at a time).
+        drain_timeout: seconds the pipeline gets to drain after the first SIGINT or SIGTERM.
+
+    The first SIGINT or SIGTERM *drains* the pipeline: the sources stop taking data and end
+    their open streams, everything already sent is processed and written, and the processes
+    exit as at the end of a run; the result has exit code 130 and names the signal. A second
+    signal, or ``drain_timeout``, stops every process at once (sinks still close their files).
     """
 
     def __init__(
@@ -97,6 +105,7 @@ class LocalLauncher:
         transport: Literal["ipc", "tcp"] = "ipc",
         window: int = 32,
         window_bytes: int = 64 << 20,
+        drain_timeout: float = DRAIN_TIMEOUT,
     ) -> None:
         self.pipeline = pipeline
         self.observer = observer
@@ -119,7 +128,9 @@ class LocalLauncher:
         self.metrics: dict[tuple[str, int], NodeMetrics] = {}
         self.past: dict[tuple[str, int], NodeMetrics] = {}
         """Metrics of replicas' processes that died, merged."""
+        self.drain_timeout = drain_timeout
         self._signalled = 0
+        self._signals = 0
 
     # -- processes -----------------------------------------------------------------------------
 
@@ -248,6 +259,12 @@ class LocalLauncher:
         spec = self.pipeline.nodes[rep.node]
         return spec.restart == "on-failure" and rep.restarts < spec.max_restarts
 
+    def _drain(self) -> None:
+        """Ask the sources to end their streams now; the rest of the pipeline then finishes."""
+        for rep in self.replicas.values():
+            if not self.pipeline.inputs_of(rep.node) and rep.process.poll() is None:
+                self._send(rep, "drain")
+
     def _check_processes(self) -> None:
         for key, rep in list(self.replicas.items()):
             if rep.restart_at is not None:
@@ -306,6 +323,7 @@ class LocalLauncher:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signalled = signum
+        self._signals += 1
 
     def run(self) -> RunResult:
         """Run the pipeline to its end. Returns the result; never raises for node failures."""
@@ -313,7 +331,13 @@ class LocalLauncher:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self._start()
-            while not self.errors and not self._signalled:
+            drain_until: float | None = None
+            while not self.errors and self._signals < 2:
+                if self._signalled and drain_until is None:
+                    drain_until = time.monotonic() + self.drain_timeout
+                    self._drain()
+                if drain_until is not None and time.monotonic() > drain_until:
+                    break
                 if self.control.poll(200):
                     while not self.errors and self.control.poll(0):  # first error wins
                         ident, frame = self.control.recv_multipart()
@@ -322,7 +346,11 @@ class LocalLauncher:
                 if all(r.done and r.process.poll() is not None for r in self.replicas.values()):
                     break
             if self._signalled:
-                self._fail(f"interrupted by {signal.Signals(self._signalled).name}")
+                name = signal.Signals(self._signalled).name
+                if self._signals == 1 and all(r.done for r in self.replicas.values()):
+                    self._fail(f"interrupted by {name}: drained, every file closed")
+                else:
+                    self._fail(f"interrupted by {name}: stopped before the pipeline drained")
         finally:
             self._stop_all()
             for s, handler in previous.items():

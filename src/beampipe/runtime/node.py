@@ -113,6 +113,8 @@ class NodeRuntime:
         """A sink's recent lineages per (upstream node, input port): to drop duplicates."""
         self.closed: set[str] = set()
         """Streams that ended here."""
+        self.draining = False
+        """A source was asked to end its streams and finish (``drain``)."""
         self.reorders: dict[str, Reorder] = {}
         """The reorder buffer of each ordered input port."""
         self.events: EventBuilder | None = None
@@ -255,6 +257,8 @@ class NodeRuntime:
         kind = msg["t"]
         if kind == "stop":
             raise Stopped()
+        if kind == "drain":
+            self.draining = True
         if kind == "peer_lost":
             for out in self.outputs.values():
                 out.lost(msg["target"], msg["replica"])
@@ -619,17 +623,26 @@ class NodeRuntime:
         generator = iter(self._call(None, None, source.generate))
         gaps = GapDetector(self.spec.gap_timeout)
         n = 0
+        serviced = time.monotonic()
         while True:
+            now = time.monotonic()
+            n += 1
+            if n % SERVICE_EVERY == 0 or now - serviced > PROGRESS_INTERVAL / 5:
+                self._service(0, inputs=False)
+                serviced = now
+            if self.draining:
+                close = getattr(generator, "close", None)  # a generator's cleanup runs
+                if close is not None:
+                    self._call(None, None, close)
+                for stream, state in list(self.streams.items()):
+                    self._close(stream, state)
+                break
             try:
                 item = next(generator)
             except StopIteration:
                 break
             except Exception as exc:
                 raise NodeFailure(None, None, exc) from exc
-            n += 1
-            if n % SERVICE_EVERY == 0:
-                self._service(0, inputs=False)
-            now = time.monotonic()
             if isinstance(item, StreamStart):
                 self._open(item.stream, item.metadata)
             elif isinstance(item, Message):
