@@ -61,3 +61,16 @@ def test_killed_worker_replica_is_restarted_and_nothing_is_lost_or_doubled(folde
     assert result.metrics["source"].resent > 0  # the killed replica's unacknowledged messages
     assert [f for f in recorder.failures if "restarting" in f] and len(recorder.failures) == 1
     assert "SIGKILL" in recorder.failures[0]
+
+
+def test_killed_sink_resumes_its_file_and_writes_every_message_once(folder, monkeypatch):
+    kill(monkeypatch, "nexus", 0, 700)
+    result, recorder = run_pipeline(folder, PIPELINE.format(out="killed.nxs"))
+    assert result.exit_code == 0, result.errors
+    assert result.metrics["nexus"].restarts == 1
+    assert "node 'nexus'" in recorder.failures[0] and "SIGKILL" in recorder.failures[0]
+    ids, x = points(folder / "killed.nxs")
+    assert sorted(ids.tolist()) == list(range(1, 2001))  # each once
+    np.testing.assert_array_equal(x, ids.astype(float) ** 2)
+    with h5py.File(folder / "killed.nxs") as f:
+        assert list(f) == ["s0"]  # the stream went on in its entry, no second entry

@@ -70,6 +70,8 @@ class _Stream:
     entry: str
     meta: dict[str, Any]
     groups: dict[str, GroupFile] = field(default_factory=dict)
+    resumed: bool = False
+    """The entry was written by a process that died: its group files are resumed."""
 
     def default_with(self, group: GroupFile) -> str:
         """The group to plot once ``group`` is added: the first replace-mode group, else the
@@ -97,8 +99,13 @@ class NexusWriter(beampipe.Worker):
     message's metadata; ``units`` from ``metadata["units"]`` (``{data name: unit}``).
 
     Written data is flushed (made visible to SWMR readers) at the first message after
-    ``flush_interval`` seconds since the last flush, at the end of the stream and on
-    :meth:`close`; the stream's group files are closed at its end.
+    ``flush_interval`` seconds since the last flush, at each :meth:`checkpoint`, at the end of
+    the stream and on :meth:`close`; the stream's group files are closed at its end.
+
+    After a crash (``restart: on-failure``) the restarted writer resumes: it keeps the master
+    file, and a stream whose entry exists goes on in that entry, its group files reopened
+    (:meth:`GroupFile.resume`) and the messages already in them skipped, so every message is
+    written exactly once.
 
     Raises:
         TypeError: message data that is bytes or not numeric.
@@ -132,12 +139,26 @@ class NexusWriter(beampipe.Worker):
         self.data_dir = self.path.with_name(f"{self.path.stem}_data")
         self._streams: dict[str, _Stream] = {}
         self._entries: list[str] = []
+        self._existing: dict[str, str] | None = None
+        """After a restart: ``{stream: entry}`` of the entries in the master file."""
         self._last_flush = time.monotonic()
 
     def on_stream_start(self, stream: str, metadata: dict[str, Any]) -> None:
         """Add the stream's NXentry to the master file (creating the file at the first stream)."""
         if stream in self._streams:
             raise ValueError(f"{self.name}: stream {stream!r} started twice")
+        if self.restarts and self._existing is None and self.path.exists():
+            with h5py.File(self.path, "r") as f:
+                self._entries = list(f)
+                self._existing = {
+                    f[e]["entry_identifier"][()].decode(): e
+                    for e in f
+                    if "entry_identifier" in f[e]
+                }
+        if self._existing and stream in self._existing:
+            entry = self._existing.pop(stream)
+            self._streams[stream] = _Stream(entry=entry, meta=dict(metadata), resumed=True)
+            return
         if not self._entries:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         name = unique_name(nexus_name(stream, "entry"), self._entries)
@@ -161,6 +182,11 @@ class NexusWriter(beampipe.Worker):
             self._flush_all()
             self._last_flush = now
 
+    def checkpoint(self) -> None:
+        """Flush every open group file: what was processed is then in the files."""
+        self._flush_all()
+        self._last_flush = time.monotonic()
+
     def on_stream_end(self, stream: str) -> None:
         """Flush and close the stream's group files (they stop being SWMR files)."""
         state = self._stream(stream)
@@ -182,6 +208,12 @@ class NexusWriter(beampipe.Worker):
     def _open_group(self, state: _Stream, msg: beampipe.Message) -> GroupFile:
         """Create the port's group file and link it into the entry (one master edit)."""
         spec = self.params.groups.get(msg.port, GroupParams())
+        name = nexus_name(msg.port, "data")
+        path = self.data_dir / state.entry / f"{name}.h5"
+        if state.resumed and path.exists():
+            group = GroupFile.resume(path, name, msg, spec.mode)
+            state.groups[msg.port] = group
+            return group
         group: GroupFile | None = None
         try:
             with edit_master(self.path) as f:

@@ -170,6 +170,8 @@ class GroupFile:
         self.name = name
         self.mode = mode
         self.count = 0
+        self.written: set[int] = set()
+        """Ids in the file before a :meth:`resume` (skipped by :meth:`write`)."""
         self._pending: list[tuple[int, dict[str, np.ndarray]]] = []
         arrays = numeric_arrays(msg)
         scalars = numeric_scalars(msg.metadata) if mode == "replace" else {}
@@ -192,6 +194,46 @@ class GroupFile:
         except BaseException:
             self.file.close()
             raise
+
+    @classmethod
+    def resume(
+        cls, path: Path, name: str, msg: beampipe.Message, mode: Literal["append", "replace"]
+    ) -> GroupFile:
+        """Reopen the group file a writer process that died left behind, to go on writing.
+
+        A file left open in SWMR mode by a killed writer can be read (up to its last flush) but
+        not opened for writing again (HDF5 keeps its "open for writing" flag set), so the flushed
+        content is copied into a fresh file that then replaces it. ``msg`` is the port's next
+        message: its data names give the dataset names, as they did at creation. In append
+        mode the ids already in the file are remembered: :meth:`write` skips them.
+
+        Raises:
+            OSError: the file cannot be read or replaced.
+            KeyError: the file lacks a dataset ``msg`` needs.
+        """
+        tmp = path.with_name(f".{path.name}.resume")
+        with h5py.File(path, "r", swmr=True) as old, h5py.File(tmp, "w", libver=LIBVER) as new:
+            new.attrs.update(old.attrs)
+            old.copy("entry", new)
+        os.replace(tmp, path)
+        gf = cls.__new__(cls)
+        gf.path, gf.name, gf.mode = path, name, mode
+        gf._pending = []
+        arrays = numeric_arrays(msg)
+        gf.file = h5py.File(path, "r+", libver=LIBVER)
+        group = gf.file["entry"][name]
+        scalars = [k for k in numeric_scalars(msg.metadata) if k not in arrays]
+        scalars = [k for k in scalars if mode == "replace"]
+        gf.columns = _column_names([*arrays, *scalars])
+        gf.names = frozenset(arrays)
+        gf.scalars = tuple(k for k in scalars if gf.columns[k] in group)
+        gf.datasets = {k: group[gf.columns[k]] for k in [*arrays, *gf.scalars]}
+        gf.id = group["id"]
+        gf.signal = group.attrs["signal"]
+        gf.written = set(gf.id[()].tolist()) if mode == "append" else set()
+        gf.count = len(gf.written)
+        gf.file.swmr_mode = True
+        return gf
 
     def _skeleton(self) -> h5py.Group:
         self.file.attrs.update({"NX_class": "NXroot", "default": "entry"})
@@ -243,7 +285,11 @@ class GroupFile:
     def write(self, msg: beampipe.Message) -> None:
         """Append or replace with the data of ``msg``. Appended rows are kept in memory and
         written in one block per dataset by :meth:`flush` (per-row HDF5 writes cost ~60 µs
-        each, which would cap a scan at a few hundred points per second)."""
+        each, which would cap a scan at a few hundred points per second). A message whose id
+        was in the file when it was resumed is skipped (it was sent again after a crash)."""
+        if msg.id in self.written:
+            self.written.discard(msg.id)
+            return
         arrays = numeric_arrays(msg)
         if set(arrays) != self.names:
             raise ValueError(

@@ -156,6 +156,7 @@ class NodeRuntime:
         cls = pipeline.node_class(self.node)
         self.worker = self._call(None, None, cls, pipeline.node_params(self.node), self.node)
         self.worker.replica = self.replica
+        self.worker.restarts = self.incarnation
         for port in dict.fromkeys(c.source_port for c in pipeline.outputs_of(self.node)):
             routes = [
                 Route(

@@ -307,8 +307,8 @@ class OutputPort:
             size = wire_size(frames)
             for peer in self.peers.values():
                 peer.retain(item, frames, size, token)
-                if peer.alive:
-                    self.socket.send_multipart([peer.identity, ITEM, *frames], copy=False)
+                if peer.alive and self._reachable(peer):
+                    self.socket.send_multipart([ITEM, *frames], copy=False)
             return True
         size = wire_size(frames)
         chosen: list[Peer] = []
@@ -324,8 +324,9 @@ class OutputPort:
             peer.credit -= 1
             peer.byte_credit -= size
             peer.retain(item, frames, size, token)
+            if not self._reachable(peer):
+                continue  # retained: it goes to the restarted process
             # send() per part: about half the cost of send_multipart's flag handling
-            send(peer.identity, _SNDMORE)
             send(ITEM, _SNDMORE)
             for i, frame in enumerate(frames):
                 send(frame, 0 if i == last else _SNDMORE, copy=copy)
@@ -337,12 +338,24 @@ class OutputPort:
         self.peak_in_flight_bytes = max(self.peak_in_flight_bytes, self.in_flight_bytes)
         return True
 
+    def _reachable(self, peer: Peer) -> bool:
+        """Start a message to ``peer`` (its routing frame); False, and the peer marked lost,
+        if its process is gone (ZeroMQ knew before the launcher said so)."""
+        try:
+            self.socket.send(peer.identity, _SNDMORE)
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            peer.alive = False
+            return False
+        return True
+
     def finish(self) -> None:
         """Tell every peer that nothing more will come (a lost peer when it comes back)."""
         self._finished = True
         for peer in self.peers.values():
-            if peer.alive:
-                self.socket.send_multipart([peer.identity, FINISHED])
+            if peer.alive and self._reachable(peer):
+                self.socket.send(FINISHED)
 
     @property
     def drained(self) -> bool:

@@ -81,6 +81,10 @@ class Worker:
         self.replica = 0
         """Which replica of its node this is (0 to ``replicas - 1``; set by the runtime before
         the first hook is called)."""
+        self.restarts = 0
+        """How often this replica's process died and was restarted before this one (set by
+        the runtime before the first hook): a sink that finds ``restarts > 0`` resumes the
+        files its predecessor wrote instead of starting them afresh."""
 
     def on_stream_start(self, stream: str, metadata: dict[str, Any]) -> Output:
         """A new stream opens; ``metadata`` is its header (e.g. the scan file's)."""
