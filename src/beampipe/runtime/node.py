@@ -644,6 +644,10 @@ class NodeRuntime:
                 break
             except Exception as exc:
                 raise NodeFailure(None, None, exc) from exc
+            if item is None:  # the source is waiting for data: a chance to drain or stop
+                self._service(0, inputs=False)
+                serviced = time.monotonic()
+                continue
             if isinstance(item, StreamStart):
                 self._open(item.stream, item.metadata)
             elif isinstance(item, Message):

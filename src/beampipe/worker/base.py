@@ -130,7 +130,10 @@ class Source(Worker):
 
     :meth:`generate` yields, for each stream, a :class:`~beampipe.StreamStart`, the stream's
     messages with ids 1, 2, 3, ... and an :class:`~beampipe.EndOfStream`. The runtime sends each
-    item on as soon as the downstream nodes have room (backpressure pauses the generator).
+    item on as soon as the downstream nodes have room (backpressure pauses the generator). A
+    source that waits for data (a detector, a PV monitor) should yield ``None`` every half
+    second or so while it waits: the runtime then answers its control channel, so the source
+    can be drained (its streams ended) or stopped without waiting for the next item.
     """
 
     inputs: ClassVar[tuple[str, ...] | None] = ()
