@@ -107,7 +107,7 @@ def _check_runtime_options(
             locate(spec.name, "replicas"),
             spec.name,
         )
-    elif issubclass(cls, Source) and spec.replicas > 1:
+    elif issubclass(cls, Source) and spec.replicas > 1 and not getattr(cls, "shared_group", False):
         problems.add(
             f"{spec.use} is a source: each replica would bring in all of its data again, so a "
             f"source runs as one process (replicas: {spec.replicas} is not possible)",
