@@ -10,7 +10,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from beampipe.config import Pipeline, PipelineError, load_pipeline, parse_override
+from beampipe.config import (
+    Connection,
+    NodeSpec,
+    Pipeline,
+    PipelineError,
+    load_pipeline,
+    parse_override,
+)
 from beampipe.manager import LocalLauncher
 from beampipe.manager.console import ConsoleObserver
 
@@ -82,22 +89,145 @@ def run(
     metrics: Annotated[
         bool, typer.Option("--metrics/--no-metrics", help="print per-node metrics at the end")
     ] = True,
+    ui: Annotated[
+        bool, typer.Option("--ui", help="serve the live viewer (a web page; URL printed)")
+    ] = False,
+    ui_port: Annotated[int, typer.Option("--ui-port", help="viewer port (0: any free)")] = 0,
+    ui_host: Annotated[
+        str, typer.Option("--ui-host", help="viewer address (0.0.0.0: all interfaces)")
+    ] = "127.0.0.1",
 ) -> None:
     """Run a pipeline in the foreground on this machine until its sources are finished."""
+    viewer = (ui_host, ui_port) if ui else None
+    _launch(_load(file, set_), transport, window, window_mb, metrics, viewer)
+
+
+def _launch(
+    pipeline: Pipeline,
+    transport: str,
+    window: int,
+    window_mb: float,
+    metrics: bool,
+    ui: tuple[str, int] | None = None,
+) -> None:
     if transport not in ("ipc", "tcp"):
         raise typer.BadParameter("must be ipc or tcp", param_hint="--transport")
-    pipeline = _load(file, set_)
+    viewer = _viewer(pipeline, *ui) if ui is not None else None
     with ConsoleObserver(pipeline, console) as observer:
         launcher = LocalLauncher(
             pipeline,
-            observer,
+            observer if viewer is None else viewer.observer(observer),
             transport=transport,
             window=window,
             window_bytes=int(window_mb * 1e6),
         )
+        if viewer is not None:
+            viewer.start(launcher)
         result = launcher.run()
     if metrics and result.metrics:
         observer.metrics_table(result.metrics, result.wall_time)
     observer.skipped(result.metrics, pipeline.dead_letter)
+    observer.recovery(result.metrics)
     observer.summary(result.exit_code, result.wall_time, _output_files(pipeline))
+    if viewer is not None and result.exit_code == 130:  # the run was interrupted: stop all
+        viewer.stop()
+    elif viewer is not None:  # keep the final plots and files browsable
+        console.print(f"viewer: still serving {viewer.url} (Ctrl-C to stop)", highlight=False)
+        viewer.serve_until_interrupted()
     raise typer.Exit(result.exit_code)
+
+
+def _viewer(pipeline: Pipeline, host: str, port: int) -> Any:
+    """The live viewer of ``run --ui`` (:class:`beampipe.viewer.Viewer`), its URL printed."""
+    try:
+        from beampipe.viewer import Viewer
+    except ImportError as exc:
+        console.print(
+            f"[bold red]error:[/] --ui needs the viewer's packages: pip install 'beampipe[ui]' "
+            f"({escape(str(exc))})",
+            highlight=False,
+        )
+        raise typer.Exit(2) from None
+    try:
+        viewer = Viewer(pipeline, host, port)
+    except OSError as exc:
+        console.print(
+            f"[bold red]error:[/] --ui: cannot listen on {escape(host)} port {port}: {exc}",
+            highlight=False,
+        )
+        raise typer.Exit(2) from None
+    console.print(f"viewer: {viewer.url}", highlight=False, soft_wrap=True)
+    return viewer
+
+
+@app.command()
+def record(
+    file: PipelineFile,
+    port: Annotated[
+        list[str],
+        typer.Option(
+            "--port",
+            help="an output port to record: NODE.PORT, or NODE for its first port (repeatable)",
+        ),
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="the recording to write (HDF5)")],
+    set_: SetOption = None,
+    transport: Annotated[str, typer.Option(help="ipc (default) or tcp")] = "ipc",
+    window: Annotated[int, typer.Option(help="credit: messages in flight per pipe")] = 32,
+    window_mb: Annotated[
+        float, typer.Option("--window-mb", help="credit: MB in flight per pipe")
+    ] = 64.0,
+    metrics: Annotated[
+        bool, typer.Option("--metrics/--no-metrics", help="print per-node metrics at the end")
+    ] = True,
+) -> None:
+    """Run a pipeline and record what the given output ports send into an HDF5 file (a
+    `recorder` node is added; play the file back with `use: replay`)."""
+    pipeline = _with_recorder(_load(file, set_), port, output)
+    _launch(pipeline, transport, window, window_mb, metrics)
+
+
+def _with_recorder(pipeline: Pipeline, ports: list[str], output: Path) -> Pipeline:
+    """``pipeline`` plus a ``recorder`` node writing ``output``, fed by each ``NODE[.PORT]`` of
+    ``ports`` on an input port named ``NODE_PORT``."""
+    name, k = "recorder", 1
+    while name in pipeline.nodes:
+        k += 1
+        name = f"recorder_{k}"
+    origins: dict[str, str] = {}
+    connections = []
+    for text in ports:
+        node, _, out = text.partition(".")
+        if node not in pipeline.nodes:
+            raise typer.BadParameter(
+                f"{text!r}: no node {node!r} (nodes: {', '.join(pipeline.nodes)})",
+                param_hint="--port",
+            )
+        outputs = pipeline.node_class(node).outputs
+        out = out or (outputs[0] if outputs else "")
+        if out not in outputs:
+            have = f"its output ports: {', '.join(outputs)}" if outputs else "it is a sink"
+            raise typer.BadParameter(
+                f"{text!r}: {node!r} has no output port {out!r} ({have})", param_hint="--port"
+            )
+        target = f"{node}_{out}"
+        if target in origins:
+            raise typer.BadParameter(
+                f"{text!r}: {origins[target]!r} is recorded as port {target!r} already",
+                param_hint="--port",
+            )
+        origins[target] = f"{node}.{out}"
+        connections.append(
+            Connection(source=node, source_port=out, target=name, target_port=target, line=0)
+        )
+    spec = NodeSpec(
+        name=name, use="recorder", params={"path": str(output), "origins": origins}, line=0
+    )
+    recorded = pipeline.model_copy(
+        update={
+            "nodes": {**pipeline.nodes, name: spec},
+            "connections": [*pipeline.connections, *connections],
+        }
+    )
+    recorded.node_params(name)
+    return recorded

@@ -1,0 +1,343 @@
+"""What the viewer keeps of each output port: small previews of the items seen on the tap.
+
+The viewer never holds the messages themselves. Per (node, output port) a :class:`PortPreview`
+folds each item into:
+
+* **points**: 0-d data items (one scan point per message) appended per stream into columns,
+  next to the message ``id`` and the source timestamp ``t`` (unix s). Plotted against the axis
+  the metadata names (``axes: [energy]`` -> mu(E)), else against time: a time series.
+* **curves**: 1-D data items; per stream the latest array of each name, plotted against the
+  1-D axis item of the same length if the metadata names one, else against the index.
+* **images**: 2-D (or higher: the first 2-D slice) data items; only the latest frame of the
+  port is kept and binned to at most :data:`MAX_SIDE` pixels on its long side, at most
+  :data:`IMAGE_RATE` times per second (a frame that comes sooner waits, replaced by newer ones,
+  and the last frame of a stream is always binned).
+
+``bytes`` items are not shown. Metadata ``signal`` names the item plotted first and ``axes`` the
+x axis (the NeXus plotting conventions, https://manual.nexusformat.org/datarules.html).
+The newest :data:`MAX_STREAMS` streams are kept per port, each with at most :data:`MAX_POINTS`
+points per column (beyond that every second point is dropped: the curve keeps its shape).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from beampipe.message import EndOfStream, Item, Message, StreamStart
+
+MAX_SIDE = 512
+"""Pixels on the long side of a binned image at most."""
+IMAGE_RATE = 2.0
+"""Image previews binned per second and port, at most."""
+MAX_STREAMS = 10
+"""Streams kept per port (the oldest is forgotten)."""
+MAX_POINTS = 50_000
+"""Points kept per stream and column; beyond that every second point is dropped."""
+
+
+def bin_image(image: np.ndarray, max_side: int = MAX_SIDE) -> tuple[np.ndarray, int]:
+    """Block means of ``f x f`` pixels, ``f = ceil(max(rows, columns) / max_side)``.
+
+    Args:
+        image: a 2-D numeric array (rows, columns), any dtype.
+        max_side: pixels on the long side of the result at most.
+
+    Returns:
+        ``(binned, f)``: float32 array of shape ``(ceil(rows / f), ceil(columns / f))`` (the
+        last row and column of blocks average the pixels there are); a non-finite pixel makes
+        its block non-finite. Sums are taken in float32 (exact for 16-bit counts up to f = 16;
+        a preview, not a measurement): a 4-megapixel frame takes about 20 ms.
+
+    Raises:
+        ValueError: ``image`` is not 2-D or ``max_side`` < 1.
+    """
+    if image.ndim != 2 or max_side < 1:
+        raise ValueError(f"bin_image needs a 2-D image and max_side >= 1, got {image.shape}")
+    rows, cols = image.shape
+    f = max(1, math.ceil(max(rows, cols) / max_side))
+    if f == 1:
+        return image.astype(np.float32), 1
+    r, c = np.arange(0, rows, f), np.arange(0, cols, f)
+    # Along the rows first: contiguous memory, so the large pass is the fast one.
+    sums = np.add.reduceat(np.add.reduceat(image, c, axis=1, dtype=np.float32), r, axis=0)
+    counts = np.outer(np.diff(r, append=rows), np.diff(c, append=cols))
+    return (sums / counts).astype(np.float32), f
+
+
+def _kind(value: Any) -> str | None:
+    """``points``, ``curves`` or ``images`` for a data item; None for what is not shown."""
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+        return None
+    if value.ndim == 0 or (value.ndim == 1 and value.size == 1):
+        return "points"
+    if value.ndim == 1:
+        return "curves"
+    return "images"
+
+
+@dataclass
+class _Columns:
+    """Growing columns of one stream's 0-d items: name -> float64 buffer, ``n`` rows used."""
+
+    buffers: dict[str, np.ndarray] = field(default_factory=dict)
+    n: int = 0
+
+    def append(self, row: dict[str, float]) -> None:
+        if self.n == MAX_POINTS:
+            for name, buf in self.buffers.items():
+                kept = buf[: self.n : 2].copy()
+                self.buffers[name] = np.resize(kept, buf.size)
+            self.n = math.ceil(self.n / 2)
+        for name in row:
+            if name not in self.buffers:
+                self.buffers[name] = np.full(max(256, self.n * 2), np.nan)
+        for name, buf in self.buffers.items():
+            if self.n == buf.size:
+                buf = self.buffers[name] = np.resize(buf, 2 * buf.size)
+            buf[self.n] = row.get(name, np.nan)
+        self.n += 1
+
+    def column(self, name: str) -> np.ndarray | None:
+        buf = self.buffers.get(name)
+        return None if buf is None else buf[: self.n].copy()
+
+
+@dataclass
+class StreamPreview:
+    """What a port showed of one stream."""
+
+    name: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Of the stream start (or the first message)."""
+    messages: int = 0
+    last_id: int = 0
+    finished: bool = False
+    points: _Columns = field(default_factory=_Columns)
+    curves: dict[str, np.ndarray] = field(default_factory=dict)
+    """Latest 1-D array per name (read-only views of the received buffers, never changed)."""
+
+
+@dataclass
+class ImagePreview:
+    """The latest binned frame of a port."""
+
+    name: str
+    stream: str
+    id: int
+    shape: tuple[int, int]
+    """Of the frame received."""
+    binned: np.ndarray
+    binning: int
+
+
+class PortPreview:
+    """The previews of one output port of one node. Not thread-safe: see :class:`Previews`.
+
+    Attributes:
+        version: incremented whenever something shown changes.
+        messages: messages seen on the tap.
+        images_binned: image previews made.
+        images_skipped: frames replaced by a newer one before they were binned.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.streams: dict[str, StreamPreview] = {}
+        self.images: dict[str, ImagePreview] = {}
+        self.keys: dict[str, str] = {}
+        """Data name -> ``points``, ``curves`` or ``images``, in order of appearance."""
+        self.signal: str | None = None
+        self.axes: list[str] = []
+        self.version = 0
+        self.messages = 0
+        self.images_binned = 0
+        self.images_skipped = 0
+        self._pending: Message | None = None
+        self._last_binned = -math.inf
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def add(self, item: Item) -> None:
+        """Fold one item received on the tap into the previews."""
+        if isinstance(item, StreamStart):
+            self._stream(item.stream, item.metadata)
+        elif isinstance(item, EndOfStream):
+            stream = self._stream(item.stream, {})
+            stream.finished = True
+            if self._pending is not None and self._pending.stream == item.stream:
+                self._bin(self._pending)
+            self.version += 1
+        else:
+            self._message(item)
+
+    def tick(self) -> None:
+        """Bin the waiting frame if its time has come (call a few times per second)."""
+        if self._pending is not None and self.clock() - self._last_binned >= 1.0 / IMAGE_RATE:
+            self._bin(self._pending)
+
+    def _stream(self, name: str, metadata: dict[str, Any]) -> StreamPreview:
+        stream = self.streams.get(name)
+        if stream is None:
+            stream = self.streams[name] = StreamPreview(name, dict(metadata))
+            while len(self.streams) > MAX_STREAMS:
+                del self.streams[next(iter(self.streams))]
+        self._plotting(metadata)
+        return stream
+
+    def _plotting(self, metadata: dict[str, Any]) -> None:
+        signal, axes = metadata.get("signal"), metadata.get("axes")
+        if isinstance(signal, str):
+            self.signal = signal
+        if isinstance(axes, str):
+            axes = [axes]
+        if isinstance(axes, list) and all(isinstance(a, str) for a in axes):
+            self.axes = axes
+
+    def _message(self, msg: Message) -> None:
+        self.messages += 1
+        stream = self._stream(msg.stream, msg.metadata)
+        stream.messages += 1
+        stream.last_id = max(stream.last_id, msg.id)
+        row: dict[str, float] = {}
+        image = False
+        for name, value in msg.data.items():
+            kind = _kind(value)
+            if kind is None:
+                continue
+            self.keys.setdefault(name, kind)
+            if kind == "points":
+                row[name] = float(value.reshape(-1)[0])
+            elif kind == "curves":
+                stream.curves[name] = value
+            else:
+                image = True
+        if row:
+            row["id"] = float(msg.id)
+            if msg.timestamps:
+                row["t"] = float(msg.timestamps[0][1])
+            stream.points.append(row)
+        if image:
+            if self._pending is not None:
+                self.images_skipped += 1
+            self._pending = msg
+            self.tick()
+        self.version += 1
+
+    def _bin(self, msg: Message) -> None:
+        self._pending = None
+        self._last_binned = self.clock()
+        for name, value in msg.data.items():
+            if _kind(value) != "images":
+                continue
+            frame = value.reshape(-1, *value.shape[-2:])[0]
+            binned, f = bin_image(frame)
+            shape = (int(frame.shape[0]), int(frame.shape[1]))
+            self.images[name] = ImagePreview(name, msg.stream, msg.id, shape, binned, f)
+        self.images_binned += 1
+        self.version += 1
+
+    # -- output --------------------------------------------------------------------------------
+
+    def default_key(self) -> str | None:
+        """The item plotted first: the metadata's signal if seen, else an image, a curve or a
+        point column, in that order."""
+        if self.signal in self.keys:
+            return self.signal
+        for kind in ("images", "curves", "points"):
+            for name, k in self.keys.items():
+                if k == kind:
+                    return name
+        return None
+
+    def payload(self, key: str | None) -> dict[str, Any]:
+        """The JSON-able plot of data item ``key`` (None: :meth:`default_key`), as sent to the
+        browser (see docs/viewer.md, "plot"). Arrays are numpy arrays (for ``orjson``)."""
+        key = key if key in self.keys else self.default_key()
+        out: dict[str, Any] = {
+            "keys": self.keys,
+            "key": key,
+            "signal": self.signal,
+            "messages": self.messages,
+            "version": self.version,
+        }
+        kind = self.keys.get(key) if key is not None else None
+        out["kind"] = kind
+        if kind == "images":
+            image = self.images.get(key)  # type: ignore[arg-type]
+            out["image"] = None if image is None else _image_payload(image)
+        elif kind == "points":
+            out["axis"], out["traces"] = self._points(key)  # type: ignore[arg-type]
+        elif kind == "curves":
+            out["axis"], out["traces"] = self._curves(key)  # type: ignore[arg-type]
+        return out
+
+    def _axis(self, kind: str) -> str | None:
+        """The first name of ``axes`` that is an item of this kind."""
+        return next((a for a in self.axes if self.keys.get(a) == kind), None)
+
+    def _points(self, key: str) -> tuple[str, list[dict[str, Any]]]:
+        axis = self._axis("points") or "time"
+        traces = []
+        for s in self.streams.values():
+            y = s.points.column(key)
+            if y is None:
+                continue
+            if axis == "time":
+                t = s.points.column("t")
+                x = t * 1000.0 if t is not None else s.points.column("id")
+            else:
+                x = s.points.column(axis)
+            traces.append(_trace(s, x, y))
+        return axis, traces
+
+    def _curves(self, key: str) -> tuple[str | None, list[dict[str, Any]]]:
+        axis = self._axis("curves")
+        traces = []
+        for s in self.streams.values():
+            y = s.curves.get(key)
+            if y is None:
+                continue
+            x = s.curves.get(axis) if axis is not None else None
+            if x is None or x.shape != y.shape:
+                x = np.arange(y.size, dtype=np.float64)
+            traces.append(_trace(s, x, y))
+        return axis, traces
+
+
+def _float64(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+def _trace(s: StreamPreview, x: np.ndarray | None, y: np.ndarray) -> dict[str, Any]:
+    x = np.arange(y.size, dtype=np.float64) if x is None else x
+    return {
+        "stream": s.name,
+        "finished": s.finished,
+        "last_id": s.last_id,
+        "x": _float64(x),
+        "y": _float64(y),
+    }
+
+
+def _image_payload(image: ImagePreview) -> dict[str, Any]:
+    z = np.ascontiguousarray(image.binned, dtype="<f4")
+    finite = z[np.isfinite(z)]
+    return {
+        "name": image.name,
+        "stream": image.stream,
+        "id": image.id,
+        "shape": list(image.shape),
+        "binning": image.binning,
+        "rows": int(z.shape[0]),
+        "columns": int(z.shape[1]),
+        "z": base64.b64encode(z.tobytes()).decode("ascii"),
+        "min": float(finite.min()) if finite.size else None,
+        "max": float(finite.max()) if finite.size else None,
+    }

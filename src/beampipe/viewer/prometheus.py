@@ -1,0 +1,174 @@
+"""``/metrics``: the run's metrics in the Prometheus text format, for facility monitoring.
+
+Read at each scrape from the launcher's latest per-replica
+:class:`~beampipe.runtime.metrics.NodeMetrics` (updated every 0.5 s by the nodes' progress
+reports; a restarted replica's counts include those of its earlier processes) by a custom
+collector of the ``prometheus_client`` library
+(https://prometheus.github.io/client_python/collector/custom/). Every series has the labels
+``pipeline``, ``node`` and ``replica``; the NodeMetrics field each one shows:
+
+* counters: ``beampipe_messages_received_total`` (messages_in), ``_received_bytes_total``
+  (bytes_in), ``_messages_sent_total`` (messages_out), ``_sent_bytes_total`` (bytes_out),
+  ``_cpu_seconds_total`` (cpu_time), ``_corrupt_frames_total``, ``_skipped_messages_total``
+  (skipped), ``_retries_total``, ``_incomplete_events_total``, ``_dropped_events_total``,
+  ``_out_of_order_total``, ``_resent_total``, ``_duplicates_total``, ``_late_total``;
+* gauges: ``beampipe_in_flight_messages`` (in_flight), ``_in_flight_bytes``,
+  ``_held_messages`` (held), ``_retained_messages`` (retained);
+* histograms: ``beampipe_process_time_seconds`` (process_time), ``beampipe_latency_seconds``
+  (latency), with the buckets of :data:`BUCKETS` (every 5th edge of the node histograms: 4 per
+  decade from 1 µs to 100 s, where the counts are exact) and ``_count``, but no ``_sum`` (the
+  nodes keep none);
+* per replica process: ``beampipe_replica_up`` (1 while it runs) and
+  ``beampipe_replica_restarts_total`` (the launcher's count; 0 if it keeps none).
+
+A field this version of NodeMetrics does not have is left out. The viewer adds
+``beampipe_viewer_tap_messages_total{node, port}`` (messages it received through the taps) and
+``beampipe_viewer_image_previews_total{node, port}`` (binned image previews it made).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import fields
+from typing import Any
+
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from beampipe.runtime.metrics import EDGES, Histogram, NodeMetrics
+from beampipe.viewer.status import node_metrics
+
+BUCKET_STEP = 5
+BUCKETS = EDGES[::BUCKET_STEP]
+"""Upper bucket edges (s) of the exported histograms."""
+
+_COUNTERS = (
+    ("messages_received", "Messages received", "messages_in"),
+    ("received_bytes", "Wire bytes received", "bytes_in"),
+    ("messages_sent", "Messages sent on all output ports", "messages_out"),
+    ("sent_bytes", "Wire bytes sent on all output ports", "bytes_out"),
+    ("cpu_seconds", "CPU seconds (user + system) used by the process", "cpu_time"),
+    ("corrupt_frames", "Received frame sequences that could not be decoded", "corrupt_frames"),
+    ("skipped_messages", "Messages skipped after errors (on_error: skip)", "skipped"),
+    ("retries", "Attempts repeated after a TransientError", "retries"),
+    ("incomplete_events", "Events delivered with missing parts", "incomplete_events"),
+    ("dropped_events", "Incomplete events dropped", "dropped_events"),
+    ("out_of_order", "Messages let through out of order (reorder buffer full)", "out_of_order"),
+    ("resent", "Items sent again to a restarted downstream replica", "resent"),
+    ("duplicates", "Messages received twice after a redelivery and dropped", "duplicates"),
+    ("late", "Messages that arrived after their stream had ended", "late"),
+)
+_GAUGES = (
+    ("in_flight_messages", "Messages sent downstream and not yet processed", "in_flight"),
+    ("in_flight_bytes", "Wire bytes of the messages in flight", "in_flight_bytes"),
+    ("held_messages", "Messages received and not yet processed", "held"),
+    ("retained_messages", "Items sent and not yet acknowledged (kept to resend)", "retained"),
+)
+_HISTOGRAMS = (
+    ("process_time_seconds", "Seconds in the worker's process() per message", "process_time"),
+    ("latency_seconds", "Seconds from the source's timestamp to receipt", "latency"),
+)
+_LABELS = ["pipeline", "node", "replica"]
+_FIELDS = {f.name for f in fields(NodeMetrics)}
+"""Counters of the table that this version of NodeMetrics does not have are left out."""
+
+
+def buckets(h: Histogram) -> list[tuple[str, float]]:
+    """Cumulative ``(le, count)`` pairs of ``h`` at :data:`BUCKETS`, then ``+Inf``."""
+    out = []
+    seen = 0
+    for i, n in enumerate(h.counts[: len(EDGES)]):
+        seen += n
+        if i % BUCKET_STEP == 0:
+            out.append((repr(EDGES[i]), float(seen)))
+    out.append(("+Inf", float(h.total)))
+    return out
+
+
+class RunCollector(Collector):
+    """Collects the metrics of a launcher's replicas and of the viewer at each scrape.
+
+    Args:
+        name: the pipeline's name (label ``pipeline``).
+        launcher: returns the running launcher, or None before it exists.
+        viewer_counts: returns ``{(node, port): (tap messages, image previews, ...)}``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        launcher: Callable[[], Any],
+        viewer_counts: Callable[[], dict[tuple[str, str], tuple[int, ...]]],
+    ) -> None:
+        self.name = name
+        self.launcher = launcher
+        self.viewer_counts = viewer_counts
+
+    def collect(self) -> Iterator[Metric]:
+        launcher = self.launcher()
+        metrics = node_metrics(launcher) if launcher is not None else {}
+        replicas = list(launcher.replicas.values()) if launcher is not None else []
+        keys = sorted(metrics)
+        for short, doc, attr in _COUNTERS:
+            if attr not in _FIELDS:
+                continue
+            family = CounterMetricFamily(f"beampipe_{short}", doc, labels=_LABELS)
+            for node, r in keys:
+                family.add_metric([self.name, node, str(r)], getattr(metrics[node, r], attr))
+            yield family
+        for short, doc, attr in _GAUGES:
+            if attr not in _FIELDS:
+                continue
+            gauge = GaugeMetricFamily(f"beampipe_{short}", doc, labels=_LABELS)
+            for node, r in keys:
+                gauge.add_metric([self.name, node, str(r)], getattr(metrics[node, r], attr))
+            yield gauge
+        for short, doc, attr in _HISTOGRAMS:
+            hist = HistogramMetricFamily(f"beampipe_{short}", doc, labels=_LABELS)
+            for node, r in keys:
+                labels = [self.name, node, str(r)]
+                h = getattr(metrics[node, r], attr)
+                hist.add_metric(labels, buckets(h), None)
+                # Without a sum the library writes no _count: write it (= the +Inf bucket).
+                named = dict(zip(_LABELS, labels, strict=True))
+                hist.add_sample(f"beampipe_{short}_count", named, float(h.total))
+            yield hist
+        up = GaugeMetricFamily("beampipe_replica_up", "1 while the process runs", labels=_LABELS)
+        restarts = CounterMetricFamily(
+            "beampipe_replica_restarts", "Restarts of the replica's process", labels=_LABELS
+        )
+        for rep in sorted(replicas, key=lambda x: (x.node, x.replica)):
+            labels = [self.name, rep.node, str(rep.replica)]
+            up.add_metric(labels, 1.0 if rep.process.poll() is None else 0.0)
+            restarts.add_metric(labels, float(getattr(rep, "restarts", 0) or 0))
+        yield up
+        yield restarts
+        counts = self.viewer_counts()
+        tap = CounterMetricFamily(
+            "beampipe_viewer_tap_messages",
+            "Messages the viewer received through the node's tap",
+            labels=["pipeline", "node", "port"],
+        )
+        images = CounterMetricFamily(
+            "beampipe_viewer_image_previews",
+            "Binned image previews the viewer made",
+            labels=["pipeline", "node", "port"],
+        )
+        for (node, port), (messages, binned, *_) in sorted(counts.items()):
+            tap.add_metric([self.name, node, port], messages)
+            images.add_metric([self.name, node, port], binned)
+        yield tap
+        yield images
+
+
+def registry(collector: RunCollector) -> CollectorRegistry:
+    """A registry of its own holding only ``collector`` (not the process-wide default one)."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(collector)
+    return reg
