@@ -298,10 +298,13 @@ def test_arrays_strings_and_enums(ioc: Ioc) -> None:
 
 def test_alarm_severity_and_status_come_with_the_value(ioc: Ioc) -> None:
     ioc.put("RingCurrent", 100.0)
-    source = _source(pvs={"current": "BL:RingCurrent"}, initial=False, messages=3)
+    source = _source(pvs={"current": "BL:RingCurrent"}, initial=True, messages=4)
     try:
         items = _ticks_dropped(source.generate())
         next(items)
+        # The monitor's first value, before any put: the subscription is in place, so none of
+        # the puts below can race with it (and be taken for the initial value).
+        assert next(items).data["current"].item() == 100.0
         for value in (20.0, 2.0, 99.0):  # below the LOW limit, below LOLO, back to normal
             ioc.put("RingCurrent", value)
         *msgs, _end = list(items)

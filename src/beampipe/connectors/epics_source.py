@@ -13,6 +13,7 @@ import logging
 import math
 import queue
 import re
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -192,6 +193,10 @@ class EpicsSource(beampipe.Source):
     def __init__(self, params: EpicsSource.Params, name: str = "") -> None:
         super().__init__(params, name)
         self._queue: queue.SimpleQueue[tuple[str, Any, Any]] = queue.SimpleQueue()
+        self._live: set[str] = set()
+        """PVs whose monitor delivered its first value."""
+        self._live_lock = threading.Lock()
+        self._all_live = threading.Event()
         self._ca: ChannelAccess | None = None
         self._subscriptions: list[Any] = []
         self._down: set[str] = set()
@@ -201,6 +206,10 @@ class EpicsSource(beampipe.Source):
 
     def _on_update(self, subscription: Any, response: Any) -> None:
         self._queue.put((subscription.pv.name, response.data, response.metadata))
+        with self._live_lock:
+            self._live.add(subscription.pv.name)
+            if len(self._live) == len(self._subscriptions):
+                self._all_live.set()
 
     def _on_connection(self, pv: Any, state: str) -> None:
         if self._closing:
@@ -235,8 +244,16 @@ class EpicsSource(beampipe.Source):
                 enums[key] = [_text(s) for s in ctrl.enum_strings]
         for pv in pvs:
             subscription = pv.subscribe(data_type="time")
-            subscription.add_callback(self._on_update)
             self._subscriptions.append(subscription)
+        for subscription in self._subscriptions:
+            subscription.add_callback(self._on_update)
+        # The stream starts once every monitor delivered its first value, so that no later
+        # change can be taken for a PV's initial value.
+        if not self._all_live.wait(p.timeout):
+            missing = sorted(set(keys) - self._live)
+            raise TimeoutError(
+                f"{self.name}: no first value from the monitors of {missing} within {p.timeout:g} s"
+            )
 
         stream = p.stream or self.name
         trigger = p.trigger_key
