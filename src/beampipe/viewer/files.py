@@ -41,6 +41,11 @@ def _open(path: Path) -> h5py.File:
         return h5py.File(path, "r")
 
 
+def _is_hdf5(path: Path) -> bool:
+    """Whether ``path`` is an existing HDF5 file (by its signature)."""
+    return path.is_file() and h5py.is_hdf5(path)
+
+
 class SinkFiles:
     """The files of the pipeline's sinks: ``{node: absolute path}``.
 
@@ -60,9 +65,9 @@ class SinkFiles:
         self._lock = threading.Lock()
 
     def listing(self) -> list[dict[str, Any]]:
-        """Per file: ``node``, ``path`` and whether it ``exists`` yet."""
+        """Per file: ``node``, ``path`` and whether it ``exists`` yet as an HDF5 file."""
         return [
-            {"node": node, "path": str(path), "exists": path.exists()}
+            {"node": node, "path": str(path), "exists": _is_hdf5(path)}
             for node, path in self.paths.items()
         ]
 
@@ -75,8 +80,8 @@ class SinkFiles:
         path = self.paths.get(node)
         if path is None:
             raise FileError(404, f"node {node!r} writes no file")
-        if not path.exists():
-            raise FileError(404, f"{path} does not exist yet")
+        if not _is_hdf5(path):
+            raise FileError(404, f"{path} is not an HDF5 file (yet)")
         return path
 
     def entries(self, node: str) -> dict[str, str]:
@@ -84,7 +89,7 @@ class SinkFiles:
         each entry's ``entry_identifier``), re-read only when the file changed; ``{}`` if the
         file does not exist or cannot be read (e.g. while it is replaced)."""
         path = self.paths.get(node)
-        if path is None:
+        if path is None or not _is_hdf5(path):
             return {}
         try:
             st = path.stat()

@@ -272,8 +272,8 @@ def create_app(viewer: Viewer) -> FastAPI:
         dtype: str = "safe",
     ) -> Response:
         def read(content: Any) -> Any:
-            shape = getattr(content, "_h5py_entity", None)
-            if selection is None and shape is not None and _elements(shape) > MAX_ELEMENTS:
+            shape = _dataset(content, path).metadata().get("shape") or ()
+            if selection is None and int(np.prod(shape, dtype=np.int64)) > MAX_ELEMENTS:
                 raise FileError(413, f"{path}: too large to read whole; give a selection")
             return content.data(selection, flatten, dtype)
 
@@ -281,7 +281,7 @@ def create_app(viewer: Viewer) -> FastAPI:
 
     @app.get("/api/files/{node}/stats")
     def stats(node: str, path: str = "/", selection: str | None = None) -> Response:
-        return _h5(viewer, node, path, lambda c: c.data_stats(selection))
+        return _h5(viewer, node, path, lambda c: _dataset(c, path).data_stats(selection))
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -294,9 +294,11 @@ def create_app(viewer: Viewer) -> FastAPI:
     return app
 
 
-def _elements(entity: Any) -> int:
-    shape = getattr(entity, "shape", None) or ()
-    return int(np.prod(shape, dtype=np.int64))
+def _dataset(content: Any, path: str) -> Any:
+    """``content`` if it is a dataset's (h5grove ``DatasetContent``); else FileError 422."""
+    if content.kind != "dataset":
+        raise FileError(422, f"{path} is a {content.kind}, not a dataset")
+    return content
 
 
 def _h5(viewer: Viewer, node: str, path: str, read: Any, encoding: str = "json") -> Response:

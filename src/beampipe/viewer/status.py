@@ -79,6 +79,8 @@ def _replica_state(rep: Any) -> str:
         return state
     if rep.done:
         return "done"
+    if getattr(rep, "restart_at", None) is not None:
+        return "restarting"
     if rep.process.poll() is not None:
         return "exited"
     return "running" if rep.tap is not None or rep.endpoints is not None else "starting"
@@ -180,8 +182,8 @@ class RunState:
                 state = "starting"
             elif all(s == "done" for s in states):
                 state = "done"
-            elif "exited" in states:
-                state = "exited"
+            elif "exited" in states or "restarting" in states:
+                state = "exited" if "exited" in states else "restarting"
             elif "starting" in states and not parts:
                 state = "starting"
             else:
