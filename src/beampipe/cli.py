@@ -66,6 +66,14 @@ def _output_files(pipeline: Pipeline) -> list[str]:
     return paths
 
 
+TransportOption = Annotated[str, typer.Option(help="ipc (default) or tcp")]
+WindowOption = Annotated[int, typer.Option(help="credit: messages in flight per pipe")]
+WindowMbOption = Annotated[float, typer.Option("--window-mb", help="credit: MB in flight per pipe")]
+MetricsOption = Annotated[
+    bool, typer.Option("--metrics/--no-metrics", help="print per-node metrics at the end")
+]
+
+
 @app.command()
 def validate(file: PipelineFile, set_: SetOption = None) -> None:
     """Check a pipeline file without running it."""
@@ -81,14 +89,10 @@ def validate(file: PipelineFile, set_: SetOption = None) -> None:
 def run(
     file: PipelineFile,
     set_: SetOption = None,
-    transport: Annotated[str, typer.Option(help="ipc (default) or tcp")] = "ipc",
-    window: Annotated[int, typer.Option(help="credit: messages in flight per pipe")] = 32,
-    window_mb: Annotated[
-        float, typer.Option("--window-mb", help="credit: MB in flight per pipe")
-    ] = 64.0,
-    metrics: Annotated[
-        bool, typer.Option("--metrics/--no-metrics", help="print per-node metrics at the end")
-    ] = True,
+    transport: TransportOption = "ipc",
+    window: WindowOption = 32,
+    window_mb: WindowMbOption = 64.0,
+    metrics: MetricsOption = True,
     ui: Annotated[
         bool, typer.Option("--ui", help="serve the live viewer (a web page; URL printed)")
     ] = False,
@@ -172,14 +176,10 @@ def record(
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="the recording to write (HDF5)")],
     set_: SetOption = None,
-    transport: Annotated[str, typer.Option(help="ipc (default) or tcp")] = "ipc",
-    window: Annotated[int, typer.Option(help="credit: messages in flight per pipe")] = 32,
-    window_mb: Annotated[
-        float, typer.Option("--window-mb", help="credit: MB in flight per pipe")
-    ] = 64.0,
-    metrics: Annotated[
-        bool, typer.Option("--metrics/--no-metrics", help="print per-node metrics at the end")
-    ] = True,
+    transport: TransportOption = "ipc",
+    window: WindowOption = 32,
+    window_mb: WindowMbOption = 64.0,
+    metrics: MetricsOption = True,
 ) -> None:
     """Run a pipeline and record what the given output ports send into an HDF5 file (a
     `recorder` node is added; play the file back with `use: replay`)."""

@@ -17,7 +17,6 @@ registered with HDF5 when this module is imported.
 
 from __future__ import annotations
 
-import glob
 import math
 import os
 import re
@@ -32,7 +31,7 @@ import numpy as np
 from pydantic import Field, PositiveFloat, field_validator
 
 import beampipe
-from beampipe.connectors.xdi import NoFilesMatched
+from beampipe.connectors.file_streams import NoFilesMatched, match_files
 from beampipe.message import Item
 
 try:  # registers bitshuffle, LZ4, Blosc, Zstd, ... with HDF5 as a side effect of the import
@@ -239,21 +238,7 @@ class Hdf5Replay(beampipe.Source):
         self.files = self._match()
 
     def _match(self) -> list[Path]:
-        files: list[Path] = []
-        for pattern in self.params.paths:
-            matches = sorted(Path(os.path.abspath(p)) for p in glob.glob(pattern, recursive=True))
-            matches = [p for p in matches if p.is_file()]
-            if not matches:
-                raise NoFilesMatched(f"{self.name}: paths pattern {pattern!r} matches no file")
-            files.extend(p for p in matches if p not in files)
-        by_stream: dict[str, Path] = {}
-        for path in files:
-            other = by_stream.setdefault(stream_name(path), path)
-            if other != path:
-                raise ValueError(
-                    f"{self.name}: {other} and {path} would both be stream {stream_name(path)!r}"
-                )
-        return files
+        return match_files(self.name, self.params.paths, stream_name)
 
     def generate(self) -> Iterator[Item]:
         """StreamStart, Messages and EndOfStream for each file in turn (see the class doc)."""

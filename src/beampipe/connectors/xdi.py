@@ -15,7 +15,6 @@ Two header dialects are read:
 
 from __future__ import annotations
 
-import glob
 import math
 import os
 import re
@@ -29,13 +28,10 @@ import numpy as np
 from pydantic import PositiveFloat, field_validator
 
 import beampipe
+from beampipe.connectors.file_streams import NoFilesMatched, match_files
 from beampipe.message import Item
 
 __all__ = ["NoFilesMatched", "XdiFormatError", "XdiReplay", "parse_header", "stream_name"]
-
-
-class NoFilesMatched(FileNotFoundError, ValueError):
-    """A ``paths`` pattern of :class:`XdiReplay` matches no file."""
 
 
 class XdiFormatError(ValueError):
@@ -245,25 +241,7 @@ class XdiReplay(beampipe.Source):
         self.files = self._resolve()
 
     def _resolve(self) -> list[Path]:
-        files: list[Path] = []
-        seen: set[Path] = set()
-        for pattern in self.params.paths:
-            matches = sorted(Path(os.path.abspath(p)) for p in glob.glob(pattern, recursive=True))
-            matches = [p for p in matches if p.is_file()]
-            if not matches:
-                raise NoFilesMatched(f"{self.name}: paths pattern {pattern!r} matches no file")
-            for path in matches:
-                if path not in seen:
-                    seen.add(path)
-                    files.append(path)
-        by_stream: dict[str, Path] = {}
-        for path in files:
-            other = by_stream.setdefault(stream_name(path), path)
-            if other != path:
-                raise ValueError(
-                    f"{self.name}: {other} and {path} would both be stream {stream_name(path)!r}"
-                )
-        return files
+        return match_files(self.name, self.params.paths, stream_name)
 
     def generate(self) -> Iterator[Item]:
         """StreamStart, Messages and EndOfStream for each file in turn (see the class doc)."""
