@@ -135,6 +135,7 @@ def parse_pipeline(
         base_dir=base_dir,
         nodes={node: spec for node, spec in specs.items() if spec is not None},
         connections=checked.connections,
+        backend=data.get("backend") or "local",
     )
     for node, cls in checked.classes.items():
         pipeline._classes[node] = (pipeline.nodes[node].use, cls)
@@ -185,6 +186,7 @@ def _node_specs(
             max_restarts=model.max_restarts,
             restart_delay=model.restart_delay,
             gap_timeout=model.gap_timeout,
+            resources=model.resources,
             line=line,
         )
     return specs

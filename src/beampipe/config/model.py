@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from beampipe.config.errors import PipelineError
 from beampipe.config.params import validate_params
+from beampipe.config.schema import Resources
 from beampipe.worker import Params, Worker, resolve
 
 
@@ -36,6 +37,7 @@ class NodeSpec(BaseModel):
         restart_delay: seconds before the first restart of a replica, doubled for each next.
         gap_timeout: for a source: seconds an id it skipped is awaited before it is reported
             missing (see :mod:`beampipe.runtime.gaps`).
+        resources: what each replica needs on a cluster (:class:`Resources`).
         line: 1-based line of the node in the pipeline file.
     """
 
@@ -55,6 +57,7 @@ class NodeSpec(BaseModel):
     max_restarts: int = Field(default=3, ge=0)
     restart_delay: float = Field(default=0.5, ge=0)
     gap_timeout: float = Field(default=5.0, ge=0)
+    resources: Resources = Resources()
     line: int
 
     def is_ordered(self, port: str) -> bool:
@@ -102,6 +105,7 @@ class Pipeline(BaseModel):
             (resolving them is the node's business).
         nodes: ``{name: NodeSpec}`` in file order.
         connections: in file order, default ports filled in.
+        backend: where ``beampipe deploy`` runs it: ``local``, ``slurm`` or ``nomad``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -112,6 +116,7 @@ class Pipeline(BaseModel):
     base_dir: Path
     nodes: dict[str, NodeSpec]
     connections: list[Connection] = []
+    backend: Literal["local", "slurm", "nomad"] = "local"
 
     _classes: dict[str, tuple[str, type[Worker]]] = PrivateAttr(default_factory=dict)
     _params: dict[str, tuple[NodeSpec, Params]] = PrivateAttr(default_factory=dict)

@@ -28,6 +28,7 @@ class FileModel(BaseModel):
     nodes: dict[str, Any]
     connections: list[str | dict[str, Any]] = []
     dead_letter: str | None = None
+    backend: Literal["local", "slurm", "nomad"] = "local"
 
     @field_validator("connections", mode="before")
     @classmethod
@@ -57,6 +58,37 @@ class EventsModel(BaseModel):
     incomplete: Literal["deliver", "drop"] = "deliver"
 
 
+class Resources(BaseModel):
+    """``resources:`` of a node: what each of its replicas needs where a cluster backend
+    places it (Slurm, Nomad); the local backend ignores them.
+
+    Attributes:
+        cpus: CPU cores per replica (Slurm ``--cpus-per-task``, Nomad ``cores``).
+        memory: memory per replica, a number with a unit ``K``, ``M``, ``G`` or ``T``
+            (binary, as Slurm's ``--mem``), e.g. ``"4G"``; see :attr:`memory_mb`.
+        gpus: GPUs per replica (Slurm ``--gpus``, Nomad ``device "nvidia/gpu"``).
+        partition: the Slurm partition (``--partition``); default the cluster's.
+        time: the Slurm time limit (``--time``), e.g. ``"2:00:00"``; default the partition's.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cpus: Annotated[int, Field(ge=1, strict=True)] = 1
+    memory: Annotated[str, Field(pattern=r"^[0-9]+[KMGT]?$")] | None = None
+    gpus: Annotated[int, Field(ge=0, strict=True)] = 0
+    partition: str | None = None
+    time: str | None = None
+
+    @property
+    def memory_mb(self) -> int | None:
+        """:attr:`memory` in MiB (rounded up), or None if not given."""
+        if self.memory is None:
+            return None
+        unit = self.memory[-1] if self.memory[-1].isalpha() else "M"
+        number = int(self.memory.rstrip("KMGT"))
+        return -(-number * {"K": 1, "M": 1024, "G": 1024**2, "T": 1024**3}[unit] // 1024)
+
+
 class NodeModel(BaseModel):
     """One entry under ``nodes:``."""
 
@@ -75,6 +107,7 @@ class NodeModel(BaseModel):
     max_restarts: Annotated[int, Field(ge=0, strict=True)] = 3
     restart_delay: Annotated[float, Field(ge=0)] = 0.5
     gap_timeout: Annotated[float, Field(ge=0)] = 5.0
+    resources: Resources = Resources()
 
     @field_validator("params", mode="before")
     @classmethod

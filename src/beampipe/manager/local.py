@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -24,6 +25,7 @@ from typing import Any, Literal, Protocol
 import zmq
 
 from beampipe.config import Pipeline
+from beampipe.manager.placement import LocalPlacement, NodeProcess, Placement
 from beampipe.runtime.control import identity, pack, unpack
 from beampipe.runtime.metrics import NodeMetrics, merge
 
@@ -47,7 +49,7 @@ class Replica:
 
     node: str
     replica: int
-    process: subprocess.Popen[bytes]
+    process: NodeProcess
     log: Path
     endpoints: dict[str, str] | None = None
     tap: str | None = None
@@ -106,22 +108,25 @@ class LocalLauncher:
         window: int = 32,
         window_bytes: int = 64 << 20,
         drain_timeout: float = DRAIN_TIMEOUT,
+        placement: Placement | None = None,
+        rundir: Path | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.observer = observer
         self.window = window
         self.window_bytes = window_bytes
-        self.rundir = Path(tempfile.mkdtemp(prefix=f"beampipe-{pipeline.name}-"))
+        self.placement: Placement = placement or LocalPlacement(transport)
+        self.keep_rundir = rundir is not None
+        if rundir is None:
+            rundir = Path(tempfile.mkdtemp(prefix=f"beampipe-{pipeline.name}-"))
+        self.rundir = rundir
         self.ctx = zmq.Context()
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.LINGER, 0)
         self.control.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted process takes over its id
-        if transport == "ipc":
-            self.control.bind(f"ipc://{self.rundir}/control")
-            self.bind = f"ipc://{self.rundir}/{{name}}"
-        else:
-            self.control.bind("tcp://127.0.0.1:*")
-            self.bind = "tcp://127.0.0.1:*"
+        self.control_endpoint = ""
+        """Where node processes connect (set by :meth:`run` once the placement started)."""
+        self.watched: dict[zmq.Socket, Callable[[], None]] = {}
         self.replicas: dict[bytes, Replica] = {}
         self.errors: list[str] = []
         self.sent: dict[str, dict[str, int]] = {}
@@ -135,29 +140,24 @@ class LocalLauncher:
     # -- processes -----------------------------------------------------------------------------
 
     def _start(self) -> None:
-        (self.rundir / "logs").mkdir()
+        (self.rundir / "logs").mkdir(parents=True, exist_ok=True)
+        self.placement.start(self.pipeline, self.rundir)
+        self.control.bind(self.placement.control_bind)
+        bound = self.control.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.control_endpoint = self.placement.control_endpoint(bound)
         for name, spec in self.pipeline.nodes.items():
             for r in range(spec.replicas):
                 self.replicas[identity(name, r)] = self._spawn(name, r, 0)
 
     def _spawn(self, name: str, r: int, incarnation: int) -> Replica:
-        endpoint = self.control.getsockopt_string(zmq.LAST_ENDPOINT)
         suffix = f".{incarnation}" if incarnation else ""
         log = self.rundir / "logs" / f"{name}.{r}{suffix}.log"
         # Worker modules next to the pipeline file are importable in every node process.
         pythonpath = [str(self.pipeline.base_dir), os.environ.get("PYTHONPATH", "")]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in pythonpath if p)}
-        argv = [sys.executable, "-m", "beampipe.runtime", "--control", endpoint]
+        argv = [sys.executable, "-m", "beampipe.runtime", "--control", self.control_endpoint]
         argv += ["--node", name, "--replica", str(r), "--incarnation", str(incarnation)]
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env=env,
-            )
+        proc = self.placement.spawn(name, r, incarnation, argv, env, log)
         return Replica(name, r, proc, log, restarts=incarnation)
 
     def _send(self, rep: Replica, kind: str, **fields: Any) -> None:
@@ -218,7 +218,7 @@ class LocalLauncher:
                 rep,
                 "setup",
                 pipeline=self.pipeline.to_dict(),
-                bind=self.bind,
+                bind=self.placement.node_bind,
                 window=self.window,
                 window_bytes=self.window_bytes,
             )
@@ -321,6 +321,12 @@ class LocalLauncher:
 
     # -- main loop -----------------------------------------------------------------------------
 
+    def watch(self, socket: zmq.Socket, handler: Callable[[], None]) -> None:
+        """Call ``handler`` (in the launcher's thread, from :meth:`run`'s loop) whenever
+        ``socket`` is readable: how a supervisor serves commands (status, scale, stop) while
+        the pipeline runs. Call before :meth:`run`."""
+        self.watched[socket] = handler
+
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signalled = signum
         self._signals += 1
@@ -331,6 +337,9 @@ class LocalLauncher:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self._start()
+            poller = zmq.Poller()
+            for sock in [self.control, *self.watched]:
+                poller.register(sock, zmq.POLLIN)
             drain_until: float | None = None
             while not self.errors and self._signals < 2:
                 if self._signalled and drain_until is None:
@@ -338,10 +347,14 @@ class LocalLauncher:
                     self._drain()
                 if drain_until is not None and time.monotonic() > drain_until:
                     break
-                if self.control.poll(200):
+                ready = dict(poller.poll(200))
+                if self.control in ready:
                     while not self.errors and self.control.poll(0):  # first error wins
                         ident, frame = self.control.recv_multipart()
                         self._handle(self.replicas[ident], unpack(frame))
+                for sock, handler in list(self.watched.items()):
+                    if sock in ready:
+                        handler()
                 self._check_processes()
                 if all(r.done and r.process.poll() is not None for r in self.replicas.values()):
                     break
@@ -356,7 +369,8 @@ class LocalLauncher:
             for s, handler in previous.items():
                 signal.signal(s, handler)
             self.ctx.destroy(linger=0)
-            if not self.errors:
+            self.placement.stop()
+            if not self.errors and not self.keep_rundir:
                 shutil.rmtree(self.rundir, ignore_errors=True)
         code = 0 if not self.errors else (130 if self._signalled else 1)
         return RunResult(code, time.monotonic() - t0, self.errors, self.sent, self.node_metrics())

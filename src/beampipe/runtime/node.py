@@ -41,6 +41,7 @@ from beampipe.runtime.metrics import NodeMetrics
 from beampipe.runtime.ordering import Reorder
 from beampipe.runtime.tap import Tap
 from beampipe.transport import InputChannel, OutputPort, Route
+from beampipe.transport.address import advertised
 from beampipe.worker import Output, Source, TransientError, Worker, by_port
 
 PROGRESS_INTERVAL = 0.5
@@ -179,8 +180,8 @@ class NodeRuntime:
             self.out_poller.register(self.tap.socket, zmq.POLLIN)
         self.control.send(
             "bound",
-            endpoints={p: o.endpoint for p, o in self.outputs.items()},
-            tap=self.tap.endpoint if self.tap is not None else None,
+            endpoints={p: advertised(o.endpoint) for p, o in self.outputs.items()},
+            tap=advertised(self.tap.endpoint) if self.tap is not None else None,
         )
         connect = self._await("connect")
         for spec in connect["inputs"]:
