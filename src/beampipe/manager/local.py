@@ -61,6 +61,19 @@ class Replica:
     """Monotonic time at which a dead process is started again."""
     last_error: str | None = None
     """The error its last process reported, if it failed."""
+    host: str = ""
+    """Host name its process reported (``hello``)."""
+    pid: int | None = None
+    """Process id on :attr:`host` its process reported."""
+    retiring: bool = False
+    """Being removed by :meth:`LocalLauncher.scale`: finishing what it was sent."""
+    joining: bool = False
+    """Added by :meth:`LocalLauncher.scale`: not yet connected to its upstream nodes."""
+    awaiting: int = 0
+    """Downstream replicas that have yet to connect to this joining replica."""
+    rates: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    """Messages/s in and out, MB/s in and out, between its last two progress reports."""
+    _last: tuple[float, NodeMetrics] | None = None
 
     @property
     def label(self) -> str:
@@ -127,6 +140,10 @@ class LocalLauncher:
         self.control_endpoint = ""
         """Where node processes connect (set by :meth:`run` once the placement started)."""
         self.watched: dict[zmq.Socket, Callable[[], None]] = {}
+        self._wired = False
+        """Every replica of the first start was connected."""
+        self._adds: dict[bytes, list[Replica]] = {}
+        """Per downstream replica: joining replicas it was told to connect to, in order."""
         self.replicas: dict[bytes, Replica] = {}
         self.errors: list[str] = []
         self.sent: dict[str, dict[str, int]] = {}
@@ -186,8 +203,9 @@ class LocalLauncher:
         inputs = []
         for conn in self.pipeline.inputs_of(rep.node):
             for u in range(self.pipeline.nodes[conn.source].replicas):
-                upstream = self.replicas[identity(conn.source, u)]
-                assert upstream.endpoints is not None
+                upstream = self.replicas.get(identity(conn.source, u))
+                if upstream is None or upstream.endpoints is None or upstream.joining:
+                    continue  # a replica being added connects its downstream itself (_join)
                 inputs.append(
                     {
                         "port": conn.target_port,
@@ -204,6 +222,8 @@ class LocalLauncher:
         self._connect(rep)
         for conn in self.pipeline.outputs_of(rep.node):
             for t in range(self.pipeline.nodes[conn.target].replicas):
+                if identity(conn.target, t) not in self.replicas:
+                    continue
                 self._send(
                     self.replicas[identity(conn.target, t)],
                     "reconnect",
@@ -214,6 +234,7 @@ class LocalLauncher:
     def _handle(self, rep: Replica, msg: dict[str, Any]) -> None:
         kind = msg["t"]
         if kind == "hello":
+            rep.host, rep.pid = msg["host"], msg["pid"]
             self._send(
                 rep,
                 "setup",
@@ -223,17 +244,27 @@ class LocalLauncher:
                 window_bytes=self.window_bytes,
             )
         elif kind == "bound":
-            first = any(r.endpoints is None for r in self.replicas.values() if r is not rep)
-            restarted = rep.endpoints is not None or rep.restarts > 0
             rep.endpoints = msg["endpoints"]
             rep.tap = msg.get("tap")
-            if restarted and not first:
+            if not self._wired:
+                if all(r.endpoints is not None for r in self.replicas.values()):
+                    self._wired = True
+                    for r in self.replicas.values():
+                        self._connect(r)
+            elif rep.joining:
+                self._join(rep)
+            else:
                 self._rewire(rep)
-            elif all(r.endpoints is not None for r in self.replicas.values()):
-                for r in self.replicas.values():
-                    self._connect(r)
+        elif kind == "inputs_added":
+            joined = self._adds[identity(rep.node, rep.replica)].pop(0)
+            joined.awaiting -= 1
+            if joined.awaiting == 0:
+                joined.joining = False
+                self._connect(joined)
         elif kind == "progress":
-            self.metrics[rep.node, rep.replica] = NodeMetrics.from_snapshot(msg["metrics"])
+            metrics = NodeMetrics.from_snapshot(msg["metrics"])
+            self.metrics[rep.node, rep.replica] = metrics
+            _update_rates(rep, metrics)
             self.observer.progress(rep.node, rep.replica, msg["streams"])
         elif kind == "stream_end":
             self.observer.stream_end(rep.node, rep.replica, msg)
@@ -255,9 +286,105 @@ class LocalLauncher:
                 sent[port] = sent.get(port, 0) + n
             self.metrics[rep.node, rep.replica] = NodeMetrics.from_snapshot(msg["metrics"])
 
+    def _join(self, rep: Replica) -> None:
+        """The replica ``rep`` added while running has bound its outputs: the downstream
+        replicas connect to it first, then it connects to its upstream replicas (so nothing
+        it sends can reach a node that does not yet wait for its ends of streams)."""
+        assert rep.endpoints is not None
+        for conn in self.pipeline.outputs_of(rep.node):
+            for t in range(self.pipeline.nodes[conn.target].replicas):
+                target = self.replicas.get(identity(conn.target, t))
+                if target is None or target.joining or target.process.poll() is not None:
+                    continue
+                self._send(
+                    target,
+                    "add_inputs",
+                    inputs=[
+                        {
+                            "port": conn.target_port,
+                            "upstream": f"{rep.node}#{rep.replica}.{conn.source_port}",
+                            "endpoint": rep.endpoints[conn.source_port],
+                        }
+                    ],
+                )
+                self._adds.setdefault(identity(target.node, target.replica), []).append(rep)
+                rep.awaiting += 1
+        if rep.awaiting == 0:
+            rep.joining = False
+            self._connect(rep)
+
+    def scale(self, node: str, replicas: int) -> None:
+        """Run ``node`` as ``replicas`` processes from now on, without losing or duplicating
+        a message.
+
+        New replicas connect to the downstream nodes, then to the upstream ones, and from
+        then on get their share of the messages; the ends of the streams open upstream reach
+        them, so that the nodes after them account for every stream. Removed replicas (the
+        highest-numbered) get no more messages, finish what they were sent, end their
+        streams and exit.
+
+        Raises:
+            ValueError: no such node; ``replicas`` < 1; the node is a source or a reducer, is
+                fed by ``by_key`` routing (equal keys must keep going to the same replica), or
+                feeds an ``ordered`` input; the pipeline is not running; a scaling of this
+                node is still under way.
+        """
+        spec = self.pipeline.nodes.get(node)
+        if spec is None:
+            raise ValueError(f"no node {node!r} (nodes: {', '.join(self.pipeline.nodes)})")
+        if replicas < 1:
+            raise ValueError(f"node {node!r}: replicas must be at least 1, not {replicas}")
+        if not self.pipeline.inputs_of(node):
+            raise ValueError(f"node {node!r} is a source: its replicas are fixed at start")
+        if self.pipeline.node_class(node).reducer:
+            raise ValueError(f"node {node!r} is a reducer: it runs as one process")
+        for conn in self.pipeline.inputs_of(node):
+            if conn.routing == "by_key":
+                raise ValueError(
+                    f"node {node!r} is fed by key ({conn}, key {conn.key!r}): equal keys must "
+                    "keep going to the same replica, so it cannot be scaled while running"
+                )
+        for conn in self.pipeline.outputs_of(node):
+            if self.pipeline.nodes[conn.target].is_ordered(conn.target_port):
+                raise ValueError(
+                    f"node {node!r} feeds the ordered input {conn.target}.{conn.target_port}: "
+                    "its reorder buffer cannot take new pipes while running"
+                )
+        if self.state != "running":
+            raise ValueError(f"pipeline {self.pipeline.name!r} is {self.state}, not running")
+        mine = [r for r in self.replicas.values() if r.node == node]
+        if any(r.joining or r.retiring for r in mine):
+            raise ValueError(f"node {node!r}: a scaling is still under way")
+        current = spec.replicas
+        nodes = {**self.pipeline.nodes, node: spec.model_copy(update={"replicas": replicas})}
+        self.pipeline = self.pipeline.model_copy(update={"nodes": nodes})
+        for r in range(current, replicas):
+            rep = self._spawn(node, r, 0)
+            rep.joining = True
+            self.replicas[identity(node, r)] = rep
+        for r in range(replicas, current):
+            rep = self.replicas[identity(node, r)]
+            rep.retiring = True
+            for conn in self.pipeline.inputs_of(node):
+                for u in range(self.pipeline.nodes[conn.source].replicas):
+                    upstream = self.replicas.get(identity(conn.source, u))
+                    if upstream is not None and upstream.process.poll() is None:
+                        self._send(
+                            upstream,
+                            "retire",
+                            target=f"{node}.{conn.target_port}",
+                            replica=r,
+                        )
+
     def _may_restart(self, rep: Replica) -> bool:
         spec = self.pipeline.nodes[rep.node]
         return spec.restart == "on-failure" and rep.restarts < spec.max_restarts
+
+    def drain(self) -> None:
+        """Drain the pipeline, as the first SIGINT/SIGTERM does: the sources end their streams,
+        everything already sent is processed and written, and :meth:`run` returns (exit code
+        130, "drained"). A second call stops every process at once."""
+        self._on_signal(signal.SIGTERM, None)
 
     def _drain(self) -> None:
         """Ask the sources to end their streams now; the rest of the pipeline then finishes."""
@@ -272,6 +399,10 @@ class LocalLauncher:
                     self._restart(key, rep)
                 continue
             code = rep.process.poll()
+            if code == 0 and rep.done and rep.retiring:  # removed by scale(): keep its counts
+                del self.replicas[key]
+                self._retire_metrics(rep)
+                continue
             if code is None or (code == 0 and rep.done) or self.errors:
                 continue
             how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited ({code})"
@@ -297,11 +428,7 @@ class LocalLauncher:
             f"({rep.restarts + 1} of at most {spec.max_restarts})"
             + (f"\n{rep.last_error}" if rep.last_error else "")
         )
-        key = (rep.node, rep.replica)
-        if key in self.metrics:
-            last = self.metrics.pop(key)
-            last.held = last.in_flight = last.in_flight_bytes = last.retained = 0  # gone with it
-            self.past[key] = merge([*filter(None, [self.past.get(key)]), last])
+        self._retire_metrics(rep)
         for conn in self.pipeline.inputs_of(rep.node):
             for u in range(self.pipeline.nodes[conn.source].replicas):
                 upstream = self.replicas[identity(conn.source, u)]
@@ -313,6 +440,14 @@ class LocalLauncher:
                         replica=rep.replica,
                     )
         rep.restart_at = time.monotonic() + spec.restart_delay * 2**rep.restarts
+
+    def _retire_metrics(self, rep: Replica) -> None:
+        """``rep``'s process is gone: its last counts join :attr:`past`, its gauges zeroed."""
+        key = (rep.node, rep.replica)
+        if key in self.metrics:
+            last = self.metrics.pop(key)
+            last.held = last.in_flight = last.in_flight_bytes = last.retained = 0  # gone with it
+            self.past[key] = merge([*filter(None, [self.past.get(key)]), last])
 
     def _restart(self, key: bytes, rep: Replica) -> None:
         new = self._spawn(rep.node, rep.replica, rep.restarts + 1)
@@ -375,6 +510,72 @@ class LocalLauncher:
         code = 0 if not self.errors else (130 if self._signalled else 1)
         return RunResult(code, time.monotonic() - t0, self.errors, self.sent, self.node_metrics())
 
+    def status(self) -> dict[str, Any]:
+        """The run's state, and per node replica: state, where it runs, restarts, rates and
+        counters (a JSON-able dict; the keys are listed in ``docs/manager.md``)."""
+        replicas = []
+        for rep in self.replicas.values():
+            m = self.metrics.get((rep.node, rep.replica)) or NodeMetrics()
+            rate_in, rate_out, mb_in, mb_out = rep.rates
+            replicas.append(
+                {
+                    "node": rep.node,
+                    "replica": rep.replica,
+                    "state": self._replica_state(rep),
+                    "host": rep.host,
+                    "pid": rep.pid,
+                    "where": self.placement.where(rep.node, rep.replica),
+                    "restarts": rep.restarts,
+                    "messages_in": m.messages_in,
+                    "messages_out": m.messages_out,
+                    "bytes_in": m.bytes_in,
+                    "bytes_out": m.bytes_out,
+                    "rate_in": rate_in,
+                    "rate_out": rate_out,
+                    "mb_in": mb_in,
+                    "mb_out": mb_out,
+                    "in_flight": m.in_flight,
+                    "errors": m.skipped
+                    + m.corrupt_frames
+                    + m.missing
+                    + (rep.last_error is not None),
+                    "log": str(rep.log),
+                }
+            )
+        return {
+            "state": self.state,
+            "backend": self.placement.name,
+            "placement": self.placement.describe(),
+            "replicas": replicas,
+        }
+
+    def _replica_state(self, rep: Replica) -> str:
+        if rep.restart_at is not None:
+            return "restarting"
+        code = rep.process.poll()
+        if code is not None:
+            return "done" if code == 0 and rep.done else "failed"
+        if rep.done:
+            return "stopping"
+        if rep.retiring:
+            return "retiring"
+        return "running" if rep.endpoints is not None else "starting"
+
+    @property
+    def state(self) -> str:
+        """``starting``, ``running``, ``draining``, ``done`` or ``failed``."""
+        if self.errors and not self._signalled:
+            return "failed"
+        if self.replicas and all(
+            r.done and r.process.poll() is not None for r in self.replicas.values()
+        ):
+            return "done"
+        if self._signalled:
+            return "draining"
+        if not self.replicas or any(r.endpoints is None for r in self.replicas.values()):
+            return "starting"
+        return "running"
+
     def node_metrics(self) -> dict[str, NodeMetrics]:
         """The latest metrics per node, its replicas merged (nodes that reported, file order)."""
         out = {}
@@ -387,3 +588,19 @@ class LocalLauncher:
                     r.restarts for r in self.replicas.values() if r.node == name
                 )
         return out
+
+
+def _update_rates(rep: Replica, metrics: NodeMetrics) -> None:
+    """Rates of ``rep`` between its previous progress report and this one (``metrics``)."""
+    now = time.monotonic()
+    if rep._last is not None:
+        t, m = rep._last
+        dt = now - t
+        if dt > 0:
+            rep.rates = (
+                (metrics.messages_in - m.messages_in) / dt,
+                (metrics.messages_out - m.messages_out) / dt,
+                (metrics.bytes_in - m.bytes_in) / dt / 1e6,
+                (metrics.bytes_out - m.bytes_out) / dt / 1e6,
+            )
+    rep._last = (now, metrics)

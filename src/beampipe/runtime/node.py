@@ -114,6 +114,12 @@ class NodeRuntime:
         """A sink's recent lineages per (upstream node, input port): to drop duplicates."""
         self.closed: set[str] = set()
         """Streams that ended here."""
+        self.pending_ends: dict[str, tuple[set[int], EndOfStream]] = {}
+        """Streams not (yet) open here that some input pipes ended: the pipes, and the end.
+        A pipe to a replica added while running gets the ends of streams it never saw."""
+        self.window = self.window_bytes = 0
+        """Credit of each input pipe (from ``setup``)."""
+        self._index: dict[InputChannel, int] = {}
         self.draining = False
         """A source was asked to end its streams and finish (``drain``)."""
         self.reorders: dict[str, Reorder] = {}
@@ -183,20 +189,10 @@ class NodeRuntime:
             endpoints={p: advertised(o.endpoint) for p, o in self.outputs.items()},
             tap=advertised(self.tap.endpoint) if self.tap is not None else None,
         )
+        self.window, self.window_bytes = setup["window"], setup["window_bytes"]
         connect = self._await("connect")
         for spec in connect["inputs"]:
-            channel = InputChannel.connect(
-                self.ctx,
-                port=spec["port"],
-                target=f"{self.node}.{spec['port']}",
-                replica=self.replica,
-                upstream=spec["upstream"],
-                endpoint=spec["endpoint"],
-                window=setup["window"],
-                byte_window=setup["window_bytes"],
-            )
-            self.inputs.append(channel)
-            self.poller.register(channel.socket, zmq.POLLIN)
+            self._add_input(spec)
         spec = self.spec = pipeline.nodes[self.node]
         self.dead_letter = pipeline.dead_letter
         self.faults = faults_for(self.node, self.replica, self.incarnation)
@@ -214,6 +210,23 @@ class NodeRuntime:
             )
         self.poller.register(self.control.socket, zmq.POLLIN)
         self.out_poller.register(self.control.socket, zmq.POLLIN)
+
+    def _add_input(self, spec: dict[str, Any]) -> InputChannel:
+        """Connect an input pipe: ``spec`` is ``{port, upstream, endpoint}``."""
+        channel = InputChannel.connect(
+            self.ctx,
+            port=spec["port"],
+            target=f"{self.node}.{spec['port']}",
+            replica=self.replica,
+            upstream=spec["upstream"],
+            endpoint=spec["endpoint"],
+            window=self.window,
+            byte_window=self.window_bytes,
+        )
+        self._index[channel] = len(self.inputs)
+        self.inputs.append(channel)
+        self.poller.register(channel.socket, zmq.POLLIN)
+        return channel
 
     # -- control and outputs -------------------------------------------------------------------
 
@@ -264,6 +277,13 @@ class NodeRuntime:
         if kind == "peer_lost":
             for out in self.outputs.values():
                 out.lost(msg["target"], msg["replica"])
+        elif kind == "retire":
+            for out in self.outputs.values():
+                out.retire(msg["target"], msg["replica"])
+        elif kind == "add_inputs":
+            for spec in msg["inputs"]:
+                self._add_input(spec)
+            self.control.send("inputs_added")
         elif kind == "reconnect":
             for channel in self.inputs:
                 if channel.upstream == msg["upstream"]:
@@ -385,6 +405,9 @@ class NodeRuntime:
             assert self.worker is not None
             metadata = {} if metadata is None else metadata
             state = self.streams[stream] = StreamState()
+            pending = self.pending_ends.pop(stream, None)
+            if pending is not None:
+                state.ended, state.end = pending
             result = self._call(stream, None, self.worker.on_stream_start, stream, metadata)
             self._broadcast(StreamStart(stream, metadata))
             self._emit(result, None, lineage("start", stream, self.replica))
@@ -464,12 +487,40 @@ class NodeRuntime:
         if isinstance(item, StreamStart):
             self._open(item.stream, item.metadata)
             return
-        state = self.streams.get(item.stream) or self._open(item.stream)
         self._end_pipe(index, channel.port, item.stream)
+        state = self.streams.get(item.stream)
+        if state is None:  # not started here (yet): count the end; the start may follow
+            ended, _ = self.pending_ends.setdefault(item.stream, (set(), item))
+            ended.add(index)
+            self._end_pending(item.stream)
+            return
         state.end = state.end or item
         state.ended.add(index)
-        if len(state.ended) == len(self.inputs):
+        if self._all_ended(state.ended):
             self._close(item.stream, state)
+
+    def _all_ended(self, ended: set[int]) -> bool:
+        """Every input pipe ended the stream, or finished (a pipe from a replica removed
+        while running ends only the streams it saw)."""
+        return all(i in ended or ch.finished for i, ch in enumerate(self.inputs))
+
+    def _end_pending(self, stream: str) -> None:
+        """A stream that never started here ended on every pipe: pass its end on."""
+        ended, end = self.pending_ends[stream]
+        if self._all_ended(ended):
+            del self.pending_ends[stream]
+            self._broadcast(end)
+            self.closed.add(stream)
+
+    def _pipe_finished(self, index: int) -> None:
+        """Input pipe ``index`` finished: the streams that waited only for it end."""
+        port = self.inputs[index].port
+        for stream, state in list(self.streams.items()):
+            self._end_pipe(index, port, stream)
+            if self._all_ended(state.ended):
+                self._close(stream, state)
+        for stream in list(self.pending_ends):
+            self._end_pending(stream)
 
     def _corrupt(self, channel: InputChannel, exc: WireError) -> None:
         """A frame sequence from ``channel`` could not be decoded: count it, record it in the
@@ -577,7 +628,7 @@ class NodeRuntime:
     # -- main loops ----------------------------------------------------------------------------
 
     def _run_worker(self) -> None:
-        index = {channel: i for i, channel in enumerate(self.inputs)}
+        index = self._index
         while not all(ch.finished for ch in self.inputs):
             timeout = 1000
             if self.events is not None and self.events.next_deadline is not None:
@@ -600,6 +651,7 @@ class NodeRuntime:
                         self._corrupt(channel, exc)
                         continue
                     if item is None:
+                        self._pipe_finished(index[channel])
                         break
                     self._on_item(index[channel], channel, item)
         for stream, state in list(self.streams.items()):

@@ -28,6 +28,12 @@ marked lost (:meth:`OutputPort.lost`); when its restarted process says HELLO aga
 it had not acknowledged is sent to it again, renumbered from 1. A retained item may carry a
 *token* (:class:`Token`) that is told when every peer has acknowledged it, which is how a node
 chains the acknowledgement of its input to that of its outputs.
+
+Scaling while running: a replica that says HELLO to a port already sending *joins*: it first gets
+the ends of the streams the port ended recently and the starts of the open ones, so that it, and
+the nodes after it, account for every stream. A replica being removed is *retired*: it is sent
+FINISHED at once and no further message or marker; once it said BYE and acknowledged everything
+it is forgotten. A receiver counts a pipe that finished as having ended every stream.
 """
 
 from __future__ import annotations
@@ -39,10 +45,12 @@ from typing import Any, Protocol
 import msgpack
 import zmq
 
-from beampipe.message import Item, Message, WireError, decode
+from beampipe.message import Item, Message, StreamStart, WireError, decode
 from beampipe.message.key import KeyFunction, replica_of
 
 ITEM, HELLO, CREDIT, ACK, FINISHED, BYE = b"I", b"H", b"C", b"A", b"F", b"B"
+ENDED_KEPT = 1024
+"""Ended streams an output port remembers for replicas that join later."""
 _SNDMORE = int(zmq.SNDMORE)
 
 
@@ -94,11 +102,13 @@ class Peer:
     """Items sent on this pipe (the number of the last one)."""
     retained: deque[Retained] = field(default_factory=deque)
     restarts: int = 0
+    retiring: bool = False
+    """Being removed (:meth:`OutputPort.retire`): told FINISHED, gets nothing more."""
 
     def can_take(self, size: int) -> bool:
         """Room for a message of ``size`` bytes: a message credit, and byte credit for it,
         unless nothing is in flight (so a message bigger than the byte window still moves)."""
-        if self.credit <= 0 or not self.alive:
+        if self.credit <= 0 or not self.alive or self.retiring:
             return False
         return self.byte_credit >= size or self.credit >= self.window
 
@@ -155,6 +165,7 @@ class Route:
             assert self.key is not None
             peer = peers[replica_of(self.key(msg), self.replicas)]
             return [peer] if peer.can_take(size) else None
+        peers = [p for p in peers if not p.retiring]
         return peers if all(p.can_take(size) for p in peers) else None
 
 
@@ -183,6 +194,13 @@ class OutputPort:
     peak_in_flight_bytes: int = 0
     resent: int = 0
     """Items sent again to a restarted peer."""
+    open_streams: dict[str, tuple[Item, list[Any]]] = field(default_factory=dict)
+    """The StreamStart (and its frames) of each stream this port started and did not end:
+    sent to a replica that joins later (:meth:`beampipe.manager.LocalLauncher.scale`)."""
+    ended_streams: dict[str, tuple[Item, list[Any]]] = field(default_factory=dict)
+    """The EndOfStream of the last :data:`ENDED_KEPT` streams this port ended: also sent to a
+    replica that joins later, so that downstream nodes waiting for its end of those streams
+    get it."""
     _connected: bool = False
     _finished: bool = False
 
@@ -238,6 +256,15 @@ class OutputPort:
             peer.finished = True
         else:
             raise TransportError(f"output {self.name!r}: unexpected frame kind {kind!r}")
+        if peer.retiring and peer.finished and not peer.retained:
+            self._remove(peer)
+
+    def _remove(self, peer: Peer) -> None:
+        """A retired peer is done with everything: forget it."""
+        del self.peers[peer.identity]
+        self.routes[peer.target].peers.remove(peer)
+        self.in_flight -= peer.window - peer.credit
+        self.in_flight_bytes -= peer.byte_window - peer.byte_credit
 
     def _hello(self, identity: bytes, hello: dict[str, Any]) -> None:
         route = self.routes.get(hello["target"])
@@ -260,6 +287,29 @@ class OutputPort:
         )
         self.peers[identity] = peer
         route.peers.append(peer)
+        if self._connected:  # a replica added while running: it joins the open streams
+            self._join(peer)
+
+    def _join(self, peer: Peer) -> None:
+        """Send a replica that joined while this port runs the ends of recently ended streams
+        and the starts of open ones (then FINISHED if this port has finished), so that it
+        and the nodes after it account for every stream."""
+        for item, frames in [*self.ended_streams.values(), *self.open_streams.values()]:
+            peer.retain(item, frames, wire_size(frames), None)
+            self.socket.send_multipart([peer.identity, ITEM, *frames], copy=False)
+        if self._finished:
+            self.socket.send_multipart([peer.identity, FINISHED])
+
+    def retire(self, target: str, replica: int) -> None:
+        """Remove ``target`` replica ``replica`` (scaling down): it gets no more messages and
+        is told FINISHED; once it said BYE and acknowledged everything it is forgotten."""
+        for peer in list(self.peers.values()):
+            if peer.target == target and peer.replica == replica and not peer.retiring:
+                peer.retiring = True
+                if peer.alive and self._reachable(peer):
+                    self.socket.send(FINISHED)
+                if peer.finished and not peer.retained:
+                    self._remove(peer)
 
     def _revive(self, peer: Peer, identity: bytes, hello: dict[str, Any]) -> None:
         """A restarted replica said HELLO: send it again everything it had not acknowledged
@@ -283,7 +333,7 @@ class OutputPort:
                 self.in_flight_bytes += kept.size
             self.socket.send_multipart([identity, ITEM, *kept.frames], copy=False)
             self.resent += 1
-        if self._finished:
+        if self._finished or peer.retiring:
             self.socket.send_multipart([identity, FINISHED])
 
     def lost(self, target: str, replica: int) -> None:
@@ -305,7 +355,16 @@ class OutputPort:
             return False
         if not isinstance(item, Message):
             size = wire_size(frames)
+            if isinstance(item, StreamStart):
+                self.open_streams[item.stream] = (item, frames)
+            else:
+                self.open_streams.pop(item.stream, None)
+                self.ended_streams[item.stream] = (item, frames)
+                if len(self.ended_streams) > ENDED_KEPT:
+                    del self.ended_streams[next(iter(self.ended_streams))]
             for peer in self.peers.values():
+                if peer.retiring:
+                    continue
                 peer.retain(item, frames, size, token)
                 if peer.alive and self._reachable(peer):
                     self.socket.send_multipart([ITEM, *frames], copy=False)
@@ -354,7 +413,7 @@ class OutputPort:
         """Tell every peer that nothing more will come (a lost peer when it comes back)."""
         self._finished = True
         for peer in self.peers.values():
-            if peer.alive and self._reachable(peer):
+            if peer.alive and not peer.retiring and self._reachable(peer):
                 self.socket.send(FINISHED)
 
     @property
