@@ -7,7 +7,6 @@ import json
 
 import h5py
 import numpy as np
-
 from conftest import run_pipeline
 
 PIPELINE = """
@@ -60,6 +59,26 @@ def test_killed_worker_replica_is_restarted_and_nothing_is_lost_or_doubled(folde
     assert work.restarts >= 1  # once seen as 2 under heavy load: see the issue notes
     assert result.metrics["source"].resent > 0  # the killed replica's unacknowledged messages
     assert [f for f in recorder.failures if "restarting" in f] and len(recorder.failures) == 1
+    assert "SIGKILL" in recorder.failures[0]
+
+
+def test_killed_replica_without_restart_has_its_messages_redelivered_to_the_others(
+    folder, monkeypatch
+):
+    """restart: never, and 2 of 3 replicas left: what the dead one had not acknowledged goes
+    to them; the output equals the undisturbed run's."""
+    text = PIPELINE.replace("replicas: 3\n    restart: on-failure", "replicas: 3")
+    expected, _ = run_pipeline(folder, text.format(out="calm.nxs"))
+    assert expected.exit_code == 0, expected.errors
+    kill(monkeypatch, "work", 1, 300)
+    result, recorder = run_pipeline(folder, text.format(out="killed.nxs"))
+    assert result.exit_code == 0, result.errors
+    ids, x = points(folder / "killed.nxs")
+    np.testing.assert_array_equal(ids, np.arange(1, 2001))
+    np.testing.assert_array_equal(x, points(folder / "calm.nxs")[1])
+    assert result.metrics["work"].restarts == 0
+    assert result.metrics["source"].resent > 0  # sent again, to replicas 0 and 2
+    assert len(recorder.failures) == 1 and "not restarted" in recorder.failures[0]
     assert "SIGKILL" in recorder.failures[0]
 
 

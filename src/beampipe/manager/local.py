@@ -143,6 +143,8 @@ class LocalLauncher:
         self._wired = False
         """Every replica of the first start was connected."""
         self._adds: dict[bytes, list[Replica]] = {}
+        self.lost_replicas = 0
+        """Replicas whose process died for good, their messages sent to the others."""
         """Per downstream replica: joining replicas it was told to connect to, in order."""
         self.replicas: dict[bytes, Replica] = {}
         self.errors: list[str] = []
@@ -198,18 +200,22 @@ class LocalLauncher:
 
     # -- wiring --------------------------------------------------------------------------------
 
+    def replicas_of(self, node: str) -> list[Replica]:
+        """The replicas of ``node`` the launcher runs now, by replica number (after a scaling
+        or a replica that died for good the numbers may have gaps)."""
+        return sorted((r for r in self.replicas.values() if r.node == node), key=_number)
+
     def _connect(self, rep: Replica) -> None:
         """Tell ``rep`` which upstream endpoints to connect to."""
         inputs = []
         for conn in self.pipeline.inputs_of(rep.node):
-            for u in range(self.pipeline.nodes[conn.source].replicas):
-                upstream = self.replicas.get(identity(conn.source, u))
-                if upstream is None or upstream.endpoints is None or upstream.joining:
+            for upstream in self.replicas_of(conn.source):
+                if upstream.endpoints is None or upstream.joining:
                     continue  # a replica being added connects its downstream itself (_join)
                 inputs.append(
                     {
                         "port": conn.target_port,
-                        "upstream": f"{conn.source}#{u}.{conn.source_port}",
+                        "upstream": f"{conn.source}#{upstream.replica}.{conn.source_port}",
                         "endpoint": upstream.endpoints[conn.source_port],
                     }
                 )
@@ -221,11 +227,9 @@ class LocalLauncher:
         assert rep.endpoints is not None
         self._connect(rep)
         for conn in self.pipeline.outputs_of(rep.node):
-            for t in range(self.pipeline.nodes[conn.target].replicas):
-                if identity(conn.target, t) not in self.replicas:
-                    continue
+            for target in self.replicas_of(conn.target):
                 self._send(
-                    self.replicas[identity(conn.target, t)],
+                    target,
                     "reconnect",
                     upstream=f"{rep.node}#{rep.replica}.{conn.source_port}",
                     endpoint=rep.endpoints[conn.source_port],
@@ -292,9 +296,8 @@ class LocalLauncher:
         it sends can reach a node that does not yet wait for its ends of streams)."""
         assert rep.endpoints is not None
         for conn in self.pipeline.outputs_of(rep.node):
-            for t in range(self.pipeline.nodes[conn.target].replicas):
-                target = self.replicas.get(identity(conn.target, t))
-                if target is None or target.joining or target.process.poll() is not None:
+            for target in self.replicas_of(conn.target):
+                if target.joining or target.process.poll() is not None:
                     continue
                 self._send(
                     target,
@@ -352,29 +355,34 @@ class LocalLauncher:
                 )
         if self.state != "running":
             raise ValueError(f"pipeline {self.pipeline.name!r} is {self.state}, not running")
-        mine = [r for r in self.replicas.values() if r.node == node]
+        mine = self.replicas_of(node)
         if any(r.joining or r.retiring for r in mine):
             raise ValueError(f"node {node!r}: a scaling is still under way")
-        current = spec.replicas
-        nodes = {**self.pipeline.nodes, node: spec.model_copy(update={"replicas": replicas})}
-        self.pipeline = self.pipeline.model_copy(update={"nodes": nodes})
-        for r in range(current, replicas):
-            rep = self._spawn(node, r, 0)
+        self._set_replicas(node, replicas)
+        numbers = [r.replica for r in mine]
+        free = (n for n in range(len(numbers) + replicas) if n not in numbers)
+        for _ in range(len(mine), replicas):
+            rep = self._spawn(node, next(free), 0)
             rep.joining = True
-            self.replicas[identity(node, r)] = rep
-        for r in range(replicas, current):
-            rep = self.replicas[identity(node, r)]
+            self.replicas[identity(node, rep.replica)] = rep
+        for rep in mine[replicas:]:  # the highest numbers go
             rep.retiring = True
             for conn in self.pipeline.inputs_of(node):
-                for u in range(self.pipeline.nodes[conn.source].replicas):
-                    upstream = self.replicas.get(identity(conn.source, u))
-                    if upstream is not None and upstream.process.poll() is None:
+                for upstream in self.replicas_of(conn.source):
+                    if upstream.process.poll() is None:
                         self._send(
                             upstream,
                             "retire",
                             target=f"{node}.{conn.target_port}",
-                            replica=r,
+                            replica=rep.replica,
                         )
+
+    def _set_replicas(self, node: str, replicas: int) -> None:
+        """From now on ``node`` has ``replicas`` replicas: what processes started or
+        restarted later are told (their output ports wait for that many peers)."""
+        spec = self.pipeline.nodes[node]
+        nodes = {**self.pipeline.nodes, node: spec.model_copy(update={"replicas": replicas})}
+        self.pipeline = self.pipeline.model_copy(update={"nodes": nodes})
 
     def _may_restart(self, rep: Replica) -> bool:
         spec = self.pipeline.nodes[rep.node]
@@ -409,6 +417,9 @@ class LocalLauncher:
             if self._may_restart(rep):
                 self._lost(rep, how)
                 continue
+            if rep.last_error is None and self._may_redeliver(rep):
+                self._forget(key, rep, how)
+                continue
             if rep.last_error is not None:
                 self._fail(rep.last_error)
                 continue
@@ -430,8 +441,7 @@ class LocalLauncher:
         )
         self._retire_metrics(rep)
         for conn in self.pipeline.inputs_of(rep.node):
-            for u in range(self.pipeline.nodes[conn.source].replicas):
-                upstream = self.replicas[identity(conn.source, u)]
+            for upstream in self.replicas_of(conn.source):
                 if upstream.process.poll() is None:
                     self._send(
                         upstream,
@@ -448,6 +458,43 @@ class LocalLauncher:
             last = self.metrics.pop(key)
             last.held = last.in_flight = last.in_flight_bytes = last.retained = 0  # gone with it
             self.past[key] = merge([*filter(None, [self.past.get(key)]), last])
+
+    def _may_redeliver(self, rep: Replica) -> bool:
+        """Whether ``rep``'s unacknowledged messages can go to the node's other replicas:
+        it is fed by round_robin (not a source), and another replica still runs."""
+        conns = self.pipeline.inputs_of(rep.node)
+        if not conns or any(c.routing != "round_robin" for c in conns):
+            return False
+        return any(
+            r.node == rep.node and r is not rep and r.process.poll() is None and not r.retiring
+            for r in self.replicas.values()
+        )
+
+    def _forget(self, key: bytes, rep: Replica, how: str) -> None:
+        """``rep``'s process died and is not restarted: its upstream replicas send what it
+        had not acknowledged to the node's other replicas, and its downstream replicas stop
+        waiting for it."""
+        self.observer.failure(
+            f"{rep.label} (pid {rep.process.pid}) {how}; not restarted (restart: never): the "
+            "messages it had not acknowledged go to the other replicas"
+        )
+        del self.replicas[key]
+        self._retire_metrics(rep)
+        self.lost_replicas += 1
+        self._set_replicas(rep.node, len(self.replicas_of(rep.node)))
+        for conn in self.pipeline.inputs_of(rep.node):
+            for upstream in self.replicas_of(conn.source):
+                if upstream.process.poll() is None:
+                    self._send(
+                        upstream,
+                        "peer_gone",
+                        target=f"{rep.node}.{conn.target_port}",
+                        replica=rep.replica,
+                    )
+        for conn in self.pipeline.outputs_of(rep.node):
+            for target in self.replicas_of(conn.target):
+                if target.process.poll() is None:
+                    self._send(target, "upstream_gone", upstream=f"{rep.node}#{rep.replica}.")
 
     def _restart(self, key: bytes, rep: Replica) -> None:
         new = self._spawn(rep.node, rep.replica, rep.restarts + 1)
@@ -604,3 +651,7 @@ def _update_rates(rep: Replica, metrics: NodeMetrics) -> None:
                 (metrics.bytes_out - m.bytes_out) / dt / 1e6,
             )
     rep._last = (now, metrics)
+
+
+def _number(rep: Replica) -> int:
+    return rep.replica

@@ -32,6 +32,8 @@ class Receipt(NamedTuple):
     size: int
     seq: int
     epoch: int
+    credited: bool = False
+    """Its credit went back on arrival (a reorder buffer in strict order holds it)."""
 
     def complete(self) -> None:
         self.channel.complete(self.seq, self.epoch)

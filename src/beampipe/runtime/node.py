@@ -120,6 +120,12 @@ class NodeRuntime:
         self.window = self.window_bytes = 0
         """Credit of each input pipe (from ``setup``)."""
         self._index: dict[InputChannel, int] = {}
+        self._gone: list[int] = []
+        """Input pipes from upstream replicas that died for good, not yet accounted for."""
+        self._result_replica = replica
+        """The replica number in the lineage of results: 0 unless the node is fed by
+        broadcast, so that a message processed again by another replica (after one died)
+        gives a result of the same lineage, which a sink then drops as a duplicate."""
         self.draining = False
         """A source was asked to end its streams and finish (``drain``)."""
         self.reorders: dict[str, Reorder] = {}
@@ -194,6 +200,8 @@ class NodeRuntime:
         for spec in connect["inputs"]:
             self._add_input(spec)
         spec = self.spec = pipeline.nodes[self.node]
+        broadcast = any(c.routing == "broadcast" for c in pipeline.inputs_of(self.node))
+        self._result_replica = self.replica if broadcast else 0
         self.dead_letter = pipeline.dead_letter
         self.faults = faults_for(self.node, self.replica, self.incarnation)
         self.sink = not self.outputs and not isinstance(self.worker, Source)
@@ -280,6 +288,17 @@ class NodeRuntime:
         elif kind == "retire":
             for out in self.outputs.values():
                 out.retire(msg["target"], msg["replica"])
+        elif kind == "peer_gone":
+            for out in self.outputs.values():
+                out.forget(msg["target"], msg["replica"])
+        elif kind == "upstream_gone":
+            for channel in self.inputs:
+                if channel.upstream.startswith(msg["upstream"]) and not channel.finished:
+                    # What it sent and we did not process comes again through another
+                    # replica: its sender did not get our acknowledgement for it.
+                    self.poller.unregister(channel.socket)
+                    channel.finished = True
+                    self._gone.append(self._index[channel])
         elif kind == "add_inputs":
             for spec in msg["inputs"]:
                 self._add_input(spec)
@@ -309,9 +328,9 @@ class NodeRuntime:
 
     def _emit(self, result: Output, origin: Message | Event | None, base: int) -> None:
         """Send what a worker hook returned; fill stream/id/timestamps from ``origin``. The
-        ``k``-th result gets the lineage ``lineage(base, replica, k)``, ``base`` being the
-        lineage of what the hook was called for (the replica, because a message broadcast to
-        every replica gives one distinct result per replica).
+        ``k``-th result gets the lineage ``lineage(base, r, k)``, ``base`` being the lineage
+        of what the hook was called for and ``r`` the replica if the node is fed by broadcast
+        (one distinct result per replica), else 0 (the same result whichever replica made it).
 
         A message of a stream this node has not opened downstream (a stream of the worker's
         own, e.g. a reducer's ``"merged"``) opens it first; a returned StreamStart or
@@ -327,7 +346,7 @@ class NodeRuntime:
             and (not result.stream or result.stream == origin.stream)
         ):  # the common case, without the general bookkeeping below
             _inherit(result, origin)
-            result.lineage = lineage(base, self.replica, 0)
+            result.lineage = lineage(base, self._result_replica, 0)
             result.stamp(self.node)
             self._send(self.worker.outputs[0], result)
             return
@@ -350,7 +369,7 @@ class NodeRuntime:
                         self.derived[item.stream] = 0
                         self._broadcast(StreamStart(item.stream, {}))
                     self.derived[item.stream] = max(self.derived[item.stream], item.id)
-                item.lineage = lineage(base, self.replica, k)
+                item.lineage = lineage(base, self._result_replica, k)
                 k += 1
                 item.stamp(self.node)
                 self._send(port, item)
@@ -476,6 +495,9 @@ class NodeRuntime:
         if reorder is None:
             self._accept(receipt, item)
         else:
+            if reorder.is_strict(item.stream):
+                channel.processed(receipt.size)
+                receipt = receipt._replace(credited=True)
             for _, (r, msg) in reorder.push(index, item.stream, item.id, (receipt, item)):
                 self._accept(r, msg)
 
@@ -582,7 +604,8 @@ class NodeRuntime:
     def _form(self, formed: Formed) -> None:
         if formed.drop:
             for receipt in formed.tokens:
-                receipt.channel.processed(receipt.size)
+                if not receipt.credited:
+                    receipt.channel.processed(receipt.size)
                 receipt.complete()
         else:
             self._process(formed.event, formed.tokens)
@@ -606,7 +629,8 @@ class NodeRuntime:
         finally:
             self._origin = previous
         for receipt in receipts:
-            receipt.channel.processed(receipt.size)
+            if not receipt.credited:
+                receipt.channel.processed(receipt.size)
         if self.sink:
             if not self._unsaved:
                 self._unsaved_since = time.monotonic()
@@ -638,6 +662,12 @@ class NodeRuntime:
                 wait = self._unsaved_since + CHECKPOINT_INTERVAL - time.monotonic()
                 timeout = max(0, min(timeout, math.ceil(wait * 1000)))
             ready = self._service(timeout, inputs=True)
+            while self._gone:
+                gone = self._gone.pop()
+                reorder = self.reorders.get(self.inputs[gone].port)
+                if reorder is not None:
+                    reorder.pipe_gone(gone, _credit)
+                self._pipe_finished(gone)
             if self.events is not None:
                 for formed in self.events.expire(time.monotonic()):
                     self._form(formed)
@@ -731,7 +761,7 @@ class NodeRuntime:
 
     def _finish_outputs(self) -> None:
         for out in self.outputs.values():
-            while not out.connected:
+            while not out.connected or out.backlogged:
                 self._service(1000, inputs=False)
             out.finish()
         while not all(out.drained for out in self.outputs.values()):
@@ -790,3 +820,13 @@ def _inherit(msg: Message, origin: Message | Event) -> None:
     msg.id = msg.id or origin.id
     if not msg.timestamps:
         msg.timestamps = list(origin.timestamps)
+
+
+def _credit(held: tuple[Receipt, Message]) -> tuple[Receipt, Message]:
+    """Give back the credit of a message held in a reorder buffer now (see
+    :meth:`beampipe.runtime.ordering.Reorder.is_strict`)."""
+    receipt, msg = held
+    if receipt.credited:
+        return held
+    receipt.channel.processed(receipt.size)
+    return receipt._replace(credited=True), msg

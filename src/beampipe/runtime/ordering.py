@@ -8,6 +8,10 @@ buffered message may therefore go on as soon as no pipe can still deliver a smal
 * every pipe of the port has either ended the stream or already delivered an id at least as
   large (a *watermark*, as in stream processors such as Apache Flink).
 
+When an upstream replica dies for good, the messages it had not finished go to the other
+replicas again, so their pipes are no longer in id order; the open streams then release only the
+next id (:meth:`Reorder.pipe_gone`).
+
 So sparse ids (a worker that drops messages) cost latency, not correctness. When more than
 ``capacity`` messages of a stream wait, the lowest goes on anyway and is counted in
 :attr:`Reorder.out_of_order` if it skips ids: memory stays bounded if a pipe stalls.
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +38,8 @@ class _Stream:
     ended: set[int] = field(default_factory=set)
     last: int = 0
     """Highest id handed on."""
+    strict: bool = False
+    """Only the next id goes on (the pipes are not in id order any more)."""
 
 
 class Reorder:
@@ -78,13 +84,33 @@ class Reorder:
             self._ended.add(stream)
         return ready
 
+    def pipe_gone(self, pipe: int, release: Callable[[Any], Any]) -> None:
+        """The replica behind ``pipe`` died for good: the ids it had not finished come again
+        on the other pipes, out of their order, so the watermark no longer holds for the open
+        streams; each goes on in strict id order (or when the buffer is full) until it ends.
+        The payloads held are replaced by ``release(payload)`` (which gives their credit
+        back, see :meth:`is_strict`). Call :meth:`end` for the pipe and each stream after
+        this."""
+        for state in self._streams.values():
+            state.strict = True
+            state.heap = [(i, n, p, release(payload)) for i, n, p, payload in state.heap]
+
+    def is_strict(self, stream: str) -> bool:
+        """Whether ``stream`` goes on in strict id order (see :meth:`pipe_gone`): its held
+        messages are then bounded by ``capacity``, not by the pipes' credit, which they give
+        back on arrival (else the next id could wait behind full windows)."""
+        state = self._streams.get(stream)
+        return state is not None and state.strict
+
     def _release(self, state: _Stream) -> list[Entry]:
         ready = []
         heap = state.heap
         while heap:
             msg_id = heap[0][0]
             full = len(heap) > self.capacity
-            if not (msg_id <= state.last + 1 or full or self._safe(state, msg_id)):
+            done = state.ended >= self.pipes
+            safe = done or (not state.strict and self._safe(state, msg_id))
+            if not (msg_id <= state.last + 1 or full or safe):
                 break
             _, _, pipe, payload = heapq.heappop(heap)
             if msg_id > state.last + 1 and full:

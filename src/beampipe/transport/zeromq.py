@@ -118,6 +118,13 @@ class Peer:
         if token is not None:
             token.hold()
 
+    def adopt(self, kept: Retained) -> None:
+        """Retain an item that another (dead) peer had not acknowledged; its token's hold
+        passes to this peer."""
+        self.seq += 1
+        kept.seq = self.seq
+        self.retained.append(kept)
+
     def acknowledge(self, upto: int) -> None:
         """Items ``1..upto`` are done with: drop them and release their tokens."""
         retained = self.retained
@@ -141,6 +148,9 @@ class Route:
     routing: str = "round_robin"
     key: KeyFunction | None = None
     peers: list[Peer] = field(default_factory=list)
+    backlog: deque[Retained] = field(default_factory=deque)
+    """Messages a dead replica had not acknowledged, waiting to go to the others
+    (:meth:`OutputPort.forget`)."""
     _turn: int = 0
 
     def choose(self, msg: Message, size: int) -> list[Peer] | None:
@@ -250,6 +260,8 @@ class OutputPort:
             peer.byte_credit += nbytes
             self.in_flight -= n
             self.in_flight_bytes -= nbytes
+            if self.backlogged:
+                self.pump()
         elif kind == ACK:
             peer.acknowledge(int(body[0]))
         elif kind == BYE:
@@ -336,6 +348,65 @@ class OutputPort:
         if self._finished or peer.retiring:
             self.socket.send_multipart([identity, FINISHED])
 
+    def forget(self, target: str, replica: int) -> None:
+        """The process of ``target`` replica ``replica`` died for good (no restart): forget
+        it, and send the messages it had not acknowledged to the other replicas of its
+        connection (:meth:`pump`). Stream markers kept for it are dropped: the downstream
+        nodes count its pipes as finished.
+
+        Raises:
+            TransportError: this port has finished (its other peers may be gone), so the
+                messages cannot be sent again.
+        """
+        for peer in list(self.peers.values()):
+            if peer.target != target or peer.replica != replica:
+                continue
+            unacknowledged = sum(isinstance(k.item, Message) for k in peer.retained)
+            if self._finished and unacknowledged:
+                raise TransportError(
+                    f"output {self.name!r}: {target} replica {replica} died with "
+                    f"{unacknowledged} unacknowledged messages after this port finished; "
+                    "they cannot be sent to another replica (use restart: on-failure)"
+                )
+            self._remove(peer)
+            backlog = self.routes[target].backlog
+            for kept in peer.retained:
+                if isinstance(kept.item, Message):
+                    backlog.append(kept)
+                elif kept.token is not None:
+                    kept.token.release()
+            peer.retained.clear()
+        self.pump()
+
+    @property
+    def backlogged(self) -> bool:
+        """Messages of a dead replica wait to go to the others."""
+        return any(route.backlog for route in self.routes.values())
+
+    def pump(self) -> None:
+        """Send what waits in the backlogs to replicas with credit."""
+        send = self.socket.send
+        for route in self.routes.values():
+            backlog = route.backlog
+            while backlog:
+                kept = backlog[0]
+                peers = route.choose(kept.item, kept.size)  # type: ignore[arg-type]
+                if peers is None:
+                    break
+                backlog.popleft()
+                peer = peers[0]
+                peer.credit -= 1
+                peer.byte_credit -= kept.size
+                peer.adopt(kept)
+                self.in_flight += 1
+                self.in_flight_bytes += kept.size
+                self.resent += 1
+                if self._reachable(peer):
+                    send(ITEM, _SNDMORE)
+                    last = len(kept.frames) - 1
+                    for i, frame in enumerate(kept.frames):
+                        send(frame, 0 if i == last else _SNDMORE, copy=len(kept.frames) == 1)
+
     def lost(self, target: str, replica: int) -> None:
         """The process of ``target`` replica ``replica`` died: send it nothing until it says
         HELLO again (what it had not acknowledged is kept for then)."""
@@ -351,7 +422,7 @@ class OutputPort:
         lost peer gets them when it comes back). Each peer retains the item until it is
         acknowledged; ``token`` is held once per peer meanwhile.
         """
-        if not self.connected:
+        if not self.connected or self.backlogged:  # a dead replica's messages go first
             return False
         if not isinstance(item, Message):
             size = wire_size(frames)
@@ -419,7 +490,9 @@ class OutputPort:
     @property
     def drained(self) -> bool:
         """Every peer said BYE and acknowledged everything: the port may close."""
-        return all(p.finished and not p.retained for p in self.peers.values())
+        return not self.backlogged and all(
+            p.finished and not p.retained for p in self.peers.values()
+        )
 
     @property
     def retained(self) -> int:
