@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from beampipe.config import (
     Connection,
@@ -19,7 +22,9 @@ from beampipe.config import (
     parse_override,
 )
 from beampipe.manager import LocalLauncher
+from beampipe.manager.client import ManagerClient, ManagerError
 from beampipe.manager.console import ConsoleObserver
+from beampipe.manager.store import state_home
 
 app = typer.Typer(
     help="Distributed near-real-time data processing pipelines for X-ray beamlines.",
@@ -231,3 +236,247 @@ def _with_recorder(pipeline: Pipeline, ports: list[str], output: Path) -> Pipeli
     )
     recorded.node_params(name)
     return recorded
+
+
+# -- deployed pipelines: thin clients of the manager's HTTP API (docs/manager.md) ------------------
+
+IdArgument = Annotated[
+    str, typer.Argument(help="the pipeline id (see `beampipe list`)", metavar="ID")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="print the manager's answer as JSON")]
+
+
+def _client(start: bool = False) -> ManagerClient:
+    try:
+        return ManagerClient.find(state_home(), start=start)
+    except ManagerError as exc:
+        _manager_error(exc)
+
+
+def _manager_error(exc: ManagerError) -> NoReturn:
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2 if exc.status == 422 else 1)
+
+
+def _stdout() -> Console:
+    """The console for tables on stdout (wide enough not to cut columns when piped)."""
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
+def _duration_text(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+
+
+@app.command()
+def deploy(
+    file: PipelineFile,
+    set_: SetOption = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(help="local, slurm or nomad (default: the file's `backend:`, else local)"),
+    ] = None,
+    backend_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backend-option",
+            help="an option of the backend: KEY=VALUE (VALUE is YAML), e.g. partition=maxwell",
+        ),
+    ] = None,
+    window: WindowOption = 32,
+    window_mb: WindowMbOption = 64.0,
+) -> None:
+    """Run a pipeline in the background under the manager (started if none runs); prints its id.
+    Output paths are relative to the current directory, as with `run`."""
+    if backend is not None and backend not in ("local", "slurm", "nomad"):
+        raise typer.BadParameter("must be local, slurm or nomad", param_hint="--backend")
+    options = {}
+    for pair in backend_option or []:
+        try:
+            key, value = parse_override(pair)
+        except ValueError:
+            raise typer.BadParameter(f"{pair!r}: expected KEY=VALUE", "--backend-option") from None
+        options[key] = value
+    overrides = _overrides(set_)
+    if not file.is_file():
+        console.print(f"[bold red]error:[/] {escape(str(file))}: no such file", highlight=False)
+        raise typer.Exit(2)
+    client = _client(start=True)
+    try:
+        status = client.deploy(
+            file,
+            backend=backend,
+            backend_options=options,
+            overrides=overrides,
+            window=window,
+            window_mb=window_mb,
+        )
+    except OSError as exc:
+        console.print(f"[bold red]error:[/] {escape(str(file))}: {exc.strerror or exc}")
+        raise typer.Exit(2) from None
+    except ManagerError as exc:
+        _manager_error(exc)
+    print(status["id"])
+    if status["state"] in ("failed", "lost"):
+        for error in status.get("errors") or [f"the pipeline is {status['state']}"]:
+            console.print(f"[bold red]error:[/] {escape(error)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(
+        f"deployed {status['name']!r} as {status['id']} (backend {status['backend']}): "
+        f"see `beampipe status {status['id']}`",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("list")
+def list_(json_: JsonOption = False) -> None:
+    """List the deployed pipelines: id, name, backend, state, uptime."""
+    try:
+        pipelines = _client().pipelines()
+    except ManagerError as exc:
+        _manager_error(exc)
+    if json_:
+        print(json.dumps(pipelines, indent=1))
+        return
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    for header in ("id", "name", "backend", "state", "uptime"):
+        table.add_column(header, no_wrap=True)
+    for p in pipelines:
+        table.add_row(p["id"], p["name"], p["backend"], p["state"], _duration_text(p["uptime"]))
+    _stdout().print(table)
+
+
+@app.command()
+def status(pipeline_id: IdArgument, json_: JsonOption = False) -> None:
+    """Show a deployed pipeline: per node and replica its state, where it runs, restarts,
+    rates, messages in flight and errors."""
+    try:
+        s = _client().status(pipeline_id)
+    except ManagerError as exc:
+        _manager_error(exc)
+    if json_:
+        print(json.dumps(s, indent=1))
+        return
+    out = _stdout()
+    facts = ", ".join(f"{k} {v}" for k, v in s["placement"].items())
+    out.print(
+        f"pipeline {s['id']} ({s['name']}): [bold]{s['state']}[/], backend {s['backend']}"
+        + (f" ({escape(facts)})" if facts else "")
+        + f", up {_duration_text(s['uptime'])}"
+        + (f", exit code {s['exit_code']}" if s["exit_code"] is not None else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    for header in ("node", "replica", "state", "host", "where", "restarts"):
+        table.add_column(header, no_wrap=True)
+    for header in ("msg/s", "MB/s", "in flight", "errors"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for r in s["replicas"]:
+        receives = r["messages_in"] > 0 or r["rate_in"] > 0  # a source only sends
+        table.add_row(
+            r["node"],
+            str(r["replica"]),
+            r["state"],
+            r["host"] or "",
+            r["where"] or "",
+            str(r["restarts"]),
+            f"{r['rate_in'] if receives else r['rate_out']:.0f}",
+            f"{r['mb_in'] if receives else r['mb_out']:.2f}",
+            str(r["in_flight"]),
+            str(r["errors"]),
+        )
+    out.print(table)
+    if not s["supervisor"]["answering"] and s["state"] not in ("done", "failed", "stopped"):
+        out.print(f"[yellow]its supervisor (pid {s['supervisor']['pid']}) does not answer[/]")
+    label = "[yellow]stopped:[/]" if s["state"] == "stopped" else "[bold red]error:[/]"
+    for error in s.get("errors") or []:
+        out.print(f"{label} {escape(error)}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def logs(
+    pipeline_id: IdArgument,
+    node: Annotated[str, typer.Argument(help="the node", metavar="NODE")],
+    replica: Annotated[int, typer.Option(help="the replica")] = 0,
+    tail: Annotated[int | None, typer.Option(help="only the last lines")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="go on printing until the pipeline ends")
+    ] = False,
+) -> None:
+    """Print the log of a node replica of a deployed pipeline, from wherever it runs."""
+    client = _client()
+    try:
+        for chunk in client.logs(pipeline_id, node, replica, tail, follow):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+    except ManagerError as exc:
+        _manager_error(exc)
+
+
+@app.command()
+def scale(
+    pipeline_id: IdArgument,
+    node: Annotated[str, typer.Argument(help="a worker node", metavar="NODE")],
+    replicas: Annotated[int, typer.Argument(help="its new number of replicas", metavar="N")],
+) -> None:
+    """Change the number of replicas of a worker while the pipeline runs."""
+    try:
+        _client().scale(pipeline_id, node, replicas)
+    except ManagerError as exc:
+        _manager_error(exc)
+    console.print(f"pipeline {pipeline_id}: {node} scaled to {replicas}", highlight=False)
+
+
+@app.command()
+def stop(
+    pipeline_id: IdArgument,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="wait until it has stopped")
+    ] = True,
+    timeout: Annotated[float, typer.Option(help="seconds to wait")] = 120.0,
+) -> None:
+    """Drain and stop a deployed pipeline: its sources end their streams, everything already
+    sent is processed and written. A second stop stops it at once."""
+    client = _client()
+    try:
+        client.stop(pipeline_id)
+        if not wait:
+            console.print(f"pipeline {pipeline_id}: draining", highlight=False)
+            return
+        s = client.wait(pipeline_id, timeout)
+    except ManagerError as exc:
+        _manager_error(exc)
+    console.print(f"pipeline {pipeline_id}: {s['state']}", highlight=False)
+    if s["state"] in ("failed", "lost"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def manager(
+    host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: all)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (0: any free one)")] = 0,
+    protect_reads: Annotated[
+        bool, typer.Option("--protect-reads", help="read-only requests need the token too")
+    ] = False,
+) -> None:
+    """Serve the manager's control API (`deploy` starts one when none runs); its URL is
+    written to manager.json in the state home ($BEAMPIPE_HOME)."""
+    from beampipe.manager.api import ManagerRunning, serve
+
+    def ready(url: str) -> None:
+        console.print(f"manager: {url} (API docs: {url}/docs)", highlight=False, soft_wrap=True)
+
+    try:
+        serve(state_home(), host, port, protect_reads, ready)
+    except ManagerRunning as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        console.print(f"[bold red]error:[/] cannot serve on {host} port {port}: {exc}")
+        raise typer.Exit(2) from None

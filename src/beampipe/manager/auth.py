@@ -1,0 +1,53 @@
+"""The manager's token: who may change the state of deployed pipelines.
+
+One random token per state home (``secrets.token_urlsafe(32)``: 43 URL-safe characters),
+created at the manager's first start in ``HOME/token`` with permissions 0600 (readable by its
+owner only). The CLI reads the file and sends ``Authorization: Bearer TOKEN`` (RFC 6750); the
+supervisors read it too and require it on their command sockets.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+TOKEN_FILE = "token"
+
+
+def token_path(home: Path) -> Path:
+    """Where the token of state home ``home`` is kept."""
+    return home / TOKEN_FILE
+
+
+def ensure_token(home: Path) -> str:
+    """The token of ``home``, created (mode 0600) if there is none yet.
+
+    Raises:
+        OSError: ``home`` cannot be created or the token file written or read.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    path = token_path(home)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return read_token(home)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(32) + "\n")
+    return read_token(home)
+
+
+def read_token(home: Path) -> str:
+    """The token of ``home``.
+
+    Raises:
+        FileNotFoundError: no manager has been started with this home yet.
+        PermissionError: the file belongs to someone else.
+    """
+    return token_path(home).read_text().strip()
+
+
+def same_token(given: str | None, token: str) -> bool:
+    """Whether ``given`` is ``token`` (compared in constant time)."""
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())

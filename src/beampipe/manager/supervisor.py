@@ -1,0 +1,339 @@
+"""The supervisor of one deployed pipeline: ``python -m beampipe.manager.supervisor DIR``.
+
+A process of its own per pipeline, started detached by the manager (``--detach``: it forks,
+leaves the manager's session and prints its pid), so that it outlives the manager: a manager
+that restarts finds it again through the files below. It runs the pipeline with a
+:class:`~beampipe.manager.LocalLauncher` whose :class:`~beampipe.manager.placement.Placement`
+is the pipeline's backend, and answers commands on a ZeroMQ ROUTER socket.
+
+Files in ``DIR`` (the pipeline's directory, ``HOME/pipelines/<id>``):
+
+``deployment.json`` (written by the manager, read here; :class:`Deployment`)
+    ``{id, pipeline (Pipeline.to_dict()), backend, backend_options, window, window_bytes,
+    drain_timeout, workdir, command_bind, token_file}``.
+``supervisor.json`` (written once the command socket is bound)
+    ``{pid, host, endpoint, started}``: ``endpoint`` is the command socket (``tcp://HOST:PORT``),
+    ``started`` a Unix time.
+``events.log``
+    JSON lines ``{time, event: "failure", text}`` and ``{time, event: "stream_end", node,
+    replica, stream, messages, t_first, t_last}``.
+``logs/{node}.{replica}[.{incarnation}].log``
+    the node processes' output (written by the launcher).
+``supervisor.log``
+    the supervisor's own output (tracebacks, if it crashes).
+``result.json`` (written at the end)
+    ``{exit_code, state, errors, wall_time, finished, sent, metrics: {node: NodeMetrics
+    snapshot}, status: the launcher's last status}``; ``state`` is ``done`` (exit code 0),
+    ``failed`` (1) or ``stopped`` (130).
+
+Commands (one msgpack map per request, one per reply, on the command socket; any number of
+envelope frames before the body, so REQ and DEALER clients both work):
+
+* ``{"t": "status", "token": T}`` -> ``{"ok": true, "status": launcher.status()}``
+* ``{"t": "scale", "node": N, "replicas": R, "token": T}`` -> ``{"ok": true}``
+* ``{"t": "stop", "token": T}`` -> ``{"ok": true, "state": "draining"}`` (the first drains the
+  pipeline, a second one stops it at once)
+
+A refused request gets ``{"ok": false, "status": S, "error": text}``: ``S`` is 403 for a
+missing or wrong token, 400 for a malformed request, 422 for a ``scale`` the launcher refuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Literal
+
+import msgpack
+import zmq
+from pydantic import BaseModel, ConfigDict
+
+from beampipe.config import Pipeline, PipelineError, parse_pipeline
+from beampipe.manager.auth import same_token
+from beampipe.manager.local import DRAIN_TIMEOUT, LocalLauncher, RunResult
+from beampipe.manager.placement import LocalPlacement, Placement
+
+DEPLOYMENT = "deployment.json"
+SUPERVISOR = "supervisor.json"
+RESULT = "result.json"
+EVENTS = "events.log"
+LOG = "supervisor.log"
+
+BACKENDS = ("local", "slurm", "nomad")
+STATES = {0: "done", 1: "failed", 130: "stopped"}
+"""The pipeline's final state by the run's exit code."""
+
+
+class Deployment(BaseModel):
+    """``deployment.json``: everything the supervisor needs to run the pipeline.
+
+    Attributes:
+        id: the pipeline id.
+        pipeline: :meth:`Pipeline.to_dict` of the validated pipeline.
+        backend: ``local``, ``slurm`` or ``nomad``.
+        backend_options: keyword arguments of the backend's placement (:func:`make_placement`).
+        window, window_bytes, drain_timeout: as :class:`~beampipe.manager.LocalLauncher`'s.
+        workdir: the working directory of the run (where ``deploy`` was called): relative
+            output paths of sinks are relative to it, as with ``beampipe run``.
+        command_bind: the address the command socket binds (``tcp://HOST:*``).
+        token_file: the manager's token file; commands must carry its token.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    pipeline: dict[str, Any]
+    backend: Literal["local", "slurm", "nomad"]
+    backend_options: dict[str, Any] = {}
+    window: int = 32
+    window_bytes: int = 64 << 20
+    drain_timeout: float = DRAIN_TIMEOUT
+    workdir: str
+    command_bind: str = "tcp://127.0.0.1:*"
+    token_file: str
+
+
+def make_placement(backend: str, options: dict[str, Any]) -> Placement:
+    """The placement of ``backend`` built with ``options`` as keyword arguments: ``local``:
+    :class:`LocalPlacement` (``transport``: ``tcp``, the default here, or ``ipc``); ``slurm``:
+    ``beampipe.manager.slurm.SlurmPlacement`` (``partition``, ``time``); ``nomad``:
+    ``beampipe.manager.nomad.NomadPlacement`` (``address``, ``token``). The cluster backends
+    are imported only when asked for.
+
+    Raises:
+        ValueError: an unknown backend, or an option its placement does not take.
+        ImportError: the backend's module cannot be imported.
+    """
+    cls: Any
+    try:
+        if backend == "local":
+            cls, options = LocalPlacement, {"transport": "tcp", **options}
+        elif backend == "slurm":
+            from beampipe.manager.slurm import SlurmPlacement as cls
+        elif backend == "nomad":
+            from beampipe.manager.nomad import NomadPlacement as cls
+        else:
+            raise ValueError(f"unknown backend {backend!r} (backends: {', '.join(BACKENDS)})")
+    except ImportError as exc:
+        raise ImportError(f"backend {backend!r} cannot be loaded: {exc}") from exc
+    accepted = [p for p in inspect.signature(cls).parameters if p != "self"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"backend {backend!r}: unknown option {', '.join(map(repr, unknown))} "
+            f"(options: {', '.join(accepted) or 'none'})"
+        )
+    return cls(**options)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (readers never see half a file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+class EventLog:
+    """The launcher's observer: failures and stream ends, as JSON lines in ``events.log``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _write(self, event: str, **fields: Any) -> None:
+        with open(self.path, "a") as out:
+            out.write(json.dumps({"time": time.time(), "event": event, **fields}) + "\n")
+
+    def progress(self, node: str, replica: int, streams: dict[str, int]) -> None:
+        """Not logged: the live counters are in ``status``."""
+
+    def stream_end(self, node: str, replica: int, report: dict[str, Any]) -> None:
+        fields = {k: report.get(k) for k in ("stream", "messages", "t_first", "t_last")}
+        self._write("stream_end", node=node, replica=replica, **fields)
+
+    def failure(self, text: str) -> None:
+        self._write("failure", text=text)
+
+
+class Supervisor:
+    """Runs the pipeline of the directory ``rundir`` (see the module docstring), in the
+    deployment's ``workdir`` (it changes the process's working directory).
+
+    Raises:
+        OSError, pydantic.ValidationError: ``deployment.json`` or the token file cannot be read.
+        ValueError, ImportError: the backend cannot be built (:func:`make_placement`).
+    """
+
+    def __init__(self, rundir: Path) -> None:
+        self.rundir = rundir
+        self.deployment = Deployment.model_validate_json((rundir / DEPLOYMENT).read_text())
+        d = self.deployment
+        # Relative output paths, and the node processes, start in the deployment's workdir.
+        os.chdir(d.workdir)
+        self.token = Path(d.token_file).read_text().strip()
+        self.pipeline = Pipeline.from_dict(d.pipeline)
+        # Worker modules next to the pipeline file are importable (scale checks node classes).
+        sys.path.insert(0, str(self.pipeline.base_dir))
+        self.launcher = LocalLauncher(
+            self.pipeline,
+            EventLog(rundir / EVENTS),
+            window=d.window,
+            window_bytes=d.window_bytes,
+            drain_timeout=d.drain_timeout,
+            placement=make_placement(d.backend, d.backend_options),
+            rundir=rundir,
+        )
+        self.ctx = zmq.Context()
+        self.commands = self.ctx.socket(zmq.ROUTER)
+        self.commands.setsockopt(zmq.LINGER, 0)
+
+    def run(self) -> RunResult:
+        """Bind the command socket, write ``supervisor.json``, run the pipeline to its end and
+        write ``result.json``."""
+        try:
+            self.commands.bind(self.deployment.command_bind)
+            endpoint = self.commands.getsockopt_string(zmq.LAST_ENDPOINT)
+            info = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "endpoint": endpoint,
+                "started": time.time(),
+            }
+            write_json(self.rundir / SUPERVISOR, info)
+            self.launcher.watch(self.commands, self._serve)
+            result = self.launcher.run()
+            write_result(self.rundir, result, self.launcher.status())
+            return result
+        finally:
+            self.ctx.destroy(linger=0)
+
+    def _serve(self) -> None:
+        while self.commands.poll(0):
+            *envelope, body = self.commands.recv_multipart()
+            self.commands.send_multipart([*envelope, msgpack.packb(self._answer(body))])
+
+    def _answer(self, body: bytes) -> dict[str, Any]:
+        try:
+            request = msgpack.unpackb(body, raw=False)
+        except ValueError as exc:
+            return {"ok": False, "status": 400, "error": f"not a msgpack request: {exc}"}
+        if not isinstance(request, dict):
+            return {"ok": False, "status": 400, "error": "a request is a msgpack map"}
+        if not same_token(request.get("token"), self.token):
+            return {"ok": False, "status": 403, "error": "missing or wrong token"}
+        kind = request.get("t")
+        if kind == "status":
+            return {"ok": True, "status": self.launcher.status()}
+        if kind == "stop":
+            self.launcher.drain()
+            return {"ok": True, "state": "draining"}
+        if kind == "scale":
+            node, replicas = request.get("node"), request.get("replicas")
+            if not isinstance(node, str) or not isinstance(replicas, int):
+                error = "scale needs node (a string) and replicas (an integer)"
+                return {"ok": False, "status": 400, "error": error}
+            try:
+                self.launcher.scale(node, replicas)
+            except ValueError as exc:
+                return {"ok": False, "status": 422, "error": str(exc)}
+            return {"ok": True}
+        return {"ok": False, "status": 400, "error": f"unknown request {kind!r}"}
+
+
+def write_result(
+    rundir: Path, result: RunResult, status: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write ``result.json`` for ``result`` (and the launcher's last ``status``); return it."""
+    data = {
+        "exit_code": result.exit_code,
+        "state": STATES.get(result.exit_code, "failed"),
+        "errors": result.errors,
+        "wall_time": result.wall_time,
+        "finished": time.time(),
+        "sent": result.sent,
+        "metrics": {node: m.snapshot() for node, m in result.metrics.items()},
+        "status": status,
+    }
+    write_json(rundir / RESULT, data)
+    return data
+
+
+def _detach(rundir: Path) -> None:
+    """Fork: the parent prints the child's pid and exits; the child leaves the session and
+    writes its output to ``supervisor.log``."""
+    pid = os.fork()
+    if pid:
+        print(pid, flush=True)
+        os._exit(0)
+    os.setsid()
+    fd = os.open(rundir / LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.close(null)
+
+
+def validate(request: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline of a deployment request ``{file, text, base_dir, overrides}`` validated as
+    ``beampipe validate`` does, in this process (modules next to the file importable):
+    :meth:`Pipeline.to_dict`. The manager runs it in a child process (``--validate``), in the
+    deployment's working directory, so that its own process imports no node code.
+
+    Raises:
+        PipelineError: every problem found.
+    """
+    sys.path.insert(0, request["base_dir"])
+    pipeline = parse_pipeline(
+        request["text"], request["file"], request["overrides"], request["base_dir"]
+    )
+    return pipeline.to_dict()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m beampipe.manager.supervisor [--detach] DIR``: the run's exit code;
+    ``... --validate``: a request as JSON on stdin, the pipeline dict as the last line of
+    stdout (exit status 0) or its problems on stderr (exit status 2)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m beampipe.manager.supervisor",
+        description="Run the deployed pipeline of DIR (see deployment.json) and answer commands.",
+    )
+    parser.add_argument("dir", type=Path, nargs="?", metavar="DIR", help="the pipeline's directory")
+    parser.add_argument(
+        "--detach", action="store_true", help="run in the background; print its pid and return"
+    )
+    parser.add_argument(
+        "--validate", action="store_true", help="validate the deployment request on stdin"
+    )
+    args = parser.parse_args(argv)
+    if args.validate:
+        try:
+            print(json.dumps(validate(json.load(sys.stdin))))
+        except PipelineError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        return 0
+    if args.dir is None:
+        parser.error("DIR is required")
+    rundir = args.dir.absolute()
+    if args.detach:
+        _detach(rundir)
+    try:
+        return Supervisor(rundir).run().exit_code
+    except Exception as exc:
+        text = f"the supervisor of {rundir} failed: {type(exc).__name__}: {exc}"
+        traceback.print_exc()
+        if not (rundir / RESULT).exists():
+            write_result(rundir, RunResult(1, 0.0, [text]))
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
