@@ -204,7 +204,7 @@ def check_every_frame_once(home: Home, pipeline_id: str, cwd: Path) -> int:
     content detector_sim gives it; the number of frames."""
     status = home.status(pipeline_id)
     assert (status["state"], status["exit_code"]) == ("stopped", 130), status
-    assert status["errors"] == ["interrupted by SIGTERM: drained, every file closed"]
+    assert status["errors"] == ["interrupted by beampipe stop: drained, every file closed"]
     sent = status["sent"]["cam"]["out"]
     pool = DetectorSim(DetectorSim.Params(**CAMERA)).pooled_frames()
     with h5py.File(cwd / "out" / "frames.nxs", "r") as f:

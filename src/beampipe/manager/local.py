@@ -155,11 +155,13 @@ class LocalLauncher:
         self.drain_timeout = drain_timeout
         self._signalled = 0
         self._signals = 0
+        self._reason = ""
 
     # -- processes -----------------------------------------------------------------------------
 
     def _start(self) -> None:
         (self.rundir / "logs").mkdir(parents=True, exist_ok=True)
+        (self.rundir / "state").mkdir(exist_ok=True)
         self.placement.start(self.pipeline, self.rundir)
         self.control.bind(self.placement.control_bind)
         bound = self.control.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -184,7 +186,9 @@ class LocalLauncher:
 
     def _stop_all(self) -> None:
         for rep in self.replicas.values():
-            if rep.process.poll() is None:
+            if rep.process.poll() is None and rep.pid is None:
+                rep.process.kill()  # never said hello: a "stop" would not reach it
+            elif rep.process.poll() is None:
                 self._send(rep, "stop")
         deadline = time.monotonic() + STOP_TIMEOUT
         for rep in self.replicas.values():
@@ -193,6 +197,9 @@ class LocalLauncher:
             except subprocess.TimeoutExpired:
                 rep.process.kill()
                 rep.process.wait()
+
+    def _where(self, rep: Replica) -> str:
+        return self.placement.where(rep.node, rep.replica) or f"pid {rep.process.pid}"
 
     def _fail(self, text: str) -> None:
         self.errors.append(text)
@@ -244,6 +251,7 @@ class LocalLauncher:
                 "setup",
                 pipeline=self.pipeline.to_dict(),
                 bind=self.placement.node_bind,
+                state_dir=str(self.rundir / "state"),
                 window=self.window,
                 window_bytes=self.window_bytes,
             )
@@ -388,10 +396,11 @@ class LocalLauncher:
         spec = self.pipeline.nodes[rep.node]
         return spec.restart == "on-failure" and rep.restarts < spec.max_restarts
 
-    def drain(self) -> None:
+    def drain(self, reason: str = "SIGTERM") -> None:
         """Drain the pipeline, as the first SIGINT/SIGTERM does: the sources end their streams,
         everything already sent is processed and written, and :meth:`run` returns (exit code
-        130, "drained"). A second call stops every process at once."""
+        130, "interrupted by REASON: drained"). A second call stops every process at once."""
+        self._reason = reason
         self._on_signal(signal.SIGTERM, None)
 
     def _drain(self) -> None:
@@ -426,7 +435,7 @@ class LocalLauncher:
             tail = rep.log.read_text(errors="replace").strip().splitlines()[-20:]
             log = "\n".join(tail) if tail else "(no output)"
             self._fail(
-                f"{rep.label} (pid {rep.process.pid}) {how} before finishing; "
+                f"{rep.label} ({self._where(rep)}) {how} before finishing; "
                 f"last lines of its log {rep.log}:\n{log}"
             )
 
@@ -435,7 +444,7 @@ class LocalLauncher:
         it had not acknowledged, and schedule the restart (with exponential backoff)."""
         spec = self.pipeline.nodes[rep.node]
         self.observer.failure(
-            f"{rep.label} (pid {rep.process.pid}) {how}; restarting it "
+            f"{rep.label} ({self._where(rep)}) {how}; restarting it "
             f"({rep.restarts + 1} of at most {spec.max_restarts})"
             + (f"\n{rep.last_error}" if rep.last_error else "")
         )
@@ -475,7 +484,7 @@ class LocalLauncher:
         had not acknowledged to the node's other replicas, and its downstream replicas stop
         waiting for it."""
         self.observer.failure(
-            f"{rep.label} (pid {rep.process.pid}) {how}; not restarted (restart: never): the "
+            f"{rep.label} ({self._where(rep)}) {how}; not restarted (restart: never): the "
             "messages it had not acknowledged go to the other replicas"
         )
         del self.replicas[key]
@@ -510,6 +519,8 @@ class LocalLauncher:
         self.watched[socket] = handler
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        if frame is not None:  # a real signal
+            self._reason = signal.Signals(signum).name
         self._signalled = signum
         self._signals += 1
 
@@ -518,7 +529,11 @@ class LocalLauncher:
         t0 = time.monotonic()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            self._start()
+            try:
+                self._start()
+            except Exception as exc:  # the backend could not place the pipeline
+                self._fail(f"backend {self.placement.name!r}: {type(exc).__name__}: {exc}")
+                return RunResult(1, time.monotonic() - t0, self.errors)
             poller = zmq.Poller()
             for sock in [self.control, *self.watched]:
                 poller.register(sock, zmq.POLLIN)
@@ -541,17 +556,19 @@ class LocalLauncher:
                 if all(r.done and r.process.poll() is not None for r in self.replicas.values()):
                     break
             if self._signalled:
-                name = signal.Signals(self._signalled).name
+                name = self._reason
                 if self._signals == 1 and all(r.done for r in self.replicas.values()):
                     self._fail(f"interrupted by {name}: drained, every file closed")
                 else:
                     self._fail(f"interrupted by {name}: stopped before the pipeline drained")
         finally:
-            self._stop_all()
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            self.ctx.destroy(linger=0)
-            self.placement.stop()
+            try:
+                self._stop_all()
+            finally:
+                self.ctx.destroy(linger=0)
+                self.placement.stop()
             if not self.errors and not self.keep_rundir:
                 shutil.rmtree(self.rundir, ignore_errors=True)
         code = 0 if not self.errors else (130 if self._signalled else 1)

@@ -231,7 +231,7 @@ class Supervisor:
         if kind == "status":
             return {"ok": True, "status": self.launcher.status()}
         if kind == "stop":
-            self.launcher.drain()
+            self.launcher.drain("beampipe stop")
             return {"ok": True, "state": "draining"}
         if kind == "scale":
             node, replicas = request.get("node"), request.get("replicas")
