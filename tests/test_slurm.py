@@ -1,0 +1,465 @@
+"""The Slurm backend (``beampipe.manager.slurm``) on a real Slurm cluster.
+
+The cluster is the single-host test cluster of ``scripts/slurm-test-cluster.sh`` (Debian's Slurm
+22.05, two slurmds ``node1`` and ``node2`` of 4 CPUs and 4000 MB each, partition ``debug``): CI
+starts it before the tests, and this module starts it if ``sinfo`` does not answer (it fails
+with the script's message where that is not possible: Slurm missing, not root).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import zmq
+from conftest import EXAMPLE, NODES, REPO, Recorder, rows
+
+from beampipe.config import load_pipeline
+from beampipe.manager import LocalLauncher
+from beampipe.manager.slurm import FINAL_STATES, SlurmError, SlurmPlacement, squeue_jobs
+
+SCRIPT = REPO / "scripts" / "slurm-test-cluster.sh"
+DEADLINE = 60.0
+"""Seconds any wait on the cluster may take before the test fails."""
+
+
+def _answers() -> bool:
+    try:
+        return subprocess.run(["sinfo"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster() -> None:
+    """The test cluster, started by the script unless it already answers."""
+    if _answers():
+        return
+    done = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=180)
+    if done.returncode != 0 or not _answers():
+        pytest.fail(
+            f"no Slurm cluster, and {SCRIPT.relative_to(REPO)} could not start one "
+            f"(exit status {done.returncode}):\n{done.stdout}{done.stderr}"
+        )
+
+
+def squeue_steps(job_ids: list[int]) -> dict[str, tuple[str, str]]:
+    """``{step name: (JOB.STEP, node list)}`` of the numbered steps of these jobs, as
+    ``squeue --steps`` lists them."""
+    done = subprocess.run(
+        [
+            "squeue",
+            "--steps",
+            "--noheader",
+            f"--jobs={','.join(map(str, job_ids))}",
+            "--format=%i %j %N",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    steps = {}
+    for line in done.stdout.splitlines():
+        step, name, nodes = line.split()
+        if re.fullmatch(r"\d+\.\d+", step):
+            steps[name] = (step, nodes)
+    return steps
+
+
+def live_jobs(name: str) -> list[dict]:
+    """Jobs called ``name`` that ``squeue --json`` lists in a state other than ended."""
+    data = json.loads(subprocess.check_output(["squeue", "--json"], timeout=30))
+    return [j for j in data["jobs"] if j["name"] == name and j["job_state"] not in FINAL_STATES]
+
+
+WRITE_TIMES = ("@file_time", "@file_update_time")
+"""Root attributes of a NeXus file that say when it was written (NXroot)."""
+
+
+def hdf5_content(path: Path) -> dict[str, object]:
+    """Every dataset's value and every attribute of the file, external links followed, by
+    path (``path@attr`` for attributes), except the :data:`WRITE_TIMES`."""
+    out: dict[str, object] = {}
+
+    def walk(group: h5py.Group, prefix: str) -> None:
+        for key, value in group.attrs.items():
+            out[f"{prefix}@{key}"] = value
+        for name in group:
+            item = group[name]
+            if isinstance(item, h5py.Group):
+                walk(item, f"{prefix}/{name}")
+            else:
+                out[f"{prefix}/{name}"] = item[()]
+                for key, value in item.attrs.items():
+                    out[f"{prefix}/{name}@{key}"] = value
+
+    with h5py.File(path, "r") as f:
+        walk(f, "")
+    for key in WRITE_TIMES:
+        del out[key]
+    return out
+
+
+# -- the example ------------------------------------------------------------------------------
+
+
+def test_p65_example_on_slurm_writes_what_the_local_run_writes(tmp_path, monkeypatch):
+    pipeline = load_pipeline(EXAMPLE / "pipeline.yaml", overrides={"scan.pace": "max"})
+    (tmp_path / "local").mkdir()
+    monkeypatch.chdir(tmp_path / "local")
+    local = LocalLauncher(pipeline, Recorder()).run()
+    assert local.exit_code == 0, local.errors
+
+    (tmp_path / "slurm").mkdir()
+    monkeypatch.chdir(tmp_path / "slurm")
+    placement = SlurmPlacement()
+    result = LocalLauncher(
+        pipeline, Recorder(), placement=placement, rundir=tmp_path / "slurm" / "run"
+    ).run()
+    assert result.exit_code == 0, result.errors
+    assert result.sent == local.sent
+
+    expected = hdf5_content(tmp_path / "local" / "out" / "xas-p65.nxs")
+    got = hdf5_content(tmp_path / "slurm" / "out" / "xas-p65.nxs")
+    assert sorted(got) == sorted(expected)
+    assert any(k.endswith("/points/mu") for k in got)  # external links were followed
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+    job = placement.describe()["job_id"]
+    script = (tmp_path / "slurm" / "run" / "allocation.sbatch").read_text()
+    assert "hetjob" not in script and "#SBATCH --ntasks=4\n" in script  # one group, 4 replicas
+    assert (tmp_path / "slurm" / "run" / f"slurm-{job}.out").exists()
+    # stop() waited until the job ended: squeue lists it only as ended, or not at all
+    assert all(j["job_state"] in FINAL_STATES for j in squeue_jobs(job))
+    assert live_jobs("beampipe-xas-p65") == []
+    assert squeue_steps([job]) == {}
+
+
+# -- steps while running, drain -----------------------------------------------------------------
+
+STEPS_PIPELINE = """
+name: slurm-steps
+nodes:
+  sim:
+    use: detector_sim
+    params: {shape: [4, 4], pool: 2, rate: 200, frames: 1000000}
+  tag: {use: flownodes:Tag, replicas: 2}
+  collect:
+    use: flownodes:Collect
+    params: {path: rows.jsonl}
+connections:
+  - sim -> tag
+  - tag -> collect.in
+"""
+
+
+class Watcher(Recorder):
+    """Records progress; ``flowing`` is set once the sink reported received messages."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flowing = threading.Event()
+
+    def progress(self, node: str, replica: int, streams: dict[str, int]) -> None:
+        if node == "collect" and sum(streams.values()) > 0:
+            self.flowing.set()
+
+
+def test_squeue_and_status_show_a_step_per_replica_and_drain_ends_the_job(folder):
+    shutil.copy(NODES / "flownodes.py", folder)
+    (folder / "pipeline.yaml").write_text(STEPS_PIPELINE)
+    sys.modules.pop("flownodes", None)
+    pipeline = load_pipeline(folder / "pipeline.yaml")
+    placement = SlurmPlacement(poll_interval=0.2)
+    watcher = Watcher()
+    launcher = LocalLauncher(pipeline, watcher, placement=placement, rundir=folder / "run")
+    seen: dict[str, object] = {}
+    # The launcher's thread answers the test's thread through launcher.watch, as a supervisor's
+    # command socket does: it takes the status and drains.
+    commands = launcher.ctx.socket(zmq.PAIR)
+    commands.bind("inproc://test-slurm")
+    client = launcher.ctx.socket(zmq.PAIR)
+    client.connect("inproc://test-slurm")
+
+    def command() -> None:
+        commands.recv()
+        seen["status"] = launcher.status()
+        launcher.drain()
+
+    def watch() -> None:
+        """Once data flows, wait until squeue lists four steps, note them, then drain."""
+        try:
+            deadline = time.monotonic() + DEADLINE
+            if not watcher.flowing.wait(DEADLINE):
+                return
+            while time.monotonic() < deadline:
+                steps = squeue_steps([placement.job_id])
+                if len(steps) == 4:
+                    seen["steps"] = steps
+                    return
+                time.sleep(0.1)
+        finally:
+            client.send(b"status and drain")
+
+    launcher.watch(commands, command)
+    thread = threading.Thread(target=watch)
+    thread.start()
+    try:
+        result = launcher.run()
+    finally:
+        thread.join()
+
+    assert watcher.flowing.is_set(), result.errors
+    steps = seen["steps"]
+    assert sorted(steps) == ["collect.0", "sim.0", "tag.0", "tag.1"]
+    job = placement.job_id
+    status = seen["status"]
+    assert status["backend"] == "slurm"
+    assert status["placement"] == {
+        "job_id": job,
+        "job_name": "beampipe-slurm-steps",
+        "nodes": [steps["sim.0"][1]],
+    }
+    where = {f"{r['node']}.{r['replica']}": r["where"] for r in status["replicas"]}
+    assert where == {
+        name: f"job {job} step {step.split('.')[1]} on {nodes}"
+        for name, (step, nodes) in steps.items()
+    }
+    # drained: every frame sent arrived exactly once, the sink closed its file
+    assert result.exit_code == 130
+    assert len(result.errors) == 1 and "drained, every file closed" in result.errors[0]
+    sent = result.sent["sim"]["out"]
+    assert sent > 0
+    assert sorted(r["id"] for r in rows(folder / "rows.jsonl")) == list(range(1, sent + 1))
+    assert live_jobs("beampipe-slurm-steps") == []
+    assert squeue_steps([job]) == {}
+
+
+# -- resources: the heterogeneous job ------------------------------------------------------------
+
+HET_PIPELINE = """
+name: slurm-het
+nodes:
+  count:
+    use: flownodes:Counter
+    params: {n: 200}
+    resources: {memory: 300M}
+  tag:
+    use: flownodes:Tag
+    replicas: 2
+    resources: {cpus: 2, memory: 1G, time: "10:00"}
+  collect:
+    use: flownodes:Collect
+    params: {path: rows.jsonl}
+    resources: {memory: 300M}
+connections:
+  - count -> tag
+  - tag -> collect.in
+"""
+
+
+def sbatch_options(script: str) -> list[dict[str, str]]:
+    """The ``#SBATCH --option=value`` lines of each het job component of ``script``."""
+    parts: list[dict[str, str]] = [{}]
+    for line in script.splitlines():
+        if line == "#SBATCH hetjob":
+            parts.append({})
+        elif line.startswith("#SBATCH "):
+            key, _, value = line.removeprefix("#SBATCH ").partition("=")
+            parts[-1][key] = value
+    return parts
+
+
+class Snapshot(Recorder):
+    """At the first progress report (every step running): the job's components as
+    ``squeue --json`` lists them, and where each replica runs."""
+
+    def __init__(self, placement: SlurmPlacement) -> None:
+        super().__init__()
+        self.placement = placement
+        self.jobs: list[dict] = []
+        self.where: dict[tuple[str, int], str] = {}
+
+    def progress(self, node: str, replica: int, streams: dict[str, int]) -> None:
+        if not self.jobs:
+            self.jobs = squeue_jobs(self.placement.job_id)
+            for n, r in [("count", 0), ("tag", 0), ("tag", 1), ("collect", 0)]:
+                self.where[n, r] = self.placement.where(n, r)
+
+
+def test_two_resources_make_a_het_job_with_one_component_each(folder):
+    shutil.copy(NODES / "flownodes.py", folder)
+    (folder / "pipeline.yaml").write_text(HET_PIPELINE)
+    sys.modules.pop("flownodes", None)
+    pipeline = load_pipeline(folder / "pipeline.yaml")
+    placement = SlurmPlacement(partition="debug")
+    rundir = folder / "run"
+
+    assert sbatch_options(placement.batch_script(pipeline, rundir)) == [
+        {
+            "--job-name": "beampipe-slurm-het",
+            "--output": f"{rundir}/slurm-%j.out",
+            "--ntasks": "2",  # count and collect
+            "--cpus-per-task": "1",
+            "--mem-per-cpu": "300M",
+            "--partition": "debug",
+        },
+        {
+            "--ntasks": "2",  # tag's replicas
+            "--cpus-per-task": "2",
+            "--mem-per-cpu": "512M",  # 1G per task over 2 CPUs
+            "--partition": "debug",
+            "--time": "10:00",
+        },
+    ]
+
+    snapshot = Snapshot(placement)
+    result = LocalLauncher(pipeline, snapshot, placement=placement, rundir=rundir).run()
+    assert result.exit_code == 0, result.errors
+    assert sorted(r["id"] for r in rows(folder / "rows.jsonl")) == list(range(1, 201))
+
+    job = placement.job_id
+    components = sorted(snapshot.jobs, key=lambda j: j["het_job_offset"])
+    assert [j["het_job_id"] for j in components] == [job, job]
+    assert [j["job_state"] for j in components] == ["RUNNING", "RUNNING"]
+    assert [j["tasks"] for j in components] == [2, 2]
+    assert [j["cpus"] for j in components] == [2, 4]
+    assert [j["memory_per_cpu"] for j in components] == [300, 512]
+    assert [j["partition"] for j in components] == ["debug", "debug"]
+    assert components[1]["time_limit"] == 10  # minutes
+    nodes = [j["nodes"] for j in components]
+    assert sorted(nodes) == ["node1", "node2"]  # a het job's components never share a node
+    assert placement.describe()["nodes"] == nodes
+    for (node, _), where in snapshot.where.items():
+        group = 1 if node == "tag" else 0
+        assert re.fullmatch(rf"job {job}\+{group} step \d+ on {nodes[group]}", where), where
+    assert live_jobs("beampipe-slurm-het") == []
+
+
+# -- steps: scaling past the allocation, kill ----------------------------------------------------
+
+
+def test_more_steps_than_tasks_overlap_and_kill_ends_each_step(folder):
+    (folder / "pipeline.yaml").write_text(
+        "name: slurm-kill\nnodes:\n  a: {use: flownodes:Counter}\n"
+    )
+    shutil.copy(NODES / "flownodes.py", folder)
+    sys.modules.pop("flownodes", None)
+    pipeline = load_pipeline(folder / "pipeline.yaml")
+    placement = SlurmPlacement(poll_interval=0.2)
+    placement.start(pipeline, folder)
+    try:
+        sleep = [shutil.which("sleep"), "300"]
+        steps = [
+            placement.spawn("a", r, 0, sleep, dict(os.environ), folder / f"a.{r}.log")
+            for r in range(3)  # the allocation has one task
+        ]
+        deadline = time.monotonic() + DEADLINE
+        while len(squeue_steps([placement.job_id])) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sorted(squeue_steps([placement.job_id])) == ["a.0", "a.1", "a.2"]
+        assert all(step.poll() is None for step in steps)
+        listed = squeue_steps([placement.job_id])
+        where = [placement.where("a", r) for r in range(3)]
+        assert where == [
+            f"job {placement.job_id} step {step.split('.')[1]} on {nodes}"
+            for step, nodes in (listed[f"a.{r}"] for r in range(3))
+        ]
+        for step in steps:
+            step.kill()
+        assert [step.wait(DEADLINE) for step in steps] == [-signal.SIGKILL] * 3
+        while squeue_steps([placement.job_id]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert squeue_steps([placement.job_id]) == {}
+        # an ended step is still named (e.g. in the launcher's message about the process)
+        assert placement.step_of("a", 0, fresh=True) is None
+        assert [placement.where("a", r) for r in range(3)] == where
+    finally:
+        placement.stop()
+    assert live_jobs("beampipe-slurm-kill") == []
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+ONE_NODE = "name: slurm-errors\nnodes:\n  a: {use: flownodes:Counter, resources: {cpus: 4}}\n"
+
+
+@pytest.fixture
+def one_node(folder):
+    shutil.copy(NODES / "flownodes.py", folder)
+    (folder / "pipeline.yaml").write_text(ONE_NODE)
+    sys.modules.pop("flownodes", None)
+    return load_pipeline(folder / "pipeline.yaml")
+
+
+def test_no_sbatch_on_path_is_a_clear_error(one_node, folder, monkeypatch):
+    monkeypatch.setenv("PATH", str(folder))
+    with pytest.raises(SlurmError, match=r"sbatch not found on PATH.*Slurm client commands"):
+        SlurmPlacement().start(one_node, folder)
+
+
+def test_a_job_sbatch_rejects_names_the_command_and_its_error(one_node, folder):
+    with pytest.raises(SlurmError) as err:
+        SlurmPlacement(partition="nosuchpartition").start(one_node, folder)
+    text = str(err.value)
+    assert f"sbatch --parsable {folder}/allocation.sbatch failed" in text
+    assert "Invalid partition name specified" in text
+
+
+def test_a_job_that_never_starts_is_cancelled_with_its_reason(one_node, folder):
+    blocker = subprocess.check_output(
+        [
+            *("sbatch", "--parsable", "--job-name=blocker", "--ntasks=2", "--cpus-per-task=4"),
+            *("--output=/dev/null", "--wrap=exec sleep 300"),
+        ],
+        text=True,
+        timeout=30,
+    ).strip()
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while live_jobs("blocker")[0]["job_state"] != "RUNNING" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        placement = SlurmPlacement(start_timeout=2, poll_interval=0.2)
+        with pytest.raises(SlurmError) as err:
+            placement.start(one_node, folder)
+        job = placement.job_id
+        assert re.search(
+            rf"Slurm job {job} \(beampipe-slurm-errors\) did not start within 2 s and was "
+            rf"cancelled: {job}: PENDING \(reason Resources\)",
+            str(err.value),
+        ), err.value
+        assert live_jobs("beampipe-slurm-errors") == []
+    finally:
+        subprocess.run(["scancel", blocker], timeout=30, check=True)
+
+
+def test_a_control_endpoint_the_compute_nodes_cannot_reach_is_a_clear_error(
+    one_node, folder, monkeypatch
+):
+    monkeypatch.setenv("BEAMPIPE_HOST", "launcher.invalid")  # RFC 2606: never resolves
+    placement = SlurmPlacement(poll_interval=0.2)
+    placement.start(one_node, folder)
+    try:
+        with pytest.raises(SlurmError) as err:
+            placement.control_endpoint("tcp://0.0.0.0:5555")
+    finally:
+        placement.stop()
+    text = str(err.value)
+    assert text.startswith(
+        f"the compute nodes {placement.nodes[0]} of Slurm job {placement.job_id} cannot reach "
+        "the launcher at "
+        "tcp://launcher.invalid:5555 (set BEAMPIPE_HOST"
+    ), text
+    assert "socket.gaierror" in text
