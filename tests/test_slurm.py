@@ -463,3 +463,37 @@ def test_a_control_endpoint_the_compute_nodes_cannot_reach_is_a_clear_error(
         "tcp://launcher.invalid:5555 (set BEAMPIPE_HOST"
     ), text
     assert "socket.gaierror" in text
+
+
+def test_deployed_with_backend_slurm_status_shows_steps_and_stop_leaves_no_job(tmp_path):
+    """`beampipe deploy --backend slurm` through the manager: status names a Slurm job step per
+    replica, `beampipe stop` drains (every frame once in the NeXus file) and ends the job."""
+    from test_manager import FRAMES, RELAY, Home, check_every_frame_once, received, wait_for
+
+    home = Home(tmp_path / "home")
+    (tmp_path / "relay.py").write_text(RELAY)
+    pipeline = tmp_path / "frames.yaml"
+    pipeline.write_text(FRAMES.replace("name: frames", "name: slurm-frames"))
+    try:
+        done = home.run("deploy", str(pipeline), "--backend", "slurm", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        pipeline_id = done.stdout.strip()
+        assert f"as {pipeline_id} (backend slurm)" in done.stderr
+        wait_for(lambda: received(home, pipeline_id) > 20, "frames reach the writer", 120)
+        status = home.status(pipeline_id)
+        assert status["backend"] == "slurm", status
+        job = live_jobs("beampipe-slurm-frames")
+        assert len(job) == 1, job
+        steps = squeue_steps([job[0]["job_id"]])
+        for replica in status["replicas"]:
+            step, nodes = steps[f"{replica['node']}.{replica['replica']}"]
+            assert replica["where"].startswith(f"job {step.split('.')[0]} step "), replica
+            assert nodes in replica["where"], replica
+        shown = home.run("status", pipeline_id, cwd=tmp_path)
+        assert shown.returncode == 0 and "step" in shown.stdout, shown.stderr
+        stopped = home.run("stop", pipeline_id, cwd=tmp_path)
+        assert stopped.returncode == 0, stopped.stderr
+        check_every_frame_once(home, pipeline_id, tmp_path)
+        wait_for(lambda: not live_jobs("beampipe-slurm-frames"), "the job ends", 60)
+    finally:
+        home.cleanup()
