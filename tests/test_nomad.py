@@ -537,3 +537,36 @@ def test_fake_reruns_finished_batch_allocations_when_the_job_changes_as_nomad_do
     assert names == ["rerun.g[0]", "rerun.g[0]", "rerun.g[1]"]
     client.job.deregister_job("rerun", purge=True)
     assert fake.wait_idle(10)
+
+
+def test_deployed_with_backend_nomad_status_shows_allocations_and_stop_purges_the_job(
+    fake, tmp_path
+):
+    """`beampipe deploy --backend nomad` through the manager against the fake Nomad API:
+    status names an allocation per replica, `beampipe stop` drains (every frame once) and the
+    job is gone."""
+    from test_manager import FRAMES, RELAY, Home, check_every_frame_once, received, wait_for
+
+    home = Home(tmp_path / "home")
+    (tmp_path / "relay.py").write_text(RELAY)
+    pipeline = tmp_path / "frames.yaml"
+    pipeline.write_text(FRAMES)
+    try:
+        args = ["--backend", "nomad", "--backend-option", f"address={fake.address}"]
+        done = home.run("deploy", str(pipeline), *args, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        pipeline_id = done.stdout.strip()
+        wait_for(lambda: received(home, pipeline_id) > 20, "frames reach the writer", 120)
+        status = home.status(pipeline_id)
+        assert status["backend"] == "nomad", status
+        job_id = status["placement"]["job_id"]
+        allocations = {a["ID"][:8] for a in api(fake).job.get_allocations(job_id)}
+        for replica in status["replicas"]:
+            assert replica["where"].split()[1] in allocations, replica
+        stopped = home.run("stop", pipeline_id, cwd=tmp_path)
+        assert stopped.returncode == 0, stopped.stderr
+        check_every_frame_once(home, pipeline_id, tmp_path)
+        jobs = [j["ID"] for j in api(fake).jobs.get_jobs()]
+        assert job_id not in jobs
+    finally:
+        home.cleanup()
