@@ -114,7 +114,11 @@ def hdf5_content(path: Path) -> dict[str, object]:
 # -- the example ------------------------------------------------------------------------------
 
 
-def test_p65_example_on_slurm_writes_what_the_local_run_writes(tmp_path, monkeypatch):
+def test_p65_example_deployed_on_slurm_writes_what_the_local_run_writes(tmp_path, monkeypatch):
+    """`beampipe deploy --backend slurm` of the P65 example gives the NeXus content of a local
+    run, and its job is gone when it has finished."""
+    from test_manager import Home
+
     pipeline = load_pipeline(EXAMPLE / "pipeline.yaml", overrides={"scan.pace": "max"})
     (tmp_path / "local").mkdir()
     monkeypatch.chdir(tmp_path / "local")
@@ -122,13 +126,17 @@ def test_p65_example_on_slurm_writes_what_the_local_run_writes(tmp_path, monkeyp
     assert local.exit_code == 0, local.errors
 
     (tmp_path / "slurm").mkdir()
-    monkeypatch.chdir(tmp_path / "slurm")
-    placement = SlurmPlacement()
-    result = LocalLauncher(
-        pipeline, Recorder(), placement=placement, rundir=tmp_path / "slurm" / "run"
-    ).run()
-    assert result.exit_code == 0, result.errors
-    assert result.sent == local.sent
+    home = Home(tmp_path / "home")
+    try:
+        args = ["--backend", "slurm", "--set", "scan.pace=max"]
+        done = home.run("deploy", str(EXAMPLE / "pipeline.yaml"), *args, cwd=tmp_path / "slurm")
+        assert done.returncode == 0, done.stderr
+        pipeline_id = done.stdout.strip()
+        status = home.finished(pipeline_id)
+        assert (status["state"], status["exit_code"]) == ("done", 0), status
+        assert status["sent"] == local.sent
+    finally:
+        home.cleanup()
 
     expected = hdf5_content(tmp_path / "local" / "out" / "xas-p65.nxs")
     got = hdf5_content(tmp_path / "slurm" / "out" / "xas-p65.nxs")
@@ -137,10 +145,10 @@ def test_p65_example_on_slurm_writes_what_the_local_run_writes(tmp_path, monkeyp
     for key, value in expected.items():
         np.testing.assert_array_equal(got[key], value, err_msg=key)
 
-    job = placement.describe()["job_id"]
-    script = (tmp_path / "slurm" / "run" / "allocation.sbatch").read_text()
+    rundir = home.path / "pipelines" / pipeline_id
+    job = int(re.findall(r"slurm-(\d+)\.out", " ".join(p.name for p in rundir.iterdir()))[0])
+    script = (rundir / "allocation.sbatch").read_text()
     assert "hetjob" not in script and "#SBATCH --ntasks=4\n" in script  # one group, 4 replicas
-    assert (tmp_path / "slurm" / "run" / f"slurm-{job}.out").exists()
     # stop() waited until the job ended: squeue lists it only as ended, or not at all
     assert all(j["job_state"] in FINAL_STATES for j in squeue_jobs(job))
     assert live_jobs("beampipe-xas-p65") == []
