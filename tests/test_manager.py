@@ -8,6 +8,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -21,6 +22,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import EXAMPLE, beampipe
+from prometheus_client.parser import text_string_to_metric_families
 
 from beampipe.connectors.detector_sim import DetectorSim
 
@@ -473,3 +475,81 @@ def test_the_api_is_documented_with_openapi(home, manager):
     }
     assert spec["components"]["securitySchemes"]["token"]["scheme"] == "bearer"
     assert httpx.get(f"{manager.url}/docs").status_code == 200
+
+
+def test_a_pipeline_deployed_with_ui_serves_the_viewer_until_it_is_stopped(
+    home, manager, frames_pipeline
+):
+    cwd = frames_pipeline.parent
+    deployed = home.run("deploy", str(frames_pipeline), "--ui", cwd=cwd)
+    assert deployed.returncode == 0, deployed.stderr
+    pipeline_id = deployed.stdout.strip()
+    status = home.status(pipeline_id)
+    url = status["viewer"]
+    assert url is not None and url.startswith("http://127.0.0.1:"), status
+    assert f"viewer: {url}\n" in deployed.stderr
+    assert [p["viewer"] for p in httpx.get(f"{manager.url}/pipelines").json()] == [url]
+    rundir = Path(status["dir"])
+    supervisor = json.loads((rundir / "supervisor.json").read_text())
+    assert supervisor["viewer"] == url
+    shown = home.run("status", pipeline_id, cwd=cwd)
+    assert f"viewer: {url}\n" in shown.stdout, shown.stderr
+
+    def at_the_writer() -> int:
+        nodes = httpx.get(f"{url}api/status", timeout=10).json()["nodes"]
+        assert sorted(nodes) == ["cam", "nexus", "relay"]
+        return nodes["nexus"]["messages"]
+
+    wait_for(lambda: at_the_writer() > 0, "the viewer counts frames at the NeXus writer")
+    metrics = httpx.get(f"{url}metrics", timeout=10)
+    assert metrics.status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(metrics.text)}
+    up = {
+        s.labels["node"]: s.value
+        for s in families["beampipe_replica_up"].samples
+        if s.labels["pipeline"] == "frames"
+    }
+    assert up == {"cam": 1, "relay": 1, "nexus": 1}
+    (nexus_in,) = [
+        s.value
+        for s in families["beampipe_messages_received"].samples
+        if s.name == "beampipe_messages_received_total" and s.labels["node"] == "nexus"
+    ]
+    assert nexus_in > 0
+
+    stopped = home.run("stop", pipeline_id, cwd=cwd)
+    assert stopped.returncode == 0, stopped.stderr
+    check_every_frame_once(home, pipeline_id, cwd)
+    # The supervisor stops its viewer before it writes the result that makes the state final.
+    with pytest.raises(httpx.ConnectError, match="refused"):
+        httpx.get(f"{url}api/status", timeout=10)
+    assert home.status(pipeline_id)["viewer"] is None
+    wait_for(lambda: gone(supervisor["pid"], rundir), "the supervisor exits")
+
+
+def test_deploy_ui_on_a_taken_port_fails_with_the_reason(home, manager, frames_pipeline):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        deployed = home.run(
+            "deploy", str(frames_pipeline), "--ui", "--ui-port", port, cwd=frames_pipeline.parent
+        )
+    assert deployed.returncode == 1
+    pipeline_id = deployed.stdout.strip()
+    assert f"error: --ui: cannot listen on 127.0.0.1 port {port}: " in deployed.stderr
+    status = home.status(pipeline_id)
+    assert (status["state"], status["viewer"], status["replicas"]) == ("failed", None, [])
+
+
+def test_deploy_ui_without_the_viewers_packages_fails_as_run_ui_does(home, frames_pipeline):
+    cwd = frames_pipeline.parent
+    blocked = cwd / "blocked" / "h5grove"  # shadows the installed package: as if it were missing
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text('raise ImportError("no h5grove here")\n')
+    env = {"BEAMPIPE_HOME": str(home.path), "PYTHONPATH": str(blocked.parent)}
+    ran = beampipe("run", str(frames_pipeline), "--ui", cwd=cwd, env=env)
+    deployed = beampipe("deploy", str(frames_pipeline), "--ui", cwd=cwd, env=env)
+    missing = "--ui needs the viewer's packages: pip install 'beampipe[ui]' (no h5grove here)"
+    message = f"error: {missing}"
+    assert (ran.returncode, ran.stderr.strip()) == (2, message)
+    assert (deployed.returncode, deployed.stderr.strip(), deployed.stdout) == (2, message, "")
+    assert httpx.get(f"{home.manager_info()['url']}/pipelines").json() == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -24,7 +25,8 @@ from beampipe.config import (
 from beampipe.manager import LocalLauncher
 from beampipe.manager.client import ManagerClient, ManagerError
 from beampipe.manager.console import ConsoleObserver
-from beampipe.manager.store import state_home
+from beampipe.manager.store import FINAL, state_home
+from beampipe.manager.supervisor import ui_missing
 
 app = typer.Typer(
     help="Distributed near-real-time data processing pipelines for X-ray beamlines.",
@@ -77,6 +79,13 @@ WindowMbOption = Annotated[float, typer.Option("--window-mb", help="credit: MB i
 MetricsOption = Annotated[
     bool, typer.Option("--metrics/--no-metrics", help="print per-node metrics at the end")
 ]
+UiOption = Annotated[
+    bool, typer.Option("--ui", help="serve the live viewer (a web page; URL printed)")
+]
+UiPortOption = Annotated[int, typer.Option("--ui-port", help="viewer port (0: any free)")]
+UiHostOption = Annotated[
+    str, typer.Option("--ui-host", help="viewer address (0.0.0.0: all interfaces)")
+]
 
 
 @app.command()
@@ -98,13 +107,9 @@ def run(
     window: WindowOption = 32,
     window_mb: WindowMbOption = 64.0,
     metrics: MetricsOption = True,
-    ui: Annotated[
-        bool, typer.Option("--ui", help="serve the live viewer (a web page; URL printed)")
-    ] = False,
-    ui_port: Annotated[int, typer.Option("--ui-port", help="viewer port (0: any free)")] = 0,
-    ui_host: Annotated[
-        str, typer.Option("--ui-host", help="viewer address (0.0.0.0: all interfaces)")
-    ] = "127.0.0.1",
+    ui: UiOption = False,
+    ui_port: UiPortOption = 0,
+    ui_host: UiHostOption = "127.0.0.1",
 ) -> None:
     """Run a pipeline in the foreground on this machine until its sources are finished."""
     viewer = (ui_host, ui_port) if ui else None
@@ -151,11 +156,8 @@ def _viewer(pipeline: Pipeline, host: str, port: int) -> Any:
     try:
         from beampipe.viewer import Viewer
     except ImportError as exc:
-        console.print(
-            f"[bold red]error:[/] --ui needs the viewer's packages: pip install 'beampipe[ui]' "
-            f"({escape(str(exc))})",
-            highlight=False,
-        )
+        message = f"[bold red]error:[/] {escape(ui_missing(exc))}"
+        console.print(message, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     try:
         viewer = Viewer(pipeline, host, port)
@@ -289,9 +291,13 @@ def deploy(
     ] = None,
     window: WindowOption = 32,
     window_mb: WindowMbOption = 64.0,
+    ui: UiOption = False,
+    ui_port: UiPortOption = 0,
+    ui_host: UiHostOption = "127.0.0.1",
 ) -> None:
     """Run a pipeline in the background under the manager (started if none runs); prints its id.
-    Output paths are relative to the current directory, as with `run`."""
+    Output paths are relative to the current directory, as with `run`. With --ui its supervisor
+    serves the live viewer while it runs (URL printed)."""
     if backend is not None and backend not in ("local", "slurm", "nomad"):
         raise typer.BadParameter("must be local, slurm or nomad", param_hint="--backend")
     options = {}
@@ -314,6 +320,7 @@ def deploy(
             overrides=overrides,
             window=window,
             window_mb=window_mb,
+            ui=(ui_host, ui_port) if ui else None,
         )
     except OSError as exc:
         console.print(f"[bold red]error:[/] {escape(str(file))}: {exc.strerror or exc}")
@@ -331,6 +338,34 @@ def deploy(
         highlight=False,
         soft_wrap=True,
     )
+    if ui:
+        _deployed_viewer(client, status)
+
+
+VIEWER_TIMEOUT = 30.0
+"""Seconds `deploy --ui` waits for the supervisor to report its viewer's URL."""
+
+
+def _deployed_viewer(client: ManagerClient, status: dict[str, Any]) -> None:
+    """Print the viewer URL of a pipeline deployed with --ui, polling its status until the
+    supervisor reports it (or the pipeline has finished, or :data:`VIEWER_TIMEOUT`)."""
+    pipeline_id = status["id"]
+    deadline = time.monotonic() + VIEWER_TIMEOUT
+    while status.get("viewer") is None:
+        if status["state"] in FINAL:
+            console.print(f"viewer: none, pipeline {pipeline_id} is {status['state']}")
+            return
+        if time.monotonic() > deadline:
+            console.print(
+                f"[yellow]viewer: not serving yet; `beampipe status {pipeline_id}` shows its URL[/]"
+            )
+            return
+        time.sleep(0.2)
+        try:
+            status = client.status(pipeline_id)
+        except ManagerError as exc:
+            _manager_error(exc)
+    console.print(f"viewer: {escape(status['viewer'])}", highlight=False, soft_wrap=True)
 
 
 @app.command("list")
@@ -372,6 +407,8 @@ def status(pipeline_id: IdArgument, json_: JsonOption = False) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    if s.get("viewer"):
+        out.print(f"viewer: {escape(s['viewer'])}", highlight=False, soft_wrap=True)
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     for header in ("node", "replica", "state", "host", "where", "restarts"):
         table.add_column(header, no_wrap=True)

@@ -7,7 +7,9 @@ its ZeroMQ command socket; :func:`create_app` serves it with FastAPI (OpenAPI do
 
 * ``GET /health``: always open; the manager's pid.
 * ``POST /pipelines``: deploy a pipeline file (validated as ``beampipe validate`` does: 422 with
-  the same messages). ``GET /pipelines``: every pipeline. ``GET /pipelines/{id}``: its status.
+  the same messages), with its live viewer if ``ui`` is given. ``GET /pipelines``: every
+  pipeline. ``GET /pipelines/{id}``: its status. Both give the viewer's URL (``viewer``) while
+  the pipeline runs.
 * ``GET /pipelines/{id}/logs/{node}``: a node replica's log (``replica``, ``tail``, ``follow``).
 * ``POST /pipelines/{id}/scale`` ``{node, replicas}``; ``POST /pipelines/{id}/stop``: drain.
 
@@ -63,6 +65,7 @@ from beampipe.manager.supervisor import (
     RESULT,
     SUPERVISOR,
     Deployment,
+    ViewerOptions,
     make_placement,
     write_json,
 )
@@ -107,6 +110,9 @@ class DeployRequest(BaseModel):
     )
     window: int = Field(32, ge=1, description="credit: messages in flight per pipe")
     window_mb: float = Field(64.0, gt=0, description="credit: MB in flight per pipe")
+    ui: ViewerOptions | None = Field(
+        None, description="serve the live viewer at {host, port} (port 0: any free), as `--ui`"
+    )
 
 
 class ScaleRequest(BaseModel):
@@ -128,6 +134,7 @@ class PipelineSummary(BaseModel):
     created: float = Field(description="Unix time of the deployment")
     uptime: float = Field(description="seconds since the deployment (until it finished)")
     exit_code: int | None = None
+    viewer: str | None = Field(None, description="the live viewer's URL while it runs")
 
 
 class Manager:
@@ -271,15 +278,16 @@ class Manager:
         fresh each time, never in the manager).
 
         Raises:
-            InvalidDeployment: what ``beampipe validate`` would report, or a working
-                directory that does not exist here.
+            InvalidDeployment: what ``beampipe validate`` would report, a working directory
+                that does not exist here, or a viewer (``ui``) whose packages are missing.
             RuntimeError: the validation itself failed (its output in the message).
         """
         fields = ("file", "text", "base_dir", "overrides")
+        check = {name: getattr(request, name) for name in fields}
         try:
             done = subprocess.run(
                 [sys.executable, "-m", "beampipe.manager.supervisor", "--validate"],
-                input=json.dumps({name: getattr(request, name) for name in fields}),
+                input=json.dumps({**check, "ui": request.ui is not None}),
                 capture_output=True,
                 text=True,
                 cwd=request.workdir,
@@ -327,6 +335,7 @@ class Manager:
             window_bytes=int(request.window_mb * 1e6),
             workdir=request.workdir,
             token_file=str(token_path(self.home)),
+            ui=request.ui,
         )
         write_json(rundir / DEPLOYMENT, deployment.model_dump(mode="json"))
         record = PipelineRecord(
@@ -363,7 +372,11 @@ class Manager:
         return record
 
     def summary(self, record: PipelineRecord) -> dict[str, Any]:
+        """The facts ``GET /pipelines`` lists; ``viewer`` is the URL of the live viewer while
+        the pipeline runs (its supervisor stops it at the end), else None."""
         end = record.finished if record.finished is not None else time.time()
+        running = record.state in ACTIVE
+        info = _read_json(Path(record.dir) / SUPERVISOR) if running else None
         return {
             "id": record.id,
             "name": record.name,
@@ -372,6 +385,7 @@ class Manager:
             "created": record.created,
             "uptime": end - record.created,
             "exit_code": record.exit_code,
+            "viewer": (info or {}).get("viewer"),
         }
 
     def status(self, pipeline_id: str) -> dict[str, Any]:

@@ -162,9 +162,12 @@ class ManagerClient:
         window: int = 32,
         window_mb: float = 64.0,
         workdir: Path | None = None,
+        ui: tuple[str, int] | None = None,
     ) -> dict[str, Any]:
         """Deploy the pipeline file ``file`` (read here; input paths relative to its folder,
         output paths to ``workdir``, default the current directory); the new pipeline's status.
+        ``ui``: serve its live viewer at ``(host, port)`` (port 0: any free one) while it runs;
+        the status's ``viewer`` is its URL.
 
         Raises:
             ManagerError: 422 with the file's problems, as ``beampipe validate`` reports them.
@@ -180,11 +183,12 @@ class ManagerClient:
             "overrides": overrides or {},
             "window": window,
             "window_mb": window_mb,
+            "ui": {"host": ui[0], "port": ui[1]} if ui is not None else None,
         }
         return self._request("POST", "/pipelines", json=body)
 
     def pipelines(self) -> list[dict[str, Any]]:
-        """Every pipeline: id, name, backend, state, created, uptime, exit_code."""
+        """Every pipeline: id, name, backend, state, created, uptime, exit_code, viewer."""
         return self._request("GET", "/pipelines")
 
     def status(self, pipeline_id: str) -> dict[str, Any]:

@@ -10,10 +10,13 @@ Files in ``DIR`` (the pipeline's directory, ``HOME/pipelines/<id>``):
 
 ``deployment.json`` (written by the manager, read here; :class:`Deployment`)
     ``{id, pipeline (Pipeline.to_dict()), backend, backend_options, window, window_bytes,
-    drain_timeout, workdir, command_bind, token_file}``.
-``supervisor.json`` (written once the command socket is bound)
-    ``{pid, host, endpoint, started}``: ``endpoint`` is the command socket (``tcp://HOST:PORT``),
-    ``started`` a Unix time.
+    drain_timeout, workdir, command_bind, token_file, ui}``; ``ui`` is ``{host, port}`` of the
+    live viewer (``deploy --ui``) or null.
+``supervisor.json`` (written once the command socket is bound and the viewer serves)
+    ``{pid, host, endpoint, started, viewer}``: ``endpoint`` is the command socket
+    (``tcp://HOST:PORT``), ``started`` a Unix time, ``viewer`` the live viewer's URL or null.
+    The viewer (:class:`beampipe.viewer.Viewer`, read-only) serves while the pipeline runs and
+    is stopped before ``result.json`` is written.
 ``events.log``
     JSON lines ``{time, event: "failure", text}`` and ``{time, event: "stream_end", node,
     replica, stream, messages, t_first, t_last}``.
@@ -53,7 +56,7 @@ from typing import Any, Literal
 
 import msgpack
 import zmq
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from beampipe.config import Pipeline, PipelineError, parse_pipeline
 from beampipe.manager.auth import same_token
@@ -71,6 +74,29 @@ STATES = {0: "done", 1: "failed", 130: "stopped"}
 """The pipeline's final state by the run's exit code."""
 
 
+class ViewerOptions(BaseModel):
+    """Where the live viewer of a deployed pipeline listens (``deploy --ui``), as ``run --ui``.
+
+    Attributes:
+        host: address to listen on (``0.0.0.0``: every interface).
+        port: TCP port; 0 lets the OS choose a free one.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)
+
+
+class CannotStart(Exception):
+    """The deployment cannot start; the message says why and what to check."""
+
+
+def ui_missing(exc: ImportError) -> str:
+    """The message for a viewer (``--ui``) whose packages (the ``ui`` extra) are missing."""
+    return f"--ui needs the viewer's packages: pip install 'beampipe[ui]' ({exc})"
+
+
 class Deployment(BaseModel):
     """``deployment.json``: everything the supervisor needs to run the pipeline.
 
@@ -84,6 +110,7 @@ class Deployment(BaseModel):
             output paths of sinks are relative to it, as with ``beampipe run``.
         command_bind: the address the command socket binds (``tcp://HOST:*``).
         token_file: the manager's token file; commands must carry its token.
+        ui: where the live viewer listens; None: no viewer.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -98,6 +125,7 @@ class Deployment(BaseModel):
     workdir: str
     command_bind: str = "tcp://127.0.0.1:*"
     token_file: str
+    ui: ViewerOptions | None = None
 
 
 def make_placement(backend: str, options: dict[str, Any]) -> Placement:
@@ -168,6 +196,7 @@ class Supervisor:
     Raises:
         OSError, pydantic.ValidationError: ``deployment.json`` or the token file cannot be read.
         ValueError, ImportError: the backend cannot be built (:func:`make_placement`).
+        CannotStart: the viewer's packages are missing, or its address cannot be bound.
     """
 
     def __init__(self, rundir: Path) -> None:
@@ -180,9 +209,11 @@ class Supervisor:
         self.pipeline = Pipeline.from_dict(d.pipeline)
         # Worker modules next to the pipeline file are importable (scale checks node classes).
         sys.path.insert(0, str(self.pipeline.base_dir))
+        self.viewer = _viewer(self.pipeline, d.ui) if d.ui is not None else None
+        events = EventLog(rundir / EVENTS)
         self.launcher = LocalLauncher(
             self.pipeline,
-            EventLog(rundir / EVENTS),
+            events if self.viewer is None else self.viewer.observer(events),
             window=d.window,
             window_bytes=d.window_bytes,
             drain_timeout=d.drain_timeout,
@@ -194,24 +225,36 @@ class Supervisor:
         self.commands.setsockopt(zmq.LINGER, 0)
 
     def run(self) -> RunResult:
-        """Bind the command socket, write ``supervisor.json``, run the pipeline to its end and
-        write ``result.json``."""
+        """Bind the command socket, start the viewer (if any), write ``supervisor.json``, run
+        the pipeline to its end, stop the viewer and write ``result.json``."""
         try:
             self.commands.bind(self.deployment.command_bind)
             endpoint = self.commands.getsockopt_string(zmq.LAST_ENDPOINT)
+            if self.viewer is not None:
+                self.viewer.start(self.launcher)
             info = {
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
                 "endpoint": endpoint,
                 "started": time.time(),
+                "viewer": self.viewer.url if self.viewer is not None else None,
             }
             write_json(self.rundir / SUPERVISOR, info)
             self.launcher.watch(self.commands, self._serve)
             result = self.launcher.run()
-            write_result(self.rundir, result, self.launcher.status())
+            status = self.launcher.status()
+            # No terminal keeps a deployed pipeline's viewer open: it ends with the run.
+            self._stop_viewer()
+            write_result(self.rundir, result, status)
             return result
         finally:
+            self._stop_viewer()
             self.ctx.destroy(linger=0)
+
+    def _stop_viewer(self) -> None:
+        if self.viewer is not None:
+            viewer, self.viewer = self.viewer, None
+            viewer.stop()
 
     def _serve(self) -> None:
         while self.commands.poll(0):
@@ -244,6 +287,22 @@ class Supervisor:
                 return {"ok": False, "status": 422, "error": str(exc)}
             return {"ok": True}
         return {"ok": False, "status": 400, "error": f"unknown request {kind!r}"}
+
+
+def _viewer(pipeline: Pipeline, ui: ViewerOptions) -> Any:
+    """The live viewer of ``pipeline`` (:class:`beampipe.viewer.Viewer`), bound to ``ui``.
+
+    Raises:
+        CannotStart: the ``ui`` extra's packages are missing, or the address cannot be bound.
+    """
+    try:
+        from beampipe.viewer import Viewer
+    except ImportError as exc:
+        raise CannotStart(ui_missing(exc)) from None
+    try:
+        return Viewer(pipeline, ui.host, ui.port)
+    except OSError as exc:
+        raise CannotStart(f"--ui: cannot listen on {ui.host} port {ui.port}: {exc}") from None
 
 
 def write_result(
@@ -282,18 +341,25 @@ def _detach(rundir: Path) -> None:
 
 
 def validate(request: dict[str, Any]) -> dict[str, Any]:
-    """The pipeline of a deployment request ``{file, text, base_dir, overrides}`` validated as
-    ``beampipe validate`` does, in this process (modules next to the file importable):
-    :meth:`Pipeline.to_dict`. The manager runs it in a child process (``--validate``), in the
-    deployment's working directory, so that its own process imports no node code.
+    """The pipeline of a deployment request ``{file, text, base_dir, overrides, ui}`` validated
+    as ``beampipe validate`` does, in this process (modules next to the file importable):
+    :meth:`Pipeline.to_dict`. With ``ui`` true, the viewer's packages must be importable too.
+    The manager runs it in a child process (``--validate``), in the deployment's working
+    directory, so that its own process imports no node code.
 
     Raises:
         PipelineError: every problem found.
+        CannotStart: ``ui`` is true and the ``ui`` extra's packages are missing.
     """
     sys.path.insert(0, request["base_dir"])
     pipeline = parse_pipeline(
         request["text"], request["file"], request["overrides"], request["base_dir"]
     )
+    if request.get("ui"):
+        try:
+            import beampipe.viewer  # noqa: F401 - only whether it can be imported
+        except ImportError as exc:
+            raise CannotStart(ui_missing(exc)) from None
     return pipeline.to_dict()
 
 
@@ -316,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.validate:
         try:
             print(json.dumps(validate(json.load(sys.stdin))))
-        except PipelineError as exc:
+        except (PipelineError, CannotStart) as exc:
             print(exc, file=sys.stderr)
             return 2
         return 0
@@ -328,8 +394,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return Supervisor(rundir).run().exit_code
     except Exception as exc:
-        text = f"the supervisor of {rundir} failed: {type(exc).__name__}: {exc}"
-        traceback.print_exc()
+        if isinstance(exc, CannotStart):  # a clear reason: no traceback needed
+            text = str(exc)
+            print(text, file=sys.stderr)
+        else:
+            text = f"the supervisor of {rundir} failed: {type(exc).__name__}: {exc}"
+            traceback.print_exc()
         if not (rundir / RESULT).exists():
             write_result(rundir, RunResult(1, 0.0, [text]))
         return 1
