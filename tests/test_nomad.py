@@ -23,7 +23,6 @@ from nomad.api.exceptions import URLNotFoundNomadException
 from beampipe.config import load_pipeline, parse_pipeline
 from beampipe.manager import LocalLauncher
 from beampipe.manager.nomad import (
-    NomadError,
     NomadPlacement,
     node_args,
     render_job,
@@ -370,21 +369,23 @@ def test_no_client_in_the_datacenters_is_named(fake, folder):
 
 
 def test_api_errors_name_endpoint_status_and_nomads_message(tmp_path, folder, monkeypatch):
+    """A backend that cannot place the pipeline fails the run with the API's error (the
+    launcher turns the NomadError into a failed result)."""
     with NomadFake(tmp_path / "acl", token="s3cret") as fake:
-        with pytest.raises(NomadError) as err:
-            run_pipeline(folder, small(), placement=NomadPlacement(fake.address, token="wrong"))
-        assert err.value.endpoint == "POST /v1/jobs"
-        assert err.value.status == 403
-        assert err.value.message == "ACL token not found"
-        assert str(err.value) == (
-            f"Nomad API POST /v1/jobs at {fake.address} failed with HTTP 403: ACL token not found"
-        )
+        placement = NomadPlacement(fake.address, token="wrong")
+        result, _ = run_pipeline(folder, small(), placement=placement)
+        assert result.exit_code == 1
+        assert result.errors == [
+            f"backend 'nomad': NomadError: Nomad API POST /v1/jobs at {fake.address} failed "
+            "with HTTP 403: ACL token not found"
+        ]
         monkeypatch.setenv("NOMAD_TOKEN", "s3cret")  # the default token
         result, _ = run_pipeline(folder, small(), placement=NomadPlacement(fake.address))
         assert result.exit_code == 0, result.errors
         address = fake.address
-    with pytest.raises(NomadError, match=r"POST /v1/jobs: cannot reach Nomad at http://127"):
-        run_pipeline(folder, small(), placement=NomadPlacement(address))
+    result, _ = run_pipeline(folder, small(), placement=NomadPlacement(address))
+    assert result.exit_code == 1
+    assert re.search(r"POST /v1/jobs: cannot reach Nomad at http://127", result.errors[0])
 
 
 SCALED = """\

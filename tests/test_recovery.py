@@ -93,3 +93,36 @@ def test_killed_sink_resumes_its_file_and_writes_every_message_once(folder, monk
     np.testing.assert_array_equal(x, ids.astype(float) ** 2)
     with h5py.File(folder / "killed.nxs") as f:
         assert list(f) == ["s0"]  # the stream went on in its entry, no second entry
+
+
+STATEFUL = """
+name: stateful
+nodes:
+  source: {{use: flownodes:Counter, params: {{n: 2000}}}}
+  total: {{use: "flownodes:{worker}", restart: on-failure, restart_delay: 0.1}}
+  sink: {{use: flownodes:Collect, params: {{path: {out}}}}}
+connections:
+  - source.out -> total.in
+  - total.out -> sink.in
+"""
+
+
+def totals(path) -> dict[int, float]:
+    return {r["id"]: r["total"] for r in map(json.loads, path.read_text().splitlines())}
+
+
+def test_stateful_worker_restored_from_its_snapshot_gives_the_undisturbed_results(
+    folder, monkeypatch
+):
+    expected = {i: sum(float(k * k) for k in range(1, i + 1)) for i in range(1, 2001)}
+    kill(monkeypatch, "total", 0, 700)
+    result, _ = run_pipeline(folder, STATEFUL.format(worker="RunningSum", out="sums.jsonl"))
+    assert result.exit_code == 0, result.errors
+    assert result.metrics["total"].restarts == 1
+    got = totals(folder / "sums.jsonl")
+    assert got == expected  # every id once, each total as if nothing had happened
+    assert (folder / "sums.jsonl").read_text().count("\n") == 2000
+
+    # Without snapshot()/restore() the restarted process starts from zero: the test can fail.
+    result, _ = run_pipeline(folder, STATEFUL.format(worker="ForgetfulSum", out="lost.jsonl"))
+    assert result.exit_code != 0 or totals(folder / "lost.jsonl") != expected

@@ -439,12 +439,12 @@ def test_a_job_that_never_starts_is_cancelled_with_its_reason(one_node, folder):
         deadline = time.monotonic() + DEADLINE
         while live_jobs("blocker")[0]["job_state"] != "RUNNING" and time.monotonic() < deadline:
             time.sleep(0.1)
-        placement = SlurmPlacement(start_timeout=2, poll_interval=0.2)
+        placement = SlurmPlacement(start_timeout=10, poll_interval=0.2)
         with pytest.raises(SlurmError) as err:
             placement.start(one_node, folder)
         job = placement.job_id
         assert re.search(
-            rf"Slurm job {job} \(beampipe-slurm-errors\) did not start within 2 s and was "
+            rf"Slurm job {job} \(beampipe-slurm-errors\) did not start within 10 s and was "
             rf"cancelled: {job}: PENDING \(reason Resources\)",
             str(err.value),
         ), err.value

@@ -149,3 +149,35 @@ class Collect(beampipe.Worker):
     def close(self) -> None:
         text = "".join(json.dumps(r) + "\n" for r in self.rows)
         Path(self.params.path).write_text(text)
+
+
+class RunningSum(beampipe.Worker):
+    """Stateful: ``total`` = the sum of ``x`` over the stream so far, in arrival order; keeps
+    its state across a restart with :meth:`snapshot` / :meth:`restore`."""
+
+    def __init__(self, params: beampipe.Params, name: str = "") -> None:
+        super().__init__(params, name)
+        self.totals: dict[str, float] = {}
+
+    def on_stream_start(self, stream: str, metadata: dict) -> None:
+        self.totals[stream] = 0.0
+
+    def process(self, msg: beampipe.Message) -> beampipe.Message:
+        self.totals[msg.stream] += float(msg.data["x"])
+        return beampipe.Message(data={"total": self.totals[msg.stream]})
+
+    def on_stream_end(self, stream: str) -> None:
+        del self.totals[stream]
+
+    def snapshot(self) -> dict[str, float]:
+        return dict(self.totals)
+
+    def restore(self, state: dict[str, float]) -> None:
+        self.totals = state
+
+
+class ForgetfulSum(RunningSum):
+    """:class:`RunningSum` without a snapshot: a restart loses the totals."""
+
+    snapshot = beampipe.Worker.snapshot
+    restore = beampipe.Worker.restore

@@ -72,7 +72,23 @@ class Origin:
 def lineage(*parts: int | str) -> int:
     """A 63-bit fingerprint of ``parts`` (ints, or strings hashed with CRC-32), the same in
     every process (unlike ``hash()`` of a string)."""
-    return hash(tuple(zlib.crc32(p.encode()) if isinstance(p, str) else p for p in parts)) & MASK
+    for part in parts:
+        if isinstance(part, str):
+            return hash(tuple([_crc32(p) if isinstance(p, str) else p for p in parts])) & MASK
+    return hash(parts) & MASK
+
+
+def _crc32(text: str) -> int:
+    crc = _CRCS.get(text)
+    if crc is None:
+        crc = zlib.crc32(text.encode())
+        if len(_CRCS) < 4096:
+            _CRCS[text] = crc
+    return crc
+
+
+_CRCS: dict[str, int] = {}
+"""CRC-32 of the strings seen (node and stream names), up to 4096 of them."""
 
 
 class Seen:

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import socket
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -54,6 +56,13 @@ CHECKPOINT_EVERY = 256
 """A sink checkpoints (:meth:`Worker.checkpoint`) at least every this many messages ..."""
 CHECKPOINT_INTERVAL = 0.05
 """... and at most this many seconds after the oldest message not yet checkpointed."""
+FAST_CALL = 5e-5
+"""Seconds: what a worker's ``process`` returns within this time, while the node has more
+input at hand, may wait in an output batch (small messages only, see
+:mod:`beampipe.transport.zeromq`) ..."""
+BATCH_DELAY = 0.001
+"""... for at most this many seconds plus one such call: the batches are sent when this time
+has passed since they were last sent, before the node waits for anything, and when full."""
 
 
 class Stopped(Exception):
@@ -110,6 +119,13 @@ class NodeRuntime:
         self._unsaved: list[Origin] = []
         """A sink's processed inputs that wait for the next checkpoint."""
         self._unsaved_since = 0.0
+        self.snapshots: Path | None = None
+        """Where a stateful worker's snapshots go (:meth:`beampipe.Worker.snapshot`)."""
+        self._covered: list[int] = []
+        """Lineages of the messages a stateful worker processed since its last snapshot."""
+        self._skip: set[int] = set()
+        """After a restore: lineages of messages the snapshot holds already, which may come
+        again if their acknowledgement was lost with the process."""
         self.seen: dict[tuple[str, str], Seen] = {}
         """A sink's recent lineages per (upstream node, input port): to drop duplicates."""
         self.closed: set[str] = set()
@@ -140,6 +156,11 @@ class NodeRuntime:
         self.tap: Tap | None = None
         """The side channel for viewers (:mod:`beampipe.runtime.tap`)."""
         self.metrics = NodeMetrics()
+        self._more_input = False
+        """A worker is handling input it has already received: more is at hand."""
+        self._batchable = False
+        """What is sent now may wait in an output batch (see :data:`FAST_CALL`)."""
+        self._flushed = 0.0
         self._last_progress = 0.0
         self._progress_dirty = False
 
@@ -205,6 +226,15 @@ class NodeRuntime:
         self.dead_letter = pipeline.dead_letter
         self.faults = faults_for(self.node, self.replica, self.incarnation)
         self.sink = not self.outputs and not isinstance(self.worker, Source)
+        if type(self.worker).snapshot is not Worker.snapshot and setup.get("state_dir"):
+            self.snapshots = Path(setup["state_dir"]) / f"{self.node}.{self.replica}.pickle"
+            if self.incarnation and self.snapshots.exists():
+                state = pickle.loads(self.snapshots.read_bytes())
+                self._call(None, None, self.worker.restore, state["worker"])
+                for stream in state["open"]:  # open already, here and downstream: no hooks
+                    self.streams[stream] = StreamState()
+                self.closed.update(state["closed"])
+                self._skip = set(state["covered"])
         for port in dict.fromkeys(ch.port for ch in self.inputs):
             if spec.is_ordered(port):
                 pipes = [i for i, ch in enumerate(self.inputs) if ch.port == port]
@@ -243,7 +273,11 @@ class NodeRuntime:
             raise Stopped()
 
     def _service(self, timeout_ms: int, inputs: bool) -> list[InputChannel]:
-        """Poll once: handle control and output-port frames; return input channels with data."""
+        """Send what output batches hold, poll once: handle control and output-port frames;
+        return input channels with data."""
+        self._flush_outputs()
+        if inputs and any(ch.pending for ch in self.inputs):
+            timeout_ms = 0
         tap = self.tap
         if tap is not None and tap.next_flush is not None:
             wait = math.ceil(1000 * (tap.next_flush - time.monotonic()))
@@ -264,16 +298,18 @@ class NodeRuntime:
                 while out.socket.poll(0):
                     out.handle(out.socket.recv_multipart())
         if inputs:
-            ready = [ch for ch in self.inputs if ch.socket in events]
-        if self._unsaved and (
-            len(self._unsaved) >= CHECKPOINT_EVERY
-            or time.monotonic() - self._unsaved_since >= CHECKPOINT_INTERVAL
-        ):
+            ready = [ch for ch in self.inputs if ch.socket in events or ch.pending]
+        if self.sink and self._checkpoint_due():
             self._checkpoint()
         for channel in self.inputs:
             channel.flush_acks()
         self._report_progress()
         return ready
+
+    def _flush_outputs(self) -> None:
+        for out in self.outputs.values():
+            out.flush()
+        self._flushed = time.monotonic()
 
     def _on_control(self, msg: dict[str, Any]) -> None:
         """A message from the launcher while running."""
@@ -317,7 +353,7 @@ class NodeRuntime:
         frames = encode(item)
         if self.faults.corrupt is not None and isinstance(item, Message):
             frames = self.faults.corrupt.apply(frames)
-        while not out.try_send(item, frames, self._origin):
+        while not out.try_send(item, frames, self._origin, self._batchable):
             self._service(1000, inputs=False)
         if self.tap is not None:
             self.tap.offer(port, item, frames)
@@ -434,6 +470,7 @@ class NodeRuntime:
 
     def _close(self, stream: str, state: StreamState) -> None:
         assert self.worker is not None
+        self._flush_outputs()  # results held for a batch do not wait for on_stream_end
         if self.events is not None:
             for formed in self.events.flush(stream):
                 self._form(formed)
@@ -443,7 +480,7 @@ class NodeRuntime:
         self._broadcast(end)
         del self.streams[stream]
         self.closed.add(stream)
-        if self.sink:
+        if self.sink or self.snapshots is not None:
             self._checkpoint()
         self._report_progress(force=True)
         self.control.send(
@@ -470,11 +507,20 @@ class NodeRuntime:
                 self._on_marker(index, channel, item)
             finally:
                 self._origin = previous
-                origin.done()
+                if self.snapshots is None:
+                    origin.done()
+                else:  # acknowledged with the next snapshot, which holds the stream's state
+                    self._hold(origin)
             return
         metrics = self.metrics
         metrics.messages_in += 1
         metrics.bytes_in += receipt.size
+        if self._skip and item.lineage in self._skip:  # in the restored snapshot already
+            self._skip.discard(item.lineage)
+            metrics.duplicates += 1
+            channel.processed(receipt.size)
+            receipt.complete()
+            return
         if self.sink and item.lineage:
             key = (channel.upstream.partition("#")[0], channel.port)
             seen = self.seen.get(key) or self.seen.setdefault(key, Seen())
@@ -619,12 +665,16 @@ class NodeRuntime:
             base = item.lineage
         else:
             base = lineage(*(item.messages[p].lineage for p in sorted(item.messages)))
+        if self._more_input and time.monotonic() - self._flushed >= BATCH_DELAY:
+            self._flush_outputs()
         origin = Origin(receipts)
         previous, self._origin = self._origin, origin
         t_start = time.time()
         try:
             result = self._process_with_policy(item)
-            self.metrics.process_time.add(time.time() - t_start)
+            elapsed = time.time() - t_start
+            self.metrics.process_time.add(elapsed)
+            self._batchable = self._more_input and elapsed < FAST_CALL
             self._emit(result, item, base)
         finally:
             self._origin = previous
@@ -632,18 +682,53 @@ class NodeRuntime:
             if not receipt.credited:
                 receipt.channel.processed(receipt.size)
         if self.sink:
-            if not self._unsaved:
-                self._unsaved_since = time.monotonic()
-            self._unsaved.append(origin)
+            self._hold(origin)
+        elif self.snapshots is not None:
+            self._hold(origin)
+            if isinstance(item, Message):
+                self._covered.append(item.lineage)
+            else:
+                self._covered.extend(m.lineage for m in item.messages.values())
         else:
             origin.done()
         self._count(state, t_start)
         if self.faults.kill_after and self.metrics.messages_in >= self.faults.kill_after:
             self.faults.kill()
 
+    def _checkpoint_due(self) -> bool:
+        return bool(self._unsaved) and (
+            len(self._unsaved) >= CHECKPOINT_EVERY
+            or time.monotonic() - self._unsaved_since >= CHECKPOINT_INTERVAL
+        )
+
+    def _hold(self, origin: Origin) -> None:
+        """Acknowledge ``origin``'s inputs after the next checkpoint."""
+        if not self._unsaved:
+            self._unsaved_since = time.monotonic()
+        self._unsaved.append(origin)
+
     def _checkpoint(self) -> None:
-        """A sink makes what it processed durable; then its inputs are acknowledged."""
+        """A sink makes what it processed durable, a stateful worker saves its snapshot; then
+        their inputs are acknowledged."""
         assert self.worker is not None
+        if self.snapshots is not None:
+            # Take no input until the results of what was processed are acknowledged
+            # downstream: the snapshot then holds exactly the messages it acknowledges, whose
+            # results are safe, so after a restart they may be skipped if they come again.
+            while any(origin.outstanding for origin in self._unsaved):
+                self._service(100, inputs=False)
+            state = pickle.dumps(
+                {
+                    "worker": self._call(None, None, self.worker.snapshot),
+                    "open": list(self.streams),
+                    "closed": list(self.closed),
+                    "covered": self._covered,
+                }
+            )
+            self._covered = []
+            partial = self.snapshots.with_suffix(".partial")
+            partial.write_bytes(state)
+            partial.replace(self.snapshots)  # atomic: a kill leaves the old or the new one
         self._call(None, None, self.worker.checkpoint)
         unsaved, self._unsaved = self._unsaved, []
         for origin in unsaved:
@@ -662,6 +747,8 @@ class NodeRuntime:
                 wait = self._unsaved_since + CHECKPOINT_INTERVAL - time.monotonic()
                 timeout = max(0, min(timeout, math.ceil(wait * 1000)))
             ready = self._service(timeout, inputs=True)
+            if self.snapshots is not None and self._checkpoint_due():
+                self._checkpoint()
             while self._gone:
                 gone = self._gone.pop()
                 reorder = self.reorders.get(self.inputs[gone].port)
@@ -671,6 +758,7 @@ class NodeRuntime:
             if self.events is not None:
                 for formed in self.events.expire(time.monotonic()):
                     self._form(formed)
+            self._more_input = bool(self.outputs)
             for channel in ready:
                 for _ in range(RECEIVE_BATCH):
                     try:
@@ -684,6 +772,7 @@ class NodeRuntime:
                         self._pipe_finished(index[channel])
                         break
                     self._on_item(index[channel], channel, item)
+            self._more_input = self._batchable = False
         for stream, state in list(self.streams.items()):
             for i, channel in enumerate(self.inputs):
                 if i not in state.ended:
@@ -694,7 +783,7 @@ class NodeRuntime:
         base = lineage("finish", self.replica)
         self._emit(self._call(None, None, self.worker.on_finish), None, base)
         self._end_derived()
-        if self.sink:
+        if self.sink or self.snapshots is not None:
             self._checkpoint()
         for channel in self.inputs:
             channel.flush_acks()

@@ -8,8 +8,25 @@ downstream node connects one DEALER socket to each upstream output port that fee
 * downstream -> upstream: ``HELLO`` (who I am, initial credit in messages and bytes),
   ``CREDIT n bytes`` after processing, ``ACK k`` (items 1..k of this pipe are done with),
   ``BYE`` after the upstream said it is finished;
-* upstream -> downstream: ``ITEM`` (a message or stream marker in the wire encoding of
-  :mod:`beampipe.message.wire`) and ``FINISHED`` (nothing more will come).
+* upstream -> downstream: items (messages and stream markers), one or a batch of several per
+  ZeroMQ message, and ``FINISHED`` (nothing more will come).
+
+The upstream -> downstream messages carry no kind frame; the first byte of their first frame
+tells them apart (after the ROUTER's routing frame):
+
+* an *item*: its frames in the wire encoding of :mod:`beampipe.message.wire`, a msgpack map
+  header (first byte ``0x80``-``0x8f``, ``0xde`` or ``0xdf``) and its array buffers;
+* a *batch*: one frame, a msgpack array (first byte ``0x90``-``0x9f``, ``0xdc`` or ``0xdd``) of
+  ``bin`` objects, each the header of one item that has no buffer frame, in the order sent;
+* ``F``: FINISHED.
+
+Batching (for small items: ZeroMQ's and Python's cost is per message, not per byte): an item
+that is a single frame of at most :data:`BATCH_ITEM_BYTES` is held in its peer's open batch when
+the caller says that more items are on their way (``try_send(..., hold=True)``: a worker
+draining input it has already received). The batch goes out when it holds :data:`BATCH_ITEMS`
+items or :data:`BATCH_BYTES` bytes, before any other frame to that peer (so the order on the
+pipe is the order sent), and at :meth:`OutputPort.flush`, which the node calls before it waits
+for anything. Credit and retention are per item, as if each were sent on its own.
 
 Flow control: a data message is only sent to a peer that has credit, so every receiver holds at
 most ``window`` unprocessed messages (and about ``byte_window`` bytes) per upstream peer and a
@@ -48,10 +65,19 @@ import zmq
 from beampipe.message import Item, Message, StreamStart, WireError, decode
 from beampipe.message.key import KeyFunction, replica_of
 
-ITEM, HELLO, CREDIT, ACK, FINISHED, BYE = b"I", b"H", b"C", b"A", b"F", b"B"
+HELLO, CREDIT, ACK, FINISHED, BYE = b"H", b"C", b"A", b"F", b"B"
 ENDED_KEPT = 1024
 """Ended streams an output port remembers for replicas that join later."""
+BATCH_ITEM_BYTES = 16384
+"""Items (single-frame) up to this size may travel in a batch."""
+BATCH_ITEMS = 64
+"""Items in one batch at most ..."""
+BATCH_BYTES = 65536
+"""... and bytes: a batch is sent when it reaches either. Below pyzmq's copy threshold
+(``zmq.COPY_THRESHOLD``), so that a batch is copied once and needs no zero-copy tracking."""
 _SNDMORE = int(zmq.SNDMORE)
+_BATCH_FIRST = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])
+"""First bytes of a msgpack array: a batch."""
 
 
 class Token(Protocol):
@@ -104,6 +130,10 @@ class Peer:
     restarts: int = 0
     retiring: bool = False
     """Being removed (:meth:`OutputPort.retire`): told FINISHED, gets nothing more."""
+    batch: list[bytes] = field(default_factory=list)
+    """Headers of the items held for the next batch to this peer (sent, retained, not yet
+    on the socket)."""
+    batch_bytes: int = 0
 
     def can_take(self, size: int) -> bool:
         """Room for a message of ``size`` bytes: a message credit, and byte credit for it,
@@ -213,6 +243,8 @@ class OutputPort:
     get it."""
     _connected: bool = False
     _finished: bool = False
+    _batched: list[Peer] = field(default_factory=list)
+    """Peers with an open batch."""
 
     @classmethod
     def bind(cls, ctx: zmq.Context, name: str, address: str, routes: list[Route]) -> OutputPort:
@@ -255,7 +287,7 @@ class OutputPort:
         if peer is None:
             raise TransportError(f"output {self.name!r}: {kind!r} from unknown peer {identity!r}")
         if kind == CREDIT:
-            n, nbytes = (int(x) for x in body[0].split())
+            n, nbytes = map(int, body[0].split())
             peer.credit += n
             peer.byte_credit += nbytes
             self.in_flight -= n
@@ -273,6 +305,7 @@ class OutputPort:
 
     def _remove(self, peer: Peer) -> None:
         """A retired peer is done with everything: forget it."""
+        self._drop_batch(peer)
         del self.peers[peer.identity]
         self.routes[peer.target].peers.remove(peer)
         self.in_flight -= peer.window - peer.credit
@@ -308,9 +341,10 @@ class OutputPort:
         and the nodes after it account for every stream."""
         for item, frames in [*self.ended_streams.values(), *self.open_streams.values()]:
             peer.retain(item, frames, wire_size(frames), None)
-            self.socket.send_multipart([peer.identity, ITEM, *frames], copy=False)
+            self._put(peer, frames, True)
+        self._flush_peer(peer)
         if self._finished:
-            self.socket.send_multipart([peer.identity, FINISHED])
+            self._send_finished(peer)
 
     def retire(self, target: str, replica: int) -> None:
         """Remove ``target`` replica ``replica`` (scaling down): it gets no more messages and
@@ -318,14 +352,16 @@ class OutputPort:
         for peer in list(self.peers.values()):
             if peer.target == target and peer.replica == replica and not peer.retiring:
                 peer.retiring = True
-                if peer.alive and self._reachable(peer):
-                    self.socket.send(FINISHED)
+                if peer.alive:
+                    self._flush_peer(peer)
+                    self._send_finished(peer)
                 if peer.finished and not peer.retained:
                     self._remove(peer)
 
     def _revive(self, peer: Peer, identity: bytes, hello: dict[str, Any]) -> None:
         """A restarted replica said HELLO: send it again everything it had not acknowledged
         (numbered from 1), then FINISHED if this port has finished."""
+        self._drop_batch(peer)  # retained: sent again below
         del self.peers[peer.identity]
         self.peers[identity] = peer
         self.in_flight -= peer.window - peer.credit
@@ -343,10 +379,11 @@ class OutputPort:
                 peer.byte_credit -= kept.size
                 self.in_flight += 1
                 self.in_flight_bytes += kept.size
-            self.socket.send_multipart([identity, ITEM, *kept.frames], copy=False)
+            self._put(peer, kept.frames, True)
             self.resent += 1
+        self._flush_peer(peer)
         if self._finished or peer.retiring:
-            self.socket.send_multipart([identity, FINISHED])
+            self._send_finished(peer)
 
     def forget(self, target: str, replica: int) -> None:
         """The process of ``target`` replica ``replica`` died for good (no restart): forget
@@ -385,7 +422,6 @@ class OutputPort:
 
     def pump(self) -> None:
         """Send what waits in the backlogs to replicas with credit."""
-        send = self.socket.send
         for route in self.routes.values():
             backlog = route.backlog
             while backlog:
@@ -401,11 +437,8 @@ class OutputPort:
                 self.in_flight += 1
                 self.in_flight_bytes += kept.size
                 self.resent += 1
-                if self._reachable(peer):
-                    send(ITEM, _SNDMORE)
-                    last = len(kept.frames) - 1
-                    for i, frame in enumerate(kept.frames):
-                        send(frame, 0 if i == last else _SNDMORE, copy=len(kept.frames) == 1)
+                self._put(peer, kept.frames, True)
+        self.flush()
 
     def lost(self, target: str, replica: int) -> None:
         """The process of ``target`` replica ``replica`` died: send it nothing until it says
@@ -413,14 +446,18 @@ class OutputPort:
         for peer in self.peers.values():
             if peer.target == target and peer.replica == replica:
                 peer.alive = False
+                self._drop_batch(peer)  # retained: sent when it comes back
 
-    def try_send(self, item: Item, frames: list[Any], token: Token | None = None) -> bool:
+    def try_send(
+        self, item: Item, frames: list[Any], token: Token | None = None, hold: bool = False
+    ) -> bool:
         """Send ``item``, encoded as ``frames``, if it can go now; False if it must wait.
 
         A message goes to the replica(s) its connection's :class:`Route` chooses, on every
         connection at once or not at all; stream markers go to every peer without credit (a
         lost peer gets them when it comes back). Each peer retains the item until it is
-        acknowledged; ``token`` is held once per peer meanwhile.
+        acknowledged; ``token`` is held once per peer meanwhile. ``hold``: more items follow
+        soon, so a small item may wait in its peer's batch until :meth:`flush`.
         """
         if not self.connected or self.backlogged:  # a dead replica's messages go first
             return False
@@ -437,8 +474,8 @@ class OutputPort:
                 if peer.retiring:
                     continue
                 peer.retain(item, frames, size, token)
-                if peer.alive and self._reachable(peer):
-                    self.socket.send_multipart([ITEM, *frames], copy=False)
+                if peer.alive:
+                    self._put(peer, frames, hold)
             return True
         size = wire_size(frames)
         chosen: list[Peer] = []
@@ -447,26 +484,70 @@ class OutputPort:
             if peers is None:
                 return False
             chosen.extend(peers)
-        copy = len(frames) == 1  # only a header: copying beats zero-copy bookkeeping
-        send = self.socket.send
-        last = len(frames) - 1
         for peer in chosen:
             peer.credit -= 1
             peer.byte_credit -= size
             peer.retain(item, frames, size, token)
-            if not self._reachable(peer):
-                continue  # retained: it goes to the restarted process
-            # send() per part: about half the cost of send_multipart's flag handling
-            send(ITEM, _SNDMORE)
-            for i, frame in enumerate(frames):
-                send(frame, 0 if i == last else _SNDMORE, copy=copy)
+            self._put(peer, frames, hold)
         self.sent += 1
         self.sent_bytes += size
         self.in_flight += len(chosen)
         self.in_flight_bytes += size * len(chosen)
-        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        self.peak_in_flight_bytes = max(self.peak_in_flight_bytes, self.in_flight_bytes)
+        if self.in_flight > self.peak_in_flight:
+            self.peak_in_flight = self.in_flight
+        if self.in_flight_bytes > self.peak_in_flight_bytes:
+            self.peak_in_flight_bytes = self.in_flight_bytes
         return True
+
+    def _put(self, peer: Peer, frames: list[Any], hold: bool) -> None:
+        """Send one item's ``frames`` to ``peer`` after what its batch holds; a small item
+        joins the batch instead if ``hold`` or the batch is open (see the module docstring).
+        An unreachable peer is marked lost: the item is retained for its restarted process."""
+        batch = peer.batch
+        if len(frames) == 1 and len(frames[0]) <= BATCH_ITEM_BYTES:
+            if hold or batch:
+                if not batch:
+                    self._batched.append(peer)
+                batch.append(frames[0])
+                peer.batch_bytes += len(frames[0])
+                if not hold or len(batch) >= BATCH_ITEMS or peer.batch_bytes >= BATCH_BYTES:
+                    self._flush_peer(peer)
+                return
+        elif batch:
+            self._flush_peer(peer)
+        if self._reachable(peer):
+            # send() per part: about half the cost of send_multipart's flag handling;
+            # only a header: copying beats zero-copy bookkeeping
+            send = self.socket.send
+            last = len(frames) - 1
+            copy = not last
+            for i, frame in enumerate(frames):
+                send(frame, 0 if i == last else _SNDMORE, copy=copy)
+
+    def flush(self) -> None:
+        """Send every open batch."""
+        batched = self._batched
+        while batched:
+            self._flush_peer(batched[-1])
+
+    def _flush_peer(self, peer: Peer) -> None:
+        """Send ``peer``'s open batch, if any (one item alone, as an item)."""
+        batch = peer.batch
+        if not batch:
+            return
+        self._drop_batch(peer)
+        if self._reachable(peer):
+            self.socket.send(batch[0] if len(batch) == 1 else msgpack.packb(batch))
+
+    def _drop_batch(self, peer: Peer) -> None:
+        if peer.batch:
+            self._batched.remove(peer)
+            peer.batch = []
+            peer.batch_bytes = 0
+
+    def _send_finished(self, peer: Peer) -> None:
+        if self._reachable(peer):
+            self.socket.send(FINISHED)
 
     def _reachable(self, peer: Peer) -> bool:
         """Start a message to ``peer`` (its routing frame); False, and the peer marked lost,
@@ -483,9 +564,10 @@ class OutputPort:
     def finish(self) -> None:
         """Tell every peer that nothing more will come (a lost peer when it comes back)."""
         self._finished = True
+        self.flush()
         for peer in self.peers.values():
-            if peer.alive and not peer.retiring and self._reachable(peer):
-                self.socket.send(FINISHED)
+            if peer.alive and not peer.retiring:
+                self._send_finished(peer)
 
     @property
     def drained(self) -> bool:
@@ -535,6 +617,8 @@ class InputChannel:
     _acked: int = 0
     _ack_sent: int = 0
     _done: set[int] = field(default_factory=set)
+    _batch: deque[bytes] = field(default_factory=deque)
+    """Headers of the items of the last batch received that were not yet taken."""
 
     @classmethod
     def connect(
@@ -576,33 +660,57 @@ class InputChannel:
         self.received = self._acked = self._ack_sent = 0
         self._processed = self._processed_bytes = 0
         self._done.clear()
+        self._batch.clear()
         self._open(endpoint)
 
+    @property
+    def pending(self) -> bool:
+        """Items of a batch already received wait to be taken."""
+        return bool(self._batch)
+
     def receive(self, block: bool = True) -> Item | None:
-        """Receive one frame sequence: the item it carries, or None for FINISHED (answered
-        with BYE; :attr:`finished` is then True).
+        """The next item (from the last batch received, or a new ZeroMQ message), or None for
+        FINISHED (answered with BYE; :attr:`finished` is then True).
 
         Raises:
             zmq.Again: ``block=False`` and nothing is waiting.
             beampipe.message.WireError: the frames are not a valid item (it is still counted:
                 complete it).
-            TransportError: an unknown frame kind.
+            TransportError: a batch that is not a msgpack array of ``bin``.
         """
-        kind, *frames = self.socket.recv_multipart(0 if block else zmq.NOBLOCK, copy=False)
-        kind_bytes = kind.bytes
-        if kind_bytes == ITEM:
-            self.received += 1
-            self.last_size = wire_size(frames)
+        batch = self._batch
+        if batch:
+            return self._item([batch.popleft()])
+        first = self.socket.recv(0 if block else zmq.NOBLOCK, copy=False)
+        if first.more:
+            return self._item([first, *self.socket.recv_multipart(copy=False)])
+        data = first.bytes
+        if data and data[0] in _BATCH_FIRST:
             try:
-                return decode(frames)
-            except WireError as exc:
-                raise WireError(f"from {self.upstream} on input {self.port!r}: {exc}") from exc
-        if kind_bytes == FINISHED:
+                headers = msgpack.unpackb(data)
+                if not headers or not all(isinstance(h, bytes) for h in headers):
+                    raise TypeError("not a non-empty array of bin")
+            except Exception as exc:
+                raise TransportError(
+                    f"input {self.port!r} from {self.upstream}: unreadable batch: {exc}"
+                ) from exc
+            batch.extend(headers)
+            return self._item([batch.popleft()])
+        if data == FINISHED:
             self.finished = True
             self._return_credit()
             self.socket.send_multipart([BYE])
             return None
-        raise TransportError(f"input {self.port!r} from {self.upstream}: frame {kind_bytes!r}")
+        return self._item([data])
+
+    def _item(self, frames: list[Any]) -> Item:
+        """Count and decode one item."""
+        self.received += 1
+        self.last_size = wire_size(frames)
+        try:
+            return decode(frames)
+        except WireError as exc:
+            raise WireError(f"from {self.upstream} on input {self.port!r}: {exc}") from exc
 
     def processed(self, size: int) -> None:
         """One message of ``size`` wire bytes was processed: return credit in batches of half
@@ -631,7 +739,8 @@ class InputChannel:
     def flush_acks(self) -> None:
         """Send ``ACK k`` if more items were done with since the last one."""
         if self._acked > self._ack_sent:
-            self.socket.send_multipart([ACK, b"%d" % self._acked])
+            self.socket.send(ACK, _SNDMORE)
+            self.socket.send(b"%d" % self._acked)
             self._ack_sent = self._acked
 
     @property
@@ -641,7 +750,7 @@ class InputChannel:
 
     def _return_credit(self) -> None:
         if self._processed:
-            credit = b"%d %d" % (self._processed, self._processed_bytes)
-            self.socket.send_multipart([CREDIT, credit])
+            self.socket.send(CREDIT, _SNDMORE)
+            self.socket.send(b"%d %d" % (self._processed, self._processed_bytes))
             self._processed = 0
             self._processed_bytes = 0

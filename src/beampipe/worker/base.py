@@ -121,6 +121,25 @@ class Worker:
         the process dies are sent again to its restarted process.
         """
 
+    def snapshot(self) -> Any:
+        """Optional, for a worker whose results depend on earlier messages (running sums,
+        differences between frames): its state, as any picklable object.
+
+        A worker that defines this is checkpointed like a sink: at least every few hundred
+        messages or 50 ms while messages wait, and at the end of each stream, the runtime
+        pickles the snapshot to the run directory, and only then are the messages processed
+        since the previous snapshot acknowledged upstream. After a restart :meth:`restore` gets
+        the last snapshot, and exactly the messages processed after it come again, so the
+        state and the results are those of an undisturbed run. Keep it cheap: it is taken
+        often. A stateful worker without it loses its state with its process (see
+        ``docs/reliability.md``).
+        """
+        raise NotImplementedError
+
+    def restore(self, state: Any) -> None:
+        """Take back the state :meth:`snapshot` returned, before any message of a restarted
+        process (``restarts > 0``) is processed."""
+
     def close(self) -> None:
         """The run is over (normally or not): release files and connections."""
 
