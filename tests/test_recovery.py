@@ -4,10 +4,17 @@ and the sink's output equals an undisturbed run's (issue 4)."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import h5py
+import msgpack
 import numpy as np
-from conftest import run_pipeline
+import zmq
+from conftest import NODES, Recorder, run_pipeline
+
+from beampipe.config import load_pipeline
+from beampipe.manager import LocalLauncher
 
 PIPELINE = """
 name: recovery
@@ -126,3 +133,48 @@ def test_stateful_worker_restored_from_its_snapshot_gives_the_undisturbed_result
     # Without snapshot()/restore() the restarted process starts from zero: the test can fail.
     result, _ = run_pipeline(folder, STATEFUL.format(worker="ForgetfulSum", out="lost.jsonl"))
     assert result.exit_code != 0 or totals(folder / "lost.jsonl") != expected
+
+
+class Intruder(Recorder):
+    """Once the sink has messages, a process that is no peer talks to the source's output
+    port: a HELLO of no connection, a malformed HELLO, an ACK and a CREDIT without HELLO."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.launcher = None
+        self.sent = False
+
+    def progress(self, node: str, replica: int, streams: dict[str, int]) -> None:
+        sink = self.launcher.metrics.get(("sink", 0))
+        if self.sent or sink is None or sink.messages_in < 50:
+            return
+        endpoint = self.launcher.replicas[b"source#0"].endpoints["out"]
+        ctx = zmq.Context.instance()
+        rogue = ctx.socket(zmq.DEALER)
+        rogue.setsockopt(zmq.LINGER, 2000)
+        rogue.connect(endpoint)
+        hello = {"target": "nowhere.in", "replica": 0, "credit": 8, "bytes": 1 << 20}
+        rogue.send_multipart([b"H", msgpack.packb(hello)])
+        rogue.send_multipart([b"H", b"\xc1not msgpack"])
+        rogue.send_multipart([b"A", b"12"])
+        rogue.send_multipart([b"C", b"4 4096"])
+        rogue.close()
+        self.sent = True
+        Path("released").touch()  # the source goes on (hold_until)
+
+
+def test_frames_from_an_unknown_peer_are_dropped_counted_and_the_run_goes_on(folder):
+    shutil.copy(NODES / "flownodes.py", folder)
+    (folder / "pipeline.yaml").write_text(
+        STATEFUL.format(worker="RunningSum", out="sums.jsonl").replace(
+            "{n: 2000}", "{n: 3000, hold_after: 100, hold_until: released}"
+        )
+    )
+    observer = Intruder()
+    launcher = LocalLauncher(load_pipeline(folder / "pipeline.yaml"), observer)
+    observer.launcher = launcher
+    result = launcher.run()
+    assert result.exit_code == 0, result.errors
+    assert observer.sent
+    assert result.metrics["source"].rejected_frames == 4
+    assert len(totals(folder / "sums.jsonl")) == 3000  # nothing lost

@@ -123,6 +123,7 @@ class ConsoleObserver:
             ("corrupt frames dropped", "corrupt_frames"),
             ("messages skipped after errors", "skipped"),
             ("ids never issued by sources", "missing"),
+            ("frames from unknown peers dropped (see the node logs)", "rejected_frames"),
         ):
             counts = {name: getattr(m, field) for name, m in metrics.items() if getattr(m, field)}
             if counts:

@@ -96,6 +96,8 @@ class NodeMetrics:
         late: messages that arrived after their stream had ended here.
         restarts: processes of the node that died and were restarted (set by the launcher).
         missing: ids a source skipped and never issued (recorded in the dead-letter file).
+        rejected_frames: control frames an output port dropped: from no known peer, or not of
+            the protocol (each one is named in the node's log).
     """
 
     messages_in: int = 0
@@ -122,6 +124,7 @@ class NodeMetrics:
     late: int = 0
     restarts: int = 0
     missing: int = 0
+    rejected_frames: int = 0
 
     def snapshot(self) -> dict[str, Any]:
         """A msgpack-able dict; :meth:`from_snapshot` rebuilds it."""

@@ -22,6 +22,7 @@ import math
 import os
 import pickle
 import socket
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -204,6 +205,7 @@ class NodeRuntime:
             ]
             address = setup["bind"].format(name=f"{self.node}-{self.replica}-{port}")
             out = OutputPort.bind(self.ctx, port, address, routes)
+            out.on_reject = _log
             self.outputs[port] = out
             self.poller.register(out.socket, zmq.POLLIN)
             self.out_poller.register(out.socket, zmq.POLLIN)
@@ -432,6 +434,7 @@ class NodeRuntime:
         m.in_flight = sum(o.in_flight for o in self.outputs.values())
         m.retained = sum(o.retained for o in self.outputs.values())
         m.resent = sum(o.resent for o in self.outputs.values())
+        m.rejected_frames = sum(o.rejected for o in self.outputs.values())
         m.in_flight_bytes = sum(o.in_flight_bytes for o in self.outputs.values())
         m.peak_in_flight = sum(o.peak_in_flight for o in self.outputs.values())
         m.peak_in_flight_bytes = sum(o.peak_in_flight_bytes for o in self.outputs.values())
@@ -919,3 +922,8 @@ def _credit(held: tuple[Receipt, Message]) -> tuple[Receipt, Message]:
         return held
     receipt.channel.processed(receipt.size)
     return receipt._replace(credited=True), msg
+
+
+def _log(text: str) -> None:
+    """A line in the node's log (its standard error, which the launcher keeps)."""
+    print(text, file=sys.stderr, flush=True)

@@ -56,6 +56,7 @@ it is forgotten. A receiver counts a pipe that finished as having ended every st
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -234,6 +235,10 @@ class OutputPort:
     peak_in_flight_bytes: int = 0
     resent: int = 0
     """Items sent again to a restarted peer."""
+    rejected: int = 0
+    """Frames dropped because they came from no known peer or are not of the protocol."""
+    on_reject: Callable[[str], None] | None = None
+    """Told what was dropped, each time (the node logs it)."""
     open_streams: dict[str, tuple[Item, list[Any]]] = field(default_factory=dict)
     """The StreamStart (and its frames) of each stream this port started and did not end:
     sent to a replica that joins later (:meth:`beampipe.manager.LocalLauncher.scale`)."""
@@ -275,17 +280,24 @@ class OutputPort:
     def handle(self, frames: list[bytes]) -> None:
         """Process one control frame sequence from a downstream peer.
 
-        Raises:
-            TransportError: a HELLO from a peer of no connection of this port, or another frame
-                from a peer that did not say HELLO.
+        What is not from a known peer, or not a frame of the protocol (a HELLO of no
+        connection of this port or not in its format, a frame from a peer that did not say
+        HELLO or was forgotten, an unknown frame kind), is dropped, counted in
+        :attr:`rejected` and reported to :attr:`on_reject`: it cannot have been sent any
+        data, so nothing is lost, and the port goes on.
         """
         identity, kind, *body = frames
         if kind == HELLO:
-            self._hello(identity, msgpack.unpackb(body[0]))
+            try:
+                hello = msgpack.unpackb(body[0])
+                self._hello(identity, hello)
+            except (TransportError, ValueError, TypeError, KeyError, IndexError) as exc:
+                self._reject(f"a HELLO that is not one of this port's peers ({exc})")
             return
         peer = self.peers.get(identity)
         if peer is None:
-            raise TransportError(f"output {self.name!r}: {kind!r} from unknown peer {identity!r}")
+            self._reject(f"{kind!r} from unknown peer {identity!r}")
+            return
         if kind == CREDIT:
             n, nbytes = map(int, body[0].split())
             peer.credit += n
@@ -299,9 +311,15 @@ class OutputPort:
         elif kind == BYE:
             peer.finished = True
         else:
-            raise TransportError(f"output {self.name!r}: unexpected frame kind {kind!r}")
+            self._reject(f"frame kind {kind!r} from {peer.target} replica {peer.replica}")
+            return
         if peer.retiring and peer.finished and not peer.retained:
             self._remove(peer)
+
+    def _reject(self, what: str) -> None:
+        self.rejected += 1
+        if self.on_reject is not None:
+            self.on_reject(f"output {self.name!r}: dropped {what}")
 
     def _remove(self, peer: Peer) -> None:
         """A retired peer is done with everything: forget it."""
