@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -237,3 +238,39 @@ def test_launcher_api_reports_stream_ends_and_messages_sent(tmp_path, monkeypatc
         for s in "ab"
         for node, n in [("count", 50), ("square", 50), ("plus", 50), ("sink", 100)]
     }
+
+
+def test_a_second_signal_stops_at_once_without_draining(tmp_path):
+    """The first SIGTERM drains; a second one, while the slow worker still has messages in
+    flight, stops every process at once."""
+    shutil.copy(Path(__file__).parent / "nodes" / "flownodes.py", tmp_path)
+    name = f"second-{os.getpid()}"
+    (tmp_path / "pipeline.yaml").write_text(
+        textwrap.dedent(
+            f"""\
+            name: {name}
+            nodes:
+              src: {{use: flownodes:Counter, params: {{n: 100000000}}}}
+              slow: {{use: flownodes:Tag, params: {{delay: 0.05}}}}
+              sink: {{use: flownodes:Collect, params: {{path: out.jsonl}}}}
+            connections: [src -> slow, slow -> sink.in]
+            """
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "beampipe", "run", "pipeline.yaml", "--window", "32"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    marker = f"beampipe-{name}-"
+    deadline = time.monotonic() + 60
+    while len(_node_processes(marker)) < 3:  # all started
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "interrupted by SIGTERM: stopped before the pipeline drained" in " ".join(stderr.split())
+    assert _node_processes(marker) == []
