@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,3 +99,32 @@ def rows(path: Path) -> list[dict]:
     """The objects of a JSON-lines file (what ``flownodes.Collect`` and the dead-letter file
     hold)."""
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+WRITE_TIMES = ("@file_time", "@file_update_time")
+"""Root attributes of a NeXus file that say when it was written (NXroot)."""
+
+
+def hdf5_content(path: Path) -> dict[str, object]:
+    """Every dataset's value and every attribute of the file, external links followed, by
+    path (``path@attr`` for attributes), except the :data:`WRITE_TIMES`: what two runs that
+    wrote the same results have in common."""
+    out: dict[str, object] = {}
+
+    def walk(group: h5py.Group, prefix: str) -> None:
+        for key, value in group.attrs.items():
+            out[f"{prefix}@{key}"] = value
+        for name in group:
+            item = group[name]
+            if isinstance(item, h5py.Group):
+                walk(item, f"{prefix}/{name}")
+            else:
+                out[f"{prefix}/{name}"] = item[()]
+                for key, value in item.attrs.items():
+                    out[f"{prefix}/{name}@{key}"] = value
+
+    with h5py.File(path, "r") as f:
+        walk(f, "")
+    for key in WRITE_TIMES:
+        out.pop(key, None)
+    return out

@@ -21,7 +21,7 @@ import h5py
 import httpx
 import numpy as np
 import pytest
-from conftest import EXAMPLE, beampipe
+from conftest import EXAMPLE, beampipe, hdf5_content
 from prometheus_client.parser import text_string_to_metric_families
 
 from beampipe.connectors.detector_sim import DetectorSim
@@ -219,28 +219,6 @@ def check_every_frame_once(home: Home, pipeline_id: str, cwd: Path) -> int:
     return sent
 
 
-def _content(path: Path) -> dict[str, Any]:
-    """Every dataset value and attribute reachable from the file at ``path`` (following its
-    external links into the group files), by HDF5 path."""
-    out: dict[str, Any] = {}
-
-    def walk(group: h5py.Group, prefix: str) -> None:
-        for key, value in group.attrs.items():
-            out[f"{prefix}@{key}"] = value
-        for name in group:
-            obj = group[name]
-            if isinstance(obj, h5py.Group):
-                walk(obj, f"{prefix}/{name}")
-            else:
-                out[f"{prefix}/{name}"] = obj[()]
-                for key, value in obj.attrs.items():
-                    out[f"{prefix}/{name}@{key}"] = value
-
-    with h5py.File(path, "r") as f:
-        walk(f, "")
-    return out
-
-
 def _same(a: Any, b: Any) -> bool:
     """Whether two values are equal as numpy compares them (NaN equals NaN)."""
     try:
@@ -272,10 +250,8 @@ def test_the_example_deployed_through_the_cli_writes_what_run_writes(home, tmp_p
     points = sum(len(np.loadtxt(p)) for p in (EXAMPLE / "data").glob("20K_GOE_Fe_K_240.*.xdi"))
     assert status["sent"]["scan"] == {"out": points}
 
-    expected = _content(ran / "out" / "xas-p65.nxs")
-    got = _content(deployed / "out" / "xas-p65.nxs")
-    for written in [k for k in expected if k.endswith(("@file_time", "@file_update_time"))]:
-        del expected[written], got[written]  # NXroot: when the file was written
+    expected = hdf5_content(ran / "out" / "xas-p65.nxs")  # without when it was written
+    got = hdf5_content(deployed / "out" / "xas-p65.nxs")
     assert sorted(got) == sorted(expected)
     differ = [k for k, v in expected.items() if not _same(got[k], v)]
     assert differ == []

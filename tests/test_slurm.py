@@ -17,13 +17,11 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import zmq
-from conftest import EXAMPLE, NODES, REPO, Recorder, rows
+from conftest import EXAMPLE, NODES, REPO, Recorder, hdf5_content, rows
 
 from beampipe.config import load_pipeline
 from beampipe.manager import LocalLauncher
@@ -81,34 +79,6 @@ def live_jobs(name: str) -> list[dict]:
     """Jobs called ``name`` that ``squeue --json`` lists in a state other than ended."""
     data = json.loads(subprocess.check_output(["squeue", "--json"], timeout=30))
     return [j for j in data["jobs"] if j["name"] == name and j["job_state"] not in FINAL_STATES]
-
-
-WRITE_TIMES = ("@file_time", "@file_update_time")
-"""Root attributes of a NeXus file that say when it was written (NXroot)."""
-
-
-def hdf5_content(path: Path) -> dict[str, object]:
-    """Every dataset's value and every attribute of the file, external links followed, by
-    path (``path@attr`` for attributes), except the :data:`WRITE_TIMES`."""
-    out: dict[str, object] = {}
-
-    def walk(group: h5py.Group, prefix: str) -> None:
-        for key, value in group.attrs.items():
-            out[f"{prefix}@{key}"] = value
-        for name in group:
-            item = group[name]
-            if isinstance(item, h5py.Group):
-                walk(item, f"{prefix}/{name}")
-            else:
-                out[f"{prefix}/{name}"] = item[()]
-                for key, value in item.attrs.items():
-                    out[f"{prefix}/{name}@{key}"] = value
-
-    with h5py.File(path, "r") as f:
-        walk(f, "")
-    for key in WRITE_TIMES:
-        del out[key]
-    return out
 
 
 # -- the example ------------------------------------------------------------------------------

@@ -246,6 +246,9 @@ class OutputPort:
     """The EndOfStream of the last :data:`ENDED_KEPT` streams this port ended: also sent to a
     replica that joins later, so that downstream nodes waiting for its end of those streams
     get it."""
+    backlogged: int = 0
+    """Messages of dead replicas waiting in the routes' backlogs to go to the others (checked
+    on every send, so counted rather than looked up)."""
     _connected: bool = False
     _finished: bool = False
     _batched: list[Peer] = field(default_factory=list)
@@ -428,15 +431,11 @@ class OutputPort:
             for kept in peer.retained:
                 if isinstance(kept.item, Message):
                     backlog.append(kept)
+                    self.backlogged += 1
                 elif kept.token is not None:
                     kept.token.release()
             peer.retained.clear()
         self.pump()
-
-    @property
-    def backlogged(self) -> bool:
-        """Messages of a dead replica wait to go to the others."""
-        return any(route.backlog for route in self.routes.values())
 
     def pump(self) -> None:
         """Send what waits in the backlogs to replicas with credit."""
@@ -448,6 +447,7 @@ class OutputPort:
                 if peers is None:
                     break
                 backlog.popleft()
+                self.backlogged -= 1
                 peer = peers[0]
                 peer.credit -= 1
                 peer.byte_credit -= kept.size
