@@ -143,8 +143,6 @@ class LocalLauncher:
         self._wired = False
         """Every replica of the first start was connected."""
         self._adds: dict[bytes, list[Replica]] = {}
-        self.lost_replicas = 0
-        """Replicas whose process died for good, their messages sent to the others."""
         """Per downstream replica: joining replicas it was told to connect to, in order."""
         self.replicas: dict[bytes, Replica] = {}
         self.errors: list[str] = []
@@ -489,7 +487,6 @@ class LocalLauncher:
         )
         del self.replicas[key]
         self._retire_metrics(rep)
-        self.lost_replicas += 1
         self._set_replicas(rep.node, len(self.replicas_of(rep.node)))
         for conn in self.pipeline.inputs_of(rep.node):
             for upstream in self.replicas_of(conn.source):
