@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -269,7 +270,13 @@ def test_a_second_signal_stops_at_once_without_draining(tmp_path):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    proc.send_signal(signal.SIGTERM)
+    # Two signals close together may reach Python's handler as one: repeat the second while
+    # every node still runs (the launcher stops them before it gives up its handler).
+    while len(_node_processes(marker)) == 3:
+        assert time.monotonic() < deadline, "the run did not stop"
+        proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(0.2)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
     assert "interrupted by SIGTERM: stopped before the pipeline drained" in " ".join(stderr.split())

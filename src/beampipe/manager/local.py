@@ -559,11 +559,11 @@ class LocalLauncher:
                 else:
                     self._fail(f"interrupted by {name}: stopped before the pipeline drained")
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
             try:
-                self._stop_all()
+                self._stop_all()  # signals still handled: a late one does not kill us here
             finally:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
                 self.ctx.destroy(linger=0)
                 self.placement.stop()
             if not self.errors and not self.keep_rundir:

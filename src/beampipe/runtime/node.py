@@ -175,6 +175,8 @@ class NodeRuntime:
                 continue
             if msg["t"] == "stop":
                 raise Stopped()
+            if msg["t"] == "drain":  # asked before it started: a source ends at once
+                self.draining = True
             if msg["t"] == kind:
                 return msg
 
