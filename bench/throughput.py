@@ -92,7 +92,8 @@ thread got onto a CPU per message; and how long threads waited runnable for a CP
 
 ``--profile DIR`` attaches ``py-spy record --format raw --rate 100 --nonblocking`` to every node
 process of every beampipe run (CPU samples only; summarise with ``bench/pyspy_summary.py``;
-``--spy-args="--nonblocking --gil"`` keeps only samples holding the GIL, i.e. Python-level work).
+``--spy-args="--nonblocking --gil"`` keeps only samples holding the GIL, i.e. Python-level work;
+``--rate N`` among them samples N times a second instead).
 ``--perf DIR`` does the same with ``perf record -g`` (native and kernel stacks, all threads).
 """
 
@@ -280,6 +281,8 @@ class Watch(threading.Thread):
         self.perf = perf
         self._perf_pending: dict[int, str] = {}
         self.spy_args = spy_args.split()
+        if "--rate" not in self.spy_args:
+            self.spy_args += ["--rate", "100"]
         self.tag = tag
         self.labels: dict[int, str] = {os.getpid(): "launcher (this process)"}
         self.samples: dict[int, list[tuple[float, int]]] = {}
@@ -404,8 +407,6 @@ class Watch(threading.Thread):
                     "record",
                     "--pid",
                     str(pid),
-                    "--rate",
-                    "100",
                     *self.spy_args,
                     "--format",
                     "raw",

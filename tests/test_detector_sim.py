@@ -21,8 +21,18 @@ def sim(**params) -> DetectorSim:
     return DetectorSim(DetectorSim.Params.model_validate(params), name="cam")
 
 
+def flat(
+    source: DetectorSim,
+) -> list[beampipe.Message | beampipe.StreamStart | beampipe.EndOfStream]:
+    """What ``source.generate()`` yields, bursts (lists) flattened."""
+    out = []
+    for got in source.generate():
+        out.extend(got if isinstance(got, list) else [got])
+    return out
+
+
 def items(**params) -> list[beampipe.Message | beampipe.StreamStart | beampipe.EndOfStream]:
-    return list(sim(**params).generate())
+    return flat(sim(**params))
 
 
 def messages(**params) -> list[beampipe.Message]:
@@ -57,6 +67,20 @@ def test_streams_ids_and_next_stream_chain():
             name, last_id=4, next_stream=names[k + 1] if k + 1 < 3 else None
         )
     json.dumps([item.metadata for item in got if not isinstance(item, beampipe.EndOfStream)])
+
+
+def test_rate_max_yields_bursts_and_a_paced_rate_single_frames():
+    n = detector_sim.BURST + 5
+    got = list(sim(shape=[4, 4], frames=n).generate())
+    assert [len(g) if isinstance(g, list) else type(g).__name__ for g in got] == [
+        "StreamStart",
+        detector_sim.BURST,
+        5,
+        "EndOfStream",
+    ]
+    assert [m.id for m in got[1] + got[2]] == list(range(1, n + 1))
+    paced = list(sim(shape=[4, 4], frames=3, rate=1e6).generate())
+    assert [type(g).__name__ for g in paced] == ["StreamStart", *["Message"] * 3, "EndOfStream"]
 
 
 def test_prefix_and_defaults():
@@ -99,7 +123,7 @@ def test_the_pool_is_cycled_without_copies():
     source = sim(shape=[20, 20], frames=5, streams=2, pool=3)
     pool = source.pooled_frames()
     assert len(pool) == 3
-    msgs = [m for m in source.generate() if isinstance(m, beampipe.Message)]
+    msgs = [m for m in flat(source) if isinstance(m, beampipe.Message)]
     assert [next(j for j, f in enumerate(pool) if f is m.data["image"]) for m in msgs] == [
         g % 3 for g in range(10)
     ]
@@ -201,7 +225,7 @@ def test_rate_sets_a_deadline_schedule_that_catches_up_after_a_stall():
 def test_rate_max_never_sleeps():
     source = sim(shape=[4, 4], frames=5)
     source.sleep = lambda seconds: pytest.fail("slept at rate max")
-    assert len(list(source.generate())) == 7
+    assert len(flat(source)) == 7
 
 
 SINK = textwrap.dedent(

@@ -15,8 +15,10 @@ import beampipe
 
 class Counter(beampipe.Source):
     """``streams`` streams of ``n`` messages; data ``x = id**2`` (float64, 0-d). Ids in
-    ``skip`` are left out. After id ``hold_after``, waits until the file ``hold_until`` exists
-    (at most 30 s), to hold a stream open until a downstream node has reacted."""
+    ``skip`` are left out. After id ``hold_after``, waits (blocking, without yielding) until
+    the file ``hold_until`` exists, to hold a stream open until a downstream node has reacted;
+    raises RuntimeError if it does not within 30 s. ``burst`` > 0: the messages are yielded in
+    lists (bursts) of that many."""
 
     class Params(beampipe.Params):
         n: int = 100
@@ -26,21 +28,32 @@ class Counter(beampipe.Source):
         hold_until: str | None = None
         payload: int = 0
         """Bytes of an extra uint8 array ``blob`` in every message."""
+        burst: int = 0
 
     def generate(self):
         p = self.params
         for s in range(p.streams):
             name = f"s{s}"
             yield beampipe.StreamStart(name, {"n": p.n})
+            burst = []
             for i in range(1, p.n + 1):
                 if i not in p.skip:
                     data = {"x": float(i * i)}
                     if p.payload:
                         data["blob"] = np.full(p.payload, i % 256, dtype=np.uint8)
-                    yield beampipe.Message(data=data, stream=name, id=i)
+                    msg = beampipe.Message(data=data, stream=name, id=i)
+                    if p.burst:
+                        burst.append(msg)
+                    else:
+                        yield msg
+                if burst and (len(burst) == p.burst or i == p.hold_after or i == p.n):
+                    yield burst
+                    burst = []
                 if i == p.hold_after and p.hold_until:
                     deadline = time.monotonic() + 30
-                    while not Path(p.hold_until).exists() and time.monotonic() < deadline:
+                    while not Path(p.hold_until).exists():
+                        if time.monotonic() > deadline:
+                            raise RuntimeError(f"{p.hold_until} did not appear within 30 s")
                         time.sleep(0.01)
             yield beampipe.EndOfStream(name, p.n)
 
@@ -128,13 +141,16 @@ class Diff(beampipe.Worker):
 
 class Collect(beampipe.Worker):
     """Sink: one JSON line per message (stream, id, port, metadata, 0-d data as floats) in
-    ``path``, written at close, in arrival order."""
+    ``path``, written at close, in arrival order. Touches the file ``flag`` when it has
+    received ``flag_after`` messages."""
 
     outputs = ()
     inputs = None
 
     class Params(beampipe.Params):
         path: str
+        flag: str | None = None
+        flag_after: int = 0
 
     def __init__(self, params: beampipe.Params, name: str = "") -> None:
         super().__init__(params, name)
@@ -145,6 +161,8 @@ class Collect(beampipe.Worker):
         self.rows.append(
             {"stream": msg.stream, "id": msg.id, "port": msg.port, "meta": msg.metadata, **data}
         )
+        if self.params.flag and len(self.rows) == self.params.flag_after:
+            Path(self.params.flag).touch()
 
     def close(self) -> None:
         text = "".join(json.dumps(r) + "\n" for r in self.rows)
@@ -181,3 +199,12 @@ class ForgetfulSum(RunningSum):
 
     snapshot = beampipe.Worker.snapshot
     restore = beampipe.Worker.restore
+
+
+class TupleBurst(beampipe.Source):
+    """Yields a stream's messages as a tuple, which is not a burst (only a list is)."""
+
+    def generate(self):
+        yield beampipe.StreamStart("s0", {})
+        yield (beampipe.Message(data={"x": 1.0}, stream="s0", id=1),)
+        yield beampipe.EndOfStream("s0", 1)

@@ -44,6 +44,10 @@ RING_WIDTH = 0.003
 CENTRE = (0.53, 0.47)
 """Beam centre as fractions of (rows - 1, columns - 1): near the middle, not on it."""
 
+BURST = 64
+"""At ``rate: max`` frames are yielded in lists (bursts) of this many: all are at hand, so the
+runtime may send small ones in batches (see :class:`beampipe.Source`)."""
+
 _TABLE_STEP = 0.125  # pixels between the radial samples that the model is interpolated from
 
 FiniteRate = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -100,7 +104,8 @@ class DetectorSim(beampipe.Source):
     all streams from 0) is pooled frame ``g % pool``, so the output depends only on the params.
     The pooled arrays are sent themselves, not copies, and are read-only.
 
-    Pacing (``rate``): ``"max"`` sends as fast as downstream takes frames; a number sends that
+    Pacing (``rate``): ``"max"`` sends as fast as downstream takes frames (yielded in bursts of
+    :data:`BURST`); a number sends that
     many frames per second. Send times follow a deadline schedule on a monotonic clock that
     starts at the first frame and runs on across streams (frame g is due at t0 + g / rate), so
     time spent downstream is not added to the interval, and after a backpressure stall the
@@ -202,8 +207,8 @@ class DetectorSim(beampipe.Source):
         g = 0  # frame number over the whole run
         for k, stream in enumerate(names):
             yield beampipe.StreamStart(stream=stream, metadata=dict(meta))
-            for frame in range(p.frames):
-                if interval:
+            if interval:
+                for frame in range(p.frames):
                     if deadline is None:
                         deadline = self.clock()
                     else:
@@ -211,12 +216,24 @@ class DetectorSim(beampipe.Source):
                         delay = deadline - self.clock()
                         if delay > 0:
                             self.sleep(delay)
-                yield beampipe.Message(
-                    data={"image": pool[g % len(pool)]},
-                    metadata={"frame": frame, "signal": "image", "units": {"image": "counts"}},
-                    stream=stream,
-                    id=frame + 1,
-                )
-                g += 1
+                    yield self._frame(pool[g % len(pool)], stream, frame)
+                    g += 1
+            else:  # every frame is at hand: bursts, which the runtime may send in batches
+                for first in range(0, p.frames, BURST):
+                    last = min(first + BURST, p.frames)
+                    yield [
+                        self._frame(pool[(g + i) % len(pool)], stream, frame)
+                        for i, frame in enumerate(range(first, last))
+                    ]
+                    g += last - first
             following = names[k + 1] if k + 1 < len(names) else None
             yield beampipe.EndOfStream(stream=stream, last_id=p.frames, next_stream=following)
+
+    @staticmethod
+    def _frame(image: np.ndarray, stream: str, frame: int) -> beampipe.Message:
+        return beampipe.Message(
+            data={"image": image},
+            metadata={"frame": frame, "signal": "image", "units": {"image": "counts"}},
+            stream=stream,
+            id=frame + 1,
+        )

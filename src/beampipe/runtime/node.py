@@ -795,19 +795,23 @@ class NodeRuntime:
 
     def _run_source(self, source: Source) -> None:
         """Send what the source generates; report the ids it skips (checked after each item:
-        a generator that blocks delays the report until it yields again)."""
+        a generator that blocks delays the report until it yields again).
+
+        A list yielded is a *burst*: items the source has at hand. They are all sent (a drain
+        asked for meanwhile stops the source after the burst), small ones in batches
+        (:mod:`beampipe.transport.zeromq`), which go out at the end of the burst at the
+        latest."""
         assert self.spec is not None
         default = source.outputs[0] if source.outputs else ""
         generator = iter(self._call(None, None, source.generate))
         gaps = GapDetector(self.spec.gap_timeout)
-        n = 0
+        unserviced = 0
         serviced = time.monotonic()
         while True:
             now = time.monotonic()
-            n += 1
-            if n % SERVICE_EVERY == 0 or now - serviced > PROGRESS_INTERVAL / 5:
+            if unserviced >= SERVICE_EVERY or now - serviced > PROGRESS_INTERVAL / 5:
                 self._service(0, inputs=False)
-                serviced = now
+                serviced, unserviced = now, 0
             if self.draining:
                 close = getattr(generator, "close", None)  # a generator's cleanup runs
                 if close is not None:
@@ -816,37 +820,61 @@ class NodeRuntime:
                     self._close(stream, state)
                 break
             try:
-                item = next(generator)
+                got = next(generator)
             except StopIteration:
                 break
             except Exception as exc:
                 raise NodeFailure(None, None, exc) from exc
-            if item is None:  # the source is waiting for data: a chance to drain or stop
+            if got is None:  # the source is waiting for data: a chance to drain or stop
                 self._service(0, inputs=False)
-                serviced = time.monotonic()
+                serviced, unserviced = time.monotonic(), 0
                 continue
-            if isinstance(item, StreamStart):
-                self._open(item.stream, item.metadata)
-            elif isinstance(item, Message):
-                state = self._open(item.stream)
-                if not gaps.issued(item.stream, item.id, now):
-                    self.metrics.late += 1
-                item.lineage = lineage(self.node, item.stream, item.id)
-                item.stamp(self.node)
-                self._send(item.port or default, item)
-                self._count(state, item.timestamps[0][1])
+            if type(got) is list:
+                self._batchable = True
+                try:
+                    for item in got:
+                        self._source_item(item, default, gaps, now)
+                finally:
+                    self._batchable = False
+                self._flush_outputs()
+                unserviced += len(got)
             else:
-                state = self._open(item.stream)
-                state.end = item
-                why = f"the stream ended with id {item.last_id} without it"
-                for msg_id in gaps.end(item.stream, item.last_id):
-                    self._missing(item.stream, msg_id, why)
-                self._close(item.stream, state)
+                self._source_item(got, default, gaps, now)
+                unserviced += 1
             deadline = gaps.next_deadline
             if deadline is not None and now >= deadline:
                 why = f"not issued within gap_timeout = {gaps.timeout} s of a later id"
                 for stream, msg_id in gaps.expired(now):
                     self._missing(stream, msg_id, why)
+
+    def _source_item(self, item: Item, default: str, gaps: GapDetector, now: float) -> None:
+        """Send one item a source generated at monotonic time ``now``."""
+        if isinstance(item, StreamStart):
+            self._open(item.stream, item.metadata)
+        elif isinstance(item, Message):
+            state = self._open(item.stream)
+            if not gaps.issued(item.stream, item.id, now):
+                self.metrics.late += 1
+            item.lineage = lineage(self.node, item.stream, item.id)
+            item.stamp(self.node)
+            self._send(item.port or default, item)
+            self._count(state, item.timestamps[0][1])
+        elif isinstance(item, EndOfStream):
+            state = self._open(item.stream)
+            state.end = item
+            why = f"the stream ended with id {item.last_id} without it"
+            for msg_id in gaps.end(item.stream, item.last_id):
+                self._missing(item.stream, msg_id, why)
+            self._close(item.stream, state)
+        else:
+            raise NodeFailure(
+                None,
+                None,
+                TypeError(
+                    f"generate() yielded a {type(item).__name__}: expected a Message, "
+                    "StreamStart, EndOfStream, a list of them (a burst) or None"
+                ),
+            )
 
     def _missing(self, stream: str, msg_id: int, why: str) -> None:
         self.metrics.missing += 1
