@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-from conftest import run_pipeline
+from conftest import NODES, Recorder, run_pipeline
+
+from beampipe.config import load_pipeline
+from beampipe.manager import LocalLauncher
 
 PIPELINE = """\
 nodes:
@@ -43,3 +47,33 @@ def test_a_message_larger_than_the_byte_window_still_moves_one_at_a_time(folder:
     assert result.exit_code == 0, result.errors
     assert result.metrics["sink"].messages_in == 20
     assert result.metrics["src"].peak_in_flight == 1
+
+
+def test_a_slow_sink_acknowledges_in_time_so_upstream_retains_about_a_window(
+    folder: Path,
+) -> None:
+    """A sink taking 10 ms per message acknowledges (after its checkpoints) while it works
+    through what it has received, so the worker before it retains (for redelivery) about its
+    credit window, not the 64 messages the sink takes from its input in one go."""
+    shutil.copy(NODES / "flownodes.py", folder)
+    path = folder / "pipeline.yaml"
+    path.write_text(
+        PIPELINE.replace("PAYLOAD", "0")
+        .replace("n: 150", "n: 300")
+        .replace("delay: 0.002", "delay: 0")
+        .replace("path: out.jsonl", "path: out.jsonl, delay: 0.01")
+    )
+    retained: list[int] = []
+
+    class Watch(Recorder):
+        def progress(self, node: str, replica: int, streams: dict[str, int]) -> None:
+            if node == "slow":
+                retained.append(launcher.metrics["slow", 0].retained)
+
+    launcher = LocalLauncher(load_pipeline(path), Watch(), window=4)
+    result = launcher.run()
+    assert result.exit_code == 0, result.errors
+    assert result.metrics["sink"].messages_in == 300
+    assert len(retained) >= 3  # progress every 0.5 s over about 3 s
+    # credit (4) + what the sink processed in the 50 ms before its checkpoint (<= 5) + 1
+    assert max(retained) <= 10, retained

@@ -178,3 +178,20 @@ def test_frames_from_an_unknown_peer_are_dropped_counted_and_the_run_goes_on(fol
     assert observer.sent
     assert result.metrics["source"].rejected_frames == 4
     assert len(totals(folder / "sums.jsonl")) == 3000  # nothing lost
+
+
+def test_a_source_that_raises_has_what_it_sent_processed_before_the_run_fails(folder):
+    """generate() raising (restart: never): the source ends its open stream, everything it
+    sent is processed and written, then the run fails naming the source and its error."""
+    text = PIPELINE.replace("{{n: 2000}}", "{{n: 2000, fail_after: 1200}}")
+    result, recorder = run_pipeline(folder, text.format(out="cut.nxs"))
+    assert result.exit_code == 1
+    assert len(result.errors) == 1, result.errors
+    error = result.errors[0]
+    assert error.startswith("node 'source': RuntimeError: detector connection lost after id 1200")
+    assert "everything it had sent was processed" in error
+    ids, x = points(folder / "cut.nxs")
+    assert ids.tolist() == list(range(1, 1201))
+    np.testing.assert_array_equal(x, ids.astype(float) ** 2)
+    assert ("nexus", 0) in {(node, r) for node, r, report in recorder.stream_ends}
+    assert result.metrics["nexus"].messages_in == 1200

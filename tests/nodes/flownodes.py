@@ -18,7 +18,7 @@ class Counter(beampipe.Source):
     ``skip`` are left out. After id ``hold_after``, waits (blocking, without yielding) until
     the file ``hold_until`` exists, to hold a stream open until a downstream node has reacted;
     raises RuntimeError if it does not within 30 s. ``burst`` > 0: the messages are yielded in
-    lists (bursts) of that many."""
+    lists (bursts) of that many. ``fail_after`` > 0: raises RuntimeError after that id."""
 
     class Params(beampipe.Params):
         n: int = 100
@@ -29,6 +29,7 @@ class Counter(beampipe.Source):
         payload: int = 0
         """Bytes of an extra uint8 array ``blob`` in every message."""
         burst: int = 0
+        fail_after: int = 0
 
     def generate(self):
         p = self.params
@@ -49,6 +50,8 @@ class Counter(beampipe.Source):
                 if burst and (len(burst) == p.burst or i == p.hold_after or i == p.n):
                     yield burst
                     burst = []
+                if i == p.fail_after:
+                    raise RuntimeError(f"detector connection lost after id {i}")
                 if i == p.hold_after and p.hold_until:
                     deadline = time.monotonic() + 30
                     while not Path(p.hold_until).exists():
@@ -142,7 +145,7 @@ class Diff(beampipe.Worker):
 class Collect(beampipe.Worker):
     """Sink: one JSON line per message (stream, id, port, metadata, 0-d data as floats) in
     ``path``, written at close, in arrival order. Touches the file ``flag`` when it has
-    received ``flag_after`` messages."""
+    received ``flag_after`` messages. Sleeps ``delay`` s per message."""
 
     outputs = ()
     inputs = None
@@ -151,6 +154,7 @@ class Collect(beampipe.Worker):
         path: str
         flag: str | None = None
         flag_after: int = 0
+        delay: float = 0.0
 
     def __init__(self, params: beampipe.Params, name: str = "") -> None:
         super().__init__(params, name)
@@ -163,6 +167,8 @@ class Collect(beampipe.Worker):
         )
         if self.params.flag and len(self.rows) == self.params.flag_after:
             Path(self.params.flag).touch()
+        if self.params.delay:
+            time.sleep(self.params.delay)
 
     def close(self) -> None:
         text = "".join(json.dumps(r) + "\n" for r in self.rows)

@@ -61,6 +61,9 @@ class Replica:
     """Monotonic time at which a dead process is started again."""
     last_error: str | None = None
     """The error its last process reported, if it failed."""
+    drained: bool = False
+    """It failed after everything it had sent was acknowledged downstream (a source whose
+    ``generate`` raised): the others finish, then the run fails with its error."""
     host: str = ""
     """Host name its process reported (``hello``)."""
     pid: int | None = None
@@ -286,8 +289,16 @@ class LocalLauncher:
                 where.append(f"stream {msg['stream']!r}")
             if msg["id"] is not None:
                 where.append(f"message id {msg['id']}")
-            rep.last_error = f"{', '.join(where)}: {msg['error']}\n{msg['traceback']}"
-            if not self._may_restart(rep):
+            drained = (
+                " (its open streams were ended; everything it had sent was processed and "
+                "acknowledged downstream)"
+                if msg.get("drained")
+                else ""
+            )
+            rep.last_error = f"{', '.join(where)}: {msg['error']}{drained}\n{msg['traceback']}"
+            if drained:
+                rep.done = rep.drained = True
+            elif not self._may_restart(rep):
                 self._fail(rep.last_error)
         elif kind == "done":
             rep.done = True
@@ -418,7 +429,7 @@ class LocalLauncher:
                 del self.replicas[key]
                 self._retire_metrics(rep)
                 continue
-            if code is None or (code == 0 and rep.done) or self.errors:
+            if code is None or (code == 0 and rep.done) or rep.drained or self.errors:
                 continue
             how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited ({code})"
             if self._may_restart(rep):
@@ -552,6 +563,9 @@ class LocalLauncher:
                 self._check_processes()
                 if all(r.done and r.process.poll() is not None for r in self.replicas.values()):
                     break
+            for rep in self.replicas.values():
+                if rep.drained and rep.last_error is not None:
+                    self._fail(rep.last_error)
             if self._signalled:
                 name = self._reason
                 if self._signals == 1 and all(r.done for r in self.replicas.values()):

@@ -13,7 +13,9 @@ input pipe has delivered its :class:`EndOfStream` (or finished): :meth:`Worker.o
 called, its results are sent, and the end marker is forwarded.
 
 Fail fast: an exception in a worker hook is reported to the launcher with node, stream, message id
-and traceback, and the process exits with status 1.
+and traceback, and the process exits with status 1. A source whose ``generate`` raises (and that is
+not restarted) first ends its open streams and waits until everything it sent is acknowledged
+downstream, as a drain does, so nothing it produced is lost; its report says ``drained``.
 """
 
 from __future__ import annotations
@@ -50,11 +52,17 @@ from beampipe.worker import Output, Source, TransientError, Worker, by_port
 PROGRESS_INTERVAL = 0.5
 """Seconds between progress reports to the launcher."""
 RECEIVE_BATCH = 64
-"""Items taken from one ready input before polling all sockets again."""
+"""Items taken from one ready input before polling all sockets again ..."""
+RECEIVE_TIME = 0.01
+"""... or seconds spent on them: a slow worker (or sink) still sends its acknowledgements and
+checkpoints in time, so that its upstream node does not retain more than its credit window
+(a sink taking 0.1 s per message once acknowledged 64 messages at a time, and a 4 MiB-frame
+worker before it held 64 frames instead of 16)."""
 SERVICE_EVERY = 64
 """A source services its sockets (credit, stop) at least every this many items."""
 CHECKPOINT_EVERY = 256
-"""A sink checkpoints (:meth:`Worker.checkpoint`) at least every this many messages ..."""
+"""A sink checkpoints (:meth:`Worker.checkpoint`) at least every this many messages, or half
+its input credit in bytes (so that what its upstream retains for it stays near one window) ..."""
 CHECKPOINT_INTERVAL = 0.05
 """... and at most this many seconds after the oldest message not yet checkpointed."""
 FAST_CALL = 5e-5
@@ -120,6 +128,7 @@ class NodeRuntime:
         self._unsaved: list[Origin] = []
         """A sink's processed inputs that wait for the next checkpoint."""
         self._unsaved_since = 0.0
+        self._unsaved_bytes = 0
         self.snapshots: Path | None = None
         """Where a stateful worker's snapshots go (:meth:`beampipe.Worker.snapshot`)."""
         self._covered: list[int] = []
@@ -138,6 +147,8 @@ class NodeRuntime:
         """Credit of each input pipe (from ``setup``)."""
         self._index: dict[InputChannel, int] = {}
         self._gone: list[int] = []
+        self._failed: NodeFailure | None = None
+        """A source's ``generate`` raised: reported once what it sent is drained."""
         """Input pipes from upstream replicas that died for good, not yet accounted for."""
         self._result_replica = replica
         """The replica number in the lineage of results: 0 unless the node is fed by
@@ -703,6 +714,7 @@ class NodeRuntime:
     def _checkpoint_due(self) -> bool:
         return bool(self._unsaved) and (
             len(self._unsaved) >= CHECKPOINT_EVERY
+            or self._unsaved_bytes >= self.window_bytes // 2
             or time.monotonic() - self._unsaved_since >= CHECKPOINT_INTERVAL
         )
 
@@ -711,6 +723,7 @@ class NodeRuntime:
         if not self._unsaved:
             self._unsaved_since = time.monotonic()
         self._unsaved.append(origin)
+        self._unsaved_bytes += sum(r.size for r in origin.receipts)
 
     def _checkpoint(self) -> None:
         """A sink makes what it processed durable, a stateful worker saves its snapshot; then
@@ -736,6 +749,7 @@ class NodeRuntime:
             partial.replace(self.snapshots)  # atomic: a kill leaves the old or the new one
         self._call(None, None, self.worker.checkpoint)
         unsaved, self._unsaved = self._unsaved, []
+        self._unsaved_bytes = 0
         for origin in unsaved:
             origin.done()
 
@@ -765,6 +779,7 @@ class NodeRuntime:
                     self._form(formed)
             self._more_input = bool(self.outputs)
             for channel in ready:
+                due = time.monotonic() + RECEIVE_TIME
                 for _ in range(RECEIVE_BATCH):
                     try:
                         item = channel.receive(block=False)
@@ -777,6 +792,8 @@ class NodeRuntime:
                         self._pipe_finished(index[channel])
                         break
                     self._on_item(index[channel], channel, item)
+                    if time.monotonic() >= due:
+                        break
             self._more_input = self._batchable = False
         for stream, state in list(self.streams.items()):
             for i, channel in enumerate(self.inputs):
@@ -824,7 +841,12 @@ class NodeRuntime:
             except StopIteration:
                 break
             except Exception as exc:
-                raise NodeFailure(None, None, exc) from exc
+                if self.spec.restart != "never":  # restarted: what it sent is kept upstream
+                    raise NodeFailure(None, None, exc) from exc
+                self._failed = NodeFailure(None, None, exc)
+                for stream, state in list(self.streams.items()):
+                    self._close(stream, state)
+                break
             if got is None:  # the source is waiting for data: a chance to drain or stop
                 self._service(0, inputs=False)
                 serviced, unserviced = time.monotonic(), 0
@@ -904,6 +926,9 @@ class NodeRuntime:
             else:
                 self._run_worker()
             self._finish_outputs()
+            if self._failed is not None:
+                self._report_progress(force=True)
+                raise self._failed
             worker, self.worker = self.worker, None
             self._call(None, None, worker.close)
             self._report_progress(force=True)
@@ -924,6 +949,7 @@ class NodeRuntime:
                 id=failure.msg_id,
                 error=str(failure),
                 traceback=failure.traceback,
+                drained=failure is self._failed,
             )
             status = 1
         finally:

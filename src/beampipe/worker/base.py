@@ -159,6 +159,10 @@ class Source(Worker):
     sends them all before it asks the generator for more, and may put small ones into one
     ZeroMQ message (for 1 KiB messages that took about 10 of 28 µs of CPU off each). A single item
     is sent at once, so a source that yields one item and then blocks delays nothing.
+
+    If ``generate`` raises, the source ends its open streams and the run fails once everything
+    it had sent is processed downstream (``docs/reliability.md``); with ``restart: on-failure``
+    it is restarted instead.
     """
 
     inputs: ClassVar[tuple[str, ...] | None] = ()
