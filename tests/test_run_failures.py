@@ -21,6 +21,7 @@ NODES = textwrap.dedent(
     import json
     import os
     import signal
+    import time
 
     import numpy as np
 
@@ -45,6 +46,13 @@ NODES = textwrap.dedent(
         class Params(beampipe.Params):
             fail_at: int = 0
             die_at: int = 0
+            start_delay: float = 0.0
+
+        def __init__(self, params, name=""):
+            super().__init__(params, name)
+            if params.start_delay:
+                print("loading the model", flush=True)
+                time.sleep(params.start_delay)
 
         def process(self, msg):
             if msg.id == self.params.fail_at and msg.stream == "b":
@@ -214,6 +222,24 @@ def test_an_error_when_a_sink_closes_fails_the_run(tmp_path):
     result = beampipe("run", str(_pipeline(tmp_path, sink=", fail_on_close: true")), cwd=tmp_path)
     assert result.returncode == 1
     assert "error: node 'sink': OSError: disk full while closing" in result.stderr
+
+
+def test_a_node_that_does_not_start_in_time_fails_the_run_naming_it(tmp_path, monkeypatch):
+    """A worker whose constructor takes 60 s, with ``start_timeout=2``: the run fails naming
+    it and showing the end of its log; no process is left."""
+    from beampipe.config import load_pipeline
+    from beampipe.manager import LocalLauncher
+
+    path = _pipeline(tmp_path, square="{start_delay: 60}")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    launcher = LocalLauncher(load_pipeline(path), Recorder(), start_timeout=2)
+    result = launcher.run()
+    assert result.exit_code == 1
+    assert len(result.errors) == 1, result.errors
+    error = result.errors[0]
+    assert error.startswith("node 'square' (pid ") and "did not start within 2 s" in error
+    assert error.rstrip().endswith("loading the model")
+    assert all(rep.process.poll() is not None for rep in launcher.replicas.values())
 
 
 def test_launcher_api_reports_stream_ends_and_messages_sent(tmp_path, monkeypatch):

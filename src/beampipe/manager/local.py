@@ -33,6 +33,8 @@ STOP_TIMEOUT = 5.0
 """Seconds a node gets to exit after ``stop`` before it is killed."""
 DRAIN_TIMEOUT = 30.0
 """Seconds a pipeline gets to drain after the first SIGINT/SIGTERM before it is stopped."""
+START_TIMEOUT = 300.0
+"""Seconds a node process gets, from its start, to build its worker and bind its outputs."""
 
 
 class RunObserver(Protocol):
@@ -57,6 +59,10 @@ class Replica:
     done: bool = False
     restarts: int = 0
     """Processes of this replica that died and were replaced."""
+    started: float = field(default_factory=time.monotonic)
+    """Monotonic time its process was started."""
+    bound: bool = False
+    """Its process has built its worker and bound its outputs."""
     restart_at: float | None = None
     """Monotonic time at which a dead process is started again."""
     last_error: str | None = None
@@ -108,6 +114,9 @@ class LocalLauncher:
         window_bytes: the same in wire bytes (a single message larger than this still moves,
             one at a time).
         drain_timeout: seconds the pipeline gets to drain after the first SIGINT or SIGTERM.
+        start_timeout: seconds a node process gets, from its start (or restart), to build its
+            worker and bind its outputs; one that takes longer (stuck importing, waiting for a
+            device) fails the run, naming it, with the end of its log.
 
     The first SIGINT or SIGTERM *drains* the pipeline: the sources stop taking data and end
     their open streams, everything already sent is processed and written, and the processes
@@ -124,6 +133,7 @@ class LocalLauncher:
         window: int = 32,
         window_bytes: int = 64 << 20,
         drain_timeout: float = DRAIN_TIMEOUT,
+        start_timeout: float = START_TIMEOUT,
         placement: Placement | None = None,
         rundir: Path | None = None,
     ) -> None:
@@ -154,6 +164,7 @@ class LocalLauncher:
         self.past: dict[tuple[str, int], NodeMetrics] = {}
         """Metrics of replicas' processes that died, merged."""
         self.drain_timeout = drain_timeout
+        self.start_timeout = start_timeout
         self._signalled = 0
         self._signals = 0
         self._reason = ""
@@ -187,8 +198,8 @@ class LocalLauncher:
 
     def _stop_all(self) -> None:
         for rep in self.replicas.values():
-            if rep.process.poll() is None and rep.pid is None:
-                rep.process.kill()  # never said hello: a "stop" would not reach it
+            if rep.process.poll() is None and not rep.bound:
+                rep.process.kill()  # still starting: it has no data, and would not read "stop"
             elif rep.process.poll() is None:
                 self._send(rep, "stop")
         deadline = time.monotonic() + STOP_TIMEOUT
@@ -257,6 +268,7 @@ class LocalLauncher:
                 window_bytes=self.window_bytes,
             )
         elif kind == "bound":
+            rep.bound = True
             rep.endpoints = msg["endpoints"]
             rep.tap = msg.get("tap")
             if not self._wired:
@@ -429,7 +441,15 @@ class LocalLauncher:
                 del self.replicas[key]
                 self._retire_metrics(rep)
                 continue
-            if code is None or (code == 0 and rep.done) or rep.drained or self.errors:
+            if self.errors or (code == 0 and rep.done) or rep.drained:
+                continue
+            if code is None:
+                if not rep.bound and time.monotonic() - rep.started > self.start_timeout:
+                    self._fail(
+                        f"{rep.label} ({self._where(rep)}) did not start within "
+                        f"{self.start_timeout:g} s: it has not built its worker and bound its "
+                        f"outputs; {self._log_tail(rep)}"
+                    )
                 continue
             how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited ({code})"
             if self._may_restart(rep):
@@ -441,12 +461,18 @@ class LocalLauncher:
             if rep.last_error is not None:
                 self._fail(rep.last_error)
                 continue
-            tail = rep.log.read_text(errors="replace").strip().splitlines()[-20:]
-            log = "\n".join(tail) if tail else "(no output)"
             self._fail(
-                f"{rep.label} ({self._where(rep)}) {how} before finishing; "
-                f"last lines of its log {rep.log}:\n{log}"
+                f"{rep.label} ({self._where(rep)}) {how} before finishing; {self._log_tail(rep)}"
             )
+
+    @staticmethod
+    def _log_tail(rep: Replica) -> str:
+        try:
+            tail = rep.log.read_text(errors="replace").strip().splitlines()[-20:]
+        except OSError:
+            tail = []
+        log = "\n".join(tail) if tail else "(no output)"
+        return f"last lines of its log {rep.log}:\n{log}"
 
     def _lost(self, rep: Replica, how: str) -> None:
         """``rep``'s process died and will be restarted: tell its upstream peers to hold what
