@@ -168,7 +168,7 @@ KiB, MiB = 1 << 10, 1 << 20
 SIZES = {"1KiB": KiB, "1MiB": MiB, "4MiB": 4 * MiB, "16MiB": 16 * MiB}
 REPLICAS = (1, 2, 4)
 POOL = 4
-WINDOW, WINDOW_BYTES = 32, 64 * MiB  # LocalLauncher's defaults
+WINDOW, WINDOW_BYTES = 64, 64 * MiB  # LocalLauncher's defaults
 RATE_GUESS = {  # frames/s for the first repeat of a case (later ones use the rate measured)
     "raw": {KiB: 50000, MiB: 1800, 4 * MiB: 450, 16 * MiB: 100},
     "beampipe": {KiB: 15000, MiB: 1500, 4 * MiB: 380, 16 * MiB: 90},

@@ -159,7 +159,7 @@ class ManagerClient:
         backend: str | None = None,
         backend_options: dict[str, Any] | None = None,
         overrides: dict[str, Any] | None = None,
-        window: int = 32,
+        window: int = 64,
         window_mb: float = 64.0,
         workdir: Path | None = None,
         ui: tuple[str, int] | None = None,

@@ -130,7 +130,7 @@ class LocalLauncher:
         observer: RunObserver,
         *,
         transport: Literal["ipc", "tcp"] = "ipc",
-        window: int = 32,
+        window: int = 64,
         window_bytes: int = 64 << 20,
         drain_timeout: float = DRAIN_TIMEOUT,
         start_timeout: float = START_TIMEOUT,

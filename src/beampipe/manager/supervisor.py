@@ -119,7 +119,7 @@ class Deployment(BaseModel):
     pipeline: dict[str, Any]
     backend: Literal["local", "slurm", "nomad"]
     backend_options: dict[str, Any] = {}
-    window: int = 32
+    window: int = 64
     window_bytes: int = 64 << 20
     drain_timeout: float = DRAIN_TIMEOUT
     workdir: str
