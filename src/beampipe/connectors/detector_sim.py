@@ -105,11 +105,10 @@ class DetectorSim(beampipe.Source):
     The pooled arrays are sent themselves, not copies, and are read-only.
 
     Pacing (``rate``): ``"max"`` sends as fast as downstream takes frames (yielded in bursts of
-    :data:`BURST`); a number sends that
-    many frames per second. Send times follow a deadline schedule on a monotonic clock that
-    starts at the first frame and runs on across streams (frame g is due at t0 + g / rate), so
-    time spent downstream is not added to the interval, and after a backpressure stall the
-    detector catches up, as a buffering detector would.
+    :data:`BURST`); a number sends that many frames per second. Send times follow a deadline
+    schedule on a monotonic clock that starts at the first frame and runs on across streams
+    (frame g is due at t0 + g / rate), so time spent downstream is not added to the interval,
+    and after a backpressure stall the detector catches up, as a buffering detector would.
 
     Raises (from the params): ``pydantic.ValidationError`` (a ``ValueError``) for a ``shape``
     that is not two positive ints, a ``dtype`` not in the list, ``rate`` <= 0 or not finite,

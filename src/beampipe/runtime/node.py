@@ -147,9 +147,9 @@ class NodeRuntime:
         """Credit of each input pipe (from ``setup``)."""
         self._index: dict[InputChannel, int] = {}
         self._gone: list[int] = []
+        """Input pipes from upstream replicas that died for good, not yet accounted for."""
         self._failed: NodeFailure | None = None
         """A source's ``generate`` raised: reported once what it sent is drained."""
-        """Input pipes from upstream replicas that died for good, not yet accounted for."""
         self._result_replica = replica
         """The replica number in the lineage of results: 0 unless the node is fed by
         broadcast, so that a message processed again by another replica (after one died)
