@@ -396,8 +396,10 @@ def test_a_job_sbatch_rejects_names_the_command_and_its_error(one_node, folder):
     assert "Invalid partition name specified" in text
 
 
-def test_a_job_that_never_starts_is_cancelled_with_its_reason(one_node, folder):
-    blocker = subprocess.check_output(
+@pytest.fixture
+def blocker():
+    """A job that takes every CPU of the cluster (running when the test starts)."""
+    job = subprocess.check_output(
         [
             *("sbatch", "--parsable", "--job-name=blocker", "--ntasks=2", "--cpus-per-task=4"),
             *("--output=/dev/null", "--wrap=exec sleep 300"),
@@ -409,18 +411,65 @@ def test_a_job_that_never_starts_is_cancelled_with_its_reason(one_node, folder):
         deadline = time.monotonic() + DEADLINE
         while live_jobs("blocker")[0]["job_state"] != "RUNNING" and time.monotonic() < deadline:
             time.sleep(0.1)
-        placement = SlurmPlacement(start_timeout=10, poll_interval=0.2)
-        with pytest.raises(SlurmError) as err:
-            placement.start(one_node, folder)
-        job = placement.job_id
-        assert re.search(
-            rf"Slurm job {job} \(beampipe-slurm-errors\) did not start within 10 s and was "
-            rf"cancelled: {job}: PENDING \(reason Resources\)",
-            str(err.value),
-        ), err.value
-        assert live_jobs("beampipe-slurm-errors") == []
+        yield job
     finally:
-        subprocess.run(["scancel", blocker], timeout=30, check=True)
+        subprocess.run(["scancel", job], timeout=30, check=True)
+
+
+def test_a_job_that_never_starts_is_cancelled_with_its_reason(one_node, folder, blocker):
+    placement = SlurmPlacement(start_timeout=10, poll_interval=0.2)
+    with pytest.raises(SlurmError) as err:
+        placement.start(one_node, folder)
+    job = placement.job_id
+    assert re.search(
+        rf"Slurm job {job} \(beampipe-slurm-errors\) did not start within 10 s and was "
+        rf"cancelled: {job}: PENDING \(reason Resources\)",
+        str(err.value),
+    ), err.value
+    assert live_jobs("beampipe-slurm-errors") == []
+
+
+def test_status_and_stop_are_answered_while_the_allocation_is_pending(one_node, folder, blocker):
+    """The launcher answers its watched sockets (a supervisor's status and stop) while the
+    allocation waits in the queue; a drain then cancels the allocation."""
+    placement = SlurmPlacement(start_timeout=DEADLINE, poll_interval=0.2)
+    launcher = LocalLauncher(one_node, Recorder(), placement=placement, rundir=folder / "run")
+    commands = launcher.ctx.socket(zmq.PAIR)
+    commands.bind("inproc://test-slurm-pending")
+    client = launcher.ctx.socket(zmq.PAIR)
+    client.connect("inproc://test-slurm-pending")
+    seen: dict[str, object] = {}
+
+    def command() -> None:
+        commands.recv()
+        seen["status"] = launcher.status()
+        launcher.drain("beampipe stop")
+
+    def ask() -> None:
+        """Once squeue lists the allocation as pending, ask for the status and a drain."""
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline:
+            jobs = live_jobs("beampipe-slurm-errors")
+            if jobs and jobs[0]["job_state"] == "PENDING":
+                seen["pending"] = jobs[0]["job_id"]
+                break
+            time.sleep(0.1)
+        client.send(b"status and drain")
+
+    launcher.watch(commands, command)
+    thread = threading.Thread(target=ask)
+    thread.start()
+    try:
+        result = launcher.run()
+    finally:
+        thread.join()
+    job = seen["pending"]
+    status = seen["status"]
+    assert status["state"] == "starting" and status["replicas"] == [], status
+    assert status["placement"]["job_id"] == job, status
+    assert result.exit_code == 130
+    assert result.errors == ["interrupted by beampipe stop before the pipeline started"]
+    assert live_jobs("beampipe-slurm-errors") == []
 
 
 def test_a_control_endpoint_the_compute_nodes_cannot_reach_is_a_clear_error(

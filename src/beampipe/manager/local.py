@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -171,16 +172,58 @@ class LocalLauncher:
 
     # -- processes -----------------------------------------------------------------------------
 
-    def _start(self) -> None:
+    def _start(self) -> bool:
+        """Place the pipeline and start its processes; False if interrupted while placing."""
         (self.rundir / "logs").mkdir(parents=True, exist_ok=True)
         (self.rundir / "state").mkdir(exist_ok=True)
-        self.placement.start(self.pipeline, self.rundir)
+        if not self._place():
+            return False
         self.control.bind(self.placement.control_bind)
         bound = self.control.getsockopt_string(zmq.LAST_ENDPOINT)
         self.control_endpoint = self.placement.control_endpoint(bound)
         for name, spec in self.pipeline.nodes.items():
             for r in range(spec.replicas):
                 self.replicas[identity(name, r)] = self._spawn(name, r, 0)
+        return True
+
+    def _place(self) -> bool:
+        """``placement.start()``, which may wait long (a Slurm allocation pending in the
+        queue), in a thread, while this thread answers the watched sockets, so that a
+        supervisor's ``status`` and ``stop`` work meanwhile. A drain or signal meanwhile
+        releases what the placement obtained (``placement.stop()``) and returns False.
+
+        Raises:
+            Exception: what ``placement.start()`` raised.
+        """
+        failure: list[BaseException] = []
+
+        def start() -> None:
+            try:
+                self.placement.start(self.pipeline, self.rundir)
+            except BaseException as exc:  # re-raised in the launcher's thread
+                failure.append(exc)
+
+        thread = threading.Thread(target=start, name="placement", daemon=True)
+        thread.start()
+        poller = zmq.Poller()
+        for sock in self.watched:
+            poller.register(sock, zmq.POLLIN)
+        cancelled = False
+        while thread.is_alive():
+            if self.watched:
+                for sock in dict(poller.poll(100)):
+                    self.watched[sock]()
+            else:
+                thread.join(0.1)
+            if self._signalled and not cancelled:
+                cancelled = True
+                self.placement.stop()  # e.g. cancel the pending allocation: start() returns
+        thread.join()
+        if cancelled:
+            return False
+        if failure:
+            raise failure[0]
+        return True
 
     def _spawn(self, name: str, r: int, incarnation: int) -> Replica:
         suffix = f".{incarnation}" if incarnation else ""
@@ -564,10 +607,13 @@ class LocalLauncher:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             try:
-                self._start()
+                started = self._start()
             except Exception as exc:  # the backend could not place the pipeline
                 self._fail(f"backend {self.placement.name!r}: {type(exc).__name__}: {exc}")
                 return RunResult(1, time.monotonic() - t0, self.errors)
+            if not started:
+                self._fail(f"interrupted by {self._reason} before the pipeline started")
+                return RunResult(130, time.monotonic() - t0, self.errors)
             poller = zmq.Poller()
             for sock in [self.control, *self.watched]:
                 poller.register(sock, zmq.POLLIN)
