@@ -17,6 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,7 +26,7 @@ import zmq
 from conftest import EXAMPLE, NODES, REPO, Recorder, hdf5_content, rows
 
 from beampipe.config import load_pipeline
-from beampipe.manager import LocalLauncher
+from beampipe.manager import LocalLauncher, RunResult
 from beampipe.manager.slurm import FINAL_STATES, SlurmError, SlurmPlacement, squeue_jobs
 
 SCRIPT = REPO / "scripts" / "slurm-test-cluster.sh"
@@ -155,6 +157,39 @@ class Watcher(Recorder):
             self.flowing.set()
 
 
+def status_then_drain(
+    launcher: LocalLauncher, wait: Callable[[], None]
+) -> tuple[RunResult, dict[str, Any]]:
+    """Run ``launcher``; once ``wait()`` (in another thread) returns, take its status and drain
+    it through :meth:`LocalLauncher.watch`, as a supervisor's command socket does. Returns the
+    run's result and that status."""
+    commands = launcher.ctx.socket(zmq.PAIR)
+    commands.bind(f"inproc://test-slurm-{id(launcher)}")
+    client = launcher.ctx.socket(zmq.PAIR)
+    client.connect(f"inproc://test-slurm-{id(launcher)}")
+    status: dict[str, Any] = {}
+
+    def command() -> None:
+        commands.recv()
+        status.update(launcher.status())
+        launcher.drain("beampipe stop")
+
+    def ask() -> None:
+        try:
+            wait()
+        finally:
+            client.send(b"status and drain")
+
+    launcher.watch(commands, command)
+    thread = threading.Thread(target=ask)
+    thread.start()
+    try:
+        result = launcher.run()
+    finally:
+        thread.join()
+    return result, status
+
+
 def test_squeue_and_status_show_a_step_per_replica_and_drain_ends_the_job(folder):
     shutil.copy(NODES / "flownodes.py", folder)
     (folder / "pipeline.yaml").write_text(STEPS_PIPELINE)
@@ -164,46 +199,24 @@ def test_squeue_and_status_show_a_step_per_replica_and_drain_ends_the_job(folder
     watcher = Watcher()
     launcher = LocalLauncher(pipeline, watcher, placement=placement, rundir=folder / "run")
     seen: dict[str, object] = {}
-    # The launcher's thread answers the test's thread through launcher.watch, as a supervisor's
-    # command socket does: it takes the status and drains.
-    commands = launcher.ctx.socket(zmq.PAIR)
-    commands.bind("inproc://test-slurm")
-    client = launcher.ctx.socket(zmq.PAIR)
-    client.connect("inproc://test-slurm")
 
-    def command() -> None:
-        commands.recv()
-        seen["status"] = launcher.status()
-        launcher.drain()
-
-    def watch() -> None:
-        """Once data flows, wait until squeue lists four steps, note them, then drain."""
-        try:
-            deadline = time.monotonic() + DEADLINE
-            if not watcher.flowing.wait(DEADLINE):
+    def steps_listed() -> None:
+        """Once data flows, wait until squeue lists four steps and note them."""
+        deadline = time.monotonic() + DEADLINE
+        if not watcher.flowing.wait(DEADLINE):
+            return
+        while time.monotonic() < deadline:
+            steps = squeue_steps([placement.job_id])
+            if len(steps) == 4:
+                seen["steps"] = steps
                 return
-            while time.monotonic() < deadline:
-                steps = squeue_steps([placement.job_id])
-                if len(steps) == 4:
-                    seen["steps"] = steps
-                    return
-                time.sleep(0.1)
-        finally:
-            client.send(b"status and drain")
+            time.sleep(0.1)
 
-    launcher.watch(commands, command)
-    thread = threading.Thread(target=watch)
-    thread.start()
-    try:
-        result = launcher.run()
-    finally:
-        thread.join()
-
+    result, status = status_then_drain(launcher, steps_listed)
     assert watcher.flowing.is_set(), result.errors
     steps = seen["steps"]
     assert sorted(steps) == ["collect.0", "sim.0", "tag.0", "tag.1"]
     job = placement.job_id
-    status = seen["status"]
     assert status["backend"] == "slurm"
     assert status["placement"] == {
         "job_id": job,
@@ -434,37 +447,20 @@ def test_status_and_stop_are_answered_while_the_allocation_is_pending(one_node, 
     allocation waits in the queue; a drain then cancels the allocation."""
     placement = SlurmPlacement(start_timeout=DEADLINE, poll_interval=0.2)
     launcher = LocalLauncher(one_node, Recorder(), placement=placement, rundir=folder / "run")
-    commands = launcher.ctx.socket(zmq.PAIR)
-    commands.bind("inproc://test-slurm-pending")
-    client = launcher.ctx.socket(zmq.PAIR)
-    client.connect("inproc://test-slurm-pending")
     seen: dict[str, object] = {}
 
-    def command() -> None:
-        commands.recv()
-        seen["status"] = launcher.status()
-        launcher.drain("beampipe stop")
-
-    def ask() -> None:
-        """Once squeue lists the allocation as pending, ask for the status and a drain."""
+    def pending() -> None:
+        """Wait until squeue lists the allocation as pending."""
         deadline = time.monotonic() + DEADLINE
         while time.monotonic() < deadline:
             jobs = live_jobs("beampipe-slurm-errors")
             if jobs and jobs[0]["job_state"] == "PENDING":
                 seen["pending"] = jobs[0]["job_id"]
-                break
+                return
             time.sleep(0.1)
-        client.send(b"status and drain")
 
-    launcher.watch(commands, command)
-    thread = threading.Thread(target=ask)
-    thread.start()
-    try:
-        result = launcher.run()
-    finally:
-        thread.join()
+    result, status = status_then_drain(launcher, pending)
     job = seen["pending"]
-    status = seen["status"]
     assert status["state"] == "starting" and status["replicas"] == [], status
     assert status["placement"]["job_id"] == job, status
     assert result.exit_code == 130
