@@ -1,13 +1,29 @@
-"""Shared fixtures: running the ``beampipe`` command as a user would."""
+"""Shared fixtures: running the ``beampipe`` command as a user would; and the session-end check
+that no test left a process behind.
+
+The leak check: at the start of the session ``BEAMPIPE_TEST_SESSION`` is set to a fresh id in
+this process's environment, and ``BEAMPIPE_TEST_STARTED_BY`` to each test's id while it runs, so
+every process a test starts inherits them (through ``subprocess``, detached supervisors in a
+session of their own, Slurm job steps and Nomad allocations alike). At the end of the session,
+after every fixture's teardown, any process other than pytest itself whose ``/proc/PID/environ``
+holds this session's id and which is not a zombie is a leak: after up to
+:data:`LEAK_GRACE` seconds for processes that are exiting, the ones left are killed (SIGKILL),
+listed with their pid, command line and the test that was running when they were started, and
+the session fails (exit status 1) even if every test passed.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import h5py
@@ -128,3 +144,96 @@ def hdf5_content(path: Path) -> dict[str, object]:
     for key in WRITE_TIMES:
         out.pop(key, None)
     return out
+
+
+# -- no process left behind ------------------------------------------------------------------
+
+SESSION_VAR = "BEAMPIPE_TEST_SESSION"
+"""Set to this session's id in the environment that every process a test starts inherits."""
+TEST_VAR = "BEAMPIPE_TEST_STARTED_BY"
+"""The id of the test running (setup, call or teardown) when a process was started."""
+LEAK_GRACE = 3.0
+"""Seconds the processes still alive at the session's end have to exit on their own."""
+LEAKS = pytest.StashKey[list[str]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ[SESSION_VAR] = uuid.uuid4().hex
+    config.stash[LEAKS] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    os.environ[TEST_VAR] = item.nodeid
+    return (yield)
+
+
+def _stat_state(pid: int) -> str | None:
+    """The state letter of process ``pid`` (``Z``: a zombie), None if it has gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def _left_behind(session_id: str) -> dict[int, str]:
+    """``{pid: description}`` of the live processes, other than this one, that inherited this
+    session's id: command line and the test that started them."""
+    marker = f"{SESSION_VAR}={session_id}".encode()
+    found = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        pid = int(entry.name)
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker not in environ or _stat_state(pid) in (None, "Z"):
+            continue
+        started_by = next(
+            (
+                v.split(b"=", 1)[1].decode(errors="replace")
+                for v in environ
+                if v.startswith(f"{TEST_VAR}=".encode())
+            ),
+            "before the first test",
+        )
+        command = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+        found[pid] = f"pid {pid}: {command}  (started during {started_by})"
+    return found
+
+
+@pytest.hookimpl(trylast=True)  # after the session's fixtures are torn down
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    session_id = os.environ.get(SESSION_VAR)
+    if session_id is None or not Path("/proc/self/environ").exists():
+        return
+    deadline = time.monotonic() + LEAK_GRACE
+    while (left := _left_behind(session_id)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not left:
+        return
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    session.config.stash[LEAKS] = list(left.values())
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.stats.setdefault("leaked", []).extend(left)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    leaks = config.stash.get(LEAKS, [])
+    if leaks:
+        terminalreporter.write_sep("=", "processes the tests left behind (now killed)", red=True)
+        for line in leaks:
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(
+            f"The session fails: {len(leaks)} process(es) started by the tests were still alive "
+            "after every test and fixture had finished (tests/conftest.py, leak check).",
+            red=True,
+        )

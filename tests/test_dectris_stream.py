@@ -602,6 +602,7 @@ class Simulator:
                 break
             except OSError as exc:
                 if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
                     log = self.log.read_text()
                     raise RuntimeError(f"eiger-simulator did not start:\n{log}") from exc
                 time.sleep(0.05)

@@ -118,7 +118,8 @@ class Home:
         return (self.path / "token").read_text().strip()
 
     def cleanup(self) -> None:
-        """Stop what a test left running: supervisors (drain, then at once), the manager."""
+        """Stop what a test left running: supervisors (drain, then at once), the manager; any
+        of them still running after :data:`DEADLINE` seconds is killed, and the test fails."""
         running = []
         for info in self.path.glob("pipelines/*/supervisor.json"):
             pid = json.loads(info.read_text())["pid"]
@@ -130,8 +131,13 @@ class Home:
         if manager is not None and not gone(manager["pid"]):
             os.kill(manager["pid"], signal.SIGTERM)
             running.append(manager["pid"])
-        for pid in running:
-            wait_for(lambda pid=pid: gone(pid), f"process {pid} ends")
+        deadline = time.monotonic() + DEADLINE
+        while not all(gone(pid) for pid in running) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stuck = [pid for pid in running if not gone(pid)]
+        for pid in stuck:
+            os.kill(pid, signal.SIGKILL)
+        assert stuck == [], f"processes {stuck} did not end within {DEADLINE} s: killed"
 
 
 @pytest.fixture
@@ -159,12 +165,21 @@ class Manager:
             info = home.manager_info()
             return info if info is not None and info["pid"] == self.proc.pid else None
 
-        self.url = wait_for(ready, "the manager writes manager.json")["url"]
+        try:
+            self.url = wait_for(ready, "the manager writes manager.json")["url"]
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
+        """Terminate the manager; kill it if it has not ended within 30 s."""
         if self.proc.poll() is None:
             self.proc.terminate()
-        self.proc.wait(30)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(30)
         self.proc.stderr.close()
 
 
@@ -307,15 +322,20 @@ def test_a_manager_killed_and_restarted_finds_the_pipeline_and_stop_drains_it(
             stderr=subprocess.PIPE,
             text=True,
         )
-        assert select.select([follow.stdout], [], [], DEADLINE)[0], "logs --follow prints"
-        assert follow.stdout.readline() == started
+        try:
+            assert select.select([follow.stdout], [], [], DEADLINE)[0], "logs --follow prints"
+            assert follow.stdout.readline() == started
 
-        stopped = home.run("stop", pipeline_id, cwd=cwd)
-        assert stopped.returncode == 0, stopped.stderr
-        assert f"pipeline {pipeline_id}: stopped" in stopped.stderr
-        check_every_frame_once(home, pipeline_id, cwd)
-        out, err = follow.communicate(timeout=DEADLINE)
-        assert (follow.returncode, out) == (0, ""), err
+            stopped = home.run("stop", pipeline_id, cwd=cwd)
+            assert stopped.returncode == 0, stopped.stderr
+            assert f"pipeline {pipeline_id}: stopped" in stopped.stderr
+            check_every_frame_once(home, pipeline_id, cwd)
+            out, err = follow.communicate(timeout=DEADLINE)
+            assert (follow.returncode, out) == (0, ""), err
+        finally:
+            if follow.poll() is None:
+                follow.kill()
+                follow.communicate()
         rows = [line.split()[:4] for line in home.run("list", cwd=cwd).stdout.splitlines()]
         assert [pipeline_id, "frames", "local", "stopped"] in rows
     finally:

@@ -177,26 +177,40 @@ def _node_processes(marker: str) -> list[int]:
     return pids
 
 
+def _stop_run(proc: subprocess.Popen, marker: str) -> None:
+    """Kill the run ``proc`` and its node processes (``marker`` on their command lines) where
+    a test left them running (it failed before they ended)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(30)
+    for pid in _node_processes(marker):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_every_process(tmp_path, signum):
     path = _pipeline(tmp_path)
     text = path.read_text().replace("name: user-nodes", f"name: sig{signum.value}-{os.getpid()}")
     path.write_text(text.replace("params: {n: 50}", "params: {n: 100000000}"))
+    marker = f"beampipe-sig{signum.value}-{os.getpid()}-"
     proc = subprocess.Popen(
         [sys.executable, "-m", "beampipe", "run", str(path)],
         cwd=tmp_path,
         stderr=subprocess.PIPE,
         text=True,
     )
-    out = tmp_path / "out.jsonl"
-    deadline = time.monotonic() + 60
-    while not (out.exists() and out.stat().st_size > 10_000):  # messages reach the sink
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-        time.sleep(0.05)
-    marker = f"beampipe-sig{signum.value}-{os.getpid()}-"
-    assert len(_node_processes(marker)) == 4
-    proc.send_signal(signum)
-    _, stderr = proc.communicate(timeout=30)
+    try:
+        out = tmp_path / "out.jsonl"
+        deadline = time.monotonic() + 60
+        while not (out.exists() and out.stat().st_size > 10_000):  # messages reach the sink
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        assert len(_node_processes(marker)) == 4
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        _stop_run(proc, marker)
     assert proc.returncode == 130, stderr
     assert f"interrupted by {signum.name}: drained, every file closed" in " ".join(stderr.split())
     assert _node_processes(marker) == []
@@ -284,26 +298,29 @@ def test_a_second_signal_stops_at_once_without_draining(tmp_path):
             """
         )
     )
+    marker = f"beampipe-{name}-"
     proc = subprocess.Popen(
         [sys.executable, "-m", "beampipe", "run", "pipeline.yaml", "--window", "32"],
         cwd=tmp_path,
         stderr=subprocess.PIPE,
         text=True,
     )
-    marker = f"beampipe-{name}-"
-    deadline = time.monotonic() + 60
-    while len(_node_processes(marker)) < 3:  # all started
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    # Two signals close together may reach Python's handler as one: repeat the second while
-    # every node still runs (the launcher stops them before it gives up its handler).
-    while len(_node_processes(marker)) == 3:
-        assert time.monotonic() < deadline, "the run did not stop"
+    try:
+        deadline = time.monotonic() + 60
+        while len(_node_processes(marker)) < 3:  # all started
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(0.2)
-    _, stderr = proc.communicate(timeout=30)
+        # Two signals close together may reach Python's handler as one: repeat the second
+        # while every node still runs (the launcher stops them before it gives up its handler).
+        while len(_node_processes(marker)) == 3:
+            assert time.monotonic() < deadline, "the run did not stop"
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(0.2)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        _stop_run(proc, marker)
     assert proc.returncode == 130, stderr
     assert "interrupted by SIGTERM: stopped before the pipeline drained" in " ".join(stderr.split())
     assert _node_processes(marker) == []

@@ -82,10 +82,16 @@ THROTTLE = """
 """
 
 
+def need_chromium() -> None:
+    """Skip the test unless Debian's Chromium is installed (checked before anything starts)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(
+            f"no Chromium at {CHROMIUM}: bash scripts/test.sh installs Debian's chromium (as root)"
+        )
+
+
 def chromium(playwright: Any) -> Any:
-    assert Path(CHROMIUM).exists(), (
-        "the viewer tests need Debian's chromium: apt-get install chromium"
-    )
+    need_chromium()
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
@@ -215,20 +221,32 @@ class Cli:
             self.proc.send_signal(signal.SIGINT)
         return self.proc.wait(30)
 
+    def stop(self) -> None:
+        """Interrupt the run; kill it if it has not ended within 30 s."""
+        try:
+            self.interrupt()
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(30)
+
 
 @pytest.fixture(scope="module")
 def p65(tmp_path_factory):
-    """The P65 example under ``--ui`` and a browser page on it (nothing selected yet)."""
+    """The P65 example under ``--ui`` and a browser page on it (nothing selected yet); the run
+    is stopped whatever happens (Ctrl-C, then killed if it does not end)."""
+    need_chromium()
     cwd = tmp_path_factory.mktemp("p65")
     cli = Cli([str(EXAMPLE / "pipeline.yaml"), "--set", f"scan.pace={PACE}"], cwd)
-    url = cli.wait_for(r"viewer: (http://\S+)")[1]
-    with sync_playwright() as playwright:
-        browser = chromium(playwright)
-        page = browser.new_page(viewport=VIEWPORT)
-        page.goto(url)
-        yield cli, page, url
-        browser.close()
-    cli.interrupt()
+    try:
+        url = cli.wait_for(r"viewer: (http://\S+)")[1]
+        with sync_playwright() as playwright:
+            browser = chromium(playwright)
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(url)
+            yield cli, page, url
+            browser.close()
+    finally:
+        cli.stop()
 
 
 def _entries(path: Path) -> dict[str, str]:
@@ -412,6 +430,7 @@ def run_watched(
     if script is None:
         launcher = LocalLauncher(pipeline, Recorder())
         return launcher.run(), None, None, launcher
+    need_chromium()
     viewer = Viewer(pipeline)
     launcher = LocalLauncher(pipeline, viewer.observer(Recorder()))
     viewer.start(launcher)
@@ -432,6 +451,7 @@ IMAGE = {"shape": "[1024, 1024]", "rate": 20, "frames": 60, "seed": 3}
 def image_run(tmp_path_factory):
     """A 1024 x 1024 detector_sim at 20 Hz watched in a page: (result, what the page showed,
     viewer, launcher, folder)."""
+    need_chromium()
     folder = tmp_path_factory.mktemp("image")
     cwd = Path.cwd()
     os.chdir(folder)
@@ -618,6 +638,7 @@ def test_a_slow_browser_does_not_reduce_the_pipelines_throughput(folder):
     """Messages, not time: with a fixed-rate source and a fixed number of frames, the run watched
     by a page that reads its websocket slowly processes exactly the messages of the run without
     viewer, every one reaching the sink, while the page was shown only a few of them."""
+    need_chromium()
     path = detector_pipeline(folder, **SLOW)
     plain, _, _, _ = run_watched(path, None)
     assert plain.exit_code == 0, plain.errors
