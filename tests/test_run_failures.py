@@ -229,7 +229,11 @@ def test_a_node_that_cannot_start_fails_the_run_naming_it(tmp_path):
     err = " ".join(result.stderr.split())
     assert "error: node 'scan': NoFilesMatched:" in err
     assert "missing/*.xdi' matches no file" in err
-    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob("out/*.nxs"))  # nothing written but the node logs, kept:
+    (logs,) = (tmp_path / "out" / "logs").iterdir()
+    assert sorted(p.name for p in logs.iterdir()) == [
+        f"{node}.0.log" for node in ("mu", "nexus", "normalize", "scan")
+    ]
 
 
 def test_an_error_when_a_sink_closes_fails_the_run(tmp_path):

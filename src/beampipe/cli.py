@@ -79,6 +79,14 @@ WindowMbOption = Annotated[float, typer.Option("--window-mb", help="credit: MB i
 MetricsOption = Annotated[
     bool, typer.Option("--metrics/--no-metrics", help="print per-node metrics at the end")
 ]
+LogsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--logs",
+        help="folder for the node logs (default: logs/NAME-TIME next to the first sink's output)",
+        metavar="DIR",
+    ),
+]
 UiOption = Annotated[
     bool, typer.Option("--ui", help="serve the live viewer (a web page; URL printed)")
 ]
@@ -107,13 +115,26 @@ def run(
     window: WindowOption = 64,
     window_mb: WindowMbOption = 64.0,
     metrics: MetricsOption = True,
+    logs: LogsOption = None,
     ui: UiOption = False,
     ui_port: UiPortOption = 0,
     ui_host: UiHostOption = "127.0.0.1",
 ) -> None:
     """Run a pipeline in the foreground on this machine until its sources are finished."""
     viewer = (ui_host, ui_port) if ui else None
-    _launch(_load(file, set_), transport, window, window_mb, metrics, viewer)
+    _launch(_load(file, set_), transport, window, window_mb, metrics, logs, viewer)
+
+
+def _log_folder(pipeline: Pipeline) -> Path:
+    """Where a run's node logs go by default: ``logs/NAME-YYYYmmdd-HHMMSS`` in the folder of
+    the first sink's ``path`` (the working directory if no sink has one)."""
+    folder = Path()
+    for name in pipeline.sinks():
+        path = getattr(pipeline.node_params(name), "path", None)
+        if path:
+            folder = Path(path).expanduser().parent
+            break
+    return folder / "logs" / f"{pipeline.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _launch(
@@ -122,6 +143,7 @@ def _launch(
     window: int,
     window_mb: float,
     metrics: bool,
+    logs: Path | None,
     ui: tuple[str, int] | None = None,
 ) -> None:
     if transport not in ("ipc", "tcp"):
@@ -134,15 +156,18 @@ def _launch(
             transport=transport,
             window=window,
             window_bytes=int(window_mb * 1e6),
+            logs=logs or _log_folder(pipeline),
         )
         if viewer is not None:
             viewer.start(launcher)
         result = launcher.run()
     if metrics and result.metrics:
         observer.metrics_table(result.metrics, result.wall_time)
-    observer.skipped(result.metrics, pipeline.dead_letter)
+    warned = observer.skipped(result.metrics, pipeline.dead_letter)
+    warned += observer.warnings(result.metrics)
     observer.recovery(result.metrics)
-    observer.summary(result.exit_code, result.wall_time, _output_files(pipeline))
+    outputs = _output_files(pipeline)
+    observer.summary(result.exit_code, result.wall_time, outputs, warned, str(launcher.logs))
     if viewer is not None and result.exit_code == 130:  # the run was interrupted: stop all
         viewer.stop()
     elif viewer is not None:  # keep the final plots and files browsable
@@ -187,11 +212,12 @@ def record(
     window: WindowOption = 64,
     window_mb: WindowMbOption = 64.0,
     metrics: MetricsOption = True,
+    logs: LogsOption = None,
 ) -> None:
     """Run a pipeline and record what the given output ports send into an HDF5 file (a
     `recorder` node is added; play the file back with `use: replay`)."""
     pipeline = _with_recorder(_load(file, set_), port, output)
-    _launch(pipeline, transport, window, window_mb, metrics)
+    _launch(pipeline, transport, window, window_mb, metrics, logs)
 
 
 def _with_recorder(pipeline: Pipeline, ports: list[str], output: Path) -> Pipeline:
@@ -389,7 +415,7 @@ def list_(json_: JsonOption = False) -> None:
 @app.command()
 def status(pipeline_id: IdArgument, json_: JsonOption = False) -> None:
     """Show a deployed pipeline: per node and replica its state, where it runs, restarts,
-    rates, messages in flight and errors."""
+    rates, messages in flight, errors and warnings."""
     try:
         s = _client().status(pipeline_id)
     except ManagerError as exc:
@@ -412,7 +438,7 @@ def status(pipeline_id: IdArgument, json_: JsonOption = False) -> None:
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     for header in ("node", "replica", "state", "host", "where", "restarts"):
         table.add_column(header, no_wrap=True)
-    for header in ("msg/s", "MB/s", "in flight", "errors"):
+    for header in ("msg/s", "MB/s", "in flight", "errors", "warnings"):
         table.add_column(header, justify="right", no_wrap=True)
     for r in s["replicas"]:
         receives = r["messages_in"] > 0 or r["rate_in"] > 0  # a source only sends
@@ -427,6 +453,7 @@ def status(pipeline_id: IdArgument, json_: JsonOption = False) -> None:
             f"{r['mb_in'] if receives else r['mb_out']:.2f}",
             str(r["in_flight"]),
             str(r["errors"]),
+            str(r.get("warnings", 0)),
         )
     out.print(table)
     if not s["supervisor"]["answering"] and s["state"] not in ("done", "failed", "stopped"):

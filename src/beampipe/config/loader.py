@@ -186,6 +186,7 @@ def _node_specs(
             max_restarts=model.max_restarts,
             restart_delay=model.restart_delay,
             gap_timeout=model.gap_timeout,
+            check_finite=model.check_finite,
             resources=model.resources,
             line=line,
         )

@@ -37,6 +37,9 @@ class NodeSpec(BaseModel):
         restart_delay: seconds before the first restart of a replica, doubled for each next.
         gap_timeout: for a source: seconds an id it skipped is awaited before it is reported
             missing (see :mod:`beampipe.runtime.gaps`).
+        check_finite: count the NaN and infinite values in the floating-point arrays the node
+            sends (``nonfinite`` in its metrics, a warning at the end of the run); ``false``
+            saves the cost (about one ``sum`` per array, see docs/benchmarks.md).
         resources: what each replica needs on a cluster (:class:`Resources`).
         line: 1-based line of the node in the pipeline file.
     """
@@ -57,6 +60,7 @@ class NodeSpec(BaseModel):
     max_restarts: int = Field(default=3, ge=0)
     restart_delay: float = Field(default=0.5, ge=0)
     gap_timeout: float = Field(default=5.0, ge=0)
+    check_finite: bool = True
     resources: Resources = Resources()
     line: int
 

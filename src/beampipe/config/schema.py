@@ -107,6 +107,7 @@ class NodeModel(BaseModel):
     max_restarts: Annotated[int, Field(ge=0, strict=True)] = 3
     restart_delay: Annotated[float, Field(ge=0)] = 0.5
     gap_timeout: Annotated[float, Field(ge=0)] = 5.0
+    check_finite: Annotated[bool, Field(strict=True)] = True
     resources: Resources = Resources()
 
     @field_validator("params", mode="before")

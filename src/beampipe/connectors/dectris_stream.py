@@ -14,7 +14,6 @@ stream.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,7 +33,6 @@ from beampipe.connectors.dectris_messages import (
     UnsupportedFormat,
 )
 from beampipe.message import Item
-from beampipe.runtime import deadletter
 
 __all__ = ["DectrisStream", "NoMessage"]
 
@@ -82,10 +80,12 @@ class DectrisStream(beampipe.Source):
     Errors (see docs/nodes.md):
 
     * A message or frame that cannot be decoded (:class:`CorruptMessage`: bad JSON/CBOR,
-      truncated blob, data that do not decompress to the announced size) is skipped, counted
-      in :attr:`skipped`, recorded in the dead-letter file (one JSON line: node, stream, id,
-      error naming series and image) and reported on stderr; the series goes on, so one
-      damaged frame does not cost the rest of the acquisition.
+      truncated blob, data that do not decompress to the announced size) is skipped through
+      :meth:`~beampipe.Worker.dead_letter`: counted in the node's metrics (``dropped``),
+      recorded in the pipeline's dead-letter file (one JSON line: node, stream, id, error
+      naming series and image and what to check) and named in the warnings at the end of the
+      run; the series goes on, so one damaged frame does not cost the rest of the
+      acquisition.
     * A format this connector does not read (:class:`UnsupportedFormat`: unknown encoding,
       pixel type, compression, message type, or a stream version other than ``version``)
       affects every image, so it stops the run at once with the series, the image and what
@@ -95,7 +95,6 @@ class DectrisStream(beampipe.Source):
 
     Attributes:
         socket: the PULL socket, connected to ``endpoint`` when the node starts.
-        skipped: messages skipped as corrupt so far.
     """
 
     class Params(beampipe.Params):
@@ -105,16 +104,13 @@ class DectrisStream(beampipe.Source):
         series to receive before the source finishes (null: until stopped or ``timeout``).
         ``timeout``: seconds without a message after which the source finishes, ending an
         open series with what arrived (null: wait for ever); if nothing arrived at all it is
-        an error. ``prefix``: stream names are ``prefix`` + 6-digit series id.
-        ``dead_letter``: the JSON-lines file for skipped messages (null:
-        ``<node name>.dead-letters.jsonl`` in the working directory)."""
+        an error. ``prefix``: stream names are ``prefix`` + 6-digit series id."""
 
         endpoint: str
         version: Literal[1, 2, "auto"] = "auto"
         series: PositiveInt | None = None
         timeout: PositiveFloat | None = None
         prefix: str = "series-"
-        dead_letter: str | None = None
 
         @field_validator("endpoint")
         @classmethod
@@ -133,7 +129,6 @@ class DectrisStream(beampipe.Source):
 
     def __init__(self, params: DectrisStream.Params, name: str = "") -> None:
         super().__init__(params, name)
-        self.skipped = 0
         self._received = 0
         self._done = 0
         self._open: _Series | None = None
@@ -272,12 +267,6 @@ class DectrisStream(beampipe.Source):
             message = self._message(item, frames)
             if message is not None:
                 yield message
-        if self.skipped:
-            print(
-                f"{self.name}: {self.skipped} corrupt message(s) skipped, recorded in "
-                f"{self._dead_letter}",
-                file=sys.stderr,
-            )
 
     def _message(self, image: Image, frames: list[zmq.Frame]) -> beampipe.Message | None:
         """The message of an image of the open series (None if its id was already sent)."""
@@ -311,13 +300,8 @@ class DectrisStream(beampipe.Source):
 
     # -- errors --------------------------------------------------------------------------------
 
-    @property
-    def _dead_letter(self) -> str:
-        return self.params.dead_letter or f"{self.name}.dead-letters.jsonl"
-
     def _skip(self, exc: DectrisStreamError, frames: list[zmq.Frame]) -> None:
-        """Count, record and report a message that cannot be decoded."""
-        self.skipped += 1
+        """Drop a message that cannot be decoded, through :meth:`~beampipe.Worker.dead_letter`."""
         exc.at(None, None, self._label)
         stream = self._open.stream if self._open is not None else ""
         msg_id = exc.image_number + 1 if exc.image_number is not None else 0
@@ -337,6 +321,4 @@ class DectrisStream(beampipe.Source):
     def _record(
         self, stream: str, msg_id: int, exc: DectrisStreamError, metadata: dict[str, Any]
     ) -> None:
-        print(f"{self.name}: {exc}", file=sys.stderr)
-        message = beampipe.Message(stream=stream, id=msg_id, metadata=metadata)
-        deadletter.record(self._dead_letter, self.name, self.replica, message, exc)
+        self.dead_letter(beampipe.Message(stream=stream, id=msg_id, metadata=metadata), exc)

@@ -25,6 +25,7 @@ from beampipe.connectors.nexus_meta import (
     put,
     unique_name,
     write_entry_header,
+    write_warnings,
     write_xas,
 )
 
@@ -188,10 +189,16 @@ class NexusWriter(beampipe.Worker):
         self._last_flush = time.monotonic()
 
     def on_stream_end(self, stream: str) -> None:
-        """Flush and close the stream's group files (they stop being SWMR files)."""
+        """Flush and close the stream's group files (they stop being SWMR files); store the
+        warnings the pipeline's nodes noted while handling the stream, if any, in the entry's
+        NXnote ``warnings`` (:func:`~beampipe.connectors.nexus_meta.write_warnings`)."""
         state = self._stream(stream)
         del self._streams[stream]
         _close_all(state.groups.values())
+        warnings = self.stream_warnings(stream)
+        if warnings:
+            with edit_master(self.path) as f:
+                write_warnings(f[state.entry], warnings)
 
     def close(self) -> None:
         """Flush and close the group files of all open streams."""

@@ -142,6 +142,23 @@ def write_header_note(parent: h5py.Group, lines: list[str], file_name: str | Non
         put(note, "file_name", str(file_name))
 
 
+def write_warnings(entry: h5py.Group, warnings: list[dict[str, Any]]) -> None:
+    """The warnings noted while the entry's stream was handled
+    (:meth:`beampipe.Worker.stream_warnings`) as the NXnote ``warnings``: ``type =
+    "text/plain"``, ``description``, and ``data`` with one line per distinct warning, ``NODE:
+    TEXT (COUNT times)`` (https://manual.nexusformat.org/classes/base_classes/NXnote.html)."""
+    note = new_group(entry, "warnings", "NXnote")
+    put(note, "type", "text/plain")
+    put(
+        note,
+        "description",
+        "warnings, dropped or skipped inputs and non-finite results that the pipeline's nodes "
+        "noted while handling this stream",
+    )
+    lines = [f"{w['node']}: {w['text']} ({w['count']} times)" for w in warnings]
+    put(note, "data", "\n".join(lines))
+
+
 def write_entry_header(entry: h5py.Group, stream: str, meta: Mapping[str, Any]) -> None:
     """Fields and groups of a new NXentry from the stream's metadata.
 

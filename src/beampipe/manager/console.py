@@ -1,9 +1,15 @@
-"""What ``beampipe run`` shows in the terminal: one progress line per stream and a summary."""
+"""What ``beampipe run`` shows in the terminal: one progress line per stream and a summary.
+
+A stream's count is what the sources sent of it; a stream no source sent (a reducer's own, such
+as ``merged``) counts what the sinks received of it. Its rate is measured from its first
+progress report, or, once finished, over the time from its first message at the source to its
+last at a sink; none is shown before there is a time to divide by.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich import box
@@ -15,16 +21,34 @@ from rich.table import Table
 from beampipe.config import Pipeline
 from beampipe.runtime.metrics import Histogram, NodeMetrics
 
+RATE_AFTER = 0.2
+"""Seconds of progress reports after which a stream's rate is shown."""
+
 
 @dataclass
 class _Stream:
     task: TaskID
-    t_start: float
-    """Unix time of the stream's first message at the source."""
-    messages: int = 0
+    source_counts: dict[tuple[str, int], int] = field(default_factory=dict)
+    """Messages sent by each source replica."""
+    sink_counts: dict[tuple[str, int], int] = field(default_factory=dict)
+    """Messages received by each sink replica."""
     sink_ends: int = 0
+    first: tuple[float, int] | None = None
+    """Monotonic time and count of the stream's first progress report."""
+    t_first: float = 0.0
+    """Unix time of the stream's first message at the source (0: not known)."""
     t_last: float = 0.0
     """Unix time of the last message at any sink."""
+
+    @property
+    def messages(self) -> int:
+        """What the sources sent, or, for a stream of a node's own, what a sink received."""
+        if self.source_counts:
+            return sum(self.source_counts.values())
+        per_sink: dict[str, int] = {}
+        for (node, _), count in self.sink_counts.items():
+            per_sink[node] = per_sink.get(node, 0) + count
+        return max(per_sink.values(), default=0)
 
 
 class ConsoleObserver:
@@ -41,7 +65,7 @@ class ConsoleObserver:
         self.progress_bar = Progress(
             TextColumn("{task.description}"),
             TextColumn("{task.completed:>8.0f} msgs"),
-            TextColumn("{task.fields[rate]:>8.0f} msg/s"),
+            TextColumn("{task.fields[rate]:>8} msg/s"),
             TimeElapsedColumn(),
             console=self.console,
         )
@@ -55,40 +79,55 @@ class ConsoleObserver:
 
     def _stream(self, name: str) -> _Stream:
         if name not in self.streams:
-            task = self.progress_bar.add_task(f"  {name}", total=None, rate=0.0)
-            self.streams[name] = _Stream(task, time.time())
+            task = self.progress_bar.add_task(f"  {name}", total=None, rate="-")
+            self.streams[name] = _Stream(task)
         return self.streams[name]
 
     def _finished(self, s: _Stream) -> bool:
         return s.sink_ends == self.sink_replicas
 
+    def _rate(self, s: _Stream) -> str:
+        """Messages/s of ``s``: from its first message to its last once finished, else since
+        its first progress report; ``-`` while there is no time to divide by."""
+        messages = s.messages
+        if self._finished(s) and s.t_first and s.t_last > s.t_first and messages > 1:
+            return f"{(messages - 1) / (s.t_last - s.t_first):.0f}"
+        if s.first is None:
+            return "-"
+        t0, n0 = s.first
+        elapsed = time.monotonic() - t0
+        return f"{(messages - n0) / elapsed:.0f}" if elapsed >= RATE_AFTER else "-"
+
     def _show(self, s: _Stream) -> None:
-        done = self._finished(s)
-        elapsed = (s.t_last if done and s.t_last else time.time()) - s.t_start
-        rate = s.messages / elapsed if elapsed > 0 else 0.0
-        self.progress_bar.update(s.task, completed=s.messages, rate=rate)
-        if done:
+        self.progress_bar.update(s.task, completed=s.messages, rate=self._rate(s))
+        if self._finished(s):
             name = self.progress_bar.tasks[s.task].description.strip()
             self.progress_bar.update(s.task, description=f"[green]✓[/] {name}")
             self.progress_bar.stop_task(s.task)
 
     def progress(self, node: str, replica: int, streams: dict[str, int]) -> None:
-        if node in self.sources:
-            for name, count in streams.items():
-                s = self._stream(name)
-                s.messages = count
-                self._show(s)
+        counts = "source_counts" if node in self.sources else "sink_counts"
+        if node not in self.sources and node not in self.sinks:
+            return
+        for name, count in streams.items():
+            s = self._stream(name)
+            getattr(s, counts)[node, replica] = count
+            if s.first is None and s.messages:
+                s.first = (time.monotonic(), s.messages)
+            self._show(s)
 
     def stream_end(self, node: str, replica: int, report: dict[str, Any]) -> None:
         s = self._stream(report["stream"])
         if node in self.sources:
-            s.messages = report["messages"]
-            s.t_start = report["t_first"] or s.t_start
+            s.source_counts[node, replica] = report["messages"]
+            s.t_first = min(filter(None, (s.t_first, report["t_first"])), default=0.0)
         if node in self.sinks:
+            s.sink_counts[node, replica] = report["messages"]
             s.sink_ends += 1
             s.t_last = max(s.t_last, report["t_last"])
-            if self._finished(s):
-                self._show(s)
+            if not s.source_counts:  # a stream of a node's own: timed at the sinks
+                s.t_first = min(filter(None, (s.t_first, report["t_first"])), default=0.0)
+        self._show(s)
 
     def failure(self, text: str) -> None:
         self.console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
@@ -116,24 +155,48 @@ class ConsoleObserver:
             )
         self.console.print(table)
 
-    def skipped(self, metrics: dict[str, NodeMetrics], dead_letter: str) -> None:
-        """Warn about frames that could not be decoded and messages that nodes with
-        ``on_error: skip`` skipped, if any."""
-        for what, field in (
+    def skipped(self, metrics: dict[str, NodeMetrics], dead_letter: str) -> int:
+        """Warn about frames that could not be decoded, messages that nodes with ``on_error:
+        skip`` skipped and inputs nodes dropped, if any; how many lines were printed."""
+        lines = 0
+        for what, name in (
             ("corrupt frames dropped", "corrupt_frames"),
             ("messages skipped after errors", "skipped"),
+            ("inputs dropped by nodes", "dropped"),
             ("ids never issued by sources", "missing"),
             ("frames from unknown peers dropped (see the node logs)", "rejected_frames"),
         ):
-            counts = {name: getattr(m, field) for name, m in metrics.items() if getattr(m, field)}
+            counts = {node: getattr(m, name) for node, m in metrics.items() if getattr(m, name)}
             if counts:
-                per_node = ", ".join(f"{name}: {n}" for name, n in counts.items())
+                lines += 1
+                per_node = ", ".join(f"{node}: {n}" for node, n in counts.items())
                 self.console.print(
                     f"[bold yellow]warning:[/] {sum(counts.values())} {what} ({escape(per_node)}), "
                     f"listed in {escape(dead_letter)}",
                     highlight=False,
                     soft_wrap=True,
                 )
+        return lines
+
+    def warnings(self, metrics: dict[str, NodeMetrics]) -> int:
+        """Per node, each distinct warning it noted (:mod:`beampipe.runtime.notes`: warnings
+        raised, inputs dropped or skipped, non-finite values sent) with its count and where it
+        first happened; how many were listed."""
+        listed = 0
+        for node, m in metrics.items():
+            for text, count, stream, msg_id in m.notes.values():
+                listed += 1
+                where = ""
+                if stream is not None:
+                    where = f", first in stream {stream!r}" + (f" id {msg_id}" if msg_id else "")
+                self.console.print(
+                    f"[bold yellow]warning:[/] node {node!r}: {escape(text)} ({count} times"
+                    + escape(where)
+                    + ")",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+        return listed
 
     def recovery(self, metrics: dict[str, NodeMetrics]) -> None:
         """After restarts: how many, what was sent again and what sinks dropped as duplicates
@@ -153,14 +216,28 @@ class ConsoleObserver:
             soft_wrap=True,
         )
 
-    def summary(self, exit_code: int, wall_time: float, outputs: list[str]) -> None:
+    def summary(
+        self,
+        exit_code: int,
+        wall_time: float,
+        outputs: list[str],
+        warnings: int = 0,
+        logs: str | None = None,
+    ) -> None:
+        """The last line: how the run ended (and whether with ``warnings``, the number of
+        warning lines above), its streams and messages, the files written and the node logs."""
         messages = sum(s.messages for s in self.streams.values())
         finished = sum(1 for s in self.streams.values() if self._finished(s))
         status = "[green]finished[/]" if exit_code == 0 else f"[red]failed (exit {exit_code})[/]"
+        if warnings:
+            status += f" [bold yellow]with warnings ({warnings} above)[/]"
         self.console.print(
             f"{status}: {finished}/{len(self.streams)} streams, {messages} messages, "
-            f"{wall_time:.1f} s wall time" + (f", output: {', '.join(outputs)}" if outputs else ""),
+            f"{wall_time:.1f} s wall time"
+            + (f", output: {escape(', '.join(outputs))}" if outputs else "")
+            + (f", node logs: {escape(logs)}" if logs else ""),
             soft_wrap=True,
+            highlight=False,
         )
 
 

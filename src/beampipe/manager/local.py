@@ -118,6 +118,10 @@ class LocalLauncher:
         start_timeout: seconds a node process gets, from its start (or restart), to build its
             worker and bind its outputs; one that takes longer (stuck importing, waiting for a
             device) fails the run, naming it, with the end of its log.
+        placement: where the node processes run (default: :class:`LocalPlacement`).
+        rundir: the run directory (sockets, snapshots); kept if given, else a temporary one,
+            deleted at the end of a successful run.
+        logs: the folder for the node logs, kept; default ``rundir/logs``.
 
     The first SIGINT or SIGTERM *drains* the pipeline: the sources stop taking data and end
     their open streams, everything already sent is processed and written, and the processes
@@ -137,6 +141,7 @@ class LocalLauncher:
         start_timeout: float = START_TIMEOUT,
         placement: Placement | None = None,
         rundir: Path | None = None,
+        logs: Path | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.observer = observer
@@ -147,6 +152,8 @@ class LocalLauncher:
         if rundir is None:
             rundir = Path(tempfile.mkdtemp(prefix=f"beampipe-{pipeline.name}-"))
         self.rundir = rundir
+        self.logs = logs if logs is not None else rundir / "logs"
+        """Where the node processes' logs go (``NODE.REPLICA[.RESTART].log``)."""
         self.ctx = zmq.Context()
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.LINGER, 0)
@@ -174,7 +181,7 @@ class LocalLauncher:
 
     def _start(self) -> bool:
         """Place the pipeline and start its processes; False if interrupted while placing."""
-        (self.rundir / "logs").mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
         (self.rundir / "state").mkdir(exist_ok=True)
         if not self._place():
             return False
@@ -227,7 +234,7 @@ class LocalLauncher:
 
     def _spawn(self, name: str, r: int, incarnation: int) -> Replica:
         suffix = f".{incarnation}" if incarnation else ""
-        log = self.rundir / "logs" / f"{name}.{r}{suffix}.log"
+        log = self.logs / f"{name}.{r}{suffix}.log"
         # Worker modules next to the pipeline file are importable in every node process.
         pythonpath = [str(self.pipeline.base_dir), os.environ.get("PYTHONPATH", "")]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in pythonpath if p)}
@@ -252,6 +259,20 @@ class LocalLauncher:
             except subprocess.TimeoutExpired:
                 rep.process.kill()
                 rep.process.wait()
+        self._last_reports()
+
+    def _last_reports(self) -> None:
+        """Take the progress and stream ends the stopped processes sent last, so that a failed
+        or interrupted run counts what was processed."""
+        while self.control.poll(50):
+            ident, *frames = self.control.recv_multipart()
+            rep = self.replicas.get(ident)
+            try:
+                msg = unpack(frames[0])
+            except Exception:  # not of the protocol: nothing to count
+                continue
+            if rep is not None and msg.get("t") in ("progress", "stream_end"):
+                self._handle(rep, msg)
 
     def _where(self, rep: Replica) -> str:
         return self.placement.where(rep.node, rep.replica) or f"pid {rep.process.pid}"
@@ -686,6 +707,8 @@ class LocalLauncher:
                     + m.corrupt_frames
                     + m.missing
                     + (rep.last_error is not None),
+                    "warnings": m.warnings + m.dropped,
+                    "nonfinite": m.nonfinite,
                     "log": str(rep.log),
                 }
             )

@@ -74,11 +74,14 @@ class StreamStart:
 @dataclass(slots=True)
 class EndOfStream:
     """Closes a stream: ``last_id`` is the id of its last message, ``next_stream`` its successor
-    (ASAP::O's finished-stream marker), if the source knows one."""
+    (ASAP::O's finished-stream marker), if the source knows one. ``warnings``: what the nodes
+    the stream went through noted while handling it, ``[[node, text, count], ...]`` (filled by
+    the runtime, see :mod:`beampipe.runtime.notes`)."""
 
     stream: str
     last_id: int
     next_stream: str | None = None
+    warnings: list[list[Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

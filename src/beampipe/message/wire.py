@@ -9,7 +9,9 @@ The header of a :class:`Message` holds ``s`` (stream), ``i`` (id), ``m`` (metada
 (timestamps), ``l`` (lineage) and ``a``: one ``[name, dtype, shape, inline]`` entry per data item,
 where ``dtype`` is the numpy dtype string (e.g. ``"<f8"``; ``"bytes"`` for raw bytes) and
 ``inline`` holds the bytes of items smaller than :data:`INLINE_LIMIT` (``None`` when they travel
-in their own frame, in order). Small items ride in the header so that a scan point with 16
+in their own frame, in order). The header of a :class:`StreamStart` holds ``s`` and ``m``; that
+of an :class:`EndOfStream` ``s``, ``i`` (last id), ``n`` (next stream) and, if any, ``w`` (the
+warnings noted on the way). Small items ride in the header so that a scan point with 16
 scalars is one frame, while detector frames are never copied by the encoder: pyzmq sends them
 from the array's memory and the decoder wraps the received buffer with :func:`numpy.frombuffer`.
 """
@@ -88,6 +90,8 @@ def encode(item: Item) -> list[Any]:
             "i": item.last_id,
             "n": item.next_stream,
         }
+        if item.warnings:
+            header["w"] = item.warnings
     else:
         raise TypeError(f"cannot encode {type(item).__name__}")
     return [msgpack.packb(header, use_bin_type=True)]
@@ -115,7 +119,7 @@ def decode(frames: Sequence[Any]) -> Item:
         if kind == _START:
             return StreamStart(header["s"], header["m"])
         if kind == _END:
-            return EndOfStream(header["s"], header["i"], header["n"])
+            return EndOfStream(header["s"], header["i"], header["n"], header.get("w", []))
         raise WireError(f"unknown message kind {kind!r}")
     except WireError:
         raise

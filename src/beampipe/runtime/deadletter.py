@@ -1,4 +1,5 @@
-"""The dead-letter file: messages a node skipped under ``on_error: skip``, one JSON line each.
+"""The dead-letter file: messages a node skipped under ``on_error: skip``, or dropped through
+:meth:`beampipe.Worker.dead_letter`, one JSON line each.
 
 Every node replica appends to the pipeline's file (``dead_letter:``, default
 ``<pipeline>.dead-letters.jsonl``). Each line is one object::
@@ -6,7 +7,8 @@ Every node replica appends to the pipeline's file (``dead_letter:``, default
     {"time": "2026-11-21T10:15:02.123+00:00", "node": "mu", "replica": 0, "stream": "scan1",
      "id": 100, "error": "ValueError: bad point", "traceback": "...", "metadata": {...}}
 
-``metadata`` is the message's metadata (for an event: ``{port: metadata}``). A frame sequence
+``metadata`` is the message's metadata (for an event: ``{port: metadata}``); a drop whose reason
+is a text has no ``traceback``. A frame sequence
 that could not be decoded is recorded as ``{"time", "node", "replica", "upstream", "bytes",
 "error"}`` instead, and an id a source never issued (:mod:`beampipe.runtime.gaps`) as
 ``{"time", "node", "replica", "stream", "id", "error": "missing: ..."}``. A line is written
@@ -26,9 +28,10 @@ from beampipe.message import Event, Message
 
 
 def record(
-    path: str | Path, node: str, replica: int, item: Message | Event, exc: BaseException
+    path: str | Path, node: str, replica: int, item: Message | Event, exc: BaseException | str
 ) -> None:
-    """Append the dead-letter line for ``item``, whose processing raised ``exc``.
+    """Append the dead-letter line for ``item``, whose processing raised ``exc`` (or that was
+    dropped for the reason ``exc`` gives).
 
     Raises:
         OSError: the file cannot be written.
@@ -43,10 +46,11 @@ def record(
         "replica": replica,
         "stream": item.stream,
         "id": item.id,
-        "error": f"{type(exc).__name__}: {exc}",
-        "traceback": "".join(traceback.format_exception(exc)),
+        "error": f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else exc,
         "metadata": metadata,
     }
+    if isinstance(exc, BaseException):
+        line["traceback"] = "".join(traceback.format_exception(exc))
     _append(path, line)
 
 

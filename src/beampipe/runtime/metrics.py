@@ -98,6 +98,15 @@ class NodeMetrics:
         missing: ids a source skipped and never issued (recorded in the dead-letter file).
         rejected_frames: control frames an output port dropped: from no known peer, or not of
             the protocol (each one is named in the node's log).
+        warnings: warnings raised inside the node: Python ``warnings`` (numpy's floating-point
+            warnings among them) and ``logging`` records at WARNING and above.
+        dropped: inputs the node's own code dropped through :meth:`beampipe.Worker.dead_letter`
+            (e.g. a corrupt detector image; recorded in the dead-letter file).
+        nonfinite: NaN and infinite values in the floating-point arrays the node sent.
+        notes: the distinct warnings, drops, skips and non-finite results, at most
+            :data:`beampipe.runtime.notes.MAX_NOTES`: ``{key: [first text, count, stream,
+            id]}``, stream and id (or None) of the first occurrence (see
+            :mod:`beampipe.runtime.notes`).
     """
 
     messages_in: int = 0
@@ -125,6 +134,10 @@ class NodeMetrics:
     restarts: int = 0
     missing: int = 0
     rejected_frames: int = 0
+    warnings: int = 0
+    dropped: int = 0
+    nonfinite: int = 0
+    notes: dict[str, list[Any]] = field(default_factory=dict)
 
     def snapshot(self) -> dict[str, Any]:
         """A msgpack-able dict; :meth:`from_snapshot` rebuilds it."""
@@ -141,12 +154,20 @@ class NodeMetrics:
 
 
 def merge(parts: list[NodeMetrics]) -> NodeMetrics:
-    """The metrics of a node from those of its replicas: counts add, histograms merge."""
+    """The metrics of a node from those of its replicas: counts add, histograms merge, notes of
+    the same key add their counts (the first part's text and place are kept)."""
     total = NodeMetrics()
     for part in parts:
         for name, value in vars(part).items():
             if isinstance(value, Histogram):
                 getattr(total, name).merge(value)
+            elif isinstance(value, dict):
+                notes = getattr(total, name)
+                for key, (text, count, stream, msg_id) in value.items():
+                    if key in notes:
+                        notes[key][1] += count
+                    else:
+                        notes[key] = [text, count, stream, msg_id]
             else:
                 setattr(total, name, getattr(total, name) + value)
     return total

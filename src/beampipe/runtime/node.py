@@ -43,6 +43,7 @@ from beampipe.runtime.events import EventBuilder, Formed
 from beampipe.runtime.faults import Faults, faults_for
 from beampipe.runtime.gaps import GapDetector
 from beampipe.runtime.metrics import NodeMetrics
+from beampipe.runtime.notes import NoteLog
 from beampipe.runtime.ordering import Reorder
 from beampipe.runtime.tap import Tap
 from beampipe.transport import InputChannel, OutputPort, Route
@@ -168,6 +169,12 @@ class NodeRuntime:
         self.tap: Tap | None = None
         """The side channel for viewers (:mod:`beampipe.runtime.tap`)."""
         self.metrics = NodeMetrics()
+        self.notes = NoteLog()
+        """Warnings, drops and non-finite results of this node (:mod:`beampipe.runtime.notes`)."""
+        self.check_finite = True
+        self.upstream_notes: dict[str, dict[tuple[str, str], int]] = {}
+        """Per stream, what upstream nodes noted while handling it (the ``warnings`` of the
+        end markers of its input pipes): ``{(node, text): count}``."""
         self._more_input = False
         """A worker is handling input it has already received: more is at hand."""
         self._batchable = False
@@ -192,6 +199,7 @@ class NodeRuntime:
                 return msg
 
     def _setup(self) -> None:
+        self.notes.install()
         self.control.send(
             "hello",
             node=self.node,
@@ -204,6 +212,8 @@ class NodeRuntime:
         cls = pipeline.node_class(self.node)
         self.worker = self._call(None, None, cls, pipeline.node_params(self.node), self.node)
         self.worker.replica = self.replica
+        self.worker._drop = self._dead_letter
+        self.worker._stream_warnings = {}
         self.worker.restarts = self.incarnation
         for port in dict.fromkeys(c.source_port for c in pipeline.outputs_of(self.node)):
             routes = [
@@ -239,6 +249,7 @@ class NodeRuntime:
         broadcast = any(c.routing == "broadcast" for c in pipeline.inputs_of(self.node))
         self._result_replica = self.replica if broadcast else 0
         self.dead_letter = pipeline.dead_letter
+        self.check_finite = spec.check_finite
         self.faults = faults_for(self.node, self.replica, self.incarnation)
         self.sink = not self.outputs and not isinstance(self.worker, Source)
         if type(self.worker).snapshot is not Worker.snapshot and setup.get("state_dir"):
@@ -365,6 +376,8 @@ class NodeRuntime:
         out = self.outputs.get(port)
         if out is None:
             return
+        if self.check_finite and isinstance(item, Message):
+            self.metrics.nonfinite += self.notes.count_nonfinite(item.data, item.stream, item.id)
         frames = encode(item)
         if self.faults.corrupt is not None and isinstance(item, Message):
             frames = self.faults.corrupt.apply(frames)
@@ -433,7 +446,8 @@ class NodeRuntime:
 
     def _report_progress(self, force: bool = False) -> None:
         now = time.monotonic()
-        if self._progress_dirty and (force or now - self._last_progress >= PROGRESS_INTERVAL):
+        dirty = self._progress_dirty or self.notes.changed
+        if dirty and (force or now - self._last_progress >= PROGRESS_INTERVAL):
             counts = {name: s.messages for name, s in self.streams.items()}
             self.control.send("progress", streams=counts, metrics=self._metrics().snapshot())
             self._last_progress = now
@@ -451,6 +465,8 @@ class NodeRuntime:
         m.in_flight_bytes = sum(o.in_flight_bytes for o in self.outputs.values())
         m.peak_in_flight = sum(o.peak_in_flight for o in self.outputs.values())
         m.peak_in_flight_bytes = sum(o.peak_in_flight_bytes for o in self.outputs.values())
+        m.warnings = self.notes.warnings
+        m.notes = self.notes.snapshot()
         m.held = sum(r.held for r in self.reorders.values())
         m.out_of_order = sum(r.out_of_order for r in self.reorders.values())
         if self.events is not None:
@@ -463,7 +479,9 @@ class NodeRuntime:
 
     def _call(self, stream: str | None, msg_id: int | None, hook: Any, *args: Any) -> Any:
         """``hook(*args)``; an exception becomes a :class:`NodeFailure` at ``stream``/``msg_id``
-        with a traceback that starts in the worker's code."""
+        with a traceback that starts in the worker's code. What the hook warns is noted at
+        ``stream``/``msg_id``."""
+        self.notes.stream, self.notes.msg_id = stream, msg_id
         try:
             return hook(*args)
         except Exception as exc:
@@ -490,9 +508,14 @@ class NodeRuntime:
         if self.events is not None:
             for formed in self.events.flush(stream):
                 self._form(formed)
-        result = self._call(stream, None, self.worker.on_stream_end, stream)
+        noted = self._noted(EndOfStream(stream, 0), forget=False)
+        self.worker._stream_warnings[stream] = _warning_list(noted.warnings)
+        try:
+            result = self._call(stream, None, self.worker.on_stream_end, stream)
+        finally:
+            del self.worker._stream_warnings[stream]
         self._emit(result, None, lineage("end", stream, self.replica))
-        end = state.end or EndOfStream(stream, state.messages)
+        end = self._noted(state.end or EndOfStream(stream, state.messages))
         self._broadcast(end)
         del self.streams[stream]
         self.closed.add(stream)
@@ -506,6 +529,20 @@ class NodeRuntime:
             t_first=state.t_first,
             t_last=state.t_last,
         )
+
+    def _noted(self, end: EndOfStream, forget: bool = True) -> EndOfStream:
+        """``end`` carrying what the nodes upstream and this one noted while handling its
+        stream (forgotten here if ``forget``)."""
+        stream = end.stream
+        if forget:
+            upstream, own = self.upstream_notes.pop(stream, {}), self.notes.end_stream(stream)
+        else:
+            upstream, own = self.upstream_notes.get(stream, {}), self.notes.streams.get(stream, {})
+        merged = dict(upstream)
+        for text, count in own.values():
+            merged[self.node, text] = merged.get((self.node, text), 0) + count
+        warnings = [[node, text, count] for (node, text), count in merged.items()]
+        return EndOfStream(stream, end.last_id, end.next_stream, warnings)
 
     def _count(self, state: StreamState, t_start: float) -> None:
         """One message of the stream was handled, starting at unix time ``t_start``."""
@@ -571,6 +608,10 @@ class NodeRuntime:
         if isinstance(item, StreamStart):
             self._open(item.stream, item.metadata)
             return
+        if item.warnings:
+            notes = self.upstream_notes.setdefault(item.stream, {})
+            for node, text, count in item.warnings:
+                notes[node, text] = notes.get((node, text), 0) + count
         self._end_pipe(index, channel.port, item.stream)
         state = self.streams.get(item.stream)
         if state is None:  # not started here (yet): count the end; the start may follow
@@ -593,7 +634,7 @@ class NodeRuntime:
         ended, end = self.pending_ends[stream]
         if self._all_ended(ended):
             del self.pending_ends[stream]
-            self._broadcast(end)
+            self._broadcast(self._noted(end))
             self.closed.add(stream)
 
     def _pipe_finished(self, index: int) -> None:
@@ -653,6 +694,10 @@ class NodeRuntime:
                 if spec.on_error != "skip" or exc is None:
                     raise
                 deadletter.record(self.dead_letter, self.node, self.replica, item, exc)
+                self.notes.add(
+                    f"skipped:{type(exc).__name__}",
+                    f"messages skipped after {type(exc).__name__}: {exc} (on_error: skip)",
+                )
                 self.metrics.skipped += 1
                 self._progress_dirty = True
                 return None
@@ -874,6 +919,7 @@ class NodeRuntime:
         if isinstance(item, StreamStart):
             self._open(item.stream, item.metadata)
         elif isinstance(item, Message):
+            self.notes.stream, self.notes.msg_id = item.stream, item.id
             state = self._open(item.stream)
             if not gaps.issued(item.stream, item.id, now):
                 self.metrics.late += 1
@@ -897,6 +943,17 @@ class NodeRuntime:
                     "StreamStart, EndOfStream, a list of them (a burst) or None"
                 ),
             )
+
+    def _dead_letter(self, item: Message | Event, reason: str | BaseException) -> None:
+        """:meth:`beampipe.Worker.dead_letter`: count the input the worker dropped, note its
+        reason, and record it in the dead-letter file."""
+        self.metrics.dropped += 1
+        self._progress_dirty = True
+        kind = type(reason).__name__ if isinstance(reason, BaseException) else str(reason)[:60]
+        text = f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else reason
+        if self.notes.add(f"dropped:{kind}", f"inputs dropped: {text}", 1, (item.stream, item.id)):
+            _log(f"{self.node}: dropped stream {item.stream!r} id {item.id}: {text}")
+        deadletter.record(self.dead_letter, self.node, self.replica, item, reason)
 
     def _missing(self, stream: str, msg_id: int, why: str) -> None:
         self.metrics.missing += 1
@@ -939,8 +996,10 @@ class NodeRuntime:
             )
         except Stopped:
             status = 2
+            self._report_progress(force=True)  # the launcher counts what was processed
         except Exception as exc:
             failure = exc if isinstance(exc, NodeFailure) else NodeFailure(None, None, exc)
+            self._report_progress(force=True)
             self.control.send(
                 "error",
                 node=self.node,
@@ -968,6 +1027,11 @@ def _inherit(msg: Message, origin: Message | Event) -> None:
     msg.id = msg.id or origin.id
     if not msg.timestamps:
         msg.timestamps = list(origin.timestamps)
+
+
+def _warning_list(warnings: list[list[Any]]) -> list[dict[str, Any]]:
+    """``[[node, text, count], ...]`` as :meth:`beampipe.Worker.stream_warnings` returns it."""
+    return [{"node": node, "text": text, "count": count} for node, text, count in warnings]
 
 
 def _credit(held: tuple[Receipt, Message]) -> tuple[Receipt, Message]:

@@ -11,7 +11,9 @@ collector of the ``prometheus_client`` library
   (bytes_in), ``_messages_sent_total`` (messages_out), ``_sent_bytes_total`` (bytes_out),
   ``_cpu_seconds_total`` (cpu_time), ``_corrupt_frames_total``, ``_skipped_messages_total``
   (skipped), ``_retries_total``, ``_incomplete_events_total``, ``_dropped_events_total``,
-  ``_out_of_order_total``, ``_resent_total``, ``_duplicates_total``, ``_late_total``;
+  ``_out_of_order_total``, ``_resent_total``, ``_duplicates_total``, ``_late_total``,
+  ``_warnings_total``, ``_dropped_inputs_total`` (dropped), ``_nonfinite_values_total``
+  (nonfinite);
 * gauges: ``beampipe_in_flight_messages`` (in_flight), ``_in_flight_bytes``,
   ``_held_messages`` (held), ``_retained_messages`` (retained);
 * histograms: ``beampipe_process_time_seconds`` (process_time), ``beampipe_latency_seconds``
@@ -63,6 +65,9 @@ _COUNTERS = (
     ("resent", "Items sent again to a restarted downstream replica", "resent"),
     ("duplicates", "Messages received twice after a redelivery and dropped", "duplicates"),
     ("late", "Messages that arrived after their stream had ended", "late"),
+    ("warnings", "Warnings raised in the node (Python warnings, logging >= WARNING)", "warnings"),
+    ("dropped_inputs", "Inputs the node dropped through Worker.dead_letter", "dropped"),
+    ("nonfinite_values", "NaN and infinite values in the float arrays sent", "nonfinite"),
 )
 _GAUGES = (
     ("in_flight_messages", "Messages sent downstream and not yet processed", "in_flight"),

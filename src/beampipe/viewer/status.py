@@ -211,6 +211,9 @@ class RunState:
                 "skipped": m.skipped,
                 "corrupt_frames": m.corrupt_frames,
                 "retries": m.retries,
+                "warnings": m.warnings,
+                "dropped": m.dropped,
+                "nonfinite": m.nonfinite,
             }
         done = (
             bool(replicas)

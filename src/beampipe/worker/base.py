@@ -8,12 +8,12 @@ message at a time, and does everything else: (de)serialisation, stream lifecycle
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from beampipe.message import EndOfStream, Item, Message, StreamStart
+from beampipe.message import EndOfStream, Event, Item, Message, StreamStart
 
 Output = None | Item | Iterable[Item] | Mapping[str, "Item | Iterable[Item]"]
 """What the hooks may return: nothing, one message or several for the single output port, or a
@@ -85,6 +85,33 @@ class Worker:
         """How often this replica's process died and was restarted before this one (set by
         the runtime before the first hook): a sink that finds ``restarts > 0`` resumes the
         files its predecessor wrote instead of starting them afresh."""
+        self.dead_letters: list[tuple[Message | Event, str | BaseException]] = []
+        """Outside a pipeline (a worker called directly, e.g. in a unit test): what
+        :meth:`dead_letter` was given. In a pipeline the runtime takes them instead."""
+        self._drop: Callable[[Message | Event, str | BaseException], None] = self._keep
+        self._stream_warnings: dict[str, list[dict[str, Any]]] = {}
+
+    def dead_letter(self, item: Message | Event, reason: str | BaseException) -> None:
+        """Drop an input this node cannot use, and say why: a corrupt detector image, a frame
+        that does not decode, a file that cannot be read. Nothing is dropped silently: in a
+        pipeline the drop is counted in the node's metrics (``dropped``), ``item`` (its stream,
+        id and metadata) and ``reason`` go to the pipeline's dead-letter file
+        (:mod:`beampipe.runtime.deadletter`), and the end of the run warns, naming the first
+        reason, so make it name the likely cause ("frame size 1000 does not match the
+        header's 4148x4362"). A source describes what never became a message as a
+        ``Message(stream=..., id=..., metadata=...)`` without data. The run goes on.
+        """
+        self._drop(item, reason)
+
+    def _keep(self, item: Message | Event, reason: str | BaseException) -> None:
+        self.dead_letters.append((item, reason))
+
+    def stream_warnings(self, stream: str) -> list[dict[str, Any]]:
+        """In :meth:`on_stream_end` of ``stream``: what the nodes it went through (this one
+        included) noted while handling it, one dict per distinct warning: ``{"node": str,
+        "text": str, "count": int}`` (warnings, dropped and skipped inputs, non-finite
+        results; see :mod:`beampipe.runtime.notes`). Empty elsewhere."""
+        return self._stream_warnings.get(stream, [])
 
     def on_stream_start(self, stream: str, metadata: dict[str, Any]) -> Output:
         """A new stream opens; ``metadata`` is its header (e.g. the scan file's)."""

@@ -198,18 +198,22 @@ function showNodes(nodes) {
     node.dataset.rate = s.rate;
     node.dataset.mbRate = s.mb_rate;
     node.dataset.errors = s.errors;
+    node.dataset.warnings = s.warnings + s.dropped;
     node.dataset.messages = s.messages;
     node.classList.toggle("has-errors", s.errors > 0 || s.state === "failed");
     node.querySelector(".state").textContent = s.state;
     node.querySelector(".rates").textContent = `${rate(s.rate)} msg/s · ${s.mb_rate.toFixed(2)} MB/s`;
     node.querySelector(".flight").textContent =
       `in flight ${s.in_flight + s.held} · latency ${duration(s.latency_p50)}/${duration(s.latency_p99)}`;
-    node.querySelector(".errors").textContent = `errors ${s.errors} · restarts ${s.restarts}`;
+    const warned = s.warnings + s.dropped;
+    node.querySelector(".errors").textContent =
+      `errors ${s.errors}` + (warned ? ` · warnings ${warned}` : "") + ` · restarts ${s.restarts}`;
     node.querySelector("title").textContent =
       `${name}: ${s.messages} messages (in ${s.messages_in}, out ${s.messages_out}), latency p50/p99 ` +
       `${duration(s.latency_p50)}/${duration(s.latency_p99)}, ` +
       `process p50/p99 ${duration(s.process_p50)}/${duration(s.process_p99)}, ` +
-      `skipped ${s.skipped}, corrupt frames ${s.corrupt_frames}, retries ${s.retries}, pids ${s.pids.join(" ")}`;
+      `skipped ${s.skipped}, corrupt frames ${s.corrupt_frames}, retries ${s.retries}, ` +
+      `warnings ${s.warnings}, dropped ${s.dropped}, non-finite values ${s.nonfinite}, pids ${s.pids.join(" ")}`;
   }
 }
 
