@@ -13,6 +13,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 from conftest import EXAMPLE, NODES, Recorder, beampipe, rows, run_pipeline
 from dectris_server import DectrisServer, v1_end, v1_header, v1_image
 from rich.console import Console
@@ -20,6 +21,7 @@ from rich.console import Console
 from beampipe.config import load_pipeline
 from beampipe.manager import LocalLauncher
 from beampipe.manager.console import ConsoleObserver
+from beampipe.runtime.notes import NoteLog
 from beampipe.viewer.prometheus import RunCollector
 
 NOISY = """\
@@ -224,3 +226,28 @@ def test_a_failed_run_counts_what_was_sent_and_a_reducers_stream_shows_its_messa
     )
     assert merged.returncode == 0, merged.stderr
     assert re.search(r"✓ merged\s+6 msgs", merged.stderr), merged.stderr  # 5 scans, 1 final
+
+
+# -- the counts themselves -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "dtype", ["float16", "float32", "float64", "longdouble", "complex64", "complex128"]
+)
+def test_nonfinite_values_are_counted_exactly_in_every_float_dtype(dtype):
+    notes = NoteLog()
+    frame = np.ones((3, 4), dtype)
+    assert notes.count_nonfinite({"image": frame}, "s", 1) == 0
+    frame[1, 2], frame[0, 0] = np.nan, -np.inf
+    assert notes.count_nonfinite({"image": frame}, "s", 2) == 2
+    assert notes.count_nonfinite({"image": frame[:, 2:3]}, "s", 3) == 1  # not contiguous
+    ((text, count, stream, msg_id),) = notes.snapshot().values()
+    assert (text, count, stream, msg_id) == ("NaN or infinite values in 'image'", 3, "s", 2)
+
+
+def test_large_finite_values_integers_and_scalars():
+    notes = NoteLog()
+    huge = np.full(10, 3e38, np.float32)  # its sum of squares overflows: then counted exactly
+    assert notes.count_nonfinite({"a": huge, "n": np.arange(5), "b": b"x"}, "s", 1) == 0
+    assert notes.count_nonfinite({"x": np.array(np.nan), "y": np.array(2.0)}, "s", 2) == 1
+    assert notes.count_nonfinite({"z": np.array(complex(1, np.inf))}, "s", 3) == 1

@@ -25,12 +25,16 @@ from __future__ import annotations
 
 import cmath
 import logging
+import math
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+_BYTES = np.dtype("S1")
+"""The kind of data that is not an array (``bytes``): not checked."""
 
 MAX_NOTES = 100
 """Distinct notes kept per node (and per stream); later new keys count under ``other``."""
@@ -144,20 +148,22 @@ class NoteLog:
         message of ``stream`` with id ``msg_id``), each data name with any noted; integer
         arrays and bytes are skipped.
 
-        Cost: one ``sum`` over each float array (a NaN or inf makes the sum NaN or inf), and a
-        count only where that sum is not finite (``bench/nonfinite.py`` measures it).
+        Cost: one pass over each float array, its sum of squares (a NaN or inf makes it NaN or
+        inf; BLAS's dot product, about 65 µs for 4 MiB of float32 on one core), and an exact
+        count only where that is not finite (``bench/nonfinite.py`` measures it).
         """
         total = 0
         for name, value in data.items():
-            if not isinstance(value, np.ndarray) or value.dtype.kind not in "fc":
+            kind = getattr(value, "dtype", _BYTES).kind
+            if kind != "f" and kind != "c":
                 continue
-            if value.ndim == 0:  # a scan point's scalars: cheaper than numpy's reductions
-                if cmath.isfinite(value.item()):
+            if not value.shape:  # a scan point's scalars: cheaper than numpy's reductions
+                if math.isfinite(value) if kind == "f" else cmath.isfinite(value.item()):
                     continue
                 bad = 1
             else:
                 with np.errstate(all="ignore"):
-                    if np.isfinite(value.sum()):
+                    if np.isfinite(_square_sum(value)):
                         continue
                     bad = int(value.size - np.count_nonzero(np.isfinite(value)))
             if bad:  # a finite sum can overflow to inf: then nothing is wrong with the data
@@ -165,6 +171,16 @@ class NoteLog:
                 text = f"NaN or infinite values in {name!r}"
                 self.add(f"nonfinite:{name}", text, bad, (stream, msg_id))
         return total
+
+
+def _square_sum(value: np.ndarray) -> Any:
+    """The sum of ``|value|²``: not finite if a value is NaN or infinite (or so large that its
+    square overflows). BLAS ``dot`` for float32/64 and complex64/128 (``numpy.vdot``), else
+    numpy's ``sum``."""
+    if value.dtype.char in "fdFD":
+        flat = value.reshape(-1)
+        return np.vdot(flat, flat)
+    return value.sum()
 
 
 class _Handler(logging.Handler):
