@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from beampipe.config import load_pipeline
-from beampipe.manager import LocalLauncher
+from beampipe.launch import Launcher
 from beampipe.message import Message, encode
 from beampipe.runtime.notes import NoteLog
 
@@ -114,7 +114,7 @@ def pipeline_rate(folder: Path, frames: int, check: bool) -> float:
     path = folder / "pipeline.yaml"
     path.write_text(text)
     observer = Quiet()
-    result = LocalLauncher(load_pipeline(path), observer).run()
+    result = Launcher(load_pipeline(path), observer).run()
     if result.exit_code != 0:
         sys.exit(f"the pipeline failed: {observer.failures}")
     t = np.load(out)[:, 0]

@@ -29,7 +29,7 @@ What is measured
 
 2. beampipe: ``detector_sim`` (``frame_bytes``, ``rate: max``, ``pool: 4``) ->
    ``bench_nodes:FrameSum`` x N replicas (round_robin) -> ``bench_nodes:Recorder``, run by
-   :class:`beampipe.manager.LocalLauncher` with its defaults (``ipc``, window 32 messages,
+   :class:`beampipe.launch.Launcher` with its defaults (``ipc``, window 32 messages,
    64 MiB) from a temporary folder holding the pipeline file and a copy of ``bench_nodes.py``.
 
 Throughput is taken *at the sink, over the steady state*: the sink records a
@@ -156,7 +156,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from beampipe.config import load_pipeline  # noqa: E402
-from beampipe.manager import LocalLauncher  # noqa: E402
+from beampipe.launch import Launcher  # noqa: E402
 from beampipe.runtime.metrics import Histogram  # noqa: E402
 
 try:
@@ -168,7 +168,7 @@ KiB, MiB = 1 << 10, 1 << 20
 SIZES = {"1KiB": KiB, "1MiB": MiB, "4MiB": 4 * MiB, "16MiB": 16 * MiB}
 REPLICAS = (1, 2, 4)
 POOL = 4
-WINDOW, WINDOW_BYTES = 64, 64 * MiB  # LocalLauncher's defaults
+WINDOW, WINDOW_BYTES = 64, 64 * MiB  # Launcher's defaults
 RATE_GUESS = {  # frames/s for the first repeat of a case (later ones use the rate measured)
     "raw": {KiB: 50000, MiB: 1800, 4 * MiB: 450, 16 * MiB: 100},
     "beampipe": {KiB: 15000, MiB: 1500, 4 * MiB: 380, 16 * MiB: 90},
@@ -568,9 +568,7 @@ def run_beampipe(
         )
         load = os.getloadavg()[0]
         observer = Quiet()
-        launcher = LocalLauncher(
-            load_pipeline(path), observer, window=window, window_bytes=window_bytes
-        )
+        launcher = Launcher(load_pipeline(path), observer, window=window, window_bytes=window_bytes)
         if watch is not None:
             watch.start()
         t0 = time.monotonic()

@@ -92,14 +92,14 @@ def run_pipeline(folder: Path, text: str, **launcher: object):
     and run it with the local launcher; ``(RunResult, Recorder)``. The caller puts ``folder``
     on ``sys.path`` (``monkeypatch.syspath_prepend``) so the pipeline validates in-process."""
     from beampipe.config import load_pipeline
-    from beampipe.manager import LocalLauncher
+    from beampipe.launch import Launcher
 
     shutil.copy(NODES / "flownodes.py", folder)
     path = folder / "pipeline.yaml"
     path.write_text(text)
     sys.modules.pop("flownodes", None)
     recorder = Recorder()
-    result = LocalLauncher(load_pipeline(path), recorder, **launcher).run()
+    result = Launcher(load_pipeline(path), recorder, **launcher).run()
     return result, recorder
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from conftest import NODES, Recorder, run_pipeline
 
 from beampipe.config import load_pipeline
-from beampipe.manager import LocalLauncher
+from beampipe.launch import Launcher
 
 PIPELINE = """\
 nodes:
@@ -70,7 +70,7 @@ def test_a_slow_sink_acknowledges_in_time_so_upstream_retains_about_a_window(
             if node == "slow":
                 retained.append(launcher.metrics["slow", 0].retained)
 
-    launcher = LocalLauncher(load_pipeline(path), Watch(), window=4)
+    launcher = Launcher(load_pipeline(path), Watch(), window=4)
     result = launcher.run()
     assert result.exit_code == 0, result.errors
     assert result.metrics["sink"].messages_in == 300

@@ -1,4 +1,4 @@
-"""The Nomad backend (beampipe.manager.nomad) against a FAKE of the documented Nomad HTTP API
+"""The Nomad backend (beampipe.launch.nomad) against a FAKE of the documented Nomad HTTP API
 (tests/fakes/nomad_fake.py), not a Nomad agent: none can be installed on these machines. The
 fake runs the jobs' raw_exec tasks as local processes, so the pipelines really run."""
 
@@ -21,8 +21,8 @@ from conftest import EXAMPLE, NODES, Recorder, rows, run_pipeline
 from nomad.api.exceptions import URLNotFoundNomadException
 
 from beampipe.config import load_pipeline, parse_pipeline
-from beampipe.manager import LocalLauncher
-from beampipe.manager.nomad import (
+from beampipe.launch import Launcher
+from beampipe.launch.nomad import (
     NomadPlacement,
     node_args,
     render_job,
@@ -163,13 +163,13 @@ def p65(tmp_path_factory):
     nomad_dir = tmp_path_factory.mktemp("nomad")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(local_dir)
-        local = LocalLauncher(pipeline, Recorder()).run()
+        local = Launcher(pipeline, Recorder()).run()
     with NomadFake(nomad_dir / "nomad-data") as fake, pytest.MonkeyPatch.context() as mp:
         mp.chdir(nomad_dir)
         placement = NomadPlacement(fake.address)
         watcher = Watcher(fake, placement)
         rundir = nomad_dir / "run"
-        result = LocalLauncher(pipeline, watcher, placement=placement, rundir=rundir).run()
+        result = Launcher(pipeline, watcher, placement=placement, rundir=rundir).run()
         jobs_after = api(fake).jobs.get_jobs()
         idle = fake.wait_idle(0)
         tasks = fake.tasks()
@@ -406,7 +406,7 @@ class Scaler(Recorder):
 
     def __init__(self) -> None:
         super().__init__()
-        self.launcher: LocalLauncher | None = None
+        self.launcher: Launcher | None = None
         self.steps: list[int] = []
 
     def progress(self, node: str, replica: int, streams: dict[str, int]) -> None:
@@ -428,7 +428,7 @@ def test_replicas_added_while_running_are_placed_as_jobs_of_their_own(fake, fold
     (folder / "pipeline.yaml").write_text(SCALED)
     observer = Scaler()
     placement = NomadPlacement(fake.address)
-    launcher = LocalLauncher(
+    launcher = Launcher(
         load_pipeline(folder / "pipeline.yaml"), observer, window=4, placement=placement
     )
     observer.launcher = launcher
@@ -519,7 +519,7 @@ def test_kill_stops_the_allocation_and_replicas_beyond_the_count_get_their_own_j
 
 
 def test_fake_reruns_finished_batch_allocations_when_the_job_changes_as_nomad_does(fake):
-    """Why the placement never changes a registered job (see beampipe.manager.nomad): a
+    """Why the placement never changes a registered job (see beampipe.launch.nomad): a
     scale makes a new job version, and terminal allocations of older versions of a batch job
     no longer count, so Nomad runs index 0 again."""
     client = api(fake)

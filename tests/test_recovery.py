@@ -14,7 +14,7 @@ import zmq
 from conftest import NODES, Recorder, run_pipeline
 
 from beampipe.config import load_pipeline
-from beampipe.manager import LocalLauncher
+from beampipe.launch import Launcher
 
 PIPELINE = """
 name: recovery
@@ -171,7 +171,7 @@ def test_frames_from_an_unknown_peer_are_dropped_counted_and_the_run_goes_on(fol
         )
     )
     observer = Intruder()
-    launcher = LocalLauncher(load_pipeline(folder / "pipeline.yaml"), observer)
+    launcher = Launcher(load_pipeline(folder / "pipeline.yaml"), observer)
     observer.launcher = launcher
     result = launcher.run()
     assert result.exit_code == 0, result.errors

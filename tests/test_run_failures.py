@@ -246,11 +246,11 @@ def test_a_node_that_does_not_start_in_time_fails_the_run_naming_it(tmp_path, mo
     """A worker whose constructor takes 60 s, with ``start_timeout=2``: the run fails naming
     it and showing the end of its log; no process is left."""
     from beampipe.config import load_pipeline
-    from beampipe.manager import LocalLauncher
+    from beampipe.launch import Launcher
 
     path = _pipeline(tmp_path, square="{start_delay: 60}")
     monkeypatch.syspath_prepend(str(tmp_path))
-    launcher = LocalLauncher(load_pipeline(path), Recorder(), start_timeout=2)
+    launcher = Launcher(load_pipeline(path), Recorder(), start_timeout=2)
     result = launcher.run()
     assert result.exit_code == 1
     assert len(result.errors) == 1, result.errors
@@ -262,12 +262,12 @@ def test_a_node_that_does_not_start_in_time_fails_the_run_naming_it(tmp_path, mo
 
 def test_launcher_api_reports_stream_ends_and_messages_sent(tmp_path, monkeypatch):
     from beampipe.config import load_pipeline
-    from beampipe.manager import LocalLauncher
+    from beampipe.launch import Launcher
 
     path = _pipeline(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     recorder = Recorder()
-    result = LocalLauncher(load_pipeline(path), recorder, window=4).run()
+    result = Launcher(load_pipeline(path), recorder, window=4).run()
     assert (result.exit_code, result.errors, recorder.failures) == (0, [], [])
     assert result.sent == {
         "count": {"out": 100},

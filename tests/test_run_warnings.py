@@ -18,9 +18,9 @@ from conftest import EXAMPLE, NODES, Recorder, beampipe, rows, run_pipeline
 from dectris_server import DectrisServer, v1_end, v1_header, v1_image
 from rich.console import Console
 
+from beampipe.cli.console import ConsoleObserver
 from beampipe.config import load_pipeline
-from beampipe.manager import LocalLauncher
-from beampipe.manager.console import ConsoleObserver
+from beampipe.launch import Launcher
 from beampipe.runtime.notes import NoteLog
 from beampipe.viewer.prometheus import RunCollector
 
@@ -112,7 +112,7 @@ def test_the_launcher_counts_them_in_the_metrics_and_check_finite_turns_nan_coun
     assert result.metrics["count"].nonfinite == 0 and not result.metrics["count"].notes
 
     path = _write(folder, NOISY.format(options=", check_finite: false"))
-    launcher = LocalLauncher(load_pipeline(path), Recorder())
+    launcher = Launcher(load_pipeline(path), Recorder())
     quiet = launcher.run()
     assert quiet.exit_code == 0, quiet.errors
     assert quiet.metrics["work"].nonfinite == 0 and quiet.metrics["work"].dropped == 2

@@ -1,4 +1,4 @@
-"""Scaling a worker while the pipeline runs (``LocalLauncher.scale``): every message once."""
+"""Scaling a worker while the pipeline runs (``Launcher.scale``): every message once."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from conftest import NODES, Recorder, rows
 
 from beampipe.config import load_pipeline
-from beampipe.manager import LocalLauncher
+from beampipe.launch import Launcher
 
 N, STREAMS = 1500, 3
 
@@ -30,7 +30,7 @@ class Scaler(Recorder):
 
     def __init__(self) -> None:
         super().__init__()
-        self.launcher: LocalLauncher | None = None
+        self.launcher: Launcher | None = None
         self.steps: list[int] = []
 
     def progress(self, node: str, replica: int, streams: dict[str, int]) -> None:
@@ -48,11 +48,11 @@ class Scaler(Recorder):
             self.steps.append(1)
 
 
-def _run(folder: Path) -> tuple[object, Scaler, LocalLauncher]:
+def _run(folder: Path) -> tuple[object, Scaler, Launcher]:
     (folder / "flownodes.py").write_text((NODES / "flownodes.py").read_text())
     (folder / "pipeline.yaml").write_text(PIPELINE)
     observer = Scaler()
-    launcher = LocalLauncher(load_pipeline(folder / "pipeline.yaml"), observer, window=4)
+    launcher = Launcher(load_pipeline(folder / "pipeline.yaml"), observer, window=4)
     observer.launcher = launcher
     return launcher.run(), observer, launcher
 
@@ -95,7 +95,7 @@ def test_scale_up_and_down_mid_stream_delivers_every_message_once(folder: Path) 
 def test_scale_refuses_what_it_cannot_do_without_loss(folder, text, node, problem) -> None:
     (folder / "flownodes.py").write_text((NODES / "flownodes.py").read_text())
     (folder / "pipeline.yaml").write_text(text)
-    launcher = LocalLauncher(load_pipeline(folder / "pipeline.yaml"), Recorder())
+    launcher = Launcher(load_pipeline(folder / "pipeline.yaml"), Recorder())
     with pytest.raises(ValueError, match=problem):
         launcher.scale(node, 0 if "at least" in problem else 2)
 

@@ -1,4 +1,4 @@
-"""The Slurm backend (``beampipe.manager.slurm``) on a real Slurm cluster.
+"""The Slurm backend (``beampipe.launch.slurm``) on a real Slurm cluster.
 
 The cluster is the single-host test cluster of ``scripts/slurm-test-cluster.sh`` (Debian's Slurm
 22.05, cluster ``beampipe-test``, two slurmds ``node1`` and ``node2`` of 4 CPUs and 4000 MB each,
@@ -27,8 +27,8 @@ import zmq
 from conftest import EXAMPLE, NODES, Recorder, hdf5_content, rows
 
 from beampipe.config import load_pipeline
-from beampipe.manager import LocalLauncher, RunResult
-from beampipe.manager.slurm import FINAL_STATES, SlurmError, SlurmPlacement, squeue_jobs
+from beampipe.launch import Launcher, RunResult
+from beampipe.launch.slurm import FINAL_STATES, SlurmError, SlurmPlacement, squeue_jobs
 
 TEST_CLUSTER = "beampipe-test"
 """The ClusterName in the slurm.conf that scripts/slurm-test-cluster.sh writes."""
@@ -117,7 +117,7 @@ def test_p65_example_deployed_on_slurm_writes_what_the_local_run_writes(tmp_path
     pipeline = load_pipeline(EXAMPLE / "pipeline.yaml", overrides={"scan.pace": "max"})
     (tmp_path / "local").mkdir()
     monkeypatch.chdir(tmp_path / "local")
-    local = LocalLauncher(pipeline, Recorder()).run()
+    local = Launcher(pipeline, Recorder()).run()
     assert local.exit_code == 0, local.errors
 
     (tmp_path / "slurm").mkdir()
@@ -181,10 +181,10 @@ class Watcher(Recorder):
 
 
 def status_then_drain(
-    launcher: LocalLauncher, wait: Callable[[], None]
+    launcher: Launcher, wait: Callable[[], None]
 ) -> tuple[RunResult, dict[str, Any]]:
     """Run ``launcher``; once ``wait()`` (in another thread) returns, take its status and drain
-    it through :meth:`LocalLauncher.watch`, as a supervisor's command socket does. Returns the
+    it through :meth:`Launcher.watch`, as a supervisor's command socket does. Returns the
     run's result and that status."""
     commands = launcher.ctx.socket(zmq.PAIR)
     commands.bind(f"inproc://test-slurm-{id(launcher)}")
@@ -220,7 +220,7 @@ def test_squeue_and_status_show_a_step_per_replica_and_drain_ends_the_job(folder
     pipeline = load_pipeline(folder / "pipeline.yaml")
     placement = SlurmPlacement(poll_interval=0.2)
     watcher = Watcher()
-    launcher = LocalLauncher(pipeline, watcher, placement=placement, rundir=folder / "run")
+    launcher = Launcher(pipeline, watcher, placement=placement, rundir=folder / "run")
     seen: dict[str, object] = {}
 
     def steps_listed() -> None:
@@ -340,7 +340,7 @@ def test_two_resources_make_a_het_job_with_one_component_each(folder):
     ]
 
     snapshot = Snapshot(placement)
-    result = LocalLauncher(pipeline, snapshot, placement=placement, rundir=rundir).run()
+    result = Launcher(pipeline, snapshot, placement=placement, rundir=rundir).run()
     assert result.exit_code == 0, result.errors
     assert sorted(r["id"] for r in rows(folder / "rows.jsonl")) == list(range(1, 201))
 
@@ -469,7 +469,7 @@ def test_status_and_stop_are_answered_while_the_allocation_is_pending(one_node, 
     """The launcher answers its watched sockets (a supervisor's status and stop) while the
     allocation waits in the queue; a drain then cancels the allocation."""
     placement = SlurmPlacement(start_timeout=DEADLINE, poll_interval=0.2)
-    launcher = LocalLauncher(one_node, Recorder(), placement=placement, rundir=folder / "run")
+    launcher = Launcher(one_node, Recorder(), placement=placement, rundir=folder / "run")
     seen: dict[str, object] = {}
 
     def pending() -> None:

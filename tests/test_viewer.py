@@ -3,7 +3,7 @@ Playwright), plus its preview reduction, ``/metrics`` and the file browser.
 
 Two kinds of runs: the README's P65 example under ``beampipe run --ui`` as a user starts it (a
 subprocess whose printed URL the browser opens), and ``detector_sim`` pipelines run in this
-process with :class:`LocalLauncher` and :class:`Viewer` (the launcher's loop in the main thread,
+process with :class:`Launcher` and :class:`Viewer` (the launcher's loop in the main thread,
 the browser in a thread), so that the launcher's own metrics can be compared with what the page
 and ``/metrics`` show.
 """
@@ -39,7 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import beampipe
 from beampipe.config import load_pipeline
 from beampipe.connectors.detector_sim import DetectorSim
-from beampipe.manager import LocalLauncher
+from beampipe.launch import Launcher
 from beampipe.runtime.metrics import EDGES
 from beampipe.viewer import Viewer
 from beampipe.viewer.previews import MAX_SIDE, PortPreview, bin_image
@@ -423,16 +423,16 @@ connections:
 
 def run_watched(
     path: Path, script: Callable[..., Any] | None, init_script: str = ""
-) -> tuple[Any, Any, Viewer | None, LocalLauncher]:
+) -> tuple[Any, Any, Viewer | None, Launcher]:
     """Run the pipeline in ``path`` (with a viewer and a page running ``script`` unless None);
     ``(run result, script result, viewer, launcher)``. The viewer is still serving."""
     pipeline = load_pipeline(path)
     if script is None:
-        launcher = LocalLauncher(pipeline, Recorder())
+        launcher = Launcher(pipeline, Recorder())
         return launcher.run(), None, None, launcher
     need_chromium()
     viewer = Viewer(pipeline)
-    launcher = LocalLauncher(pipeline, viewer.observer(Recorder()))
+    launcher = Launcher(pipeline, viewer.observer(Recorder()))
     viewer.start(launcher)
     page = PageThread(viewer.url, script, init_script)
     page.start()

@@ -1,7 +1,7 @@
 """A FAKE of the Nomad HTTP API for the tests: not a Nomad agent.
 
 No Nomad agent can be installed on the test machines, so the Nomad backend
-(:mod:`beampipe.manager.nomad`) is tested against this small HTTP server (FastAPI + uvicorn in a
+(:mod:`beampipe.launch.nomad`) is tested against this small HTTP server (FastAPI + uvicorn in a
 thread of the test process). It follows the documented endpoints and JSON shapes of the Nomad
 HTTP API (https://developer.hashicorp.com/nomad/api-docs/jobs, .../allocations,
 .../evaluations, .../client, and the JSON job format .../json-jobs), as one server with one client

@@ -1,5 +1,3 @@
-"""Starting and watching node processes."""
-
-from beampipe.manager.local import LocalLauncher, RunResult
-
-__all__ = ["LocalLauncher", "RunResult"]
+"""The pipeline manager: an HTTP service (``beampipe manager``) that deploys pipelines in the
+background, one supervisor process each, and answers ``beampipe deploy/list/status/logs/scale/
+stop`` (its client)."""

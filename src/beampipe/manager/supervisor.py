@@ -3,7 +3,7 @@
 A process of its own per pipeline, started detached by the manager (``--detach``: it forks,
 leaves the manager's session and prints its pid), so that it outlives the manager: a manager
 that restarts finds it again through the files below. It runs the pipeline with a
-:class:`~beampipe.manager.LocalLauncher` whose :class:`~beampipe.manager.placement.Placement`
+:class:`~beampipe.launch.Launcher` whose :class:`~beampipe.launch.placement.Placement`
 is the pipeline's backend, and answers commands on a ZeroMQ ROUTER socket.
 
 Files in ``DIR`` (the pipeline's directory, ``HOME/pipelines/<id>``):
@@ -59,9 +59,9 @@ import zmq
 from pydantic import BaseModel, ConfigDict, Field
 
 from beampipe.config import Pipeline, PipelineError, parse_pipeline
+from beampipe.launch.launcher import DRAIN_TIMEOUT, Launcher, RunResult
+from beampipe.launch.placement import LocalPlacement, Placement
 from beampipe.manager.auth import same_token
-from beampipe.manager.local import DRAIN_TIMEOUT, LocalLauncher, RunResult
-from beampipe.manager.placement import LocalPlacement, Placement
 
 DEPLOYMENT = "deployment.json"
 SUPERVISOR = "supervisor.json"
@@ -105,7 +105,7 @@ class Deployment(BaseModel):
         pipeline: :meth:`Pipeline.to_dict` of the validated pipeline.
         backend: ``local``, ``slurm`` or ``nomad``.
         backend_options: keyword arguments of the backend's placement (:func:`make_placement`).
-        window, window_bytes, drain_timeout: as :class:`~beampipe.manager.LocalLauncher`'s.
+        window, window_bytes, drain_timeout: as :class:`~beampipe.launch.Launcher`'s.
         workdir: the working directory of the run (where ``deploy`` was called): relative
             output paths of sinks are relative to it, as with ``beampipe run``.
         command_bind: the address the command socket binds (``tcp://HOST:*``).
@@ -131,8 +131,8 @@ class Deployment(BaseModel):
 def make_placement(backend: str, options: dict[str, Any]) -> Placement:
     """The placement of ``backend`` built with ``options`` as keyword arguments: ``local``:
     :class:`LocalPlacement` (``transport``: ``tcp``, the default here, or ``ipc``); ``slurm``:
-    ``beampipe.manager.slurm.SlurmPlacement`` (``partition``, ``time``); ``nomad``:
-    ``beampipe.manager.nomad.NomadPlacement`` (``address``, ``token``). The cluster backends
+    ``beampipe.launch.slurm.SlurmPlacement`` (``partition``, ``time``); ``nomad``:
+    ``beampipe.launch.nomad.NomadPlacement`` (``address``, ``token``). The cluster backends
     are imported only when asked for.
 
     Raises:
@@ -144,9 +144,9 @@ def make_placement(backend: str, options: dict[str, Any]) -> Placement:
         if backend == "local":
             cls, options = LocalPlacement, {"transport": "tcp", **options}
         elif backend == "slurm":
-            from beampipe.manager.slurm import SlurmPlacement as cls
+            from beampipe.launch.slurm import SlurmPlacement as cls
         elif backend == "nomad":
-            from beampipe.manager.nomad import NomadPlacement as cls
+            from beampipe.launch.nomad import NomadPlacement as cls
         else:
             raise ValueError(f"unknown backend {backend!r} (backends: {', '.join(BACKENDS)})")
     except ImportError as exc:
@@ -211,7 +211,7 @@ class Supervisor:
         sys.path.insert(0, str(self.pipeline.base_dir))
         self.viewer = _viewer(self.pipeline, d.ui) if d.ui is not None else None
         events = EventLog(rundir / EVENTS)
-        self.launcher = LocalLauncher(
+        self.launcher = Launcher(
             self.pipeline,
             events if self.viewer is None else self.viewer.observer(events),
             window=d.window,

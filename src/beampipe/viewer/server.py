@@ -33,7 +33,7 @@ from h5grove.utils import QueryArgumentError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from beampipe.config import Pipeline
-from beampipe.manager.local import RunObserver
+from beampipe.launch.launcher import RunObserver
 from beampipe.viewer.files import FileError, SinkFiles
 from beampipe.viewer.prometheus import RunCollector, registry
 from beampipe.viewer.status import RunState, Tee
@@ -85,7 +85,7 @@ class Viewer:
         return Tee(inner, self.state)
 
     def start(self, launcher: Any) -> None:
-        """Start watching ``launcher`` (a :class:`~beampipe.manager.LocalLauncher`, before or
+        """Start watching ``launcher`` (a :class:`~beampipe.launch.Launcher`, before or
         while it runs) and serving the page."""
         self.launcher = launcher
         self._subscriber = Subscriber(launcher, self.previews)

@@ -1,6 +1,6 @@
 """The run as the page shows it: per node state, replicas, rates and metrics; the streams.
 
-:class:`RunState` is a launcher observer (:class:`beampipe.manager.local.RunObserver`): the
+:class:`RunState` is a launcher observer (:class:`beampipe.launch.launcher.RunObserver`): the
 viewer tees the launcher's reports to it (:class:`Tee`) next to the terminal display. Its
 :meth:`RunState.sample` reads the launcher's live fields (``replicas``, ``metrics``, ``errors``)
 from another thread and returns the status sent to the browsers; fields the launcher does not
@@ -158,7 +158,7 @@ class RunState:
 
     def sample(self, launcher: Any) -> dict[str, Any]:
         """The status of the run and of every node, read from ``launcher`` (a
-        :class:`~beampipe.manager.LocalLauncher` running in another thread)."""
+        :class:`~beampipe.launch.Launcher` running in another thread)."""
         now = self.clock()
         replicas = list(launcher.replicas.values())
         metrics = node_metrics(launcher)

@@ -63,7 +63,7 @@ class Subscriber(threading.Thread):
     """Reads the taps of a running launcher into ``previews`` until :meth:`stop`.
 
     Args:
-        launcher: the :class:`~beampipe.manager.LocalLauncher` (its ``replicas`` are read: a
+        launcher: the :class:`~beampipe.launch.Launcher` (its ``replicas`` are read: a
             replica's ``tap`` endpoint, once bound; a new endpoint, e.g. after a restart, is
             reconnected).
         previews: where the items go.

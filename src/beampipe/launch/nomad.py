@@ -6,7 +6,7 @@ pipeline, rendered by :func:`render_job` in the JSON job format
 (https://developer.hashicorp.com/nomad/api-docs/json-jobs): ``Type: batch``, one task group per
 node with ``Count`` = its replicas, one ``raw_exec`` task running
 ``python -m beampipe.runtime --control EP --node NODE --replica ${NOMAD_ALLOC_INDEX}
---incarnation 0``. The launcher (:class:`beampipe.manager.LocalLauncher`) keeps deciding about
+--incarnation 0``. The launcher (:class:`beampipe.launch.Launcher`) keeps deciding about
 restarts: the job's restart and reschedule policies allow none.
 
 A process the registered job does not cover (a restart, incarnation > 0, or a replica beyond the
@@ -288,7 +288,7 @@ def _placement_failure(metric: dict[str, Any], datacenters: list[str]) -> str:
 
 class NomadAllocation:
     """A node process placed as a Nomad allocation (a
-    :class:`~beampipe.manager.placement.NodeProcess`): the allocation with index ``index`` of
+    :class:`~beampipe.launch.placement.NodeProcess`): the allocation with index ``index`` of
     task group ``group`` in job ``job_id``, watched through ``/v1/job/:id/allocations``.
 
     Its exit status: None while the allocation is pending or running (also while Nomad has not
@@ -737,7 +737,7 @@ class NomadPlacement:
             raise ValueError(
                 f"the Nomad job runs node processes as 'PYTHON "
                 f"{' '.join(node_args('EP', node, replica, incarnation))}', but the launcher "
-                f"asked for {argv!r}: the launcher and beampipe.manager.nomad disagree"
+                f"asked for {argv!r}: the launcher and beampipe.launch.nomad disagree"
             )
         if self.job is not None:
             task = self.job["TaskGroups"][0]["Tasks"][0]

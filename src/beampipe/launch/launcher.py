@@ -26,7 +26,7 @@ from typing import Any, Literal, Protocol
 import zmq
 
 from beampipe.config import Pipeline
-from beampipe.manager.placement import LocalPlacement, NodeProcess, Placement
+from beampipe.launch.placement import LocalPlacement, NodeProcess, Placement
 from beampipe.runtime.control import identity, pack, unpack
 from beampipe.runtime.metrics import NodeMetrics, merge
 
@@ -76,9 +76,9 @@ class Replica:
     pid: int | None = None
     """Process id on :attr:`host` its process reported."""
     retiring: bool = False
-    """Being removed by :meth:`LocalLauncher.scale`: finishing what it was sent."""
+    """Being removed by :meth:`Launcher.scale`: finishing what it was sent."""
     joining: bool = False
-    """Added by :meth:`LocalLauncher.scale`: not yet connected to its upstream nodes."""
+    """Added by :meth:`Launcher.scale`: not yet connected to its upstream nodes."""
     awaiting: int = 0
     """Downstream replicas that have yet to connect to this joining replica."""
     rates: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
@@ -104,7 +104,7 @@ class RunResult:
     reported."""
 
 
-class LocalLauncher:
+class Launcher:
     """Runs a pipeline in the foreground on this machine.
 
     Args:

@@ -147,7 +147,7 @@ def squeue_jobs(job_id: int) -> list[dict[str, Any]]:
 
 class SlurmStep:
     """One node replica's job step, as the launcher sees it (a
-    :class:`~beampipe.manager.placement.NodeProcess`): the ``srun`` process on this host that
+    :class:`~beampipe.launch.placement.NodeProcess`): the ``srun`` process on this host that
     started the step and reports its end.
 
     ``srun`` exits with the task's exit status, or 128 + N if the task was killed by signal N;

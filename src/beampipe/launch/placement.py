@@ -1,6 +1,6 @@
 """Where node processes run: the interface between the launcher and a backend.
 
-The launcher (:class:`beampipe.manager.LocalLauncher`) owns a pipeline's control channel and
+The launcher (:class:`beampipe.launch.Launcher`) owns a pipeline's control channel and
 decides *which* node replica runs when (first start, restart, scaling); a :class:`Placement`
 decides *where* and *how* a process is started: an OS process on this machine
 (:class:`LocalPlacement`), a Slurm job step, a Nomad allocation. Node processes find the
