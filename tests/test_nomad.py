@@ -22,9 +22,9 @@ from nomad.api.exceptions import URLNotFoundNomadException
 
 from beampipe.config import load_pipeline, parse_pipeline
 from beampipe.launch import Launcher
+from beampipe.launch.command import NodeCommand
 from beampipe.launch.nomad import (
     NomadPlacement,
-    node_args,
     render_job,
     render_replica_job,
 )
@@ -35,6 +35,11 @@ from nomad_fake import NomadFake
 P65_NODES = ["scan", "mu", "normalize", "nexus"]
 ROOT_TIMES = {"file_time", "file_update_time"}
 """Root attributes of a NeXus file that say when it was written."""
+
+
+def node_args(control: str, node: str, replica: int | str, incarnation: int) -> list[str]:
+    """The arguments of a node process after the interpreter."""
+    return NodeCommand(sys.executable, control, node, replica, incarnation).args()
 
 
 @pytest.fixture
@@ -465,8 +470,8 @@ def test_kill_stops_the_allocation_and_replicas_beyond_the_count_get_their_own_j
     env = {"PYTHONPROFILEIMPORTTIME": "1"}  # the interpreter writes import times to stderr
 
     def spawn(replica: int) -> Any:
-        argv = [sys.executable, *node_args(endpoint, "mu", replica, 0)]
-        return placement.spawn("mu", replica, 0, argv, env, tmp_path / f"mu.{replica}.log")
+        command = NodeCommand(sys.executable, endpoint, "mu", replica, 0, env)
+        return placement.spawn(command, tmp_path / f"mu.{replica}.log")
 
     def hello_from(identities: set[bytes]) -> None:
         while identities:
@@ -481,8 +486,9 @@ def test_kill_stops_the_allocation_and_replicas_beyond_the_count_get_their_own_j
         assert first.poll() is None and first.pid is None
         with pytest.raises(subprocess.TimeoutExpired):
             first.wait(0.05)
-        with pytest.raises(ValueError, match="disagree"):
-            placement.spawn("mu", 2, 0, [sys.executable, "-m", "x"], env, tmp_path / "x.log")
+        elsewhere = NodeCommand(sys.executable, "tcp://127.0.0.1:1", "mu", 2, 0, env)
+        with pytest.raises(ValueError, match="differ from those of job bp-test"):
+            placement.spawn(elsewhere, tmp_path / "x.log")
         assert placement.where("mu", 1) == f"alloc {second.alloc_id[:8]} on fake-client-1"
         running = placement.read_log("mu", 0).read_text()
         assert "import time:" in running and "beampipe.runtime" in running

@@ -28,6 +28,7 @@ from conftest import EXAMPLE, NODES, Recorder, hdf5_content, rows
 
 from beampipe.config import load_pipeline
 from beampipe.launch import Launcher, RunResult
+from beampipe.launch.command import NodeCommand
 from beampipe.launch.slurm import FINAL_STATES, SlurmError, SlurmPlacement, squeue_jobs
 
 TEST_CLUSTER = "beampipe-test"
@@ -375,9 +376,14 @@ def test_more_steps_than_tasks_overlap_and_kill_ends_each_step(folder):
     placement = SlurmPlacement(poll_interval=0.2)
     placement.start(pipeline, folder)
     try:
-        sleep = [shutil.which("sleep"), "300"]
+        sleeper = folder / "sleeper"  # an "interpreter" that sleeps, whatever its arguments
+        sleeper.write_text("#!/bin/sh\nexec sleep 300\n")
+        sleeper.chmod(0o755)
         steps = [
-            placement.spawn("a", r, 0, sleep, dict(os.environ), folder / f"a.{r}.log")
+            placement.spawn(
+                NodeCommand(str(sleeper), "tcp://127.0.0.1:1", "a", r, 0, dict(os.environ)),
+                folder / f"a.{r}.log",
+            )
             for r in range(3)  # the allocation has one task
         ]
         deadline = time.monotonic() + DEADLINE

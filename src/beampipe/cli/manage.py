@@ -26,7 +26,7 @@ from beampipe.cli.app import (
     console,
     overrides,
 )
-from beampipe.config import parse_override
+from beampipe.config import BACKENDS, parse_override
 from beampipe.manager.client import ManagerClient, ManagerError
 from beampipe.manager.store import FINAL, state_home
 
@@ -68,7 +68,7 @@ def deploy(
     set_: SetOption = None,
     backend: Annotated[
         str | None,
-        typer.Option(help="local, slurm or nomad (default: the file's `backend:`, else local)"),
+        typer.Option(help=f"{', '.join(BACKENDS)} (default: the file's `backend:`, else local)"),
     ] = None,
     backend_option: Annotated[
         list[str] | None,
@@ -86,8 +86,8 @@ def deploy(
     """Run a pipeline in the background under the manager (started if none runs); prints its id.
     Output paths are relative to the current directory, as with `run`. With --ui its supervisor
     serves the live viewer while it runs (URL printed)."""
-    if backend is not None and backend not in ("local", "slurm", "nomad"):
-        raise typer.BadParameter("must be local, slurm or nomad", param_hint="--backend")
+    if backend is not None and backend not in BACKENDS:
+        raise typer.BadParameter(f"must be one of {', '.join(BACKENDS)}", param_hint="--backend")
     options = {}
     for pair in backend_option or []:
         try:

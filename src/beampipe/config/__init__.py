@@ -11,8 +11,11 @@ from beampipe.config.errors import PipelineError
 from beampipe.config.loader import load_pipeline, parse_pipeline
 from beampipe.config.model import Connection, NodeSpec, Pipeline
 from beampipe.config.overrides import parse_override
+from beampipe.config.schema import BACKENDS, Backend
 
 __all__ = [
+    "BACKENDS",
+    "Backend",
     "Connection",
     "NodeSpec",
     "Pipeline",

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from beampipe.config.errors import PipelineError
 from beampipe.config.params import validate_params
-from beampipe.config.schema import Resources
+from beampipe.config.schema import Backend, Resources
 from beampipe.worker import Params, Worker, resolve
 
 
@@ -120,7 +120,7 @@ class Pipeline(BaseModel):
     base_dir: Path
     nodes: dict[str, NodeSpec]
     connections: list[Connection] = []
-    backend: Literal["local", "slurm", "nomad"] = "local"
+    backend: Backend = "local"
 
     _classes: dict[str, tuple[str, type[Worker]]] = PrivateAttr(default_factory=dict)
     _params: dict[str, tuple[NodeSpec, Params]] = PrivateAttr(default_factory=dict)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Collection
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
@@ -19,6 +19,12 @@ CONNECTION_MAPPING_HINT = (
 Routing = Literal["round_robin", "by_key", "broadcast"]
 
 
+Backend = Literal["local", "slurm", "nomad"]
+"""Where ``beampipe deploy`` runs a pipeline's node processes (the names of
+:mod:`beampipe.launch.backends`)."""
+BACKENDS: tuple[str, ...] = get_args(Backend)
+
+
 class FileModel(BaseModel):
     """The top level of a pipeline file; each node entry is checked by :class:`NodeModel`."""
 
@@ -28,7 +34,7 @@ class FileModel(BaseModel):
     nodes: dict[str, Any]
     connections: list[str | dict[str, Any]] = []
     dead_letter: str | None = None
-    backend: Literal["local", "slurm", "nomad"] = "local"
+    backend: Backend = "local"
 
     @field_validator("connections", mode="before")
     @classmethod

@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 import zmq
 
 from beampipe.config import Pipeline
+from beampipe.launch.command import NodeCommand
 from beampipe.launch.placement import LocalPlacement, NodeProcess, Placement
 from beampipe.runtime.control import identity, pack, unpack
 from beampipe.runtime.metrics import NodeMetrics, merge
@@ -238,9 +239,8 @@ class Launcher:
         # Worker modules next to the pipeline file are importable in every node process.
         pythonpath = [str(self.pipeline.base_dir), os.environ.get("PYTHONPATH", "")]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in pythonpath if p)}
-        argv = [sys.executable, "-m", "beampipe.runtime", "--control", self.control_endpoint]
-        argv += ["--node", name, "--replica", str(r), "--incarnation", str(incarnation)]
-        proc = self.placement.spawn(name, r, incarnation, argv, env, log)
+        command = NodeCommand(sys.executable, self.control_endpoint, name, r, incarnation, env)
+        proc = self.placement.spawn(command, log)
         return Replica(name, r, proc, log, restarts=incarnation)
 
     def _send(self, rep: Replica, kind: str, **fields: Any) -> None:

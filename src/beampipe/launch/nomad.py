@@ -40,6 +40,7 @@ import requests
 from nomad.api.exceptions import BaseNomadException
 
 from beampipe.config import Pipeline
+from beampipe.launch.command import NodeCommand
 from beampipe.transport.address import advertised
 
 DEFAULT_ADDRESS = "http://127.0.0.1:4646"
@@ -76,22 +77,6 @@ class NomadError(RuntimeError):
         else:
             text = f"Nomad API {endpoint} at {address} failed with HTTP {status}: {message}"
         super().__init__(text)
-
-
-def node_args(control_endpoint: str, node: str, replica: int | str, incarnation: int) -> list[str]:
-    """The arguments of a node process after the interpreter (as the launcher starts it)."""
-    return [
-        "-m",
-        "beampipe.runtime",
-        "--control",
-        control_endpoint,
-        "--node",
-        node,
-        "--replica",
-        str(replica),
-        "--incarnation",
-        str(incarnation),
-    ]
 
 
 def _group(
@@ -167,8 +152,9 @@ def render_job(
     ``Type`` is ``batch``: a pipeline ends when its sources are done, and a batch task that
     exits 0 is complete, whereas Nomad starts a service's task again whenever it exits. One
     task group per node, named after it, ``Count`` = its replicas, each with one ``raw_exec``
-    task of the same name running ``python`` with :func:`node_args` (replica
-    ``${NOMAD_ALLOC_INDEX}``, incarnation 0) in ``workdir`` (default: the current directory),
+    task of the same name running ``python`` with the arguments of
+    :class:`~beampipe.launch.command.NodeCommand` (replica ``${NOMAD_ALLOC_INDEX}``,
+    incarnation 0) in ``workdir`` (default: the current directory),
     environment ``env`` added to the client's. ``Resources`` from the node's ``resources:``:
     ``Cores`` = cpus (whole cores, reserved exclusively), ``MemoryMB`` if memory is given (else
     Nomad's default, 300 MB), ``gpus`` as a ``Devices`` request for ``nvidia/gpu``; Slurm's
@@ -183,7 +169,7 @@ def render_job(
             pipeline,
             node,
             spec.replicas,
-            node_args(control_endpoint, node, "${NOMAD_ALLOC_INDEX}", 0),
+            NodeCommand(python, control_endpoint, node, "${NOMAD_ALLOC_INDEX}").args(),
             python,
             env,
             workdir,
@@ -216,7 +202,7 @@ def render_replica_job(
         pipeline,
         node,
         1,
-        node_args(control_endpoint, node, replica, incarnation),
+        NodeCommand(python, control_endpoint, node, replica, incarnation).args(),
         python,
         env,
         workdir or Path.cwd(),
@@ -310,7 +296,7 @@ class NomadAllocation:
         index: int,
         eval_id: str,
         log: Path,
-        argv: list[str],
+        command: NodeCommand,
     ) -> None:
         self.placement = placement
         self.node = node
@@ -321,7 +307,7 @@ class NomadAllocation:
         self.index = index
         self.eval_id = eval_id
         self.log = log
-        self.argv = argv
+        self.command = command
         self.alloc_id: str | None = None
         self.node_name = ""
         self.status: int | None = None
@@ -352,7 +338,7 @@ class NomadAllocation:
                 return self.status
             wait = BLOCK_WAIT if deadline is None else min(BLOCK_WAIT, deadline - time.monotonic())
             if wait <= 0:
-                raise subprocess.TimeoutExpired(self.argv, timeout or 0.0)
+                raise subprocess.TimeoutExpired(self.command.argv, timeout or 0.0)
             listed = self.placement._fetch_allocations(self.job_id, listed.index, wait)
 
     def kill(self) -> None:
@@ -477,26 +463,21 @@ class NomadPlacement:
             slug = re.sub(r"[^A-Za-z0-9_-]", "-", pipeline.name)
             self.job_id = f"beampipe-{slug}-{secrets.token_hex(4)}"
 
-    def spawn(
-        self,
-        node: str,
-        replica: int,
-        incarnation: int,
-        argv: list[str],
-        env: dict[str, str],
-        log: Path,
-    ) -> NomadAllocation:
+    def spawn(self, command: NodeCommand, log: Path) -> NomadAllocation:
         """Place one node process: the allocation of the pipeline's job for ``node`` and
         ``replica`` (registering the job on the first call), or a job of its own for a
         restart or a replica beyond the group's ``Count``.
 
         Raises:
-            ValueError: ``argv`` is not the command the job runs for this process.
+            ValueError: the command's interpreter or control endpoint differ from those of
+                the job registered for this pipeline.
             NomadError: the API failed.
         """
         if self.pipeline is None:
             raise RuntimeError("NomadPlacement.spawn before start")
-        python, control = self._check_argv(node, replica, incarnation, argv)
+        node, replica, incarnation = command.node, int(command.replica), command.incarnation
+        python, control = self._check_command(command)
+        env = command.env
         job_env = {k: v for k, v in env.items() if os.environ.get(k) != v and k != "BEAMPIPE_HOST"}
         log.write_bytes(b"")
         if self.job is None:
@@ -514,7 +495,7 @@ class NomadPlacement:
             self.job = job
         group = next(g for g in self.job["TaskGroups"] if g["Name"] == node)
         if incarnation == 0 and replica < group["Count"] and (node, replica) not in self.placed:
-            self._check_job_args(group, replica, argv)
+            self._check_job_args(group, replica, command)
             self.placed.add((node, replica))
             job_id, index = self.job_id, replica
         else:
@@ -535,7 +516,7 @@ class NomadPlacement:
                 )
             )
         process = NomadAllocation(
-            self, node, replica, job_id, index, self.evals[job_id], log, list(argv)
+            self, node, replica, job_id, index, self.evals[job_id], log, command
         )
         self.processes[node, replica] = process
         self.spawned.append(process)
@@ -723,42 +704,32 @@ class NomadPlacement:
 
     # -- checks ----------------------------------------------------------------------------
 
-    def _check_argv(
-        self, node: str, replica: int, incarnation: int, argv: list[str]
-    ) -> tuple[str, str]:
-        """(python, control endpoint) of the launcher's command line for this process.
+    def _check_command(self, command: NodeCommand) -> tuple[str, str]:
+        """(python, control endpoint) of ``command``, which all processes of the job share.
 
         Raises:
-            ValueError: it is not ``python -m beampipe.runtime --control EP --node NODE
-                --replica R --incarnation I`` for this process.
+            ValueError: they differ from those of the job already registered.
         """
-        control = argv[4] if len(argv) > 4 else ""
-        if not argv or argv[1:] != node_args(control, node, replica, incarnation):
-            raise ValueError(
-                f"the Nomad job runs node processes as 'PYTHON "
-                f"{' '.join(node_args('EP', node, replica, incarnation))}', but the launcher "
-                f"asked for {argv!r}: the launcher and beampipe.launch.nomad disagree"
-            )
         if self.job is not None:
             task = self.job["TaskGroups"][0]["Tasks"][0]
             registered = (task["Config"]["command"], task["Config"]["args"][3])
-            if (argv[0], control) != registered:
+            if (command.python, command.control) != registered:
                 raise ValueError(
-                    f"node {node!r} replica {replica}: interpreter and control endpoint "
-                    f"{(argv[0], control)} differ from those of job {self.job_id} "
-                    f"{registered}"
+                    f"node {command.node!r} replica {command.replica}: interpreter and control "
+                    f"endpoint {(command.python, command.control)} differ from those of job "
+                    f"{self.job_id} {registered}"
                 )
-        return argv[0], control
+        return command.python, command.control
 
     @staticmethod
-    def _check_job_args(group: dict[str, Any], replica: int, argv: list[str]) -> None:
-        """The job's task runs exactly ``argv`` as allocation ``replica`` of ``group``."""
+    def _check_job_args(group: dict[str, Any], replica: int, command: NodeCommand) -> None:
+        """The job's task runs exactly ``command`` as allocation ``replica`` of ``group``."""
         config = group["Tasks"][0]["Config"]
         runs = [config["command"]] + [
             a.replace("${NOMAD_ALLOC_INDEX}", str(replica)) for a in config["args"]
         ]
-        if runs != argv:
+        if runs != command.argv:
             raise ValueError(
                 f"allocation {replica} of task group {group['Name']!r} would run {runs!r}, "
-                f"not the launcher's {argv!r}"
+                f"not the launcher's {command.argv!r}"
             )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from beampipe.config import Pipeline
+from beampipe.launch.command import NodeCommand
 
 
 class NodeProcess(Protocol):
@@ -62,17 +63,9 @@ class Placement(Protocol):
         """Prepare to place ``pipeline``'s processes (e.g. obtain an allocation); called once
         before the first :meth:`spawn`. ``rundir`` holds the run's files (logs)."""
 
-    def spawn(
-        self,
-        node: str,
-        replica: int,
-        incarnation: int,
-        argv: list[str],
-        env: dict[str, str],
-        log: Path,
-    ) -> NodeProcess:
-        """Start one node replica's process running ``argv`` with environment ``env``, its
-        output and errors written to ``log``."""
+    def spawn(self, command: NodeCommand, log: Path) -> NodeProcess:
+        """Start one node replica's process running ``command`` (which names the node, replica
+        and incarnation), its output and errors written to ``log``."""
 
     def where(self, node: str, replica: int) -> str:
         """Where the replica's current process runs, for ``beampipe status`` (host and pid,
@@ -106,25 +99,17 @@ class LocalPlacement:
             self.control_bind = f"ipc://{rundir}/control"
             self.node_bind = f"ipc://{rundir}/{{name}}"
 
-    def spawn(
-        self,
-        node: str,
-        replica: int,
-        incarnation: int,
-        argv: list[str],
-        env: dict[str, str],
-        log: Path,
-    ) -> subprocess.Popen[bytes]:
+    def spawn(self, command: NodeCommand, log: Path) -> subprocess.Popen[bytes]:
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                argv,
+                command.argv,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                env=env,
+                env=command.env,
             )
-        self.processes[node, replica] = proc
+        self.processes[command.node, int(command.replica)] = proc
         return proc
 
     def where(self, node: str, replica: int) -> str:

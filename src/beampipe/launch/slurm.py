@@ -26,6 +26,7 @@ from typing import Any
 
 from beampipe.config import Pipeline
 from beampipe.config.schema import Resources
+from beampipe.launch.command import NodeCommand
 from beampipe.transport.address import advertised
 
 FINAL_STATES = frozenset(
@@ -455,31 +456,23 @@ class SlurmPlacement:
             argv.append(f"--het-group={group}")
         return argv
 
-    def spawn(
-        self,
-        node: str,
-        replica: int,
-        incarnation: int,
-        argv: list[str],
-        env: dict[str, str],
-        log: Path,
-    ) -> SlurmStep:
-        """Run ``argv`` as a one-task job step of the node's het job component:
+    def spawn(self, command: NodeCommand, log: Path) -> SlurmStep:
+        """Run ``command`` as a one-task job step of the node's het job component:
         ``srun --jobid=J [--het-group=G] --overlap --ntasks=1 --cpus-per-task=C [--mem=M]
-        [--gpus=N] --job-name=NODE.REPLICA --output=LOG --export=ALL ARGV`` with environment
-        ``env`` (without ``BEAMPIPE_HOST``, so that each node advertises its own host).
+        [--gpus=N] --job-name=NODE.REPLICA --output=LOG --export=ALL ARGV`` with the command's
+        environment (without ``BEAMPIPE_HOST``, so that each node advertises its own host).
 
         ``--overlap`` lets steps share the allocation's CPUs and memory: a scaled-up node may
-        run more replicas than the allocation has tasks (they then share its CPUs). ``argv[0]``
-        (this Python) is replaced by ``python``.
+        run more replicas than the allocation has tasks (they then share its CPUs). The
+        launcher's Python (``sys.executable``) is replaced by ``python``.
         """
+        node, replica = command.node, command.replica
         group = self._group.get(node)
         if group is None:
             raise SlurmError(f"node {node!r} is not in the pipeline the Slurm job was made for")
         res = self.components[group].resources
-        command = list(argv)
-        if command and command[0] == sys.executable:
-            command[0] = self.python
+        if command.python == sys.executable:
+            command = command.replace(python=self.python)
         srun = [
             *self._srun_options(group),
             "--ntasks=1",
@@ -495,9 +488,9 @@ class SlurmPlacement:
             f"--output={log.absolute()}",
             "--open-mode=append",
             "--export=ALL",
-            *command,
+            *command.argv,
         ]
-        step_env = slurm_env(env)
+        step_env = slurm_env(command.env)
         step_env.pop("BEAMPIPE_HOST", None)
         if shutil.which("srun", path=step_env.get("PATH")) is None:
             raise SlurmError("srun not found on PATH: the Slurm backend needs the Slurm client")

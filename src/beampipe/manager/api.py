@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgpack
 import uvicorn
@@ -49,7 +49,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from beampipe.config import Pipeline
+from beampipe.config import Backend, Pipeline
+from beampipe.launch.backends import make_placement
 from beampipe.manager.auth import ensure_token, same_token, token_path
 from beampipe.manager.store import (
     ACTIVE,
@@ -66,7 +67,6 @@ from beampipe.manager.supervisor import (
     SUPERVISOR,
     Deployment,
     ViewerOptions,
-    make_placement,
     write_json,
 )
 
@@ -99,7 +99,7 @@ class DeployRequest(BaseModel):
     text: str = Field(description="the pipeline file's content (YAML)")
     base_dir: str = Field(description="absolute directory of the file: input paths are relative")
     workdir: str = Field(description="absolute working directory: output paths are relative")
-    backend: Literal["local", "slurm", "nomad"] | None = Field(
+    backend: Backend | None = Field(
         None, description="where to run it; default the file's `backend:` (else local)"
     )
     backend_options: dict[str, Any] = Field(

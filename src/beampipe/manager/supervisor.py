@@ -44,7 +44,6 @@ missing or wrong token, 400 for a malformed request, 422 for a ``scale`` the lau
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import socket
@@ -52,15 +51,15 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgpack
 import zmq
 from pydantic import BaseModel, ConfigDict, Field
 
-from beampipe.config import Pipeline, PipelineError, parse_pipeline
+from beampipe.config import Backend, Pipeline, PipelineError, parse_pipeline
+from beampipe.launch.backends import make_placement
 from beampipe.launch.launcher import DRAIN_TIMEOUT, Launcher, RunResult
-from beampipe.launch.placement import LocalPlacement, Placement
 from beampipe.manager.auth import same_token
 
 DEPLOYMENT = "deployment.json"
@@ -69,7 +68,6 @@ RESULT = "result.json"
 EVENTS = "events.log"
 LOG = "supervisor.log"
 
-BACKENDS = ("local", "slurm", "nomad")
 STATES = {0: "done", 1: "failed", 130: "stopped"}
 """The pipeline's final state by the run's exit code."""
 
@@ -104,7 +102,8 @@ class Deployment(BaseModel):
         id: the pipeline id.
         pipeline: :meth:`Pipeline.to_dict` of the validated pipeline.
         backend: ``local``, ``slurm`` or ``nomad``.
-        backend_options: keyword arguments of the backend's placement (:func:`make_placement`).
+        backend_options: keyword arguments of the backend's placement
+            (:func:`beampipe.launch.backends.make_placement`).
         window, window_bytes, drain_timeout: as :class:`~beampipe.launch.Launcher`'s.
         workdir: the working directory of the run (where ``deploy`` was called): relative
             output paths of sinks are relative to it, as with ``beampipe run``.
@@ -117,7 +116,7 @@ class Deployment(BaseModel):
 
     id: str
     pipeline: dict[str, Any]
-    backend: Literal["local", "slurm", "nomad"]
+    backend: Backend
     backend_options: dict[str, Any] = {}
     window: int = 64
     window_bytes: int = 64 << 20
@@ -126,39 +125,6 @@ class Deployment(BaseModel):
     command_bind: str = "tcp://127.0.0.1:*"
     token_file: str
     ui: ViewerOptions | None = None
-
-
-def make_placement(backend: str, options: dict[str, Any]) -> Placement:
-    """The placement of ``backend`` built with ``options`` as keyword arguments: ``local``:
-    :class:`LocalPlacement` (``transport``: ``tcp``, the default here, or ``ipc``); ``slurm``:
-    ``beampipe.launch.slurm.SlurmPlacement`` (``partition``, ``time``); ``nomad``:
-    ``beampipe.launch.nomad.NomadPlacement`` (``address``, ``token``). The cluster backends
-    are imported only when asked for.
-
-    Raises:
-        ValueError: an unknown backend, or an option its placement does not take.
-        ImportError: the backend's module cannot be imported.
-    """
-    cls: Any
-    try:
-        if backend == "local":
-            cls, options = LocalPlacement, {"transport": "tcp", **options}
-        elif backend == "slurm":
-            from beampipe.launch.slurm import SlurmPlacement as cls
-        elif backend == "nomad":
-            from beampipe.launch.nomad import NomadPlacement as cls
-        else:
-            raise ValueError(f"unknown backend {backend!r} (backends: {', '.join(BACKENDS)})")
-    except ImportError as exc:
-        raise ImportError(f"backend {backend!r} cannot be loaded: {exc}") from exc
-    accepted = [p for p in inspect.signature(cls).parameters if p != "self"]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ValueError(
-            f"backend {backend!r}: unknown option {', '.join(map(repr, unknown))} "
-            f"(options: {', '.join(accepted) or 'none'})"
-        )
-    return cls(**options)
 
 
 def write_json(path: Path, data: Any) -> None:
