@@ -1,11 +1,16 @@
-"""The local launcher: one OS process per node replica on this machine, started and watched.
+"""The launcher: a pipeline's node processes started through a backend's placement, wired and
+watched, from the foreground (``beampipe run``) or a supervisor (``beampipe deploy``).
 
-The launcher binds the control channel (:mod:`beampipe.runtime.control`), starts the node
-processes, hands out addresses (every output port binds an address of the launcher's choosing:
-an ``ipc://`` path in the run directory, or ``tcp://HOST:*`` with the port picked by the OS), tells
-each node which upstream endpoints to connect to, and then watches: it relays progress to the
-display, stops everything at the first error or when a process dies, and finishes when every node
-reported ``done`` and exited.
+The launcher binds the control channel (:mod:`beampipe.runtime.control`), starts one process
+per node replica through its :class:`~beampipe.launch.placement.Placement` (this machine, a
+Slurm job step, a Nomad allocation), hands out addresses (every output port binds an address of
+the placement's choosing), tells each node which upstream endpoints to connect to, and then
+watches: it relays progress to its observer, stops everything at the first error or when a
+process dies, and finishes when every node reported ``done`` and exited. Its parts, each in a
+module of its own: :mod:`~beampipe.launch.wiring` (who connects to whom),
+:mod:`~beampipe.launch.supervision` (dead processes: restart, redeliver or fail),
+:mod:`~beampipe.launch.scaling` (replicas added and retired while running) and
+:mod:`~beampipe.launch.status` (the run's state for status displays).
 """
 
 from __future__ import annotations
@@ -19,17 +24,21 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import zmq
 
 from beampipe.config import Pipeline
 from beampipe.launch.command import NodeCommand
-from beampipe.launch.placement import LocalPlacement, NodeProcess, Placement
+from beampipe.launch.placement import LocalPlacement, Placement
+from beampipe.launch.replica import Replica, RunObserver, RunResult, update_rates
+from beampipe.launch.scaling import Scaling
+from beampipe.launch.status import Reporting
+from beampipe.launch.supervision import Supervision
+from beampipe.launch.wiring import Wiring
 from beampipe.runtime.control import identity, pack, unpack
-from beampipe.runtime.metrics import NodeMetrics, merge
+from beampipe.runtime.metrics import NodeMetrics
 
 STOP_TIMEOUT = 5.0
 """Seconds a node gets to exit after ``stop`` before it is killed."""
@@ -39,74 +48,8 @@ START_TIMEOUT = 300.0
 """Seconds a node process gets, from its start, to build its worker and bind its outputs."""
 
 
-class RunObserver(Protocol):
-    """What the launcher reports to (the terminal display, tests)."""
-
-    def progress(self, node: str, replica: int, streams: dict[str, int]) -> None: ...
-    def stream_end(self, node: str, replica: int, report: dict[str, Any]) -> None: ...
-    def failure(self, text: str) -> None: ...
-
-
-@dataclass
-class Replica:
-    """One node process, as the launcher sees it."""
-
-    node: str
-    replica: int
-    process: NodeProcess
-    log: Path
-    endpoints: dict[str, str] | None = None
-    tap: str | None = None
-    """Endpoint of the node's tap (:mod:`beampipe.runtime.tap`), once bound; None for a sink."""
-    done: bool = False
-    restarts: int = 0
-    """Processes of this replica that died and were replaced."""
-    started: float = field(default_factory=time.monotonic)
-    """Monotonic time its process was started."""
-    bound: bool = False
-    """Its process has built its worker and bound its outputs."""
-    restart_at: float | None = None
-    """Monotonic time at which a dead process is started again."""
-    last_error: str | None = None
-    """The error its last process reported, if it failed."""
-    drained: bool = False
-    """It failed after everything it had sent was acknowledged downstream (a source whose
-    ``generate`` raised): the others finish, then the run fails with its error."""
-    host: str = ""
-    """Host name its process reported (``hello``)."""
-    pid: int | None = None
-    """Process id on :attr:`host` its process reported."""
-    retiring: bool = False
-    """Being removed by :meth:`Launcher.scale`: finishing what it was sent."""
-    joining: bool = False
-    """Added by :meth:`Launcher.scale`: not yet connected to its upstream nodes."""
-    awaiting: int = 0
-    """Downstream replicas that have yet to connect to this joining replica."""
-    rates: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
-    """Messages/s in and out, MB/s in and out, between its last two progress reports."""
-    _last: tuple[float, NodeMetrics] | None = None
-
-    @property
-    def label(self) -> str:
-        return f"node {self.node!r}" + (f" replica {self.replica}" if self.replica else "")
-
-
-@dataclass
-class RunResult:
-    """How a run ended. ``exit_code`` is 0 on success."""
-
-    exit_code: int
-    wall_time: float
-    errors: list[str] = field(default_factory=list)
-    sent: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Messages sent per node (all replicas) and output port."""
-    metrics: dict[str, NodeMetrics] = field(default_factory=dict)
-    """Per node (replicas and restarted processes merged): the last metrics its processes
-    reported."""
-
-
-class Launcher:
-    """Runs a pipeline in the foreground on this machine.
+class Launcher(Wiring, Supervision, Scaling, Reporting):
+    """Runs a pipeline to its end.
 
     Args:
         pipeline: the validated pipeline.
@@ -283,41 +226,6 @@ class Launcher:
 
     # -- wiring --------------------------------------------------------------------------------
 
-    def replicas_of(self, node: str) -> list[Replica]:
-        """The replicas of ``node`` the launcher runs now, by replica number (after a scaling
-        or a replica that died for good the numbers may have gaps)."""
-        return sorted((r for r in self.replicas.values() if r.node == node), key=_number)
-
-    def _connect(self, rep: Replica) -> None:
-        """Tell ``rep`` which upstream endpoints to connect to."""
-        inputs = []
-        for conn in self.pipeline.inputs_of(rep.node):
-            for upstream in self.replicas_of(conn.source):
-                if upstream.endpoints is None or upstream.joining:
-                    continue  # a replica being added connects its downstream itself (_join)
-                inputs.append(
-                    {
-                        "port": conn.target_port,
-                        "upstream": f"{conn.source}#{upstream.replica}.{conn.source_port}",
-                        "endpoint": upstream.endpoints[conn.source_port],
-                    }
-                )
-        self._send(rep, "connect", inputs=inputs)
-
-    def _rewire(self, rep: Replica) -> None:
-        """The restarted ``rep`` has bound its outputs: connect it, and reconnect the
-        downstream replicas to its new endpoints."""
-        assert rep.endpoints is not None
-        self._connect(rep)
-        for conn in self.pipeline.outputs_of(rep.node):
-            for target in self.replicas_of(conn.target):
-                self._send(
-                    target,
-                    "reconnect",
-                    upstream=f"{rep.node}#{rep.replica}.{conn.source_port}",
-                    endpoint=rep.endpoints[conn.source_port],
-                )
-
     def _handle(self, rep: Replica, msg: dict[str, Any]) -> None:
         kind = msg["t"]
         if kind == "hello":
@@ -353,7 +261,7 @@ class Launcher:
         elif kind == "progress":
             metrics = NodeMetrics.from_snapshot(msg["metrics"])
             self.metrics[rep.node, rep.replica] = metrics
-            _update_rates(rep, metrics)
+            update_rates(rep, metrics)
             self.observer.progress(rep.node, rep.replica, msg["streams"])
         elif kind == "stream_end":
             self.observer.stream_end(rep.node, rep.replica, msg)
@@ -383,104 +291,6 @@ class Launcher:
                 sent[port] = sent.get(port, 0) + n
             self.metrics[rep.node, rep.replica] = NodeMetrics.from_snapshot(msg["metrics"])
 
-    def _join(self, rep: Replica) -> None:
-        """The replica ``rep`` added while running has bound its outputs: the downstream
-        replicas connect to it first, then it connects to its upstream replicas (so nothing
-        it sends can reach a node that does not yet wait for its ends of streams)."""
-        assert rep.endpoints is not None
-        for conn in self.pipeline.outputs_of(rep.node):
-            for target in self.replicas_of(conn.target):
-                if target.joining or target.process.poll() is not None:
-                    continue
-                self._send(
-                    target,
-                    "add_inputs",
-                    inputs=[
-                        {
-                            "port": conn.target_port,
-                            "upstream": f"{rep.node}#{rep.replica}.{conn.source_port}",
-                            "endpoint": rep.endpoints[conn.source_port],
-                        }
-                    ],
-                )
-                self._adds.setdefault(identity(target.node, target.replica), []).append(rep)
-                rep.awaiting += 1
-        if rep.awaiting == 0:
-            rep.joining = False
-            self._connect(rep)
-
-    def scale(self, node: str, replicas: int) -> None:
-        """Run ``node`` as ``replicas`` processes from now on, without losing or duplicating
-        a message.
-
-        New replicas connect to the downstream nodes, then to the upstream ones, and from
-        then on get their share of the messages; the ends of the streams open upstream reach
-        them, so that the nodes after them account for every stream. Removed replicas (the
-        highest-numbered) get no more messages, finish what they were sent, end their
-        streams and exit.
-
-        Raises:
-            ValueError: no such node; ``replicas`` < 1; the node is a source or a reducer, is
-                fed by ``by_key`` routing (equal keys must keep going to the same replica), or
-                feeds an ``ordered`` input; the pipeline is not running; a scaling of this
-                node is still under way.
-        """
-        spec = self.pipeline.nodes.get(node)
-        if spec is None:
-            raise ValueError(f"no node {node!r} (nodes: {', '.join(self.pipeline.nodes)})")
-        if replicas < 1:
-            raise ValueError(f"node {node!r}: replicas must be at least 1, not {replicas}")
-        if not self.pipeline.inputs_of(node):
-            raise ValueError(f"node {node!r} is a source: its replicas are fixed at start")
-        if self.pipeline.node_class(node).reducer:
-            raise ValueError(f"node {node!r} is a reducer: it runs as one process")
-        for conn in self.pipeline.inputs_of(node):
-            if conn.routing == "by_key":
-                raise ValueError(
-                    f"node {node!r} is fed by key ({conn}, key {conn.key!r}): equal keys must "
-                    "keep going to the same replica, so it cannot be scaled while running"
-                )
-        for conn in self.pipeline.outputs_of(node):
-            if self.pipeline.nodes[conn.target].is_ordered(conn.target_port):
-                raise ValueError(
-                    f"node {node!r} feeds the ordered input {conn.target}.{conn.target_port}: "
-                    "its reorder buffer cannot take new pipes while running"
-                )
-        if self.state != "running":
-            raise ValueError(f"pipeline {self.pipeline.name!r} is {self.state}, not running")
-        mine = self.replicas_of(node)
-        if any(r.joining or r.retiring for r in mine):
-            raise ValueError(f"node {node!r}: a scaling is still under way")
-        self._set_replicas(node, replicas)
-        numbers = [r.replica for r in mine]
-        free = (n for n in range(len(numbers) + replicas) if n not in numbers)
-        for _ in range(len(mine), replicas):
-            rep = self._spawn(node, next(free), 0)
-            rep.joining = True
-            self.replicas[identity(node, rep.replica)] = rep
-        for rep in mine[replicas:]:  # the highest numbers go
-            rep.retiring = True
-            for conn in self.pipeline.inputs_of(node):
-                for upstream in self.replicas_of(conn.source):
-                    if upstream.process.poll() is None:
-                        self._send(
-                            upstream,
-                            "retire",
-                            target=f"{node}.{conn.target_port}",
-                            replica=rep.replica,
-                        )
-
-    def _set_replicas(self, node: str, replicas: int) -> None:
-        """From now on ``node`` has ``replicas`` replicas: what processes started or
-        restarted later are told (their output ports wait for that many peers)."""
-        spec = self.pipeline.nodes[node]
-        nodes = {**self.pipeline.nodes, node: spec.model_copy(update={"replicas": replicas})}
-        self.pipeline = self.pipeline.model_copy(update={"nodes": nodes})
-
-    def _may_restart(self, rep: Replica) -> bool:
-        spec = self.pipeline.nodes[rep.node]
-        return spec.restart == "on-failure" and rep.restarts < spec.max_restarts
-
     def drain(self, reason: str = "SIGTERM") -> None:
         """Drain the pipeline, as the first SIGINT/SIGTERM does: the sources end their streams,
         everything already sent is processed and written, and :meth:`run` returns (exit code
@@ -493,120 +303,6 @@ class Launcher:
         for rep in self.replicas.values():
             if not self.pipeline.inputs_of(rep.node) and rep.process.poll() is None:
                 self._send(rep, "drain")
-
-    def _check_processes(self) -> None:
-        for key, rep in list(self.replicas.items()):
-            if rep.restart_at is not None:
-                if time.monotonic() >= rep.restart_at:
-                    self._restart(key, rep)
-                continue
-            code = rep.process.poll()
-            if code == 0 and rep.done and rep.retiring:  # removed by scale(): keep its counts
-                del self.replicas[key]
-                self._retire_metrics(rep)
-                continue
-            if self.errors or (code == 0 and rep.done) or rep.drained:
-                continue
-            if code is None:
-                if not rep.bound and time.monotonic() - rep.started > self.start_timeout:
-                    self._fail(
-                        f"{rep.label} ({self._where(rep)}) did not start within "
-                        f"{self.start_timeout:g} s: it has not built its worker and bound its "
-                        f"outputs; {self._log_tail(rep)}"
-                    )
-                continue
-            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited ({code})"
-            if self._may_restart(rep):
-                self._lost(rep, how)
-                continue
-            if rep.last_error is None and self._may_redeliver(rep):
-                self._forget(key, rep, how)
-                continue
-            if rep.last_error is not None:
-                self._fail(rep.last_error)
-                continue
-            self._fail(
-                f"{rep.label} ({self._where(rep)}) {how} before finishing; {self._log_tail(rep)}"
-            )
-
-    @staticmethod
-    def _log_tail(rep: Replica) -> str:
-        try:
-            tail = rep.log.read_text(errors="replace").strip().splitlines()[-20:]
-        except OSError:
-            tail = []
-        log = "\n".join(tail) if tail else "(no output)"
-        return f"last lines of its log {rep.log}:\n{log}"
-
-    def _lost(self, rep: Replica, how: str) -> None:
-        """``rep``'s process died and will be restarted: tell its upstream peers to hold what
-        it had not acknowledged, and schedule the restart (with exponential backoff)."""
-        spec = self.pipeline.nodes[rep.node]
-        self.observer.failure(
-            f"{rep.label} ({self._where(rep)}) {how}; restarting it "
-            f"({rep.restarts + 1} of at most {spec.max_restarts})"
-            + (f"\n{rep.last_error}" if rep.last_error else "")
-        )
-        self._retire_metrics(rep)
-        for conn in self.pipeline.inputs_of(rep.node):
-            for upstream in self.replicas_of(conn.source):
-                if upstream.process.poll() is None:
-                    self._send(
-                        upstream,
-                        "peer_lost",
-                        target=f"{rep.node}.{conn.target_port}",
-                        replica=rep.replica,
-                    )
-        rep.restart_at = time.monotonic() + spec.restart_delay * 2**rep.restarts
-
-    def _retire_metrics(self, rep: Replica) -> None:
-        """``rep``'s process is gone: its last counts join :attr:`past`, its gauges zeroed."""
-        key = (rep.node, rep.replica)
-        if key in self.metrics:
-            last = self.metrics.pop(key)
-            last.held = last.in_flight = last.in_flight_bytes = last.retained = 0  # gone with it
-            self.past[key] = merge([*filter(None, [self.past.get(key)]), last])
-
-    def _may_redeliver(self, rep: Replica) -> bool:
-        """Whether ``rep``'s unacknowledged messages can go to the node's other replicas:
-        it is fed by round_robin (not a source), and another replica still runs."""
-        conns = self.pipeline.inputs_of(rep.node)
-        if not conns or any(c.routing != "round_robin" for c in conns):
-            return False
-        return any(
-            r.node == rep.node and r is not rep and r.process.poll() is None and not r.retiring
-            for r in self.replicas.values()
-        )
-
-    def _forget(self, key: bytes, rep: Replica, how: str) -> None:
-        """``rep``'s process died and is not restarted: its upstream replicas send what it
-        had not acknowledged to the node's other replicas, and its downstream replicas stop
-        waiting for it."""
-        self.observer.failure(
-            f"{rep.label} ({self._where(rep)}) {how}; not restarted (restart: never): the "
-            "messages it had not acknowledged go to the other replicas"
-        )
-        del self.replicas[key]
-        self._retire_metrics(rep)
-        self._set_replicas(rep.node, len(self.replicas_of(rep.node)))
-        for conn in self.pipeline.inputs_of(rep.node):
-            for upstream in self.replicas_of(conn.source):
-                if upstream.process.poll() is None:
-                    self._send(
-                        upstream,
-                        "peer_gone",
-                        target=f"{rep.node}.{conn.target_port}",
-                        replica=rep.replica,
-                    )
-        for conn in self.pipeline.outputs_of(rep.node):
-            for target in self.replicas_of(conn.target):
-                if target.process.poll() is None:
-                    self._send(target, "upstream_gone", upstream=f"{rep.node}#{rep.replica}.")
-
-    def _restart(self, key: bytes, rep: Replica) -> None:
-        new = self._spawn(rep.node, rep.replica, rep.restarts + 1)
-        new.endpoints = rep.endpoints
-        self.replicas[key] = new
 
     # -- main loop -----------------------------------------------------------------------------
 
@@ -677,104 +373,3 @@ class Launcher:
                 shutil.rmtree(self.rundir, ignore_errors=True)
         code = 0 if not self.errors else (130 if self._signalled else 1)
         return RunResult(code, time.monotonic() - t0, self.errors, self.sent, self.node_metrics())
-
-    def status(self) -> dict[str, Any]:
-        """The run's state, and per node replica: state, where it runs, restarts, rates and
-        counters (a JSON-able dict; the keys are listed in ``docs/manager.md``)."""
-        replicas = []
-        for rep in self.replicas.values():
-            m = self.metrics.get((rep.node, rep.replica)) or NodeMetrics()
-            rate_in, rate_out, mb_in, mb_out = rep.rates
-            replicas.append(
-                {
-                    "node": rep.node,
-                    "replica": rep.replica,
-                    "state": self._replica_state(rep),
-                    "host": rep.host,
-                    "pid": rep.pid,
-                    "where": self.placement.where(rep.node, rep.replica),
-                    "restarts": rep.restarts,
-                    "messages_in": m.messages_in,
-                    "messages_out": m.messages_out,
-                    "bytes_in": m.bytes_in,
-                    "bytes_out": m.bytes_out,
-                    "rate_in": rate_in,
-                    "rate_out": rate_out,
-                    "mb_in": mb_in,
-                    "mb_out": mb_out,
-                    "in_flight": m.in_flight,
-                    "errors": m.skipped
-                    + m.corrupt_frames
-                    + m.missing
-                    + (rep.last_error is not None),
-                    "warnings": m.warnings + m.dropped,
-                    "nonfinite": m.nonfinite,
-                    "log": str(rep.log),
-                }
-            )
-        return {
-            "state": self.state,
-            "backend": self.placement.name,
-            "placement": self.placement.describe(),
-            "replicas": replicas,
-        }
-
-    def _replica_state(self, rep: Replica) -> str:
-        if rep.restart_at is not None:
-            return "restarting"
-        code = rep.process.poll()
-        if code is not None:
-            return "done" if code == 0 and rep.done else "failed"
-        if rep.done:
-            return "stopping"
-        if rep.retiring:
-            return "retiring"
-        return "running" if rep.endpoints is not None else "starting"
-
-    @property
-    def state(self) -> str:
-        """``starting``, ``running``, ``draining``, ``done`` or ``failed``."""
-        if self.errors and not self._signalled:
-            return "failed"
-        if self.replicas and all(
-            r.done and r.process.poll() is not None for r in self.replicas.values()
-        ):
-            return "done"
-        if self._signalled:
-            return "draining"
-        if not self.replicas or any(r.endpoints is None for r in self.replicas.values()):
-            return "starting"
-        return "running"
-
-    def node_metrics(self) -> dict[str, NodeMetrics]:
-        """The latest metrics per node, its replicas merged (nodes that reported, file order)."""
-        out = {}
-        for name in self.pipeline.nodes:
-            parts = [m for (node, _), m in self.metrics.items() if node == name]
-            parts += [m for (node, _), m in self.past.items() if node == name]
-            if parts:
-                out[name] = merge(parts)
-                out[name].restarts = sum(
-                    r.restarts for r in self.replicas.values() if r.node == name
-                )
-        return out
-
-
-def _update_rates(rep: Replica, metrics: NodeMetrics) -> None:
-    """Rates of ``rep`` between its previous progress report and this one (``metrics``)."""
-    now = time.monotonic()
-    if rep._last is not None:
-        t, m = rep._last
-        dt = now - t
-        if dt > 0:
-            rep.rates = (
-                (metrics.messages_in - m.messages_in) / dt,
-                (metrics.messages_out - m.messages_out) / dt,
-                (metrics.bytes_in - m.bytes_in) / dt / 1e6,
-                (metrics.bytes_out - m.bytes_out) / dt / 1e6,
-            )
-    rep._last = (now, metrics)
-
-
-def _number(rep: Replica) -> int:
-    return rep.replica

@@ -1,0 +1,106 @@
+"""Scaling a running node: replicas added (they join the running ports) and retired (they finish
+what they were sent), without a message lost or doubled (``beampipe scale``)."""
+
+from __future__ import annotations
+
+from beampipe.launch.replica import Replica
+from beampipe.runtime.control import identity
+
+
+class Scaling:
+    """The :class:`~beampipe.launch.Launcher`'s part that changes the replicas of a running
+    node."""
+
+    def _join(self, rep: Replica) -> None:
+        """The replica ``rep`` added while running has bound its outputs: the downstream
+        replicas connect to it first, then it connects to its upstream replicas (so nothing
+        it sends can reach a node that does not yet wait for its ends of streams)."""
+        assert rep.endpoints is not None
+        for conn in self.pipeline.outputs_of(rep.node):
+            for target in self.replicas_of(conn.target):
+                if target.joining or target.process.poll() is not None:
+                    continue
+                self._send(
+                    target,
+                    "add_inputs",
+                    inputs=[
+                        {
+                            "port": conn.target_port,
+                            "upstream": f"{rep.node}#{rep.replica}.{conn.source_port}",
+                            "endpoint": rep.endpoints[conn.source_port],
+                        }
+                    ],
+                )
+                self._adds.setdefault(identity(target.node, target.replica), []).append(rep)
+                rep.awaiting += 1
+        if rep.awaiting == 0:
+            rep.joining = False
+            self._connect(rep)
+
+    def scale(self, node: str, replicas: int) -> None:
+        """Run ``node`` as ``replicas`` processes from now on, without losing or duplicating
+        a message.
+
+        New replicas connect to the downstream nodes, then to the upstream ones, and from
+        then on get their share of the messages; the ends of the streams open upstream reach
+        them, so that the nodes after them account for every stream. Removed replicas (the
+        highest-numbered) get no more messages, finish what they were sent, end their
+        streams and exit.
+
+        Raises:
+            ValueError: no such node; ``replicas`` < 1; the node is a source or a reducer, is
+                fed by ``by_key`` routing (equal keys must keep going to the same replica), or
+                feeds an ``ordered`` input; the pipeline is not running; a scaling of this
+                node is still under way.
+        """
+        spec = self.pipeline.nodes.get(node)
+        if spec is None:
+            raise ValueError(f"no node {node!r} (nodes: {', '.join(self.pipeline.nodes)})")
+        if replicas < 1:
+            raise ValueError(f"node {node!r}: replicas must be at least 1, not {replicas}")
+        if not self.pipeline.inputs_of(node):
+            raise ValueError(f"node {node!r} is a source: its replicas are fixed at start")
+        if self.pipeline.node_class(node).reducer:
+            raise ValueError(f"node {node!r} is a reducer: it runs as one process")
+        for conn in self.pipeline.inputs_of(node):
+            if conn.routing == "by_key":
+                raise ValueError(
+                    f"node {node!r} is fed by key ({conn}, key {conn.key!r}): equal keys must "
+                    "keep going to the same replica, so it cannot be scaled while running"
+                )
+        for conn in self.pipeline.outputs_of(node):
+            if self.pipeline.nodes[conn.target].is_ordered(conn.target_port):
+                raise ValueError(
+                    f"node {node!r} feeds the ordered input {conn.target}.{conn.target_port}: "
+                    "its reorder buffer cannot take new pipes while running"
+                )
+        if self.state != "running":
+            raise ValueError(f"pipeline {self.pipeline.name!r} is {self.state}, not running")
+        mine = self.replicas_of(node)
+        if any(r.joining or r.retiring for r in mine):
+            raise ValueError(f"node {node!r}: a scaling is still under way")
+        self._set_replicas(node, replicas)
+        numbers = [r.replica for r in mine]
+        free = (n for n in range(len(numbers) + replicas) if n not in numbers)
+        for _ in range(len(mine), replicas):
+            rep = self._spawn(node, next(free), 0)
+            rep.joining = True
+            self.replicas[identity(node, rep.replica)] = rep
+        for rep in mine[replicas:]:  # the highest numbers go
+            rep.retiring = True
+            for conn in self.pipeline.inputs_of(node):
+                for upstream in self.replicas_of(conn.source):
+                    if upstream.process.poll() is None:
+                        self._send(
+                            upstream,
+                            "retire",
+                            target=f"{node}.{conn.target_port}",
+                            replica=rep.replica,
+                        )
+
+    def _set_replicas(self, node: str, replicas: int) -> None:
+        """From now on ``node`` has ``replicas`` replicas: what processes started or
+        restarted later are told (their output ports wait for that many peers)."""
+        spec = self.pipeline.nodes[node]
+        nodes = {**self.pipeline.nodes, node: spec.model_copy(update={"replicas": replicas})}
+        self.pipeline = self.pipeline.model_copy(update={"nodes": nodes})

@@ -1,0 +1,49 @@
+"""Wiring: which upstream endpoints each node replica connects its input ports to, at the first
+start and after a restart (the replicas of a node by number)."""
+
+from __future__ import annotations
+
+from beampipe.launch.replica import Replica
+
+
+class Wiring:
+    """The :class:`~beampipe.launch.Launcher`'s part that connects the replicas."""
+
+    def replicas_of(self, node: str) -> list[Replica]:
+        """The replicas of ``node`` the launcher runs now, by replica number (after a scaling
+        or a replica that died for good the numbers may have gaps)."""
+        return sorted((r for r in self.replicas.values() if r.node == node), key=_number)
+
+    def _connect(self, rep: Replica) -> None:
+        """Tell ``rep`` which upstream endpoints to connect to."""
+        inputs = []
+        for conn in self.pipeline.inputs_of(rep.node):
+            for upstream in self.replicas_of(conn.source):
+                if upstream.endpoints is None or upstream.joining:
+                    continue  # a replica being added connects its downstream itself (_join)
+                inputs.append(
+                    {
+                        "port": conn.target_port,
+                        "upstream": f"{conn.source}#{upstream.replica}.{conn.source_port}",
+                        "endpoint": upstream.endpoints[conn.source_port],
+                    }
+                )
+        self._send(rep, "connect", inputs=inputs)
+
+    def _rewire(self, rep: Replica) -> None:
+        """The restarted ``rep`` has bound its outputs: connect it, and reconnect the
+        downstream replicas to its new endpoints."""
+        assert rep.endpoints is not None
+        self._connect(rep)
+        for conn in self.pipeline.outputs_of(rep.node):
+            for target in self.replicas_of(conn.target):
+                self._send(
+                    target,
+                    "reconnect",
+                    upstream=f"{rep.node}#{rep.replica}.{conn.source_port}",
+                    endpoint=rep.endpoints[conn.source_port],
+                )
+
+
+def _number(rep: Replica) -> int:
+    return rep.replica
