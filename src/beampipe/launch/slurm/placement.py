@@ -1,17 +1,7 @@
-"""The Slurm backend: a pipeline's node processes as job steps of one Slurm allocation.
-
-:class:`SlurmPlacement` submits one batch job per pipeline (``sbatch``) that only holds the
-allocation: nodes with equal ``resources:`` form one group, and each group is one component of
-a heterogeneous job (a plain job if there is one group) with one task per replica. Each node
-replica then runs as a job step of its component (``srun --jobid=J --het-group=G --overlap``);
-jobs and steps are tracked with ``squeue``, and ``scancel`` releases the allocation. Only the
-Slurm command-line tools are used (``sbatch``, ``srun``, ``squeue``, ``scancel``), and their JSON
-output where Slurm 22.05 has one. See ``docs/slurm.md``.
-"""
+"""SlurmPlacement: a pipeline's node processes as job steps of one Slurm allocation."""
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -20,188 +10,24 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from beampipe.config import Pipeline
-from beampipe.config.schema import Resources
 from beampipe.launch.command import NodeCommand
-from beampipe.transport.address import advertised
-
-FINAL_STATES = frozenset(
-    {
-        "BOOT_FAIL",
-        "CANCELLED",
-        "COMPLETED",
-        "DEADLINE",
-        "FAILED",
-        "NODE_FAIL",
-        "OUT_OF_MEMORY",
-        "PREEMPTED",
-        "TIMEOUT",
-    }
+from beampipe.launch.slurm.commands import (
+    COMMAND_TIMEOUT,
+    FINAL_STATES,
+    REACH_TIMEOUT,
+    Component,
+    SlurmError,
+    components,
+    run_command,
+    slurm_env,
+    squeue_jobs,
 )
-"""``job_state`` values of a job that has ended (``squeue --json`` still lists such jobs for the
-cluster's ``MinJobAge`` seconds)."""
-
-COMMAND_TIMEOUT = 60.0
-"""Seconds a Slurm command (``sbatch``, ``squeue``, ``scancel``) may take before it counts as
-failed."""
-
-REACH_TIMEOUT = 10.0
-"""Seconds a compute node gets to open a TCP connection to the launcher's control endpoint."""
-
-_JOB_ENV = ("SLURM_", "SBATCH_", "SRUN_", "SALLOC_")
-"""Prefixes of the variables Slurm sets inside a job and reads as options: removed from the
-environment of ``sbatch``/``srun`` so that a launcher running inside a Slurm job does not pass
-its own job's settings on (``SLURM_CONF`` is kept)."""
-
-
-class SlurmError(RuntimeError):
-    """A Slurm command failed or a job did not get where it should (the message names the
-    command or job and Slurm's own explanation)."""
-
-
-@dataclass(frozen=True)
-class Component:
-    """One group of a pipeline's nodes with equal :class:`~beampipe.config.schema.Resources`:
-    one component of the heterogeneous job (``--het-group`` index = position in
-    :func:`components`).
-
-    Attributes:
-        resources: what each of the group's replicas needs.
-        nodes: the pipeline nodes of the group, in file order.
-        tasks: replicas of those nodes together (``--ntasks``).
-    """
-
-    resources: Resources
-    nodes: tuple[str, ...]
-    tasks: int
-
-
-def components(pipeline: Pipeline) -> list[Component]:
-    """``pipeline``'s nodes grouped by equal ``resources:``, groups in the file order of their
-    first node."""
-    groups: dict[Resources, list[str]] = {}
-    for name, spec in pipeline.nodes.items():
-        groups.setdefault(spec.resources, []).append(name)
-    return [
-        Component(res, tuple(names), sum(pipeline.nodes[n].replicas for n in names))
-        for res, names in groups.items()
-    ]
-
-
-def slurm_env(env: dict[str, str]) -> dict[str, str]:
-    """``env`` without the variables of an enclosing Slurm job (see ``_JOB_ENV``)."""
-    return {k: v for k, v in env.items() if k == "SLURM_CONF" or not k.startswith(_JOB_ENV)}
-
-
-def run_command(argv: list[str], timeout: float = COMMAND_TIMEOUT) -> str:
-    """Run a Slurm command; its standard output.
-
-    Raises:
-        SlurmError: the command is not on ``PATH``, fails (the message holds its standard
-            error) or takes longer than ``timeout`` seconds.
-    """
-    if shutil.which(argv[0]) is None:
-        raise SlurmError(
-            f"{argv[0]} not found on PATH: the Slurm backend needs the Slurm client commands "
-            "(sbatch, srun, squeue, scancel) on the host that runs the pipeline"
-        )
-    try:
-        done = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            env=slurm_env(dict(os.environ)),
-        )
-    except subprocess.TimeoutExpired:
-        raise SlurmError(f"{shlex.join(argv)} did not finish within {timeout:g} s") from None
-    if done.returncode != 0:
-        raise SlurmError(
-            f"{shlex.join(argv)} failed (exit status {done.returncode}): "
-            f"{done.stderr.strip() or done.stdout.strip() or '(no output)'}"
-        )
-    return done.stdout
-
-
-def squeue_jobs(job_id: int) -> list[dict[str, Any]]:
-    """The ``squeue --json`` records of job ``job_id``: one per component of a heterogeneous
-    job (their ``het_job_offset`` is the component's index), none once Slurm forgot the job.
-
-    ``squeue --json`` lists every job of the cluster (Slurm 22.05 ignores its filter options
-    with ``--json``), finished ones for the cluster's ``MinJobAge``.
-
-    Raises:
-        SlurmError: ``squeue`` failed.
-    """
-    data = json.loads(run_command(["squeue", "--json"]))
-    return [
-        job
-        for job in data.get("jobs", [])
-        if job.get("job_id") == job_id or (job.get("het_job_id") or None) == job_id
-    ]
-
-
-class SlurmStep:
-    """One node replica's job step, as the launcher sees it (a
-    :class:`~beampipe.launch.placement.NodeProcess`): the ``srun`` process on this host that
-    started the step and reports its end.
-
-    ``srun`` exits with the task's exit status, or 128 + N if the task was killed by signal N;
-    :meth:`poll` and :meth:`wait` give the latter as -N, as ``subprocess.Popen`` does.
-    """
-
-    def __init__(self, placement: SlurmPlacement, node: str, replica: int, srun: subprocess.Popen):
-        self.placement = placement
-        self.node = node
-        self.replica = replica
-        self.srun = srun
-        self.pid: int | None = srun.pid
-
-    @staticmethod
-    def _status(code: int | None) -> int | None:
-        if code is not None and 128 < code < 128 + signal.NSIG:
-            return 128 - code
-        return code
-
-    def poll(self) -> int | None:
-        return self._status(self.srun.poll())
-
-    def wait(self, timeout: float | None = None) -> int:
-        status = self._status(self.srun.wait(timeout))
-        assert status is not None
-        return status
-
-    def kill(self) -> None:
-        """SIGKILL the step's task (``scancel --signal=KILL JOB.STEP``); ``srun`` then exits.
-
-        Killing ``srun`` itself would leave the step running, so ``srun`` is only interrupted
-        (which makes it cancel its step) when the step is not known to ``squeue`` (yet).
-        """
-        if self.srun.poll() is not None:
-            return
-        step = self.placement.step_of(self.node, self.replica, fresh=True)
-        if step is not None:
-            try:
-                run_command(["scancel", "--signal=KILL", step.id])
-                return
-            except SlurmError:
-                pass  # the step ended meanwhile, or the controller is gone: stop srun instead
-        self.srun.send_signal(signal.SIGTERM)
-
-
-@dataclass(frozen=True)
-class Step:
-    """A job step as ``squeue --steps`` lists it: ``id`` is ``JOB.STEP`` (JOB of the het job
-    component), ``nodes`` its node list."""
-
-    id: str
-    name: str
-    nodes: str
+from beampipe.launch.slurm.step import SlurmStep, Step
+from beampipe.transport.address import advertised
 
 
 class SlurmPlacement:
