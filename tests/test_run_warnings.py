@@ -124,7 +124,7 @@ def test_the_launcher_counts_them_in_the_metrics_and_check_finite_turns_nan_coun
     assert status["warnings"] >= 24 and status["nonfinite"] == 0
     families = {
         f.name: {s.labels["node"]: s.value for s in f.samples if s.name.endswith("_total")}
-        for f in RunCollector("noisy", lambda: launcher, dict).collect()
+        for f in RunCollector("noisy", lambda: launcher.published, dict).collect()
     }
     assert families["beampipe_warnings"]["work"] == quiet.metrics["work"].warnings
     assert families["beampipe_dropped_inputs"] == {"count": 0, "work": 2, "nexus": 0}

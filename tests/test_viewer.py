@@ -606,7 +606,7 @@ connections:
         page.wait_for_selector("#graph g.node")
         thread.ready.set()
         thread.run_done.wait(120)
-        wait_until(page, "() => window.beampipe.status?.run.state === 'finished'")
+        wait_until(page, "() => window.beampipe.status?.run.state === 'done'")
         wait_until(
             page,
             "() => document.querySelector('#graph g.node[data-node=work]').dataset.errors === '40'",

@@ -34,7 +34,7 @@ from beampipe.launch.command import NodeCommand
 from beampipe.launch.placement import LocalPlacement, Placement
 from beampipe.launch.replica import Replica, RunObserver, RunResult, update_rates
 from beampipe.launch.scaling import Scaling
-from beampipe.launch.status import Reporting
+from beampipe.launch.status import Reporting, RunStatus
 from beampipe.launch.supervision import Supervision
 from beampipe.launch.wiring import Wiring
 from beampipe.runtime.control import identity, pack, unpack
@@ -44,6 +44,8 @@ STOP_TIMEOUT = 5.0
 """Seconds a node gets to exit after ``stop`` before it is killed."""
 DRAIN_TIMEOUT = 30.0
 """Seconds a pipeline gets to drain after the first SIGINT/SIGTERM before it is stopped."""
+PUBLISH_INTERVAL = 0.2
+"""Seconds between the snapshots of the run the launcher publishes for other threads."""
 START_TIMEOUT = 300.0
 """Seconds a node process gets, from its start, to build its worker and bind its outputs."""
 
@@ -120,6 +122,10 @@ class Launcher(Wiring, Supervision, Scaling, Reporting):
         self._signalled = 0
         self._signals = 0
         self._reason = ""
+        self.published: RunStatus | None = None
+        """The latest :class:`~beampipe.launch.status.RunStatus`, for other threads (a viewer):
+        replaced, never changed, at most every :data:`PUBLISH_INTERVAL` s and at the end."""
+        self._published_at = 0.0
 
     # -- processes -----------------------------------------------------------------------------
 
@@ -350,6 +356,8 @@ class Launcher(Wiring, Supervision, Scaling, Reporting):
                     if sock in ready:
                         handler()
                 self._check_processes()
+                if time.monotonic() - self._published_at >= PUBLISH_INTERVAL:
+                    self._publish()
                 if all(r.done and r.process.poll() is not None for r in self.replicas.values()):
                     break
             for rep in self.replicas.values():
@@ -364,6 +372,7 @@ class Launcher(Wiring, Supervision, Scaling, Reporting):
         finally:
             try:
                 self._stop_all()  # signals still handled: a late one does not kill us here
+                self._publish()
             finally:
                 for s, handler in previous.items():
                     signal.signal(s, handler)
@@ -373,3 +382,7 @@ class Launcher(Wiring, Supervision, Scaling, Reporting):
                 shutil.rmtree(self.rundir, ignore_errors=True)
         code = 0 if not self.errors else (130 if self._signalled else 1)
         return RunResult(code, time.monotonic() - t0, self.errors, self.sent, self.node_metrics())
+
+    def _publish(self) -> None:
+        self.published = self.run_status()
+        self._published_at = time.monotonic()

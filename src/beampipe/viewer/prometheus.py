@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import fields
-from typing import Any
 
 from prometheus_client.core import (
     CollectorRegistry,
@@ -43,8 +42,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from beampipe.launch.status import ALIVE, RunStatus
 from beampipe.runtime.metrics import EDGES, Histogram, NodeMetrics
-from beampipe.viewer.status import node_metrics
 
 BUCKET_STEP = 5
 BUCKETS = EDGES[::BUCKET_STEP]
@@ -97,29 +96,30 @@ def buckets(h: Histogram) -> list[tuple[str, float]]:
 
 
 class RunCollector(Collector):
-    """Collects the metrics of a launcher's replicas and of the viewer at each scrape.
+    """Collects the metrics of a run's replicas and of the viewer at each scrape.
 
     Args:
         name: the pipeline's name (label ``pipeline``).
-        launcher: returns the running launcher, or None before it exists.
+        status: returns the launcher's latest :class:`~beampipe.launch.status.RunStatus`, or
+            None before there is one.
         viewer_counts: returns ``{(node, port): (tap messages, image previews, ...)}``.
     """
 
     def __init__(
         self,
         name: str,
-        launcher: Callable[[], Any],
+        status: Callable[[], RunStatus | None],
         viewer_counts: Callable[[], dict[tuple[str, str], tuple[int, ...]]],
     ) -> None:
         self.name = name
-        self.launcher = launcher
+        self.status = status
         self.viewer_counts = viewer_counts
 
     def collect(self) -> Iterator[Metric]:
-        launcher = self.launcher()
-        metrics = node_metrics(launcher) if launcher is not None else {}
-        replicas = list(launcher.replicas.values()) if launcher is not None else []
-        keys = sorted(metrics)
+        status = self.status()
+        replicas = sorted(status.replicas if status else (), key=lambda r: (r.node, r.replica))
+        metrics = {(r.node, r.replica): r.metrics for r in replicas}
+        keys = list(metrics)
         for short, doc, attr in _COUNTERS:
             if attr not in _FIELDS:
                 continue
@@ -148,10 +148,10 @@ class RunCollector(Collector):
         restarts = CounterMetricFamily(
             "beampipe_replica_restarts", "Restarts of the replica's process", labels=_LABELS
         )
-        for rep in sorted(replicas, key=lambda x: (x.node, x.replica)):
+        for rep in replicas:
             labels = [self.name, rep.node, str(rep.replica)]
-            up.add_metric(labels, 1.0 if rep.process.poll() is None else 0.0)
-            restarts.add_metric(labels, float(getattr(rep, "restarts", 0) or 0))
+            up.add_metric(labels, 1.0 if rep.state in ALIVE else 0.0)
+            restarts.add_metric(labels, float(rep.restarts))
         yield up
         yield restarts
         counts = self.viewer_counts()

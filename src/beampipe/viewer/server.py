@@ -33,7 +33,8 @@ from h5grove.utils import QueryArgumentError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from beampipe.config import Pipeline
-from beampipe.launch.launcher import RunObserver
+from beampipe.launch.replica import RunObserver
+from beampipe.launch.status import RunStatus
 from beampipe.viewer.files import FileError, SinkFiles
 from beampipe.viewer.prometheus import RunCollector, registry
 from beampipe.viewer.status import RunState, Tee
@@ -67,13 +68,15 @@ class Viewer:
         self.files = SinkFiles(pipeline)
         self.hub = Hub(self)
         self.launcher: Any = None
+        """The launcher being watched (:meth:`start`): only its published
+        :class:`~beampipe.launch.status.RunStatus` is read."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.socket = socket.create_server((host, port), family=family)
         bound = self.socket.getsockname()[1]
         shown = socket.gethostname() if _unspecified(host) else host
         self.url = f"http://[{shown}]:{bound}/" if ":" in shown else f"http://{shown}:{bound}/"
         """Where the page is."""
-        self.collector = RunCollector(pipeline.name, lambda: self.launcher, self.viewer_counts)
+        self.collector = RunCollector(pipeline.name, self.run_status, self.viewer_counts)
         self.registry = registry(self.collector)
         self.app = create_app(self)
         self._subscriber: Subscriber | None = None
@@ -88,7 +91,7 @@ class Viewer:
         """Start watching ``launcher`` (a :class:`~beampipe.launch.Launcher`, before or
         while it runs) and serving the page."""
         self.launcher = launcher
-        self._subscriber = Subscriber(launcher, self.previews)
+        self._subscriber = Subscriber(self.run_status, self.previews)
         self._subscriber.start()
         config = uvicorn.Config(
             self.app,
@@ -163,6 +166,10 @@ class Viewer:
         ]
         return {"name": p.name, "nodes": nodes, "connections": connections}
 
+    def run_status(self) -> RunStatus | None:
+        """The watched launcher's latest published run status (None before it has one)."""
+        return self.launcher.published if self.launcher is not None else None
+
     def viewer_counts(self) -> dict[tuple[str, str], tuple[int, int, int, int]]:
         """Per (node, port): tap messages received, image previews made, frames skipped,
         preview version."""
@@ -171,11 +178,12 @@ class Viewer:
     def status(self) -> dict[str, Any]:
         """The run, its nodes, its streams (with the file entries written for each) and the
         viewer's own counters (docs/viewer.md, "update")."""
-        if self.launcher is None:
+        run = self.run_status()
+        if run is None:
             out: dict[str, Any] = {"run": {"state": "starting", "elapsed": 0.0, "errors": []}}
             out["nodes"] = {}
         else:
-            out = self.state.sample(self.launcher)
+            out = self.state.sample(run)
         streams = self.state.streams()
         entries = {node: self.files.entries(node) for node in self.files.paths}
         for s in streams:

@@ -1,10 +1,11 @@
 """The run as the page shows it: per node state, replicas, rates and metrics; the streams.
 
-:class:`RunState` is a launcher observer (:class:`beampipe.launch.launcher.RunObserver`): the
-viewer tees the launcher's reports to it (:class:`Tee`) next to the terminal display. Its
-:meth:`RunState.sample` reads the launcher's live fields (``replicas``, ``metrics``, ``errors``)
-from another thread and returns the status sent to the browsers; fields the launcher does not
-have (a replica's ``restarts`` or ``state``) are shown as 0 / derived, never an error.
+:class:`RunState` is a launcher observer (:class:`beampipe.launch.replica.RunObserver`): the
+viewer tees the launcher's reports to it (:class:`Tee`) next to the terminal display, for the
+streams. Its :meth:`RunState.sample` turns the launcher's latest published
+:class:`~beampipe.launch.status.RunStatus` (an immutable snapshot, safe to read from the
+viewer's threads) into the status sent to the browsers, with the same state names and counts
+as ``beampipe status``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from beampipe.config import Pipeline
-from beampipe.runtime.metrics import Histogram, NodeMetrics, merge
+from beampipe.launch.status import RunStatus, errors_of, warnings_of
+from beampipe.runtime.metrics import Histogram, NodeMetrics
 
 RATE_WINDOW = 2.0
 """Seconds over which msgs/s and MB/s are averaged."""
@@ -71,19 +73,6 @@ class _Rate:
 
 def _seconds(h: Histogram, q: float) -> float | None:
     return h.quantile(q) if h.total else None
-
-
-def _replica_state(rep: Any) -> str:
-    state = getattr(rep, "state", None)
-    if isinstance(state, str):
-        return state
-    if rep.done:
-        return "done"
-    if getattr(rep, "restart_at", None) is not None:
-        return "restarting"
-    if rep.process.poll() is not None:
-        return "exited"
-    return "running" if rep.tap is not None or rep.endpoints is not None else "starting"
 
 
 class RunState:
@@ -156,45 +145,27 @@ class RunState:
                 )
             return out
 
-    def sample(self, launcher: Any) -> dict[str, Any]:
-        """The status of the run and of every node, read from ``launcher`` (a
-        :class:`~beampipe.launch.Launcher` running in another thread)."""
+    def sample(self, status: RunStatus) -> dict[str, Any]:
+        """The status of the run and of every node, from the launcher's latest
+        :class:`~beampipe.launch.status.RunStatus` (its state names and counts)."""
         now = self.clock()
-        replicas = list(launcher.replicas.values())
-        metrics = node_metrics(launcher)
         with self._lock:
             failures = list(self._failures)
-        errors = list(getattr(launcher, "errors", failures))
-        """The fatal ones (a restart notice is not)."""
-        failed = {m[1] for m in map(_NODE.match, errors) if m}
+        failed = {m[1] for m in map(_NODE.match, status.errors) if m}
         nodes = {}
         for name, spec in self.pipeline.nodes.items():
-            reps = sorted((r for r in replicas if r.node == name), key=lambda r: r.replica)
-            parts = [m for (node, _), m in metrics.items() if node == name]
-            m = merge(parts) if parts else NodeMetrics()
+            reps = status.of(name)
+            m = status.nodes.get(name) or NodeMetrics()
             inputs = bool(self.pipeline.inputs_of(name))
             count, nbytes = (m.messages_in, m.bytes_in) if inputs else (m.messages_out, m.bytes_out)
             rate, byte_rate = self._rates[name].add(now, count, nbytes)
-            states = [_replica_state(r) for r in reps]
-            if name in failed:
-                state = "failed"
-            elif not reps:
-                state = "starting"
-            elif all(s == "done" for s in states):
-                state = "done"
-            elif "exited" in states or "restarting" in states:
-                state = "exited" if "exited" in states else "restarting"
-            elif "starting" in states and not parts:
-                state = "starting"
-            else:
-                state = "running"
-            node_errors = m.skipped + m.corrupt_frames + (1 if name in failed else 0)
+            states = [r.state for r in reps]
             nodes[name] = {
-                "state": state,
+                "state": _node_state(states, name in failed, name in status.nodes),
                 "replicas": spec.replicas,
-                "pids": [r.process.pid for r in reps],
+                "pids": [r.pid for r in reps],
                 "replica_states": states,
-                "restarts": sum(int(getattr(r, "restarts", 0) or 0) for r in reps),
+                "restarts": sum(r.restarts for r in reps),
                 "messages": count,
                 "messages_in": m.messages_in,
                 "messages_out": m.messages_out,
@@ -207,38 +178,38 @@ class RunState:
                 "latency_p99": _seconds(m.latency, 0.99),
                 "process_p50": _seconds(m.process_time, 0.5),
                 "process_p99": _seconds(m.process_time, 0.99),
-                "errors": node_errors,
+                "errors": errors_of(m, name in failed),
                 "skipped": m.skipped,
                 "corrupt_frames": m.corrupt_frames,
                 "retries": m.retries,
-                "warnings": m.warnings,
+                "warnings": warnings_of(m),
                 "dropped": m.dropped,
                 "nonfinite": m.nonfinite,
             }
-        done = (
-            bool(replicas)
-            and all(r.done and r.process.poll() is not None for r in replicas)
-            and len(replicas) == sum(s.replicas for s in self.pipeline.nodes.values())
-        )
-        state = "failed" if errors else ("finished" if done else "running")
         return {
             "run": {
-                "state": state,
+                "state": status.state,
                 "elapsed": time.time() - self.started,
-                "errors": [e.splitlines()[0] for e in errors],
-                "notices": [f.splitlines()[0] for f in failures if f not in errors][-10:],
+                "errors": [e.splitlines()[0] for e in status.errors],
+                "notices": [f.splitlines()[0] for f in failures if f not in status.errors][-10:],
             },
             "nodes": nodes,
         }
 
 
-def node_metrics(launcher: Any) -> dict[tuple[str, int], NodeMetrics]:
-    """Per (node, replica): the metrics of its current process, merged with those of its
-    processes that died and were restarted (the launcher's ``past``, where it keeps them), so
-    that counts never go back."""
-    current: dict[tuple[str, int], NodeMetrics] = dict(launcher.metrics)
-    past: dict[tuple[str, int], NodeMetrics] = dict(getattr(launcher, "past", {}) or {})
-    return {
-        key: merge([m for m in (past.get(key), current.get(key)) if m is not None])
-        for key in sorted(set(current) | set(past))
-    }
+def _node_state(states: list[str], failed: bool, reported: bool) -> str:
+    """A node's state from its replicas' (:data:`~beampipe.launch.status.REPLICA_STATES`):
+    ``failed`` if the run's errors name it or a replica failed, else ``done`` when every
+    replica is, ``restarting`` while one is, ``starting`` until it reported, else
+    ``running``."""
+    if failed or "failed" in states:
+        return "failed"
+    if not states:
+        return "starting"
+    if all(s == "done" for s in states):
+        return "done"
+    if "restarting" in states:
+        return "restarting"
+    if "starting" in states and not reported:
+        return "starting"
+    return "running"

@@ -10,13 +10,13 @@ pipeline's throughput does not depend on the viewer.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import zmq
 
 from beampipe.config import Pipeline
+from beampipe.launch.status import RunStatus
 from beampipe.message import WireError, decode
 from beampipe.runtime.tap import topic
 from beampipe.viewer.previews import PortPreview
@@ -60,18 +60,18 @@ class Previews:
 
 
 class Subscriber(threading.Thread):
-    """Reads the taps of a running launcher into ``previews`` until :meth:`stop`.
+    """Reads the taps of a running pipeline into ``previews`` until :meth:`stop`.
 
     Args:
-        launcher: the :class:`~beampipe.launch.Launcher` (its ``replicas`` are read: a
-            replica's ``tap`` endpoint, once bound; a new endpoint, e.g. after a restart, is
-            reconnected).
+        status: returns the launcher's latest :class:`~beampipe.launch.status.RunStatus` (or
+            None): a replica's ``tap`` endpoint, once bound, is subscribed to; a new endpoint,
+            e.g. after a restart, is reconnected.
         previews: where the items go.
     """
 
-    def __init__(self, launcher: Any, previews: Previews) -> None:
+    def __init__(self, status: Callable[[], RunStatus | None], previews: Previews) -> None:
         super().__init__(name="beampipe-viewer-subscriber", daemon=True)
-        self.launcher = launcher
+        self.status = status
         self.previews = previews
         self._stopping = threading.Event()
         self._ctx = zmq.Context()
@@ -84,9 +84,10 @@ class Subscriber(threading.Thread):
             self.join(5)
 
     def _connect_new(self, poller: zmq.Poller) -> None:
-        for rep in list(self.launcher.replicas.values()):
+        status = self.status()
+        for rep in status.replicas if status is not None else ():
             ports = self.previews.ports.get(rep.node)
-            endpoint = getattr(rep, "tap", None)
+            endpoint = rep.tap
             key = (rep.node, rep.replica)
             if not ports or endpoint is None:
                 continue

@@ -198,14 +198,14 @@ function showNodes(nodes) {
     node.dataset.rate = s.rate;
     node.dataset.mbRate = s.mb_rate;
     node.dataset.errors = s.errors;
-    node.dataset.warnings = s.warnings + s.dropped;
+    node.dataset.warnings = s.warnings;
     node.dataset.messages = s.messages;
     node.classList.toggle("has-errors", s.errors > 0 || s.state === "failed");
     node.querySelector(".state").textContent = s.state;
     node.querySelector(".rates").textContent = `${rate(s.rate)} msg/s · ${s.mb_rate.toFixed(2)} MB/s`;
     node.querySelector(".flight").textContent =
       `in flight ${s.in_flight + s.held} · latency ${duration(s.latency_p50)}/${duration(s.latency_p99)}`;
-    const warned = s.warnings + s.dropped;
+    const warned = s.warnings;
     node.querySelector(".errors").textContent =
       `errors ${s.errors}` + (warned ? ` · warnings ${warned}` : "") + ` · restarts ${s.restarts}`;
     node.querySelector("title").textContent =
