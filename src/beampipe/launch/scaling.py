@@ -88,15 +88,7 @@ class Scaling:
             self.replicas[identity(node, rep.replica)] = rep
         for rep in mine[replicas:]:  # the highest numbers go
             rep.retiring = True
-            for conn in self.pipeline.inputs_of(node):
-                for upstream in self.replicas_of(conn.source):
-                    if upstream.process.poll() is None:
-                        self._send(
-                            upstream,
-                            "retire",
-                            target=f"{node}.{conn.target_port}",
-                            replica=rep.replica,
-                        )
+            self._tell_upstream(node, rep.replica, "retire")
 
     def _set_replicas(self, node: str, replicas: int) -> None:
         """From now on ``node`` has ``replicas`` replicas: what processes started or

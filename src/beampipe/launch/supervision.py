@@ -71,15 +71,7 @@ class Supervision:
             + (f"\n{rep.last_error}" if rep.last_error else "")
         )
         self._retire_metrics(rep)
-        for conn in self.pipeline.inputs_of(rep.node):
-            for upstream in self.replicas_of(conn.source):
-                if upstream.process.poll() is None:
-                    self._send(
-                        upstream,
-                        "peer_lost",
-                        target=f"{rep.node}.{conn.target_port}",
-                        replica=rep.replica,
-                    )
+        self._tell_upstream(rep.node, rep.replica, "peer_lost")
         rep.restart_at = time.monotonic() + spec.restart_delay * 2**rep.restarts
 
     def _retire_metrics(self, rep: Replica) -> None:
@@ -112,15 +104,7 @@ class Supervision:
         del self.replicas[key]
         self._retire_metrics(rep)
         self._set_replicas(rep.node, len(self.replicas_of(rep.node)))
-        for conn in self.pipeline.inputs_of(rep.node):
-            for upstream in self.replicas_of(conn.source):
-                if upstream.process.poll() is None:
-                    self._send(
-                        upstream,
-                        "peer_gone",
-                        target=f"{rep.node}.{conn.target_port}",
-                        replica=rep.replica,
-                    )
+        self._tell_upstream(rep.node, rep.replica, "peer_gone")
         for conn in self.pipeline.outputs_of(rep.node):
             for target in self.replicas_of(conn.target):
                 if target.process.poll() is None:

@@ -44,6 +44,14 @@ class Wiring:
                     endpoint=rep.endpoints[conn.source_port],
                 )
 
+    def _tell_upstream(self, node: str, replica: int, kind: str) -> None:
+        """Send ``kind`` about replica ``replica`` of ``node`` to every live upstream replica
+        that feeds it, naming the input it feeds (``target = "node.port"``)."""
+        for conn in self.pipeline.inputs_of(node):
+            for upstream in self.replicas_of(conn.source):
+                if upstream.process.poll() is None:
+                    self._send(upstream, kind, target=f"{node}.{conn.target_port}", replica=replica)
+
 
 def _number(rep: Replica) -> int:
     return rep.replica
