@@ -27,7 +27,7 @@ from beampipe.cli.app import (
 from beampipe.cli.console import ConsoleObserver
 from beampipe.config import Connection, NodeSpec, Pipeline
 from beampipe.launch import Launcher
-from beampipe.manager.supervisor import ui_missing
+from beampipe.viewer import ViewerUnavailable, open_viewer
 
 
 def _output_files(pipeline: Pipeline) -> list[str]:
@@ -123,18 +123,9 @@ def _launch(
 def _viewer(pipeline: Pipeline, host: str, port: int) -> Any:
     """The live viewer of ``run --ui`` (:class:`beampipe.viewer.Viewer`), its URL printed."""
     try:
-        from beampipe.viewer import Viewer
-    except ImportError as exc:
-        message = f"[bold red]error:[/] {escape(ui_missing(exc))}"
-        console.print(message, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    try:
-        viewer = Viewer(pipeline, host, port)
-    except OSError as exc:
-        console.print(
-            f"[bold red]error:[/] --ui: cannot listen on {escape(host)} port {port}: {exc}",
-            highlight=False,
-        )
+        viewer = open_viewer(pipeline, host, port)
+    except ViewerUnavailable as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     console.print(f"viewer: {viewer.url}", highlight=False, soft_wrap=True)
     return viewer

@@ -61,6 +61,7 @@ from beampipe.config import Backend, Pipeline, PipelineError, parse_pipeline
 from beampipe.launch.backends import make_placement
 from beampipe.launch.launcher import DRAIN_TIMEOUT, Launcher, RunResult
 from beampipe.manager.auth import same_token
+from beampipe.viewer import ViewerUnavailable, check_packages, open_viewer
 
 DEPLOYMENT = "deployment.json"
 SUPERVISOR = "supervisor.json"
@@ -88,11 +89,6 @@ class ViewerOptions(BaseModel):
 
 class CannotStart(Exception):
     """The deployment cannot start; the message says why and what to check."""
-
-
-def ui_missing(exc: ImportError) -> str:
-    """The message for a viewer (``--ui``) whose packages (the ``ui`` extra) are missing."""
-    return f"--ui needs the viewer's packages: pip install 'beampipe[ui]' ({exc})"
 
 
 class Deployment(BaseModel):
@@ -262,13 +258,9 @@ def _viewer(pipeline: Pipeline, ui: ViewerOptions) -> Any:
         CannotStart: the ``ui`` extra's packages are missing, or the address cannot be bound.
     """
     try:
-        from beampipe.viewer import Viewer
-    except ImportError as exc:
-        raise CannotStart(ui_missing(exc)) from None
-    try:
-        return Viewer(pipeline, ui.host, ui.port)
-    except OSError as exc:
-        raise CannotStart(f"--ui: cannot listen on {ui.host} port {ui.port}: {exc}") from None
+        return open_viewer(pipeline, ui.host, ui.port)
+    except ViewerUnavailable as exc:
+        raise CannotStart(str(exc)) from None
 
 
 def write_result(
@@ -323,9 +315,9 @@ def validate(request: dict[str, Any]) -> dict[str, Any]:
     )
     if request.get("ui"):
         try:
-            import beampipe.viewer  # noqa: F401 - only whether it can be imported
-        except ImportError as exc:
-            raise CannotStart(ui_missing(exc)) from None
+            check_packages()
+        except ViewerUnavailable as exc:
+            raise CannotStart(str(exc)) from None
     return pipeline.to_dict()
 
 
