@@ -12,8 +12,8 @@ from conftest import beampipe as run_cli
 from pydantic import ValidationError
 
 import beampipe
-from beampipe.connectors import detector_sim
-from beampipe.connectors.detector_sim import BACKGROUND, DetectorSim, ring_model
+from beampipe.nodes.sim import detector as detector_sim
+from beampipe.nodes.sim.detector import BACKGROUND, DetectorSim, ring_model
 from beampipe.worker import resolve
 
 

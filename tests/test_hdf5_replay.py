@@ -19,7 +19,7 @@ import pytest
 from conftest import NODES, REPO, beampipe, run_pipeline
 
 import beampipe as bp
-from beampipe.connectors.hdf5_replay import (
+from beampipe.nodes.files.hdf5_replay import (
     DataFileMissing,
     DatasetNotFound,
     Hdf5Replay,
@@ -402,7 +402,7 @@ def test_without_hdf5plugin_a_compressed_dataset_says_what_to_install(tmp_path):
         f"""
         import sys
         sys.modules["hdf5plugin"] = None  # as if it were not installed
-        from beampipe.connectors.hdf5_replay import FilterMissing, Hdf5Replay
+        from beampipe.nodes.files.hdf5_replay import FilterMissing, Hdf5Replay
         node = Hdf5Replay(Hdf5Replay.Params(paths=[{str(tmp_path / "s_master.h5")!r}]), "rep")
         try:
             next(node.generate())

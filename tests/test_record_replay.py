@@ -16,9 +16,9 @@ import pytest
 from conftest import NODES, REPO, beampipe, run_pipeline
 
 import beampipe as bp
-from beampipe.connectors.detector_sim import DetectorSim
-from beampipe.connectors.recorder import FORMAT, Recorder, link_name
-from beampipe.connectors.replay import RecordingError, Replay
+from beampipe.nodes.record.recorder import FORMAT, Recorder, link_name
+from beampipe.nodes.record.replay import RecordingError, Replay
+from beampipe.nodes.sim.detector import DetectorSim
 from beampipe.worker import resolve
 
 

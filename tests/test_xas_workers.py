@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import beampipe
-from beampipe.connectors.xdi import XdiReplay
-from beampipe.workers.xas import MissingColumn, NormalizationError, Normalize, Transmission
+from beampipe.nodes.xas.normalize import MissingColumn, NormalizationError, Normalize, Transmission
+from beampipe.nodes.xas.xdi import XdiReplay
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "xas-p65" / "data"
 SCAN0 = DATA / "20K_GOE_Fe_K_240.00000.xdi"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import beampipe
-from beampipe.connectors.xdi import NoFilesMatched, XdiFormatError, XdiReplay, parse_header
+from beampipe.nodes.xas.xdi import NoFilesMatched, XdiFormatError, XdiReplay, parse_header
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "xas-p65" / "data"
 FILES = sorted(DATA.glob("*.xdi"))

@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import ConfigDict, Field, PositiveFloat, model_validator
 
 import beampipe
-from beampipe.workers._columns import MissingColumn, column
+from beampipe.nodes.columns import MissingColumn, column
 
 __all__ = ["MissingColumn", "NormalizationError", "Normalize", "Transmission"]
 

@@ -1,6 +1,6 @@
 """Playback of a recording made by ``use: recorder``: ``use: replay``.
 
-The streams of a recording (layout: :mod:`beampipe.connectors.recorder`) are sent again as they
+The streams of a recording (layout: :mod:`beampipe.nodes.record.recorder`) are sent again as they
 were received: the same stream names and stream metadata, the messages of one recorded port
 with their ids, metadata and data (dtype, shape and bytes identical), in the order they arrived
 at the recorder, interleaved streams included. Messages are sent as fast as the pipeline takes
@@ -22,8 +22,8 @@ import numpy as np
 from pydantic import PositiveFloat
 
 import beampipe
-from beampipe.connectors.recorder import FORMAT, VERSION, link_name
 from beampipe.message import Item
+from beampipe.nodes.record.recorder import FORMAT, VERSION, link_name
 
 __all__ = ["RecordingError", "Replay"]
 

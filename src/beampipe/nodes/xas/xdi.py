@@ -28,8 +28,8 @@ import numpy as np
 from pydantic import PositiveFloat, field_validator
 
 import beampipe
-from beampipe.connectors.file_streams import NoFilesMatched, match_files
 from beampipe.message import Item
+from beampipe.nodes.files.base import NoFilesMatched, match_files
 
 __all__ = ["NoFilesMatched", "XdiFormatError", "XdiReplay", "parse_header", "stream_name"]
 

@@ -31,8 +31,8 @@ import numpy as np
 from pydantic import Field, PositiveFloat, field_validator
 
 import beampipe
-from beampipe.connectors.file_streams import NoFilesMatched, match_files
 from beampipe.message import Item
+from beampipe.nodes.files.base import NoFilesMatched, match_files
 
 try:  # registers bitshuffle, LZ4, Blosc, Zstd, ... with HDF5 as a side effect of the import
     import hdf5plugin

@@ -1,1 +1,0 @@
-"""Sources and sinks: file replay, detector streams, ASAP::O, NeXus writer, EPICS."""
