@@ -241,6 +241,7 @@ def test_base_dir_of_a_string() -> None:
 
 def test_example_pipeline() -> None:
     pytest.importorskip("beampipe.nodes.xas.xdi")
+    pytest.importorskip("beampipe.nodes.xas.transmission")
     pytest.importorskip("beampipe.nodes.xas.normalize")
     pytest.importorskip("beampipe.nodes.nexus.writer")
     p = load_pipeline(EXAMPLE)

@@ -19,7 +19,7 @@ import beampipe as bp
 from beampipe.config import load_pipeline
 from beampipe.nodes.columns import MissingColumn
 from beampipe.nodes.reduce.sum import Sum
-from beampipe.nodes.xas.normalize import Merge
+from beampipe.nodes.xas.merge import Merge
 from beampipe.worker import by_port
 from beampipe.worker import reducer as reducer_module
 

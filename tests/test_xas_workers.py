@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 import beampipe
-from beampipe.nodes.xas.normalize import MissingColumn, NormalizationError, Normalize, Transmission
+from beampipe.nodes.columns import MissingColumn
+from beampipe.nodes.xas.normalize import NormalizationError, Normalize
+from beampipe.nodes.xas.transmission import Transmission
 from beampipe.nodes.xas.xdi import XdiReplay
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "xas-p65" / "data"
