@@ -17,9 +17,7 @@ registered with HDF5 when this module is imported.
 
 from __future__ import annotations
 
-import math
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -46,6 +44,7 @@ from beampipe.nodes.files.hdf5_layout import (
     frame_dataset,
     jsonable,
 )
+from beampipe.nodes.pacing import Pacer
 
 __all__ = [
     "DataFileMissing",
@@ -114,7 +113,8 @@ class Hdf5Replay(beampipe.Source):
     time is the dataset ``frame_time`` names, by default the ``frame_time`` of the entry's
     NXdetector, as EIGER writes it: one value, or one per frame; ``units`` s, ms, us or ns, s if
     absent); a number sends that many frames per second (``speedup`` is ignored). Waits follow
-    a deadline schedule on a monotonic clock, so time spent downstream is not added to them;
+    a deadline schedule on a monotonic clock (``self.pacer``, a
+    :class:`~beampipe.nodes.pacing.Pacer`), so time spent downstream is not added to them;
     after a backpressure stall the replay catches up.
 
     Raises (from the constructor):
@@ -156,13 +156,10 @@ class Hdf5Replay(beampipe.Source):
 
     params: Hdf5Replay.Params
 
-    # Injection points for tests: the clock and sleep used for pacing.
-    clock: Callable[[], float] = staticmethod(time.monotonic)
-    sleep: Callable[[float], None] = staticmethod(time.sleep)
-
     def __init__(self, params: Hdf5Replay.Params, name: str = "") -> None:
         super().__init__(params, name)
         self.files = self._match()
+        self.pacer = Pacer()
 
     def _match(self) -> list[Path]:
         return match_files(self.name, self.params.paths, stream_name)
@@ -215,20 +212,14 @@ class Hdf5Replay(beampipe.Source):
             yield beampipe.StreamStart(stream=stream, metadata=meta)
 
             interval = self._interval(times, plan)
-            deadline = 0.0
             msg_id = 0
+            self.pacer.restart()
             for part in plan.parts:
                 ds = self._open_part(f, part, sent=msg_id)
                 for i in range(part.frames):
                     frame = self._read(ds, part, i, msg_id)
                     if interval is not None:
-                        if msg_id == 0:
-                            deadline = self.clock()
-                        else:
-                            deadline += interval(msg_id)
-                            delay = deadline - self.clock()
-                            if delay > 0:
-                                self.sleep(delay)
+                        self.pacer.wait(interval(msg_id))
                     msg_id += 1
                     yield beampipe.Message(
                         data={self.params.key: frame},
@@ -306,7 +297,8 @@ class Hdf5Replay(beampipe.Source):
     def _interval(
         self, times: float | list[float] | None, plan: Plan
     ) -> Callable[[int], float] | None:
-        """Seconds from frame k - 1 to frame k (k >= 1) as a function of k, or None (no wait)."""
+        """Seconds from frame k - 1 to frame k (k >= 1) as a function of k, or None (no wait);
+        the pacer counts a negative or non-finite frame time as 0."""
         pace, speedup = self.params.pace, self.params.speedup
         if pace == "max":
             return None
@@ -316,7 +308,6 @@ class Hdf5Replay(beampipe.Source):
         assert times is not None
 
         def wait(k: int) -> float:
-            t = (times if isinstance(times, float) else times[k]) / speedup
-            return t if math.isfinite(t) and t > 0 else 0.0
+            return (times if isinstance(times, float) else times[k]) / speedup
 
         return wait

@@ -15,11 +15,9 @@ Two header dialects are read:
 
 from __future__ import annotations
 
-import math
 import os
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +28,7 @@ from pydantic import PositiveFloat, field_validator
 import beampipe
 from beampipe.message import Item
 from beampipe.nodes.files.base import NoFilesMatched, match_files
+from beampipe.nodes.pacing import Pacer
 
 __all__ = ["NoFilesMatched", "XdiFormatError", "XdiReplay", "parse_header", "stream_name"]
 
@@ -200,8 +199,9 @@ class XdiReplay(beampipe.Source):
     ``time_column / speedup`` seconds before each message after the first of a stream (the point's
     own acquisition time: it became available that long after the previous one); a number sends at
     that rate in Hz (``speedup`` is ignored). Waits follow a deadline schedule on a monotonic
-    clock, so time spent downstream is not added to them; after a backpressure stall the replay
-    catches up, as a buffering detector would. Negative or non-finite times count as 0.
+    clock (``self.pacer``, a :class:`~beampipe.nodes.pacing.Pacer`), so time spent downstream is
+    not added to them; after a backpressure stall the replay catches up, as a buffering detector
+    would. Negative or non-finite times count as 0.
 
     Raises (from the constructor):
         NoFilesMatched: a pattern matches no file (also a ``FileNotFoundError`` and ``ValueError``).
@@ -232,13 +232,10 @@ class XdiReplay(beampipe.Source):
 
     params: XdiReplay.Params
 
-    # Injection points for tests: the clock and sleep used for pacing.
-    clock: Callable[[], float] = staticmethod(time.monotonic)
-    sleep: Callable[[float], None] = staticmethod(time.sleep)
-
     def __init__(self, params: XdiReplay.Params, name: str = "") -> None:
         super().__init__(params, name)
         self.files = self._resolve()
+        self.pacer = Pacer()
 
     def _resolve(self) -> list[Path]:
         return match_files(self.name, self.params.paths, stream_name)
@@ -282,20 +279,15 @@ class XdiReplay(beampipe.Source):
 
         yield beampipe.StreamStart(stream=stream, metadata=meta)
         ncol = len(columns)
-        deadline = 0.0
         msg_id = 0
+        self.pacer.restart()
         for i in data_lines:
             values = self._parse(path, i + 1, lines[i], columns, ncol)
             msg_id += 1
             if interval != 0.0:
-                if msg_id == 1:
-                    deadline = self.clock()
-                else:
-                    wait = interval if interval is not None else float(values[tcol]) / p.speedup
-                    deadline += wait if math.isfinite(wait) and wait > 0 else 0.0
-                    delay = deadline - self.clock()
-                    if delay > 0:
-                        self.sleep(delay)
+                self.pacer.wait(
+                    interval if interval is not None else float(values[tcol]) / p.speedup
+                )
             yield beampipe.Message(
                 data=dict(zip(columns, values, strict=True)), stream=stream, id=msg_id
             )
