@@ -18,17 +18,17 @@ registered with HDF5 when this module is imported.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import h5py
 import numpy as np
-from pydantic import Field, PositiveFloat, field_validator
+from pydantic import Field
 
 import beampipe
 from beampipe.message import Item
-from beampipe.nodes.files.base import NoFilesMatched, match_files
+from beampipe.nodes.files.base import FileReplay, NoFilesMatched
 from beampipe.nodes.files.hdf5_layout import (
     DataFileMissing,
     DatasetNotFound,
@@ -44,7 +44,6 @@ from beampipe.nodes.files.hdf5_layout import (
     frame_dataset,
     jsonable,
 )
-from beampipe.nodes.pacing import Pacer
 
 __all__ = [
     "DataFileMissing",
@@ -79,7 +78,7 @@ def stream_name(path: str | os.PathLike[str]) -> str:
     return Path(path).stem
 
 
-class Hdf5Replay(beampipe.Source):
+class Hdf5Replay(FileReplay):
     """Replays the frames of HDF5/NeXus files: one stream per file, one message per frame.
 
     Streams, in the order of ``paths`` (the matches of each pattern sorted by path, a file matched
@@ -133,7 +132,7 @@ class Hdf5Replay(beampipe.Source):
         OSError: the file is not an HDF5 file.
     """
 
-    class Params(beampipe.Params):
+    class Params(FileReplay.Params):
         """``paths``: glob patterns (``**`` recursive; ``~`` expanded), or one pattern as a
         string, relative ones taken relative to the pipeline file's folder. ``dataset``: the
         frame dataset's path in each file (or an EIGER data group), None to follow the NeXus
@@ -142,43 +141,24 @@ class Hdf5Replay(beampipe.Source):
         realtime waits. ``frame_time``: the path of the frame-time dataset for ``realtime``
         (None: the ``frame_time`` of the entry's NXdetector)."""
 
-        paths: list[beampipe.InputPath]
+        pace: Literal["max", "realtime"] | FiniteRate = "max"
         dataset: str | None = None
         key: str = Field("image", min_length=1)
-        pace: Literal["max", "realtime"] | FiniteRate = "max"
-        speedup: PositiveFloat = 1.0
         frame_time: str | None = None
-
-        @field_validator("paths", mode="before")
-        @classmethod
-        def _one_pattern(cls, value: Any) -> Any:
-            return [value] if isinstance(value, str) else value
 
     params: Hdf5Replay.Params
 
-    def __init__(self, params: Hdf5Replay.Params, name: str = "") -> None:
-        super().__init__(params, name)
-        self.files = self._match()
-        self.pacer = Pacer()
-
-    def _match(self) -> list[Path]:
-        return match_files(self.name, self.params.paths, stream_name)
-
-    def generate(self) -> Iterator[Item]:
-        """StreamStart, Messages and EndOfStream for each file in turn (see the class doc)."""
-        for k, path in enumerate(self.files):
-            following = stream_name(self.files[k + 1]) if k + 1 < len(self.files) else None
-            yield from self._replay(path, following)
+    stream_name = staticmethod(stream_name)
 
     # -- one file ------------------------------------------------------------------------------
 
-    def _replay(self, path: Path, following: str | None) -> Iterator[Item]:
+    def replay(self, path: Path, stream: str) -> Generator[Item, None, int]:
+        """The StreamStart and the frames of one file (see the class doc); returns n."""
         if not path.is_file():
             raise DataFileMissing(
                 f"{self.name}: {path}: the file is gone (it existed when the node started); "
                 "check that nothing moves or deletes the files during the replay"
             )
-        stream = stream_name(path)
         try:
             f = h5py.File(path, "r")
         except OSError as exc:
@@ -211,15 +191,12 @@ class Hdf5Replay(beampipe.Source):
                 msg_meta["units"] = {self.params.key: units}
             yield beampipe.StreamStart(stream=stream, metadata=meta)
 
-            interval = self._interval(times, plan)
             msg_id = 0
-            self.pacer.restart()
             for part in plan.parts:
                 ds = self._open_part(f, part, sent=msg_id)
                 for i in range(part.frames):
                     frame = self._read(ds, part, i, msg_id)
-                    if interval is not None:
-                        self.pacer.wait(interval(msg_id))
+                    self.wait(times if times is None or isinstance(times, float) else times[msg_id])
                     msg_id += 1
                     yield beampipe.Message(
                         data={self.params.key: frame},
@@ -228,7 +205,7 @@ class Hdf5Replay(beampipe.Source):
                         id=msg_id,
                     )
                 del ds  # closes the data file of an external link
-        yield beampipe.EndOfStream(stream=stream, last_id=msg_id, next_stream=following)
+        return msg_id
 
     def plan(self, f: h5py.File) -> Plan:
         """The parts and frame layout that ``f`` replays, checked (see the class doc and
@@ -293,21 +270,3 @@ class Hdf5Replay(beampipe.Source):
                 f"there are {plan.frames} frames; it must be one value or one per frame"
             )
         return values.tolist()
-
-    def _interval(
-        self, times: float | list[float] | None, plan: Plan
-    ) -> Callable[[int], float] | None:
-        """Seconds from frame k - 1 to frame k (k >= 1) as a function of k, or None (no wait);
-        the pacer counts a negative or non-finite frame time as 0."""
-        pace, speedup = self.params.pace, self.params.speedup
-        if pace == "max":
-            return None
-        if pace != "realtime":
-            period = 1.0 / float(pace)
-            return lambda k: period
-        assert times is not None
-
-        def wait(k: int) -> float:
-            return (times if isinstance(times, float) else times[k]) / speedup
-
-        return wait
