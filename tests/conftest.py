@@ -29,6 +29,8 @@ from pathlib import Path
 import h5py
 import pytest
 
+from beampipe.nodes.pacing import Pacer
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = Path(__file__).parent / "configs"
 EXAMPLE = REPO / "examples" / "xas-p65"
@@ -109,6 +111,26 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+class FakeClock:
+    """A monotonic clock that moves only when slept on or advanced by the test (``now += s``),
+    for the pacing of sources: ``node.pacer = fake.pacer()``; ``sleeps`` lists every sleep."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def pacer(self) -> Pacer:
+        """A :class:`~beampipe.nodes.pacing.Pacer` on this clock."""
+        return Pacer(self.clock, self.sleep)
 
 
 def rows(path: Path) -> list[dict]:

@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 from conftest import NODES, beampipe, rows, run_pipeline
 
-from beampipe.connectors.asapo_client import AsapoError
-from beampipe.connectors.asapo_payload import decode
-from beampipe.connectors.asapo_sink import AsapoSink
-from beampipe.connectors.asapo_source import AsapoSource
+from beampipe.nodes.asapo.client import AsapoError
+from beampipe.nodes.asapo.payload import decode
+from beampipe.nodes.asapo.sink import AsapoSink
+from beampipe.nodes.asapo.source import AsapoSource
 
 FAKES = Path(__file__).parent / "fakes"
 TOKEN = "test-token-for-bt1"

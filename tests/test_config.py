@@ -240,9 +240,10 @@ def test_base_dir_of_a_string() -> None:
 
 
 def test_example_pipeline() -> None:
-    pytest.importorskip("beampipe.connectors.xdi")
-    pytest.importorskip("beampipe.workers.xas")
-    pytest.importorskip("beampipe.connectors.nexus")
+    pytest.importorskip("beampipe.nodes.xas.xdi")
+    pytest.importorskip("beampipe.nodes.xas.transmission")
+    pytest.importorskip("beampipe.nodes.xas.normalize")
+    pytest.importorskip("beampipe.nodes.nexus.writer")
     p = load_pipeline(EXAMPLE)
     assert p.name == "xas-p65"
     assert list(p.nodes) == ["scan", "mu", "normalize", "nexus"]

@@ -41,15 +41,16 @@ from pydantic import ValidationError
 from zmq.utils.monitor import recv_monitor_message
 
 import beampipe
-from beampipe.connectors import dectris_v1, dectris_v2
-from beampipe.connectors.dectris_codecs import decode_array, has_hdf5_header
-from beampipe.connectors.dectris_messages import (
+from beampipe.nodes.dectris import v1 as dectris_v1
+from beampipe.nodes.dectris import v2 as dectris_v2
+from beampipe.nodes.dectris.codecs import decode_array, has_hdf5_header
+from beampipe.nodes.dectris.messages import (
     HEADER_FIELDS,
     CorruptMessage,
     SeriesEnd,
     UnsupportedFormat,
 )
-from beampipe.connectors.dectris_stream import DectrisStream, NoMessage
+from beampipe.nodes.dectris.stream import DectrisStream, NoMessage
 from beampipe.worker import resolve
 
 DTYPES = ("uint8", "uint16", "uint32")

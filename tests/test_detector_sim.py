@@ -8,12 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FakeClock
 from conftest import beampipe as run_cli
 from pydantic import ValidationError
 
 import beampipe
-from beampipe.connectors import detector_sim
-from beampipe.connectors.detector_sim import BACKGROUND, DetectorSim, ring_model
+from beampipe.nodes.pacing import Pacer
+from beampipe.nodes.sim import detector as detector_sim
+from beampipe.nodes.sim.detector import BACKGROUND, DetectorSim, ring_model
 from beampipe.worker import resolve
 
 
@@ -201,30 +203,23 @@ def test_bad_params_are_rejected(params, problem):
 
 
 def test_rate_sets_a_deadline_schedule_that_catches_up_after_a_stall():
-    now = [100.0]
-    sleeps: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        sleeps.append(round(seconds, 9))
-        now[0] += seconds
-
+    fake = FakeClock()
     source = sim(shape=[4, 4], frames=3, streams=2, rate=10)
-    source.clock = lambda: now[0]
-    source.sleep = sleep
+    source.pacer = fake.pacer()
     sent = []
     for item in source.generate():
         if isinstance(item, beampipe.Message):
-            sent.append(round(now[0], 9))
+            sent.append(round(fake.now, 9))
             if len(sent) == 2:
-                now[0] += 0.25  # downstream stalls 250 ms after the second frame
+                fake.now += 0.25  # downstream stalls 250 ms after the second frame
     # due at 100.0, 100.1, ...: the schedule runs on across the two streams
     assert sent == [100.0, 100.1, 100.35, 100.35, 100.4, 100.5]
-    assert sleeps == [0.1, 0.05, 0.1]
+    assert [round(seconds, 9) for seconds in fake.sleeps] == [0.1, 0.05, 0.1]
 
 
 def test_rate_max_never_sleeps():
     source = sim(shape=[4, 4], frames=5)
-    source.sleep = lambda seconds: pytest.fail("slept at rate max")
+    source.pacer = Pacer(sleep=lambda seconds: pytest.fail("slept at rate max"))
     assert len(flat(source)) == 7
 
 

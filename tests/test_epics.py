@@ -29,9 +29,9 @@ from conftest import beampipe as run_cli
 from pydantic import ValidationError
 
 import beampipe
-from beampipe.connectors.epics_ca import PVConnectionError
-from beampipe.connectors.epics_sink import EpicsSink, MissingField, PutError
-from beampipe.connectors.epics_source import EpicsSource, pv_key
+from beampipe.nodes.epics.ca import PVConnectionError
+from beampipe.nodes.epics.sink import EpicsSink, MissingField, PutError
+from beampipe.nodes.epics.source import EpicsSource, pv_key
 
 IOC = Path(__file__).with_name("epics_ioc.py")
 EXAMPLE = REPO / "examples" / "epics" / "pipeline.yaml"
@@ -574,7 +574,7 @@ def test_a_source_without_end_exits_when_its_launcher_is_killed(ioc: Ioc, tmp_pa
 def test_monitor_and_puts_resume_after_an_ioc_restart(
     ioc: Ioc, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="beampipe.connectors.epics_source")
+    caplog.set_level(logging.WARNING, logger="beampipe.nodes.epics.source")
     # caproto's CAPROTO_CLIENT_MAX_RETRY_SEARCHES_INTERVAL_SEC (read when caproto is imported):
     # search again for the lost PVs at least every 0.5 s instead of 5 s.
     monkeypatch.setattr(caproto.client.common, "MAX_RETRY_SEARCHES_INTERVAL", 0.5)

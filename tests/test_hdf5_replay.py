@@ -16,10 +16,10 @@ import h5py
 import hdf5plugin
 import numpy as np
 import pytest
-from conftest import NODES, REPO, beampipe, run_pipeline
+from conftest import NODES, REPO, FakeClock, beampipe, run_pipeline
 
 import beampipe as bp
-from beampipe.connectors.hdf5_replay import (
+from beampipe.nodes.files.hdf5_replay import (
     DataFileMissing,
     DatasetNotFound,
     Hdf5Replay,
@@ -226,25 +226,10 @@ def test_frames_are_read_one_at_a_time(tmp_path, monkeypatch):
 # -- pacing --------------------------------------------------------------------------------------
 
 
-class FakeClock:
-    """A monotonic clock that moves only when slept on or advanced by the test."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 def paced(path, **params) -> tuple[Hdf5Replay, FakeClock]:
     node = source(path, **params)
     fake = FakeClock()
-    node.clock, node.sleep = fake.clock, fake.sleep
+    node.pacer = fake.pacer()
     return node, fake
 
 
@@ -402,7 +387,7 @@ def test_without_hdf5plugin_a_compressed_dataset_says_what_to_install(tmp_path):
         f"""
         import sys
         sys.modules["hdf5plugin"] = None  # as if it were not installed
-        from beampipe.connectors.hdf5_replay import FilterMissing, Hdf5Replay
+        from beampipe.nodes.files.hdf5_replay import FilterMissing, Hdf5Replay
         node = Hdf5Replay(Hdf5Replay.Params(paths=[{str(tmp_path / "s_master.h5")!r}]), "rep")
         try:
             next(node.generate())

@@ -24,7 +24,7 @@ import pytest
 from conftest import EXAMPLE, beampipe, hdf5_content
 from prometheus_client.parser import text_string_to_metric_families
 
-from beampipe.connectors.detector_sim import DetectorSim
+from beampipe.nodes.sim.detector import DetectorSim
 
 DEADLINE = 60.0
 

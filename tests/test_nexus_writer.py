@@ -21,7 +21,7 @@ import pytest
 from conftest import nxcheck
 
 from beampipe import Message
-from beampipe.connectors.nexus import NexusWriter
+from beampipe.nodes.nexus.writer import NexusWriter
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "xas-p65" / "data"
 SCANS = [DATA / f"20K_GOE_Fe_K_240.0000{k}.xdi" for k in (0, 1)]

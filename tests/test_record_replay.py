@@ -13,12 +13,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import NODES, REPO, beampipe, run_pipeline
+from conftest import NODES, REPO, FakeClock, beampipe, run_pipeline
 
 import beampipe as bp
-from beampipe.connectors.detector_sim import DetectorSim
-from beampipe.connectors.recorder import FORMAT, Recorder, link_name
-from beampipe.connectors.replay import RecordingError, Replay
+from beampipe.nodes.record.recorder import FORMAT, Recorder, link_name
+from beampipe.nodes.record.replay import RecordingError, Replay
+from beampipe.nodes.sim.detector import DetectorSim
 from beampipe.worker import resolve
 
 
@@ -290,21 +290,6 @@ def test_rows_wait_until_flushed_then_are_on_disk(tmp_path):
 # -- replay ----------------------------------------------------------------------------------------
 
 
-class FakeClock:
-    """A monotonic clock that moves only when slept on or advanced by the test."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 def recording(path: Path, times: list[float]) -> Path:
     rec = recorder(path)
     rec.on_stream_start("a", {})
@@ -320,7 +305,7 @@ def recording(path: Path, times: list[float]) -> Path:
 def paced(path: Path, **params) -> tuple[list, FakeClock]:
     node = replay(path, **params)
     fake = FakeClock()
-    node.clock, node.sleep = fake.clock, fake.sleep
+    node.pacer = fake.pacer()
     return list(node.generate()), fake
 
 
@@ -342,7 +327,7 @@ def test_original_pace_does_not_drift(tmp_path):
     path = recording(tmp_path / "r.h5", [1000.0, 1001.0, 1002.0, 1003.0])
     node = replay(path, pace="original")
     fake = FakeClock()
-    node.clock, node.sleep = fake.clock, fake.sleep
+    node.pacer = fake.pacer()
     gen = node.generate()
     next(gen), next(gen), next(gen)  # two StreamStarts, message 1 at t0
     fake.now += 0.25  # downstream took 0.25 s

@@ -17,11 +17,11 @@ from larch.xafs import pre_edge
 
 import beampipe as bp
 from beampipe.config import load_pipeline
+from beampipe.nodes.columns import MissingColumn
+from beampipe.nodes.reduce.sum import Sum
+from beampipe.nodes.xas.merge import Merge
 from beampipe.worker import by_port
 from beampipe.worker import reducer as reducer_module
-from beampipe.workers._columns import MissingColumn
-from beampipe.workers.reduce import Sum
-from beampipe.workers.xas import Merge
 
 SCANS = sorted((EXAMPLE / "data").glob("20K_GOE_Fe_K_240.*.xdi"))
 

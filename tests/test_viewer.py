@@ -38,8 +38,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import beampipe
 from beampipe.config import load_pipeline
-from beampipe.connectors.detector_sim import DetectorSim
 from beampipe.launch import Launcher
+from beampipe.nodes.sim.detector import DetectorSim
 from beampipe.runtime.metrics import EDGES
 from beampipe.viewer import Viewer
 from beampipe.viewer.previews import MAX_SIDE, PortPreview, bin_image

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 import beampipe
-from beampipe.connectors.xdi import XdiReplay
-from beampipe.workers.xas import MissingColumn, NormalizationError, Normalize, Transmission
+from beampipe.nodes.columns import MissingColumn
+from beampipe.nodes.xas.normalize import NormalizationError, Normalize
+from beampipe.nodes.xas.transmission import Transmission
+from beampipe.nodes.xas.xdi import XdiReplay
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "xas-p65" / "data"
 SCAN0 = DATA / "20K_GOE_Fe_K_240.00000.xdi"

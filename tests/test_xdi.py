@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FakeClock
 
 import beampipe
-from beampipe.connectors.xdi import NoFilesMatched, XdiFormatError, XdiReplay, parse_header
+from beampipe.nodes.xas.xdi import NoFilesMatched, XdiFormatError, XdiReplay, parse_header
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "xas-p65" / "data"
 FILES = sorted(DATA.glob("*.xdi"))
@@ -194,26 +195,11 @@ def test_params_validation():
     assert XdiReplay.Params(paths=["x"], pace="realtime").pace == "realtime"
 
 
-class FakeClock:
-    """A monotonic clock that moves only when slept on or advanced by the test."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 def paced(tmp_path, **params) -> tuple[XdiReplay, FakeClock]:
     (tmp_path / "s.xdi").write_text(SMALL)
     node = replay(paths=[str(tmp_path / "s.xdi")], **params)
     fake = FakeClock()
-    node.clock, node.sleep = fake.clock, fake.sleep
+    node.pacer = fake.pacer()
     return node, fake
 
 

@@ -20,8 +20,8 @@ import sys
 
 import numpy as np
 
-from beampipe.connectors.asapo_client import load_client
-from beampipe.connectors.detector_sim import ring_model
+from beampipe.nodes.asapo.client import load_client
+from beampipe.nodes.sim.detector import ring_model
 
 
 def main(argv: list[str] | None = None) -> int:

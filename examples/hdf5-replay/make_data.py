@@ -22,7 +22,7 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from beampipe.connectors.detector_sim import ring_model
+from beampipe.nodes.sim.detector import ring_model
 
 HERE = Path(__file__).resolve().parent / "data"
 SHAPE = (64, 64)

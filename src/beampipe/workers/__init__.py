@@ -1,8 +1,19 @@
-"""The built-in processing units (``use:`` names registered in the ``beampipe.nodes`` entry points).
-
-* :mod:`beampipe.workers.xas`: ``xas.transmission`` (mu(E) from ion-chamber readings, per point)
-  and ``xas.normalize`` (pre-edge subtraction and normalisation of a growing spectrum, with
-  xraylarch; needs the ``xas`` extra).
-
-Modules are imported on use, so a pipeline needs only the dependencies of the nodes it uses.
+"""Deprecated: the built-in workers moved to :mod:`beampipe.nodes` (one package per technique).
+``beampipe.workers.MODULE`` still imports, for one release, with a ``DeprecationWarning`` naming
+the new path (see :mod:`beampipe._moved`); ``use:`` names are unchanged.
 """
+
+from beampipe._moved import alias_modules
+
+alias_modules(
+    __name__,
+    {
+        "_columns": ["beampipe.nodes.columns"],
+        "reduce": ["beampipe.nodes.reduce.sum"],
+        "xas": [
+            "beampipe.nodes.xas.transmission",
+            "beampipe.nodes.xas.normalize",
+            "beampipe.nodes.xas.merge",
+        ],
+    },
+)

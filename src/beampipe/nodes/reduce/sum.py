@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 import beampipe
-from beampipe.workers._columns import numeric
+from beampipe.nodes.columns import numeric
 
 __all__ = ["Sum"]
 

@@ -4,8 +4,8 @@ Sends every message it receives to a data source of a beamtime on DESY's ASAP::O
 platform with the official client ``asapo_producer`` (https://asapo.pages.desy.de/asapo/): the
 beampipe stream becomes the ASAP::O stream, the message id the ASAP::O message id, the metadata
 the message's ``meta``, and its arrays the binary data (the convention of
-:mod:`beampipe.connectors.asapo_payload`, which ``asapo_source`` reads back). The connection,
-token and client module are described in :mod:`beampipe.connectors.asapo_client`.
+:mod:`beampipe.nodes.asapo.payload`, which ``asapo_source`` reads back). The connection,
+token and client module are described in :mod:`beampipe.nodes.asapo.client`.
 
 beampipe's tests run this sink against a FAKE of the documented client API and a fake broker
 process (``tests/fakes/asapo_fake``), because no ASAP::O service stack can run there; they do
@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, PositiveInt, model_validator
 
 import beampipe
-from beampipe.connectors.asapo_client import (
+from beampipe.nodes.asapo.client import (
     AsapoError,
     AsapoParams,
     connection_error,
@@ -31,7 +31,7 @@ from beampipe.connectors.asapo_client import (
     load_client,
     read_token,
 )
-from beampipe.connectors.asapo_payload import encode
+from beampipe.nodes.asapo.payload import encode
 
 __all__ = ["AsapoSink"]
 
@@ -95,7 +95,7 @@ class AsapoSink(beampipe.Worker):
     outputs: ClassVar[tuple[str, ...]] = ()
 
     class Params(AsapoParams):
-        """See :class:`~beampipe.connectors.asapo_client.AsapoParams` for the connection.
+        """See :class:`~beampipe.nodes.asapo.client.AsapoParams` for the connection.
 
         ``beamline``: for ``create_producer`` (``auto``: from the beamtime). ``source_type``:
         ``processed`` or ``raw``. ``exposed_path``: template of the path the data is exposed

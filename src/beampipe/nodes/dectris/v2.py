@@ -22,8 +22,8 @@ from typing import Any
 import cbor2
 import numpy as np
 
-from beampipe.connectors.dectris_codecs import decode_array
-from beampipe.connectors.dectris_messages import (
+from beampipe.nodes.dectris.codecs import decode_array
+from beampipe.nodes.dectris.messages import (
     CorruptMessage,
     DectrisStreamError,
     Image,
@@ -206,7 +206,7 @@ def decode(message: bytes | memoryview) -> SeriesStart | Image | SeriesEnd:
     """Decode one stream v2 message.
 
     Returns:
-        :class:`SeriesStart` (metadata: see :class:`~beampipe.connectors.dectris_messages.
+        :class:`SeriesStart` (metadata: see :class:`~beampipe.nodes.dectris.messages.
         SeriesStart`; ``channels`` from the message; ``detector_distance`` is the z component
         of ``detector_translation``; ``config`` holds every field as sent but the arrays, which
         are in ``header_arrays``), :class:`Image` (``{channel: array}`` of shape (height, width);

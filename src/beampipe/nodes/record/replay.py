@@ -1,6 +1,6 @@
 """Playback of a recording made by ``use: recorder``: ``use: replay``.
 
-The streams of a recording (layout: :mod:`beampipe.connectors.recorder`) are sent again as they
+The streams of a recording (layout: :mod:`beampipe.nodes.record.recorder`) are sent again as they
 were received: the same stream names and stream metadata, the messages of one recorded port
 with their ids, metadata and data (dtype, shape and bytes identical), in the order they arrived
 at the recorder, interleaved streams included. Messages are sent as fast as the pipeline takes
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -22,8 +21,9 @@ import numpy as np
 from pydantic import PositiveFloat
 
 import beampipe
-from beampipe.connectors.recorder import FORMAT, VERSION, link_name
 from beampipe.message import Item
+from beampipe.nodes.pacing import Pacer
+from beampipe.nodes.record.recorder import FORMAT, VERSION, link_name
 
 __all__ = ["RecordingError", "Replay"]
 
@@ -137,8 +137,9 @@ class Replay(beampipe.Source):
     keeps the recorded gaps between consecutive messages (each message's last timestamp, i.e.
     when the recorded port sent it), divided by ``speedup`` and cut to ``max_gap`` seconds if
     given, across streams too. A message recorded earlier than one before it is sent at once.
-    Waits follow a deadline schedule on a monotonic clock, so time spent downstream is not
-    added; after a backpressure stall the replay catches up.
+    Waits follow a deadline schedule on a monotonic clock (``self.pacer``, a
+    :class:`~beampipe.nodes.pacing.Pacer`), so time spent downstream is not added; after a
+    backpressure stall the replay catches up.
 
     Raises (from the constructor):
         FileNotFoundError: ``path`` does not exist.
@@ -166,10 +167,6 @@ class Replay(beampipe.Source):
 
     params: Replay.Params
 
-    # Injection points for tests: the clock and sleep used for pacing.
-    clock: Callable[[], float] = staticmethod(time.monotonic)
-    sleep: Callable[[float], None] = staticmethod(time.sleep)
-
     def __init__(self, params: Replay.Params, name: str = "") -> None:
         super().__init__(params, name)
         self.path = os.path.abspath(params.path)
@@ -189,6 +186,7 @@ class Replay(beampipe.Source):
                 "choose one with 'port'"
             )
         self.port: str | None = params.port or (ports[0] if ports else None)
+        self.pacer = Pacer()
 
     def _open(self) -> h5py.File:
         try:
@@ -330,19 +328,17 @@ class Replay(beampipe.Source):
         p = self.params
         if p.pace == "max":
             return lambda t: None
-        deadline: float | None = None
-        latest = -math.inf
+        self.pacer.restart()
+        latest: float | None = None  # the latest recorded time so far
 
         def pace(t: float) -> None:
-            nonlocal deadline, latest
-            if deadline is None:
-                deadline, latest = self.clock(), t
-                return
-            gap = (t - latest) / p.speedup if math.isfinite(t) and t > latest else 0.0
-            latest = max(latest, t) if math.isfinite(t) else latest
-            deadline += gap if p.max_gap is None else min(gap, p.max_gap)
-            delay = deadline - self.clock()
-            if delay > 0:
-                self.sleep(delay)
+            nonlocal latest
+            gap = 0.0
+            if latest is None:
+                latest = t
+            else:
+                gap = (t - latest) / p.speedup if math.isfinite(t) and t > latest else 0.0
+                latest = max(latest, t) if math.isfinite(t) else latest
+            self.pacer.wait(gap if p.max_gap is None else min(gap, p.max_gap))
 
         return pace

@@ -26,7 +26,7 @@ import lz4.block
 import numpy as np
 from dectris.compression import decompress
 
-from beampipe.connectors.dectris_messages import CorruptMessage
+from beampipe.nodes.dectris.messages import CorruptMessage
 
 __all__ = ["BITSHUFFLE_BLOCK_BYTES", "decode_array", "has_hdf5_header"]
 

@@ -12,8 +12,7 @@ kHz rates, so a small pool of distinct noisy frames is drawn once and cycled thr
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -21,6 +20,7 @@ from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 import beampipe
 from beampipe.message import Item
+from beampipe.nodes.pacing import Pacer
 
 __all__ = ["BACKGROUND", "RINGS", "DetectorSim", "ring_model"]
 
@@ -106,9 +106,10 @@ class DetectorSim(beampipe.Source):
 
     Pacing (``rate``): ``"max"`` sends as fast as downstream takes frames (yielded in bursts of
     :data:`BURST`); a number sends that many frames per second. Send times follow a deadline
-    schedule on a monotonic clock that starts at the first frame and runs on across streams
-    (frame g is due at t0 + g / rate), so time spent downstream is not added to the interval,
-    and after a backpressure stall the detector catches up, as a buffering detector would.
+    schedule on a monotonic clock (``self.pacer``, a :class:`~beampipe.nodes.pacing.Pacer`)
+    that starts at the first frame and runs on across streams (frame g is due at
+    t0 + g / rate), so time spent downstream is not added to the interval, and after a
+    backpressure stall the detector catches up, as a buffering detector would.
 
     Raises (from the params): ``pydantic.ValidationError`` (a ``ValueError``) for a ``shape``
     that is not two positive ints, a ``dtype`` not in the list, ``rate`` <= 0 or not finite,
@@ -155,13 +156,10 @@ class DetectorSim(beampipe.Source):
 
     params: DetectorSim.Params
 
-    # Injection points for tests: the clock and sleep used for pacing.
-    clock: Callable[[], float] = staticmethod(time.monotonic)
-    sleep: Callable[[float], None] = staticmethod(time.sleep)
-
     def __init__(self, params: DetectorSim.Params, name: str = "") -> None:
         super().__init__(params, name)
         self._pool: list[np.ndarray] | None = None
+        self.pacer = Pacer()
 
     def stream_names(self) -> list[str]:
         """The names of the streams, in order."""
@@ -202,19 +200,13 @@ class DetectorSim(beampipe.Source):
             "rate": p.rate,
             "signal": "image",
         }
-        deadline: float | None = None
+        self.pacer.restart()
         g = 0  # frame number over the whole run
         for k, stream in enumerate(names):
             yield beampipe.StreamStart(stream=stream, metadata=dict(meta))
             if interval:
                 for frame in range(p.frames):
-                    if deadline is None:
-                        deadline = self.clock()
-                    else:
-                        deadline += interval
-                        delay = deadline - self.clock()
-                        if delay > 0:
-                            self.sleep(delay)
+                    self.pacer.wait(interval)
                     yield self._frame(pool[g % len(pool)], stream, frame)
                     g += 1
             else:  # every frame is at hand: bursts, which the runtime may send in batches

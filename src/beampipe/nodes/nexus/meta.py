@@ -1,6 +1,6 @@
 """Stream metadata -> NeXus: the NXentry header groups written by ``nexus_writer``.
 
-Helpers of :mod:`beampipe.connectors.nexus`; they write into an open :class:`h5py.Group` and hold
+Helpers of :mod:`beampipe.nodes.nexus.writer`; they write into an open :class:`h5py.Group` and hold
 no state. NeXus base classes: https://manual.nexusformat.org/classes/base_classes/index.html
 """
 

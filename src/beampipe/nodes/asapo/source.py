@@ -4,8 +4,8 @@ Reads a data source of a beamtime from DESY's ASAP::O streaming platform with th
 client ``asapo_consumer`` (https://asapo.pages.desy.de/asapo/): one beampipe stream per ASAP::O
 stream, one message per ASAP::O message (or dataset), ids as in ASAP::O. Replicas of the node
 share the stream through one consumer group. The connection, token and client module are
-described in :mod:`beampipe.connectors.asapo_client`, the data convention in
-:mod:`beampipe.connectors.asapo_payload`.
+described in :mod:`beampipe.nodes.asapo.client`, the data convention in
+:mod:`beampipe.nodes.asapo.payload`.
 
 beampipe's tests run this source against a FAKE of the documented client API and a fake broker
 process (``tests/fakes/asapo_fake``), because no ASAP::O service stack can run there; they do
@@ -22,15 +22,15 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, NonNegativeInt
 
 import beampipe
-from beampipe.connectors.asapo_client import (
+from beampipe.message import Item
+from beampipe.nodes.asapo.client import (
     AsapoError,
     AsapoParams,
     connection_error,
     load_client,
     read_token,
 )
-from beampipe.connectors.asapo_payload import PayloadError, decode
-from beampipe.message import Item
+from beampipe.nodes.asapo.payload import PayloadError, decode
 
 __all__ = ["AsapoSource"]
 
@@ -59,7 +59,7 @@ class AsapoSource(beampipe.Source):
     * One :class:`~beampipe.Message` per ASAP::O message, with the ASAP::O message id as id.
       ``metadata`` = the message's user ``meta`` plus ``"asapo": {"name", "timestamp"}`` (the
       exposed path, and the ingest time in ns since the epoch). ``data`` = ``{name: value}``:
-      value decoded by :func:`~beampipe.connectors.asapo_payload.decode` (a read-only numpy
+      value decoded by :func:`~beampipe.nodes.asapo.payload.decode` (a read-only numpy
       array of ``meta["shape"]`` and ``meta["dtype"]``, or ``bytes``), name = ``meta["data_name"]``
       or the ``data_name`` param.
     * With ``dataset: true``, one message per dataset id: one entry per substream (named
@@ -95,7 +95,7 @@ class AsapoSource(beampipe.Source):
     shared_group: ClassVar[bool] = True
 
     class Params(AsapoParams):
-        """See :class:`~beampipe.connectors.asapo_client.AsapoParams` for the connection.
+        """See :class:`~beampipe.nodes.asapo.client.AsapoParams` for the connection.
 
         ``group_id``: the consumer group (ASAP::O keeps where a group has got to: the same id
         resumes, a new one reads from the start); ``None``: a new group for this run (one

@@ -5,7 +5,7 @@ The detector control unit (DCU) pushes every acquisition series over a ZeroMQ PU
 (stream v1 on port 9999, v2 on port 31001) once the stream is enabled in the SIMPLON API
 (``stream/api/<version>/config/mode: enabled``; ``format: legacy`` for v1, ``cbor`` for v2).
 This source connects a PULL socket to it and turns each series into one beampipe stream.
-Decoding is in :mod:`beampipe.connectors.dectris_v1` and :mod:`beampipe.connectors.dectris_v2`.
+Decoding is in :mod:`beampipe.nodes.dectris.v1` and :mod:`beampipe.nodes.dectris.v2`.
 
 A PUSH socket deals its messages out round-robin among the PULL sockets connected to it, so
 exactly one consumer (this source, or another program) must be connected to a detector's
@@ -22,8 +22,9 @@ import zmq
 from pydantic import PositiveFloat, PositiveInt, field_validator
 
 import beampipe
-from beampipe.connectors import dectris_v1, dectris_v2
-from beampipe.connectors.dectris_messages import (
+from beampipe.message import Item
+from beampipe.nodes.dectris import v1, v2
+from beampipe.nodes.dectris.messages import (
     HEADER_FIELDS,
     CorruptMessage,
     DectrisStreamError,
@@ -32,7 +33,6 @@ from beampipe.connectors.dectris_messages import (
     SeriesStart,
     UnsupportedFormat,
 )
-from beampipe.message import Item
 
 __all__ = ["DectrisStream", "NoMessage"]
 
@@ -60,7 +60,7 @@ class DectrisStream(beampipe.Source):
     * :class:`~beampipe.StreamStart` named ``prefix`` + the series id in 6 digits
       (``series-000042``; a series id seen before in this run gets ``-2``, ``-3``, ... since a
       re-initialised detector counts from 1 again). Metadata: the header fields of
-      :data:`~beampipe.connectors.dectris_messages.HEADER_FIELDS` (None if not sent),
+      :data:`~beampipe.nodes.dectris.messages.HEADER_FIELDS` (None if not sent),
       ``channels``, ``series_unique_id`` (v2), ``config`` (the whole header as sent),
       ``header_arrays`` (shape and dtype of the flatfield, pixel mask and count-rate table,
       sent with ``header_detail: all``), ``user_data``, ``header_detail`` (v1), and
@@ -177,10 +177,10 @@ class DectrisStream(beampipe.Source):
                 "(legacy = v1, cbor = v2)",
             )
         if version == 1:
-            return 1, dectris_v1.decode(parts)
+            return 1, v1.decode(parts)
         if len(parts) != 1:
             raise CorruptMessage(f"a stream v2 message has {len(parts)} parts, not 1")
-        return 2, dectris_v2.decode(parts[0])
+        return 2, v2.decode(parts[0])
 
     # -- streams -------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 import beampipe
-from beampipe.connectors.nexus_meta import new_group, nexus_name, unique_name
+from beampipe.nodes.nexus.meta import new_group, nexus_name, unique_name
 
 LIBVER = ("v110", "v110")
 """HDF5 file-format bounds: 1.10 is the oldest format with SWMR; readers need HDF5 >= 1.10."""
@@ -134,7 +134,7 @@ class GroupFile:
     and in replace mode one 0-d field per numeric scalar of the metadata; then ``signal``,
     ``axes``, ``<axis>_indices`` and ``units`` attributes are set and SWMR mode is switched on.
     From then on the structure is fixed. Dataset names are the data names made valid NeXus names
-    (:func:`~beampipe.connectors.nexus_meta.nexus_name`; ``id`` is reserved): see
+    (:func:`~beampipe.nodes.nexus.meta.nexus_name`; ``id`` is reserved): see
     :attr:`columns`.
 
     Modes:

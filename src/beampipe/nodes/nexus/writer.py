@@ -18,8 +18,8 @@ import h5py
 from pydantic import Field
 
 import beampipe
-from beampipe.connectors.nexus_files import GroupFile, edit_master
-from beampipe.connectors.nexus_meta import (
+from beampipe.nodes.nexus.files import GroupFile, edit_master
+from beampipe.nodes.nexus.meta import (
     new_group,
     nexus_name,
     put,
@@ -95,7 +95,7 @@ class NexusWriter(beampipe.Worker):
 
     Each port's NXdata lives in ``<path stem>_data/<entry>/<port>.h5`` (linked into the entry by
     an HDF5 external link), created at the port's first message in the stream and then written
-    in SWMR mode (see :class:`~beampipe.connectors.nexus_files.GroupFile` for the append and
+    in SWMR mode (see :class:`~beampipe.nodes.nexus.files.GroupFile` for the append and
     replace modes and the ``id`` dataset). ``signal``/``axes`` come from ``groups`` or the first
     message's metadata; ``units`` from ``metadata["units"]`` (``{data name: unit}``).
 
@@ -191,7 +191,7 @@ class NexusWriter(beampipe.Worker):
     def on_stream_end(self, stream: str) -> None:
         """Flush and close the stream's group files (they stop being SWMR files); store the
         warnings the pipeline's nodes noted while handling the stream, if any, in the entry's
-        NXnote ``warnings`` (:func:`~beampipe.connectors.nexus_meta.write_warnings`)."""
+        NXnote ``warnings`` (:func:`~beampipe.nodes.nexus.meta.write_warnings`)."""
         state = self._stream(stream)
         del self._streams[stream]
         _close_all(state.groups.values())

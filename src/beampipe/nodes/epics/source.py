@@ -23,8 +23,8 @@ import numpy as np
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
 import beampipe
-from beampipe.connectors.epics_ca import ChannelAccess
 from beampipe.message import Item
+from beampipe.nodes.epics.ca import ChannelAccess
 
 __all__ = ["EpicsSource", "pv_key"]
 

@@ -15,21 +15,18 @@ Two header dialects are read:
 
 from __future__ import annotations
 
-import math
 import os
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Generator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import PositiveFloat, field_validator
 
 import beampipe
-from beampipe.connectors.file_streams import NoFilesMatched, match_files
 from beampipe.message import Item
+from beampipe.nodes.files.base import FileReplay, NoFilesMatched
 
 __all__ = ["NoFilesMatched", "XdiFormatError", "XdiReplay", "parse_header", "stream_name"]
 
@@ -176,7 +173,7 @@ def _column_names(header: list[str], fields: dict[str, str]) -> list[str]:
     return last.split()
 
 
-class XdiReplay(beampipe.Source):
+class XdiReplay(FileReplay):
     """Replays XDI files: one stream per file, one message per data line.
 
     Streams, in the order of ``paths`` (the matches of each pattern sorted by path, a file matched
@@ -200,8 +197,9 @@ class XdiReplay(beampipe.Source):
     ``time_column / speedup`` seconds before each message after the first of a stream (the point's
     own acquisition time: it became available that long after the previous one); a number sends at
     that rate in Hz (``speedup`` is ignored). Waits follow a deadline schedule on a monotonic
-    clock, so time spent downstream is not added to them; after a backpressure stall the replay
-    catches up, as a buffering detector would. Negative or non-finite times count as 0.
+    clock (``self.pacer``, a :class:`~beampipe.nodes.pacing.Pacer`), so time spent downstream is
+    not added to them; after a backpressure stall the replay catches up, as a buffering detector
+    would. Negative or non-finite times count as 0.
 
     Raises (from the constructor):
         NoFilesMatched: a pattern matches no file (also a ``FileNotFoundError`` and ``ValueError``).
@@ -214,44 +212,21 @@ class XdiReplay(beampipe.Source):
         OSError: a file cannot be read.
     """
 
-    class Params(beampipe.Params):
+    class Params(FileReplay.Params):
         """``paths``: glob patterns (``**`` recursive; ``~`` expanded), or one pattern as a string;
         relative ones are taken relative to the pipeline file's folder. ``pace``: ``"max"``,
         ``"realtime"`` or a rate in Hz (> 0). ``speedup`` (> 0) divides the realtime waits.
         ``time_column``: the column holding each point's acquisition time in seconds."""
 
-        paths: list[beampipe.InputPath]
-        pace: Literal["max", "realtime"] | PositiveFloat = "max"
-        speedup: PositiveFloat = 1.0
         time_column: str = "time_pp"
-
-        @field_validator("paths", mode="before")
-        @classmethod
-        def _one_pattern(cls, value: Any) -> Any:
-            return [value] if isinstance(value, str) else value
 
     params: XdiReplay.Params
 
-    # Injection points for tests: the clock and sleep used for pacing.
-    clock: Callable[[], float] = staticmethod(time.monotonic)
-    sleep: Callable[[float], None] = staticmethod(time.sleep)
+    stream_name = staticmethod(stream_name)
 
-    def __init__(self, params: XdiReplay.Params, name: str = "") -> None:
-        super().__init__(params, name)
-        self.files = self._resolve()
-
-    def _resolve(self) -> list[Path]:
-        return match_files(self.name, self.params.paths, stream_name)
-
-    def generate(self) -> Iterator[Item]:
-        """StreamStart, Messages and EndOfStream for each file in turn (see the class doc)."""
-        for k, path in enumerate(self.files):
-            following = stream_name(self.files[k + 1]) if k + 1 < len(self.files) else None
-            yield from self._replay(path, following)
-
-    def _replay(self, path: Path, following: str | None) -> Iterator[Item]:
+    def replay(self, path: Path, stream: str) -> Generator[Item, None, int]:
+        """The StreamStart and the messages of one file (see the class doc); returns n."""
         p = self.params
-        stream = stream_name(path)
         with open(path, encoding="utf-8", errors="replace") as f:
             lines = f.read().split("\n")
 
@@ -264,11 +239,8 @@ class XdiReplay(beampipe.Source):
             columns = meta["columns"] = [f"col{j + 1}" for j in range(len(lines[first].split()))]
         meta = {"file": str(path), **meta, "n_points": len(data_lines)}
 
-        interval: float | None = None  # fixed wait between points, None = from time_column
-        tcol = -1
-        if p.pace == "max":
-            interval = 0.0
-        elif p.pace == "realtime":
+        tcol = -1  # the time column, for pace: realtime
+        if p.pace == "realtime":
             if p.time_column not in columns:
                 raise XdiFormatError(
                     path,
@@ -277,29 +249,18 @@ class XdiReplay(beampipe.Source):
                     f"columns: {', '.join(columns)}",
                 )
             tcol = columns.index(p.time_column)
-        else:
-            interval = 1.0 / float(p.pace)
 
         yield beampipe.StreamStart(stream=stream, metadata=meta)
         ncol = len(columns)
-        deadline = 0.0
         msg_id = 0
         for i in data_lines:
             values = self._parse(path, i + 1, lines[i], columns, ncol)
             msg_id += 1
-            if interval != 0.0:
-                if msg_id == 1:
-                    deadline = self.clock()
-                else:
-                    wait = interval if interval is not None else float(values[tcol]) / p.speedup
-                    deadline += wait if math.isfinite(wait) and wait > 0 else 0.0
-                    delay = deadline - self.clock()
-                    if delay > 0:
-                        self.sleep(delay)
+            self.wait(float(values[tcol]) if tcol >= 0 else None)
             yield beampipe.Message(
                 data=dict(zip(columns, values, strict=True)), stream=stream, id=msg_id
             )
-        yield beampipe.EndOfStream(stream=stream, last_id=msg_id, next_stream=following)
+        return msg_id
 
     @staticmethod
     def _parse(path: Path, lineno: int, line: str, columns: list[str], ncol: int) -> list[Any]:

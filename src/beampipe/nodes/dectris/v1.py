@@ -20,7 +20,7 @@ message each:
 ``shape`` lists x (width) first; numpy shapes are the reverse, (y, x). ``encoding`` is
 ``[bs<bits>-][lz4]<`` or ``>`` (byte order): ``<`` raw, ``lz4<`` an LZ4 block,
 ``bs8-lz4<`` / ``bs16-lz4<`` / ``bs32-lz4<`` bitshuffle + LZ4 with the HDF5-filter framing
-(with or without its 12-byte header: :mod:`beampipe.connectors.dectris_codecs`).
+(with or without its 12-byte header: :mod:`beampipe.nodes.dectris.codecs`).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from beampipe.connectors.dectris_codecs import decode_array
-from beampipe.connectors.dectris_messages import (
+from beampipe.nodes.dectris.codecs import decode_array
+from beampipe.nodes.dectris.messages import (
     CorruptMessage,
     Image,
     SeriesEnd,
@@ -143,7 +143,7 @@ def decode(parts: Sequence[Part]) -> SeriesStart | Image | SeriesEnd:
     """Decode one multipart message of stream v1.
 
     Returns:
-        :class:`SeriesStart` (metadata: see :class:`~beampipe.connectors.dectris_messages.
+        :class:`SeriesStart` (metadata: see :class:`~beampipe.nodes.dectris.messages.
         SeriesStart`; ``config`` is the configuration part, ``header_detail`` as sent),
         :class:`Image` (one channel, ``image``: ``type`` pixels of shape (y, x); metadata
         ``start_time``, ``stop_time``, ``real_time`` in s, ``user_data`` = the image appendix)

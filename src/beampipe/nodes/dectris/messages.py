@@ -1,7 +1,7 @@
 """What the DECTRIS SIMPLON stream decoders return, and the errors they raise.
 
-Both stream versions (:mod:`beampipe.connectors.dectris_v1`, JSON + binary multipart messages;
-:mod:`beampipe.connectors.dectris_v2`, CBOR messages) are decoded into the same three items:
+Both stream versions (:mod:`beampipe.nodes.dectris.v1`, JSON + binary multipart messages;
+:mod:`beampipe.nodes.dectris.v2`, CBOR messages) are decoded into the same three items:
 :class:`SeriesStart` (the header sent when the detector is armed), :class:`Image` (one
 exposure) and :class:`SeriesEnd` (sent when the series is over or the detector is disarmed).
 The header fields are also mapped onto one set of names, :data:`HEADER_FIELDS`, so a pipeline

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import Field, PositiveFloat
 
 import beampipe
-from beampipe.connectors.epics_ca import ChannelAccess, PVConnectionError
+from beampipe.nodes.epics.ca import ChannelAccess, PVConnectionError
 
 __all__ = ["EpicsSink", "MissingField", "PutError"]
 

@@ -1,0 +1,19 @@
+"""The built-in nodes, one package per technique or format; their ``use:`` names are the entry
+points of the group ``beampipe.nodes`` (see ``pyproject.toml`` and ``docs/nodes.md``).
+
+* :mod:`~beampipe.nodes.xas`: ``xdi_replay``, ``xas.transmission``, ``xas.normalize``,
+  ``xas.merge`` (``xas.normalize`` needs the ``xas`` extra).
+* :mod:`~beampipe.nodes.files`: ``hdf5_replay``.
+* :mod:`~beampipe.nodes.record`: ``recorder`` and ``replay``.
+* :mod:`~beampipe.nodes.nexus`: ``nexus_writer``.
+* :mod:`~beampipe.nodes.dectris`: ``dectris_stream`` (extra ``dectris``).
+* :mod:`~beampipe.nodes.asapo`: ``asapo_source``, ``asapo_sink`` (extra ``asapo``).
+* :mod:`~beampipe.nodes.epics`: ``epics_source``, ``epics_sink`` (extra ``epics``).
+* :mod:`~beampipe.nodes.sim`: ``detector_sim``.
+* :mod:`~beampipe.nodes.reduce`: ``sum``.
+* :mod:`~beampipe.nodes.columns`: reading named numeric arrays from a message, for the workers.
+
+The packages import nothing on their own, so a pipeline needs only the dependencies of the nodes
+it uses. Built-in nodes import only :mod:`beampipe` (the SDK), :mod:`beampipe.message` and each
+other.
+"""

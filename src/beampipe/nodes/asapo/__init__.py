@@ -1,0 +1,1 @@
+"""ASAP::O (DESY's data streaming platform): ``asapo_source`` and ``asapo_sink``."""

@@ -1,0 +1,1 @@
+"""EPICS Channel Access: ``epics_source`` and ``epics_sink``."""

@@ -1,0 +1,1 @@
+"""NeXus/HDF5 files: ``nexus_writer`` and its helpers."""

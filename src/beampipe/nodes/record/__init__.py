@@ -1,0 +1,1 @@
+"""beampipe's own recordings: ``recorder`` writes them, ``replay`` plays them back."""

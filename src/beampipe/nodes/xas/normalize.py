@@ -1,0 +1,251 @@
+"""Normalisation of a growing XAS spectrum: ``use: xas.normalize``.
+
+``xas.normalize`` collects a scan's points into a spectrum and normalises it with xraylarch's
+``pre_edge`` (https://xraypy.github.io/xraylarch/xafs_preedge.html) every ``every`` points and at
+the end of the scan (stateful: one replica, or route ``by_key`` on stream). Its input is usually
+the output of ``xas.transmission`` (:mod:`beampipe.nodes.xas.transmission`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, PositiveFloat, model_validator
+
+import beampipe
+from beampipe.nodes.columns import MissingColumn, column
+
+__all__ = ["MissingColumn", "NormalizationError", "Normalize"]
+
+log = logging.getLogger(__name__)
+
+
+class NormalizationError(RuntimeError):
+    """``pre_edge`` failed on the complete spectrum of a stream (the final emission)."""
+
+
+@dataclass
+class _Spectrum:
+    """The points of one stream so far, in arrival order, in buffers grown by doubling."""
+
+    energy: np.ndarray = field(default_factory=lambda: np.empty(256))
+    mu: np.ndarray = field(default_factory=lambda: np.empty(256))
+    n: int = 0
+    last_id: int = 0
+    next_emit: int = 0
+
+    def append(self, energy: np.ndarray, mu: np.ndarray) -> None:
+        k = energy.size
+        if self.n + k > self.energy.size:
+            size = max(2 * self.energy.size, self.n + k)
+            for name in ("energy", "mu"):
+                grown = np.empty(size)
+                grown[: self.n] = getattr(self, name)[: self.n]
+                setattr(self, name, grown)
+        self.energy[self.n : self.n + k] = energy
+        self.mu[self.n : self.n + k] = mu
+        self.n += k
+
+
+class Normalize(beampipe.Worker):
+    """Pre-edge subtraction and normalisation of each stream's spectrum, as it grows.
+
+    Input: one message per scan point (or per chunk of points) with ``energy`` (eV) and ``mu``
+    (names set by the params; 0-d or any shape, flattened; equal sizes). Points are used in
+    arrival order, which must be id order within a stream; the spectrum is sorted by energy
+    before normalising, as larch does. Points whose energy or mu is nan/inf are left out.
+    Streams may interleave: each has its own state, dropped at its end.
+
+    Emits, every ``every`` points (when the count reaches a multiple of ``every``; stream/id of
+    the message that completed it) and at end of stream (id = the highest id received), the
+    spectrum so far, run through ``larch.xafs.pre_edge`` with the params given:
+
+    * data, 1-D float64 of n points, sorted by energy: ``energy`` (eV), ``mu``, ``norm``
+      (normalised mu), ``pre_edge``, ``post_edge`` (the fitted lines, in units of mu),
+      ``flat`` (flattened ``norm``; equal to ``norm`` if ``make_flat`` is false).
+    * metadata: ``e0`` (eV) and ``edge_step`` (float), ``n_points`` (n), ``n_dropped``
+      (non-finite points left out), ``final`` (bool), ``signal: "norm"``,
+      ``axes: ["energy"]``, ``units: {"energy": "eV", "e0": "eV"}``.
+
+    An intermediate emission is skipped when ``pre_edge`` raises or warns or gives a non-finite
+    e0 or edge step (typical while the scan has not crossed the edge yet): counted in
+    :attr:`skipped`, logged at debug level. The final emission is not skipped: a failure there
+    raises. A stream without points emits nothing at its end. Whatever larch prints is logged at
+    debug level instead.
+
+    Attributes:
+        skipped: number of intermediate emissions skipped, over all streams.
+
+    Raises:
+        MissingColumn: (a ``KeyError``) the energy or mu column is not in a message.
+        ValueError: energy and mu of a message differ in size.
+        NormalizationError: ``pre_edge`` fails on the final spectrum of a stream.
+        ImportError: xraylarch is not installed (when the node is created).
+    """
+
+    class Params(beampipe.Params):
+        """``energy``, ``mu``: input column names. ``every``: emit after every so many points
+        (>= 1). The rest are ``larch.xafs.pre_edge``'s arguments (energies relative to e0, in eV);
+        None leaves larch's default. ``pre_edge: [pre1, pre2]`` and ``post_edge: [norm1, norm2]``
+        are shorthands for the ranges."""
+
+        energy: str = "energy"
+        mu: str = "mu"
+        every: int = Field(100, ge=1)
+        e0: float | None = None
+        step: PositiveFloat | None = None
+        pre1: float | None = None
+        pre2: float | None = None
+        norm1: float | None = None
+        norm2: float | None = None
+        nnorm: int | None = Field(None, ge=0, le=5)
+        npre: Literal[0, 1] | None = None
+        nvict: int | None = None
+        make_flat: bool | None = None
+        pre_edge: tuple[float, float] | None = None
+        post_edge: tuple[float, float] | None = None
+
+        @model_validator(mode="after")
+        def _one_spelling(self) -> Normalize.Params:
+            for short, (a, b) in (
+                ("pre_edge", ("pre1", "pre2")),
+                ("post_edge", ("norm1", "norm2")),
+            ):
+                if getattr(self, short) is not None and (
+                    getattr(self, a) is not None or getattr(self, b) is not None
+                ):
+                    raise ValueError(f"give either {short} or {a}/{b}, not both")
+            return self
+
+        def larch_kwargs(self) -> dict[str, Any]:
+            """The keyword arguments for ``pre_edge`` (only those set)."""
+            names = ("e0", "step", "pre1", "pre2", "norm1", "norm2", "nnorm", "npre", "nvict")
+            kwargs = {k: getattr(self, k) for k in (*names, "make_flat")}
+            if self.pre_edge is not None:
+                kwargs["pre1"], kwargs["pre2"] = self.pre_edge
+            if self.post_edge is not None:
+                kwargs["norm1"], kwargs["norm2"] = self.post_edge
+            return {k: v for k, v in kwargs.items() if v is not None}
+
+    params: Normalize.Params
+
+    def __init__(self, params: Normalize.Params, name: str = "") -> None:
+        super().__init__(params, name)
+        try:
+            from larch import Group
+            from larch.xafs import pre_edge
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                f"{self.name}: xas.normalize needs xraylarch (pip install 'beampipe[xas]'): {exc}"
+            ) from exc
+        self._group = Group
+        self._pre_edge = pre_edge
+        self._kwargs = self.params.larch_kwargs()
+        self._spectra: dict[str, _Spectrum] = {}
+        self.skipped = 0
+
+    def on_stream_start(self, stream: str, metadata: dict[str, Any]) -> None:
+        self._spectra[stream] = _Spectrum(next_emit=self.params.every)
+
+    def process(self, msg: beampipe.Message) -> beampipe.Message | None:
+        spectrum = self._spectra.get(msg.stream)
+        if spectrum is None:  # no StreamStart seen: start the stream here
+            spectrum = self._spectra[msg.stream] = _Spectrum(next_emit=self.params.every)
+        energy = column(msg, self.params.energy, self.name).ravel()
+        mu = column(msg, self.params.mu, self.name).ravel()
+        if energy.size != mu.size:
+            raise ValueError(
+                f"{self.name}: {self.params.energy!r} has {energy.size} values, "
+                f"{self.params.mu!r} {mu.size}"
+            )
+        spectrum.append(energy, mu)
+        spectrum.last_id = max(spectrum.last_id, msg.id)
+        if spectrum.n < spectrum.next_emit:
+            return None
+        every = self.params.every
+        spectrum.next_emit = (spectrum.n // every + 1) * every
+        try:
+            return self._normalize(spectrum, final=False)
+        except Exception as exc:
+            self.skipped += 1
+            log.debug(
+                "%s: stream %r: no intermediate spectrum at %d points: %s",
+                self.name,
+                msg.stream,
+                spectrum.n,
+                exc,
+            )
+            return None
+
+    def on_stream_end(self, stream: str) -> beampipe.Message | None:
+        spectrum = self._spectra.pop(stream, None)
+        if spectrum is None or spectrum.n == 0:
+            return None
+        try:
+            out = self._normalize(spectrum, final=True)
+        except Exception as exc:
+            raise NormalizationError(
+                f"{self.name}: pre_edge failed on stream {stream!r} ({spectrum.n} points): {exc}"
+            ) from exc
+        out.stream = stream
+        out.id = spectrum.last_id
+        return out
+
+    def close(self) -> None:
+        self._spectra.clear()
+
+    def _normalize(self, spectrum: _Spectrum, final: bool) -> beampipe.Message:
+        energy = spectrum.energy[: spectrum.n]
+        mu = spectrum.mu[: spectrum.n]
+        good = np.isfinite(energy) & np.isfinite(mu)
+        energy, mu = energy[good], mu[good]  # copies: the buffers keep growing
+        if np.any(np.diff(np.argsort(energy)) != 1):  # larch's own test and sort
+            order = np.argsort(energy)
+            energy, mu = energy[order], mu[order]
+
+        group = self._group()
+        printed = io.StringIO()
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):
+            warnings.simplefilter("always")
+            self._pre_edge(energy, mu, group=group, **self._kwargs)
+        if printed.getvalue().strip():
+            log.debug("%s: pre_edge printed: %s", self.name, printed.getvalue().strip())
+        e0, step = float(group.e0), float(group.edge_step)
+        if not final:
+            if caught:
+                raise RuntimeError(f"pre_edge warned: {caught[0].message}")
+            if not (math.isfinite(e0) and math.isfinite(step)):
+                raise RuntimeError(f"non-finite result: e0={e0}, edge_step={step}")
+        else:
+            for w in {str(w.message) for w in caught}:
+                log.warning("%s: pre_edge: %s", self.name, w)
+
+        def f64(a: Any) -> np.ndarray:
+            return np.asarray(a, dtype=np.float64)
+
+        data = {
+            "energy": energy,
+            "mu": mu,
+            "norm": f64(group.norm),
+            "pre_edge": f64(group.pre_edge),
+            "post_edge": f64(group.post_edge),
+            "flat": f64(getattr(group, "flat", group.norm)),
+        }
+        metadata = {
+            "e0": e0,
+            "edge_step": step,
+            "n_points": int(energy.size),
+            "n_dropped": int(spectrum.n - energy.size),
+            "final": final,
+            "signal": "norm",
+            "axes": ["energy"],
+            "units": {"energy": "eV", "e0": "eV"},
+        }
+        return beampipe.Message(data=data, metadata=metadata)
