@@ -1,24 +1,8 @@
-"""Moving messages between node processes over ZeroMQ: credit-based flow control and
-acknowledgements.
-
-Topology: every *output port* of a node binds one ROUTER socket; every *input port* of a
-downstream node connects one DEALER socket to each upstream output port that feeds it. Each
-(upstream output, downstream input replica) pair is thus one ordered, bidirectional pipe:
-
-* downstream -> upstream: ``HELLO`` (who I am, initial credit in messages and bytes),
-  ``CREDIT n bytes`` after processing, ``ACK k`` (items 1..k of this pipe are done with),
-  ``BYE`` after the upstream said it is finished;
-* upstream -> downstream: items (messages and stream markers), one or a batch of several per
-  ZeroMQ message, and ``FINISHED`` (nothing more will come).
-
-The upstream -> downstream messages carry no kind frame; the first byte of their first frame
-tells them apart (after the ROUTER's routing frame):
-
-* an *item*: its frames in the wire encoding of :mod:`beampipe.message.wire`, a msgpack map
-  header (first byte ``0x80``-``0x8f``, ``0xde`` or ``0xdf``) and its array buffers;
-* a *batch*: one frame, a msgpack array (first byte ``0x90``-``0x9f``, ``0xdc`` or ``0xdd``) of
-  ``bin`` objects, each the header of one item that has no buffer frame, in the order sent;
-* ``F``: FINISHED.
+"""Moving messages between node processes over ZeroMQ: the sending end of an output port (its
+downstream peers, their credit, the items retained until acknowledged and sent again, replicas
+that join, leave or die while it runs) and how it chooses replicas and batches small items. The
+protocol is :mod:`beampipe.transport.protocol`'s; the receiving end,
+:mod:`beampipe.transport.input`.
 
 Batching (for small items: ZeroMQ's and Python's cost is per message, not per byte): an item
 that is a single frame of at most :data:`BATCH_ITEM_BYTES` is held in its peer's open batch when
@@ -26,31 +10,23 @@ the caller says that more items are on their way (``try_send(..., hold=True)``: 
 draining input it has already received). The batch goes out when it holds :data:`BATCH_ITEMS`
 items or :data:`BATCH_BYTES` bytes, before any other frame to that peer (so the order on the
 pipe is the order sent), and at :meth:`OutputPort.flush`, which the node calls before it waits
-for anything. Credit and retention are per item, as if each were sent on its own.
+for anything.
 
-Flow control: a data message is only sent to a peer that has credit, so every receiver holds at
-most ``window`` unprocessed messages (and about ``byte_window`` bytes) per upstream peer and a
-slow sink slows the source instead of growing memory: the credit-based flow control of the
-ZeroMQ guide, ch. 7 ("Credit-Based Flow Control", https://zguide.zeromq.org/docs/chapter7/).
-Stream markers travel on every pipe (broadcast) and do not take credit. Socket high-water marks
-are disabled: credit is the bound.
+A retained item may carry a *token* (:class:`Token`) that is told when every peer has
+acknowledged it, which is how a node chains the acknowledgement of its input to that of its
+outputs. Peers that come and go:
 
-Acknowledgements (at-least-once delivery): the items of a pipe are numbered 1, 2, 3, ... in the
-order sent; both ends count them, so the number is not sent. The sender *retains* every item
-until the receiver acknowledges it; the receiver acknowledges cumulatively (``ACK k``) once an
-item is done with: processed and its results acknowledged further downstream, or, at a sink,
-made durable (:meth:`beampipe.Worker.checkpoint`). Credit and acknowledgement are separate, so
-acknowledgement latency does not throttle throughput. When a receiver process dies, its peer is
-marked lost (:meth:`OutputPort.lost`); when its restarted process says HELLO again, everything
-it had not acknowledged is sent to it again, renumbered from 1. A retained item may carry a
-*token* (:class:`Token`) that is told when every peer has acknowledged it, which is how a node
-chains the acknowledgement of its input to that of its outputs.
-
-Scaling while running: a replica that says HELLO to a port already sending *joins*: it first gets
-the ends of the streams the port ended recently and the starts of the open ones, so that it, and
-the nodes after it, account for every stream. A replica being removed is *retired*: it is sent
-FINISHED at once and no further message or marker; once it said BYE and acknowledged everything
-it is forgotten. A receiver counts a pipe that finished as having ended every stream.
+* a replica whose process died is marked lost (:meth:`OutputPort.lost`) and sent nothing; when
+  its restarted process says HELLO again, everything it had not acknowledged is sent to it
+  again, renumbered from 1;
+* a replica that died for good is forgotten (:meth:`OutputPort.forget`): the messages it had
+  not acknowledged wait in its connection's backlog and go to the other replicas first;
+* a replica that says HELLO to a port already sending *joins*: it first gets the ends of the
+  streams the port ended recently and the starts of the open ones, so that it, and the nodes
+  after it, account for every stream;
+* a replica being removed is *retired* (:meth:`OutputPort.retire`): it is sent FINISHED at once
+  and no further message or marker; once it said BYE and acknowledged everything it is
+  forgotten.
 """
 
 from __future__ import annotations
@@ -60,25 +36,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import msgpack
 import zmq
 
-from beampipe.message import Item, Message, StreamStart, WireError, decode
+from beampipe.message import Item, Message, StreamStart
 from beampipe.message.key import KeyFunction, replica_of
-
-HELLO, CREDIT, ACK, FINISHED, BYE = b"H", b"C", b"A", b"F", b"B"
-ENDED_KEPT = 1024
-"""Ended streams an output port remembers for replicas that join later."""
-BATCH_ITEM_BYTES = 16384
-"""Items (single-frame) up to this size may travel in a batch."""
-BATCH_ITEMS = 64
-"""Items in one batch at most ..."""
-BATCH_BYTES = 65536
-"""... and bytes: a batch is sent when it reaches either. Below pyzmq's copy threshold
-(``zmq.COPY_THRESHOLD``), so that a batch is copied once and needs no zero-copy tracking."""
-_SNDMORE = int(zmq.SNDMORE)
-_BATCH_FIRST = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])
-"""First bytes of a msgpack array: a batch."""
+from beampipe.transport.protocol import (
+    FINISHED,
+    Control,
+    Hello,
+    TransportError,
+    decode_ack,
+    decode_credit,
+    decode_hello,
+    encode_batch,
+    wire_size,
+)
 
 
 class Token(Protocol):
@@ -102,10 +74,6 @@ class Retained:
     token: Token | None
 
 
-class TransportError(RuntimeError):
-    """A peer broke the protocol (unknown peer, unexpected frame)."""
-
-
 @dataclass(slots=True, eq=False)
 class Peer:
     """One downstream input-port replica, as seen by an output port.
@@ -124,13 +92,15 @@ class Peer:
     byte_window: int
     finished: bool = False
     alive: bool = True
-    """False from :meth:`OutputPort.lost` until the restarted replica says HELLO."""
+    """False from :meth:`OutputPort.lost` until the restarted replica says
+    HELLO."""
     seq: int = 0
     """Items sent on this pipe (the number of the last one)."""
     retained: deque[Retained] = field(default_factory=deque)
     restarts: int = 0
     retiring: bool = False
-    """Being removed (:meth:`OutputPort.retire`): told FINISHED, gets nothing more."""
+    """Being removed (:meth:`OutputPort.retire`): told FINISHED, gets
+    nothing more."""
     batch: list[bytes] = field(default_factory=list)
     """Headers of the items held for the next batch to this peer (sent, retained, not yet
     on the socket)."""
@@ -144,6 +114,8 @@ class Peer:
         return self.byte_credit >= size or self.credit >= self.window
 
     def retain(self, item: Item, frames: list[Any], size: int, token: Token | None) -> None:
+        """Keep ``item`` (sent as ``frames``, ``size`` wire bytes) as this pipe's next item
+        until it is acknowledged; ``token`` holds it meanwhile."""
         self.seq += 1
         self.retained.append(Retained(self.seq, item, frames, size, token))
         if token is not None:
@@ -210,6 +182,99 @@ class Route:
         return peers if all(p.can_take(size) for p in peers) else None
 
 
+BATCH_ITEM_BYTES = 16384
+"""Items (single-frame) up to this size may travel in a batch."""
+BATCH_ITEMS = 64
+"""Items in one batch at most ..."""
+BATCH_BYTES = 65536
+"""... and bytes: a batch is sent when it reaches either. Below pyzmq's copy threshold
+(``zmq.COPY_THRESHOLD``), so that a batch is copied once and needs no zero-copy tracking."""
+_SNDMORE = int(zmq.SNDMORE)
+
+
+class BatchedSender:
+    """Sends items and FINISHED to the peers of one ROUTER ``socket``, each peer's in the
+    order given; holds small items in the peers' open batches (see the module docstring).
+
+    A peer whose process is gone (ZeroMQ cannot route to it) is marked lost (``alive`` False)
+    and sent nothing: its items stay retained for its restarted process.
+    """
+
+    def __init__(self, socket: zmq.Socket) -> None:
+        self.socket = socket
+        self._batched: list[Peer] = []
+        """Peers with an open batch."""
+
+    def put(self, peer: Peer, frames: list[Any], hold: bool) -> None:
+        """Send one item's ``frames`` to ``peer`` after what its batch holds; a small item
+        joins the batch instead if ``hold`` or the batch is open."""
+        batch = peer.batch
+        if len(frames) == 1 and len(frames[0]) <= BATCH_ITEM_BYTES:
+            if hold or batch:
+                if not batch:
+                    self._batched.append(peer)
+                batch.append(frames[0])
+                peer.batch_bytes += len(frames[0])
+                if not hold or len(batch) >= BATCH_ITEMS or peer.batch_bytes >= BATCH_BYTES:
+                    self.flush_peer(peer)
+                return
+        elif batch:
+            self.flush_peer(peer)
+        if self._reachable(peer):
+            # send() per part: about half the cost of send_multipart's flag handling;
+            # only a header: copying beats zero-copy bookkeeping
+            send = self.socket.send
+            last = len(frames) - 1
+            copy = not last
+            for i, frame in enumerate(frames):
+                send(frame, 0 if i == last else _SNDMORE, copy=copy)
+
+    def flush(self) -> None:
+        """Send every open batch."""
+        batched = self._batched
+        while batched:
+            self.flush_peer(batched[-1])
+
+    def flush_peer(self, peer: Peer) -> None:
+        """Send ``peer``'s open batch, if any (one item alone, as an item)."""
+        batch = peer.batch
+        if not batch:
+            return
+        self.drop_batch(peer)
+        if self._reachable(peer):
+            self.socket.send(batch[0] if len(batch) == 1 else encode_batch(batch))
+
+    def drop_batch(self, peer: Peer) -> None:
+        """Close ``peer``'s open batch without sending it (its items stay retained)."""
+        if peer.batch:
+            self._batched.remove(peer)
+            peer.batch = []
+            peer.batch_bytes = 0
+
+    def finish(self, peer: Peer) -> None:
+        """Send ``peer`` FINISHED."""
+        if self._reachable(peer):
+            self.socket.send(FINISHED)
+
+    def _reachable(self, peer: Peer) -> bool:
+        """Start a message to ``peer`` (its routing frame); False, and the peer marked lost,
+        if its process is gone (ZeroMQ knew before the launcher said so)."""
+        try:
+            self.socket.send(peer.identity, _SNDMORE)
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            peer.alive = False
+            return False
+        return True
+
+
+_HELLO, _CREDIT, _ACK, _BYE = Control.HELLO, Control.CREDIT, Control.ACK, Control.BYE
+"""Looked up once: an enum member costs about 80 ns to look up on its class (Python 3.11)."""
+ENDED_KEPT = 1024
+"""Ended streams an output port remembers for replicas that join later."""
+
+
 @dataclass
 class OutputPort:
     """The sending end of one output port: a bound ROUTER and its downstream peers.
@@ -251,8 +316,10 @@ class OutputPort:
     on every send, so counted rather than looked up)."""
     _connected: bool = False
     _finished: bool = False
-    _batched: list[Peer] = field(default_factory=list)
-    """Peers with an open batch."""
+    _sender: BatchedSender = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._sender = BatchedSender(self.socket)
 
     @classmethod
     def bind(cls, ctx: zmq.Context, name: str, address: str, routes: list[Route]) -> OutputPort:
@@ -290,10 +357,9 @@ class OutputPort:
         data, so nothing is lost, and the port goes on.
         """
         identity, kind, *body = frames
-        if kind == HELLO:
+        if kind == _HELLO:
             try:
-                hello = msgpack.unpackb(body[0])
-                self._hello(identity, hello)
+                self._hello(identity, decode_hello(body[0]))
             except (TransportError, ValueError, TypeError, KeyError, IndexError) as exc:
                 self._reject(f"a HELLO that is not one of this port's peers ({exc})")
             return
@@ -301,17 +367,17 @@ class OutputPort:
         if peer is None:
             self._reject(f"{kind!r} from unknown peer {identity!r}")
             return
-        if kind == CREDIT:
-            n, nbytes = map(int, body[0].split())
+        if kind == _CREDIT:
+            n, nbytes = decode_credit(body[0])
             peer.credit += n
             peer.byte_credit += nbytes
             self.in_flight -= n
             self.in_flight_bytes -= nbytes
             if self.backlogged:
                 self.pump()
-        elif kind == ACK:
-            peer.acknowledge(int(body[0]))
-        elif kind == BYE:
+        elif kind == _ACK:
+            peer.acknowledge(decode_ack(body[0]))
+        elif kind == _BYE:
             peer.finished = True
         else:
             self._reject(f"frame kind {kind!r} from {peer.target} replica {peer.replica}")
@@ -326,30 +392,30 @@ class OutputPort:
 
     def _remove(self, peer: Peer) -> None:
         """A retired peer is done with everything: forget it."""
-        self._drop_batch(peer)
+        self._sender.drop_batch(peer)
         del self.peers[peer.identity]
         self.routes[peer.target].peers.remove(peer)
         self.in_flight -= peer.window - peer.credit
         self.in_flight_bytes -= peer.byte_window - peer.byte_credit
 
-    def _hello(self, identity: bytes, hello: dict[str, Any]) -> None:
-        route = self.routes.get(hello["target"])
+    def _hello(self, identity: bytes, hello: Hello) -> None:
+        route = self.routes.get(hello.target)
         if route is None:
             raise TransportError(
-                f"output {self.name!r}: HELLO from unexpected peer {hello['target']!r}"
+                f"output {self.name!r}: HELLO from unexpected peer {hello.target!r}"
             )
-        known = next((p for p in route.peers if p.replica == hello["replica"]), None)
+        known = next((p for p in route.peers if p.replica == hello.replica), None)
         if known is not None:
             self._revive(known, identity, hello)
             return
         peer = Peer(
             identity,
-            hello["target"],
-            hello["replica"],
-            hello["credit"],
-            hello["bytes"],
-            hello["credit"],
-            hello["bytes"],
+            hello.target,
+            hello.replica,
+            hello.credit,
+            hello.byte_credit,
+            hello.credit,
+            hello.byte_credit,
         )
         self.peers[identity] = peer
         route.peers.append(peer)
@@ -362,10 +428,10 @@ class OutputPort:
         and the nodes after it account for every stream."""
         for item, frames in [*self.ended_streams.values(), *self.open_streams.values()]:
             peer.retain(item, frames, wire_size(frames), None)
-            self._put(peer, frames, True)
-        self._flush_peer(peer)
+            self._sender.put(peer, frames, True)
+        self._sender.flush_peer(peer)
         if self._finished:
-            self._send_finished(peer)
+            self._sender.finish(peer)
 
     def retire(self, target: str, replica: int) -> None:
         """Remove ``target`` replica ``replica`` (scaling down): it gets no more messages and
@@ -374,22 +440,22 @@ class OutputPort:
             if peer.target == target and peer.replica == replica and not peer.retiring:
                 peer.retiring = True
                 if peer.alive:
-                    self._flush_peer(peer)
-                    self._send_finished(peer)
+                    self._sender.flush_peer(peer)
+                    self._sender.finish(peer)
                 if peer.finished and not peer.retained:
                     self._remove(peer)
 
-    def _revive(self, peer: Peer, identity: bytes, hello: dict[str, Any]) -> None:
+    def _revive(self, peer: Peer, identity: bytes, hello: Hello) -> None:
         """A restarted replica said HELLO: send it again everything it had not acknowledged
         (numbered from 1), then FINISHED if this port has finished."""
-        self._drop_batch(peer)  # retained: sent again below
+        self._sender.drop_batch(peer)  # retained: sent again below
         del self.peers[peer.identity]
         self.peers[identity] = peer
         self.in_flight -= peer.window - peer.credit
         self.in_flight_bytes -= peer.byte_window - peer.byte_credit
         peer.identity = identity
-        peer.credit = peer.window = hello["credit"]
-        peer.byte_credit = peer.byte_window = hello["bytes"]
+        peer.credit = peer.window = hello.credit
+        peer.byte_credit = peer.byte_window = hello.byte_credit
         peer.alive, peer.finished = True, False
         peer.restarts += 1
         peer.seq = 0
@@ -400,11 +466,11 @@ class OutputPort:
                 peer.byte_credit -= kept.size
                 self.in_flight += 1
                 self.in_flight_bytes += kept.size
-            self._put(peer, kept.frames, True)
+            self._sender.put(peer, kept.frames, True)
             self.resent += 1
-        self._flush_peer(peer)
+        self._sender.flush_peer(peer)
         if self._finished or peer.retiring:
-            self._send_finished(peer)
+            self._sender.finish(peer)
 
     def forget(self, target: str, replica: int) -> None:
         """The process of ``target`` replica ``replica`` died for good (no restart): forget
@@ -455,7 +521,7 @@ class OutputPort:
                 self.in_flight += 1
                 self.in_flight_bytes += kept.size
                 self.resent += 1
-                self._put(peer, kept.frames, True)
+                self._sender.put(peer, kept.frames, True)
         self.flush()
 
     def lost(self, target: str, replica: int) -> None:
@@ -464,7 +530,7 @@ class OutputPort:
         for peer in self.peers.values():
             if peer.target == target and peer.replica == replica:
                 peer.alive = False
-                self._drop_batch(peer)  # retained: sent when it comes back
+                self._sender.drop_batch(peer)  # retained: sent when it comes back
 
     def try_send(
         self, item: Item, frames: list[Any], token: Token | None = None, hold: bool = False
@@ -480,20 +546,7 @@ class OutputPort:
         if not self.connected or self.backlogged:  # a dead replica's messages go first
             return False
         if not isinstance(item, Message):
-            size = wire_size(frames)
-            if isinstance(item, StreamStart):
-                self.open_streams[item.stream] = (item, frames)
-            else:
-                self.open_streams.pop(item.stream, None)
-                self.ended_streams[item.stream] = (item, frames)
-                if len(self.ended_streams) > ENDED_KEPT:
-                    del self.ended_streams[next(iter(self.ended_streams))]
-            for peer in self.peers.values():
-                if peer.retiring:
-                    continue
-                peer.retain(item, frames, size, token)
-                if peer.alive:
-                    self._put(peer, frames, hold)
+            self._send_marker(item, frames, token, hold)
             return True
         size = wire_size(frames)
         chosen: list[Peer] = []
@@ -502,11 +555,12 @@ class OutputPort:
             if peers is None:
                 return False
             chosen.extend(peers)
+        put = self._sender.put
         for peer in chosen:
             peer.credit -= 1
             peer.byte_credit -= size
             peer.retain(item, frames, size, token)
-            self._put(peer, frames, hold)
+            put(peer, frames, hold)
         self.sent += 1
         self.sent_bytes += size
         self.in_flight += len(chosen)
@@ -517,67 +571,27 @@ class OutputPort:
             self.peak_in_flight_bytes = self.in_flight_bytes
         return True
 
-    def _put(self, peer: Peer, frames: list[Any], hold: bool) -> None:
-        """Send one item's ``frames`` to ``peer`` after what its batch holds; a small item
-        joins the batch instead if ``hold`` or the batch is open (see the module docstring).
-        An unreachable peer is marked lost: the item is retained for its restarted process."""
-        batch = peer.batch
-        if len(frames) == 1 and len(frames[0]) <= BATCH_ITEM_BYTES:
-            if hold or batch:
-                if not batch:
-                    self._batched.append(peer)
-                batch.append(frames[0])
-                peer.batch_bytes += len(frames[0])
-                if not hold or len(batch) >= BATCH_ITEMS or peer.batch_bytes >= BATCH_BYTES:
-                    self._flush_peer(peer)
-                return
-        elif batch:
-            self._flush_peer(peer)
-        if self._reachable(peer):
-            # send() per part: about half the cost of send_multipart's flag handling;
-            # only a header: copying beats zero-copy bookkeeping
-            send = self.socket.send
-            last = len(frames) - 1
-            copy = not last
-            for i, frame in enumerate(frames):
-                send(frame, 0 if i == last else _SNDMORE, copy=copy)
+    def _send_marker(self, item: Item, frames: list[Any], token: Token | None, hold: bool) -> None:
+        """Send a stream marker to every peer that is not retiring (a lost one retains it for
+        its restarted process) and remember it for replicas that join later."""
+        size = wire_size(frames)
+        if isinstance(item, StreamStart):
+            self.open_streams[item.stream] = (item, frames)
+        else:
+            self.open_streams.pop(item.stream, None)
+            self.ended_streams[item.stream] = (item, frames)
+            if len(self.ended_streams) > ENDED_KEPT:
+                del self.ended_streams[next(iter(self.ended_streams))]
+        for peer in self.peers.values():
+            if peer.retiring:
+                continue
+            peer.retain(item, frames, size, token)
+            if peer.alive:
+                self._sender.put(peer, frames, hold)
 
     def flush(self) -> None:
         """Send every open batch."""
-        batched = self._batched
-        while batched:
-            self._flush_peer(batched[-1])
-
-    def _flush_peer(self, peer: Peer) -> None:
-        """Send ``peer``'s open batch, if any (one item alone, as an item)."""
-        batch = peer.batch
-        if not batch:
-            return
-        self._drop_batch(peer)
-        if self._reachable(peer):
-            self.socket.send(batch[0] if len(batch) == 1 else msgpack.packb(batch))
-
-    def _drop_batch(self, peer: Peer) -> None:
-        if peer.batch:
-            self._batched.remove(peer)
-            peer.batch = []
-            peer.batch_bytes = 0
-
-    def _send_finished(self, peer: Peer) -> None:
-        if self._reachable(peer):
-            self.socket.send(FINISHED)
-
-    def _reachable(self, peer: Peer) -> bool:
-        """Start a message to ``peer`` (its routing frame); False, and the peer marked lost,
-        if its process is gone (ZeroMQ knew before the launcher said so)."""
-        try:
-            self.socket.send(peer.identity, _SNDMORE)
-        except zmq.ZMQError as exc:
-            if exc.errno != zmq.EHOSTUNREACH:
-                raise
-            peer.alive = False
-            return False
-        return True
+        self._sender.flush()
 
     def finish(self) -> None:
         """Tell every peer that nothing more will come (a lost peer when it comes back)."""
@@ -585,7 +599,7 @@ class OutputPort:
         self.flush()
         for peer in self.peers.values():
             if peer.alive and not peer.retiring:
-                self._send_finished(peer)
+                self._sender.finish(peer)
 
     @property
     def drained(self) -> bool:
@@ -598,177 +612,3 @@ class OutputPort:
     def retained(self) -> int:
         """Items (per peer) sent and not yet acknowledged."""
         return sum(len(p.retained) for p in self.peers.values())
-
-
-def wire_size(frames: list[Any]) -> int:
-    """Bytes of an encoded item (``bytes`` or ``zmq.Frame`` / buffer frames)."""
-    if len(frames) == 1:
-        return len(frames[0])
-    return sum(len(f) if isinstance(f, bytes | zmq.Frame) else memoryview(f).nbytes for f in frames)
-
-
-@dataclass(eq=False)
-class InputChannel:
-    """The receiving end of one pipe: a DEALER connected to one upstream output port.
-
-    Every item received gets the pipe's next number (:attr:`received`); the node calls
-    :meth:`complete` with it when the item is done with, and :meth:`flush_acks` sends the
-    cumulative acknowledgement. :attr:`epoch` counts reconnections to a restarted upstream:
-    a completion from an earlier epoch is ignored.
-    """
-
-    port: str
-    upstream: str
-    """``node#replica.port`` of the upstream output, for error messages."""
-    socket: zmq.Socket
-    window: int
-    byte_window: int
-    hello: bytes
-    finished: bool = False
-    last_size: int = 0
-    """Wire bytes of the last item received."""
-    received: int = 0
-    """Items received in this epoch: the number of the last one."""
-    epoch: int = 0
-    _processed: int = 0
-    _processed_bytes: int = 0
-    _acked: int = 0
-    _ack_sent: int = 0
-    _done: set[int] = field(default_factory=set)
-    _batch: deque[bytes] = field(default_factory=deque)
-    """Headers of the items of the last batch received that were not yet taken."""
-
-    @classmethod
-    def connect(
-        cls,
-        ctx: zmq.Context,
-        *,
-        port: str,
-        target: str,
-        replica: int,
-        upstream: str,
-        endpoint: str,
-        window: int,
-        byte_window: int,
-    ) -> InputChannel:
-        """Connect to ``endpoint`` and introduce ourselves as ``target`` replica ``replica``
-        with a credit of ``window`` messages and ``byte_window`` bytes."""
-        hello = {"target": target, "replica": replica, "credit": window, "bytes": byte_window}
-        channel = cls(
-            port, upstream, ctx.socket(zmq.DEALER), window, byte_window, msgpack.packb(hello)
-        )
-        channel._open(endpoint)
-        return channel
-
-    def _open(self, endpoint: str) -> None:
-        sock = self.socket
-        sock.setsockopt(zmq.SNDHWM, 0)
-        sock.setsockopt(zmq.RCVHWM, 0)
-        sock.setsockopt(zmq.LINGER, 1000)
-        sock.connect(endpoint)
-        sock.send_multipart([HELLO, self.hello])
-
-    def reconnect(self, ctx: zmq.Context, endpoint: str) -> None:
-        """The upstream process was restarted (at ``endpoint``): drop what is still queued
-        from its predecessor (unacknowledged, so it comes again) and start a new epoch."""
-        self.socket.close(linger=0)
-        self.socket = ctx.socket(zmq.DEALER)
-        self.epoch += 1
-        self.finished = False
-        self.received = self._acked = self._ack_sent = 0
-        self._processed = self._processed_bytes = 0
-        self._done.clear()
-        self._batch.clear()
-        self._open(endpoint)
-
-    @property
-    def pending(self) -> bool:
-        """Items of a batch already received wait to be taken."""
-        return bool(self._batch)
-
-    def receive(self, block: bool = True) -> Item | None:
-        """The next item (from the last batch received, or a new ZeroMQ message), or None for
-        FINISHED (answered with BYE; :attr:`finished` is then True).
-
-        Raises:
-            zmq.Again: ``block=False`` and nothing is waiting.
-            beampipe.message.WireError: the frames are not a valid item (it is still counted:
-                complete it).
-            TransportError: a batch that is not a msgpack array of ``bin``.
-        """
-        batch = self._batch
-        if batch:
-            return self._item([batch.popleft()])
-        first = self.socket.recv(0 if block else zmq.NOBLOCK, copy=False)
-        if first.more:
-            return self._item([first, *self.socket.recv_multipart(copy=False)])
-        data = first.bytes
-        if data and data[0] in _BATCH_FIRST:
-            try:
-                headers = msgpack.unpackb(data)
-                if not headers or not all(isinstance(h, bytes) for h in headers):
-                    raise TypeError("not a non-empty array of bin")
-            except Exception as exc:
-                raise TransportError(
-                    f"input {self.port!r} from {self.upstream}: unreadable batch: {exc}"
-                ) from exc
-            batch.extend(headers)
-            return self._item([batch.popleft()])
-        if data == FINISHED:
-            self.finished = True
-            self._return_credit()
-            self.socket.send_multipart([BYE])
-            return None
-        return self._item([data])
-
-    def _item(self, frames: list[Any]) -> Item:
-        """Count and decode one item."""
-        self.received += 1
-        self.last_size = wire_size(frames)
-        try:
-            return decode(frames)
-        except WireError as exc:
-            raise WireError(f"from {self.upstream} on input {self.port!r}: {exc}") from exc
-
-    def processed(self, size: int) -> None:
-        """One message of ``size`` wire bytes was processed: return credit in batches of half
-        the window (messages or bytes, whichever fills first)."""
-        self._processed += 1
-        self._processed_bytes += size
-        if self._processed >= max(1, self.window // 2) or (
-            self._processed_bytes >= self.byte_window // 2
-        ):
-            self._return_credit()
-
-    def complete(self, seq: int, epoch: int) -> None:
-        """Item ``seq`` (of ``epoch``) is done with; acknowledged at the next :meth:`flush_acks`
-        once every item before it is done with too."""
-        if epoch != self.epoch:
-            return
-        if seq == self._acked + 1:
-            self._acked = seq
-            done = self._done
-            while done and self._acked + 1 in done:
-                self._acked += 1
-                done.discard(self._acked)
-        elif seq > self._acked:
-            self._done.add(seq)
-
-    def flush_acks(self) -> None:
-        """Send ``ACK k`` if more items were done with since the last one."""
-        if self._acked > self._ack_sent:
-            self.socket.send(ACK, _SNDMORE)
-            self.socket.send(b"%d" % self._acked)
-            self._ack_sent = self._acked
-
-    @property
-    def unacknowledged(self) -> int:
-        """Items received and not yet acknowledged."""
-        return self.received - self._ack_sent
-
-    def _return_credit(self) -> None:
-        if self._processed:
-            self.socket.send(CREDIT, _SNDMORE)
-            self.socket.send(b"%d %d" % (self._processed, self._processed_bytes))
-            self._processed = 0
-            self._processed_bytes = 0
