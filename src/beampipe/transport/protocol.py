@@ -19,7 +19,7 @@ tells them apart (:func:`delivery_of`):
 * a *batch*: one frame, a msgpack array (first byte ``0x90``-``0x9f``, ``0xdc`` or ``0xdd``) of
   ``bin`` objects, each the header of one item that has no buffer frame, in the order sent
   (:func:`encode_batch`). When a sender batches is its choice
-  (:mod:`beampipe.transport.zeromq`); credit, numbering and acknowledgement are per item, as
+  (:mod:`beampipe.transport.batching`); credit, numbering and acknowledgement are per item, as
   if each had been sent on its own;
 * ``F``: FINISHED.
 

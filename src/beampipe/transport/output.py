@@ -1,20 +1,13 @@
-"""Moving messages between node processes over ZeroMQ: the sending end of an output port (its
-downstream peers, their credit, the items retained until acknowledged and sent again, replicas
-that join, leave or die while it runs) and how it chooses replicas and batches small items. The
-protocol is :mod:`beampipe.transport.protocol`'s; the receiving end,
-:mod:`beampipe.transport.input`.
+"""The sending end of an output port: its downstream peers, their credit, the items retained
+until acknowledged and sent again, and replicas that join, leave or die while it runs.
 
-Batching (for small items: ZeroMQ's and Python's cost is per message, not per byte): an item
-that is a single frame of at most :data:`BATCH_ITEM_BYTES` is held in its peer's open batch when
-the caller says that more items are on their way (``try_send(..., hold=True)``: a worker
-draining input it has already received). The batch goes out when it holds :data:`BATCH_ITEMS`
-items or :data:`BATCH_BYTES` bytes, before any other frame to that peer (so the order on the
-pipe is the order sent), and at :meth:`OutputPort.flush`, which the node calls before it waits
-for anything.
+The protocol is :mod:`beampipe.transport.protocol`'s; a connection's choice of replicas,
+:mod:`~beampipe.transport.routing`'s; each pipe's state, a
+:class:`~beampipe.transport.peer.Peer`; batching, :mod:`~beampipe.transport.batching`'s.
 
-A retained item may carry a *token* (:class:`Token`) that is told when every peer has
-acknowledged it, which is how a node chains the acknowledgement of its input to that of its
-outputs. Peers that come and go:
+A retained item may carry a *token* (:class:`~beampipe.transport.peer.Token`) that is told when
+every peer has acknowledged it, which is how a node chains the acknowledgement of its input to
+that of its outputs. Peers that come and go:
 
 * a replica whose process died is marked lost (:meth:`OutputPort.lost`) and sent nothing; when
   its restarted process says HELLO again, everything it had not acknowledged is sent to it
@@ -31,243 +24,25 @@ outputs. Peers that come and go:
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import zmq
 
 from beampipe.message import Item, Message, StreamStart
-from beampipe.message.key import KeyFunction, replica_of
+from beampipe.transport.batching import BatchedSender
+from beampipe.transport.peer import Peer, Token
 from beampipe.transport.protocol import (
-    FINISHED,
     Control,
     Hello,
     TransportError,
     decode_ack,
     decode_credit,
     decode_hello,
-    encode_batch,
     wire_size,
 )
-
-
-class Token(Protocol):
-    """Told when the items sent on its behalf are acknowledged (see :class:`Retained`)."""
-
-    def hold(self) -> None:
-        """One more item (to one peer) waits for an acknowledgement."""
-
-    def release(self) -> None:
-        """One of them was acknowledged."""
-
-
-@dataclass(slots=True)
-class Retained:
-    """An item sent to a peer and not yet acknowledged: kept to be sent again."""
-
-    seq: int
-    item: Item
-    frames: list[Any]
-    size: int
-    token: Token | None
-
-
-@dataclass(slots=True, eq=False)
-class Peer:
-    """One downstream input-port replica, as seen by an output port.
-
-    ``credit`` / ``byte_credit`` are what it can still take; ``window`` / ``byte_window`` what
-    it started with, so ``window - credit`` messages are in flight to it.
-    """
-
-    identity: bytes
-    target: str
-    """``node.port`` of the connection it belongs to."""
-    replica: int
-    credit: int
-    byte_credit: int
-    window: int
-    byte_window: int
-    finished: bool = False
-    alive: bool = True
-    """False from :meth:`OutputPort.lost` until the restarted replica says
-    HELLO."""
-    seq: int = 0
-    """Items sent on this pipe (the number of the last one)."""
-    retained: deque[Retained] = field(default_factory=deque)
-    restarts: int = 0
-    retiring: bool = False
-    """Being removed (:meth:`OutputPort.retire`): told FINISHED, gets
-    nothing more."""
-    batch: list[bytes] = field(default_factory=list)
-    """Headers of the items held for the next batch to this peer (sent, retained, not yet
-    on the socket)."""
-    batch_bytes: int = 0
-
-    def can_take(self, size: int) -> bool:
-        """Room for a message of ``size`` bytes: a message credit, and byte credit for it,
-        unless nothing is in flight (so a message bigger than the byte window still moves)."""
-        if self.credit <= 0 or not self.alive or self.retiring:
-            return False
-        return self.byte_credit >= size or self.credit >= self.window
-
-    def retain(self, item: Item, frames: list[Any], size: int, token: Token | None) -> None:
-        """Keep ``item`` (sent as ``frames``, ``size`` wire bytes) as this pipe's next item
-        until it is acknowledged; ``token`` holds it meanwhile."""
-        self.seq += 1
-        self.retained.append(Retained(self.seq, item, frames, size, token))
-        if token is not None:
-            token.hold()
-
-    def adopt(self, kept: Retained) -> None:
-        """Retain an item that another (dead) peer had not acknowledged; its token's hold
-        passes to this peer."""
-        self.seq += 1
-        kept.seq = self.seq
-        self.retained.append(kept)
-
-    def acknowledge(self, upto: int) -> None:
-        """Items ``1..upto`` are done with: drop them and release their tokens."""
-        retained = self.retained
-        while retained and retained[0].seq <= upto:
-            token = retained.popleft().token
-            if token is not None:
-                token.release()
-
-
-@dataclass(eq=False)
-class Route:
-    """How one connection spreads messages over the replicas of its target.
-
-    ``routing`` is ``round_robin`` (the replica with most credit, i.e. least loaded; ties in
-    turn), ``by_key`` (replica ``replica_of(key(msg), replicas)``; equal keys, equal replica) or
-    ``broadcast`` (all replicas).
-    """
-
-    target: str
-    replicas: int
-    routing: str = "round_robin"
-    key: KeyFunction | None = None
-    peers: list[Peer] = field(default_factory=list)
-    backlog: deque[Retained] = field(default_factory=deque)
-    """Messages a dead replica had not acknowledged, waiting to go to the others
-    (:meth:`OutputPort.forget`)."""
-    _turn: int = 0
-
-    def choose(self, msg: Message, size: int) -> list[Peer] | None:
-        """The peers that get ``msg`` now, or ``None`` if they have no room yet.
-
-        Raises:
-            beampipe.message.key.KeyExpressionError: the key cannot be evaluated on ``msg``.
-        """
-        peers = self.peers
-        if self.routing == "round_robin":
-            best: Peer | None = None
-            n = len(peers)
-            for i in range(n):
-                peer = peers[(self._turn + i) % n]
-                if peer.can_take(size) and (best is None or peer.credit > best.credit):
-                    best = peer
-            if best is None:
-                return None
-            self._turn = (peers.index(best) + 1) % n
-            return [best]
-        if self.routing == "by_key":
-            assert self.key is not None
-            peer = peers[replica_of(self.key(msg), self.replicas)]
-            return [peer] if peer.can_take(size) else None
-        peers = [p for p in peers if not p.retiring]
-        return peers if all(p.can_take(size) for p in peers) else None
-
-
-BATCH_ITEM_BYTES = 16384
-"""Items (single-frame) up to this size may travel in a batch."""
-BATCH_ITEMS = 64
-"""Items in one batch at most ..."""
-BATCH_BYTES = 65536
-"""... and bytes: a batch is sent when it reaches either. Below pyzmq's copy threshold
-(``zmq.COPY_THRESHOLD``), so that a batch is copied once and needs no zero-copy tracking."""
-_SNDMORE = int(zmq.SNDMORE)
-
-
-class BatchedSender:
-    """Sends items and FINISHED to the peers of one ROUTER ``socket``, each peer's in the
-    order given; holds small items in the peers' open batches (see the module docstring).
-
-    A peer whose process is gone (ZeroMQ cannot route to it) is marked lost (``alive`` False)
-    and sent nothing: its items stay retained for its restarted process.
-    """
-
-    def __init__(self, socket: zmq.Socket) -> None:
-        self.socket = socket
-        self._batched: list[Peer] = []
-        """Peers with an open batch."""
-
-    def put(self, peer: Peer, frames: list[Any], hold: bool) -> None:
-        """Send one item's ``frames`` to ``peer`` after what its batch holds; a small item
-        joins the batch instead if ``hold`` or the batch is open."""
-        batch = peer.batch
-        if len(frames) == 1 and len(frames[0]) <= BATCH_ITEM_BYTES:
-            if hold or batch:
-                if not batch:
-                    self._batched.append(peer)
-                batch.append(frames[0])
-                peer.batch_bytes += len(frames[0])
-                if not hold or len(batch) >= BATCH_ITEMS or peer.batch_bytes >= BATCH_BYTES:
-                    self.flush_peer(peer)
-                return
-        elif batch:
-            self.flush_peer(peer)
-        if self._reachable(peer):
-            # send() per part: about half the cost of send_multipart's flag handling;
-            # only a header: copying beats zero-copy bookkeeping
-            send = self.socket.send
-            last = len(frames) - 1
-            copy = not last
-            for i, frame in enumerate(frames):
-                send(frame, 0 if i == last else _SNDMORE, copy=copy)
-
-    def flush(self) -> None:
-        """Send every open batch."""
-        batched = self._batched
-        while batched:
-            self.flush_peer(batched[-1])
-
-    def flush_peer(self, peer: Peer) -> None:
-        """Send ``peer``'s open batch, if any (one item alone, as an item)."""
-        batch = peer.batch
-        if not batch:
-            return
-        self.drop_batch(peer)
-        if self._reachable(peer):
-            self.socket.send(batch[0] if len(batch) == 1 else encode_batch(batch))
-
-    def drop_batch(self, peer: Peer) -> None:
-        """Close ``peer``'s open batch without sending it (its items stay retained)."""
-        if peer.batch:
-            self._batched.remove(peer)
-            peer.batch = []
-            peer.batch_bytes = 0
-
-    def finish(self, peer: Peer) -> None:
-        """Send ``peer`` FINISHED."""
-        if self._reachable(peer):
-            self.socket.send(FINISHED)
-
-    def _reachable(self, peer: Peer) -> bool:
-        """Start a message to ``peer`` (its routing frame); False, and the peer marked lost,
-        if its process is gone (ZeroMQ knew before the launcher said so)."""
-        try:
-            self.socket.send(peer.identity, _SNDMORE)
-        except zmq.ZMQError as exc:
-            if exc.errno != zmq.EHOSTUNREACH:
-                raise
-            peer.alive = False
-            return False
-        return True
-
+from beampipe.transport.routing import Route
 
 _HELLO, _CREDIT, _ACK, _BYE = Control.HELLO, Control.CREDIT, Control.ACK, Control.BYE
 """Looked up once: an enum member costs about 80 ns to look up on its class (Python 3.11)."""
