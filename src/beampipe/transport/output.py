@@ -81,7 +81,7 @@ class OutputPort:
     """Told what was dropped, each time (the node logs it)."""
     open_streams: dict[str, tuple[Item, list[Any]]] = field(default_factory=dict)
     """The StreamStart (and its frames) of each stream this port started and did not end:
-    sent to a replica that joins later (:meth:`beampipe.manager.LocalLauncher.scale`)."""
+    sent to a replica that joins later (:meth:`beampipe.launch.Launcher.scale`)."""
     ended_streams: dict[str, tuple[Item, list[Any]]] = field(default_factory=dict)
     """The EndOfStream of the last :data:`ENDED_KEPT` streams this port ended: also sent to a
     replica that joins later, so that downstream nodes waiting for its end of those streams
