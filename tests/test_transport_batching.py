@@ -1,6 +1,6 @@
 """Small items travel in batches (several per ZeroMQ message) on a pipe, with credit, numbering
 and acknowledgement per item as if each had gone on its own; the order on the pipe is the
-order sent (beampipe.transport.zeromq)."""
+order sent (beampipe.transport.protocol, beampipe.transport.batching)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import zmq
 
 from beampipe.message import EndOfStream, Message, StreamStart, WireError, encode
 from beampipe.transport import InputChannel, OutputPort, Route
-from beampipe.transport.zeromq import BATCH_ITEMS
+from beampipe.transport.batching import BATCH_ITEMS
 
 _names = itertools.count()
 

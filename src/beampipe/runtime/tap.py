@@ -30,7 +30,7 @@ from typing import Any
 import zmq
 
 from beampipe.message import Item, Message
-from beampipe.transport.zeromq import wire_size
+from beampipe.transport import wire_size
 
 HWM = 1000
 """Messages queued per subscriber before the tap drops."""
