@@ -552,7 +552,7 @@ class NodeRuntime:
         self._progress_dirty = True
 
     def _on_item(self, index: int, channel: InputChannel, item: Item) -> None:
-        receipt = Receipt(channel, channel.last_size, channel.received, channel.epoch)
+        receipt = Receipt(channel)
         if not isinstance(item, Message):
             origin = Origin([receipt])
             previous, self._origin = self._origin, origin
@@ -571,8 +571,7 @@ class NodeRuntime:
         if self._skip and item.lineage in self._skip:  # in the restored snapshot already
             self._skip.discard(item.lineage)
             metrics.duplicates += 1
-            channel.processed(receipt.size)
-            receipt.complete()
+            receipt.discard()
             return
         if self.sink and item.lineage:
             key = (channel.upstream.partition("#")[0], channel.port)
@@ -580,8 +579,7 @@ class NodeRuntime:
             if not seen.add(item.lineage):
                 metrics.duplicates += 1
                 self._progress_dirty = True
-                channel.processed(receipt.size)
-                receipt.complete()
+                receipt.discard()
                 return
         if item.stream in self.closed:
             metrics.late += 1
@@ -595,8 +593,7 @@ class NodeRuntime:
             self._accept(receipt, item)
         else:
             if reorder.is_strict(item.stream):
-                channel.processed(receipt.size)
-                receipt = receipt._replace(credited=True)
+                receipt.credit()
             for _, (r, msg) in reorder.push(index, item.stream, item.id, (receipt, item)):
                 self._accept(r, msg)
 
@@ -655,8 +652,7 @@ class NodeRuntime:
         deadletter.record_corrupt(
             self.dead_letter, self.node, self.replica, channel.upstream, channel.last_size, exc
         )
-        channel.processed(channel.last_size)
-        channel.complete(channel.received, channel.epoch)
+        Receipt(channel).discard()
 
     def _end_pipe(self, index: int, port: str, stream: str) -> None:
         """Pipe ``index`` (of input ``port``) ended ``stream``: release what its reorder buffer
@@ -711,9 +707,7 @@ class NodeRuntime:
     def _form(self, formed: Formed) -> None:
         if formed.drop:
             for receipt in formed.tokens:
-                if not receipt.credited:
-                    receipt.channel.processed(receipt.size)
-                receipt.complete()
+                receipt.discard()
         else:
             self._process(formed.event, formed.tokens)
 
@@ -739,9 +733,7 @@ class NodeRuntime:
             self._emit(result, item, base)
         finally:
             self._origin = previous
-        for receipt in receipts:
-            if not receipt.credited:
-                receipt.channel.processed(receipt.size)
+        origin.credit()
         if self.sink:
             self._hold(origin)
         elif self.snapshots is not None:
@@ -817,7 +809,8 @@ class NodeRuntime:
                 gone = self._gone.pop()
                 reorder = self.reorders.get(self.inputs[gone].port)
                 if reorder is not None:
-                    reorder.pipe_gone(gone, _credit)
+                    for receipt, _ in reorder.pipe_gone(gone):
+                        receipt.credit()
                 self._pipe_finished(gone)
             if self.events is not None:
                 for formed in self.events.expire(time.monotonic()):
@@ -1032,16 +1025,6 @@ def _inherit(msg: Message, origin: Message | Event) -> None:
 def _warning_list(warnings: list[list[Any]]) -> list[dict[str, Any]]:
     """``[[node, text, count], ...]`` as :meth:`beampipe.Worker.stream_warnings` returns it."""
     return [{"node": node, "text": text, "count": count} for node, text, count in warnings]
-
-
-def _credit(held: tuple[Receipt, Message]) -> tuple[Receipt, Message]:
-    """Give back the credit of a message held in a reorder buffer now (see
-    :meth:`beampipe.runtime.ordering.Reorder.is_strict`)."""
-    receipt, msg = held
-    if receipt.credited:
-        return held
-    receipt.channel.processed(receipt.size)
-    return receipt._replace(credited=True), msg
 
 
 def _log(text: str) -> None:
