@@ -48,7 +48,7 @@ class Durability:
         wait: services the node's sockets, not its inputs, for at most that many ms.
 
     Attributes:
-        holds: inputs are acknowledged at checkpoints (:meth:`hold`), not when processed.
+        holds: inputs are acknowledged at checkpoints (:meth:`settle`), not when processed.
     """
 
     def __init__(
@@ -109,9 +109,10 @@ class Durability:
         return True
 
     def settle(self, origin: Origin, item: Message | Event | None = None) -> None:
-        """The worker call for ``item`` (None: for a stream marker) is over: ``origin``'s inputs
-        are acknowledged when its results are, or after the next checkpoint if :attr:`holds`
-        (a sink's stream markers at once: a sink's checkpoint holds no stream state)."""
+        """The worker was called for ``item`` (None: a stream marker was handled):
+        ``origin``'s inputs are acknowledged when its results are, or, if :attr:`holds`, after
+        the next checkpoint (a sink's stream markers at once: a sink's checkpoint holds no
+        stream state)."""
         if self.snapshots is None and (not self.sink or item is None):
             origin.done()
             return

@@ -6,9 +6,10 @@ recovery") and this node's timestamp; its NaN and infinite values are counted
 (``check_finite``). A send waits for credit (docs/dataflow.md, "Flow control") while the node
 answers control and output frames, not its inputs, so backpressure travels up to the source.
 While the worker is called, the results hold its inputs' :class:`~beampipe.runtime.acks.Origin`
-until they are acknowledged downstream. A worker may emit on a stream of its own: it is opened
-downstream before its first message and ended after ``on_finish`` (docs/dataflow.md,
-"Reducers").
+until they are acknowledged downstream. Small results may wait in output batches while the node
+works through input it already has (:data:`FAST_CALL`, :data:`BATCH_DELAY`). A worker may emit
+on a stream of its own: it is opened downstream before its first message and ended after
+``on_finish`` (docs/dataflow.md, "Reducers").
 """
 
 from __future__ import annotations

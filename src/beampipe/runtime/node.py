@@ -163,6 +163,8 @@ class NodeRuntime:
     # -- the worker loop -----------------------------------------------------------------------
 
     def _run_worker(self) -> None:
+        """Receive and process until every input pipe has finished; then end the open streams
+        and finish the worker (:meth:`StreamBook.finish`)."""
         wiring, intake, parts = self.wiring, self.intake, self.parts
         book, emitter, durable = parts.book, parts.emitter, parts.durable
         while not all(ch.finished for ch in wiring.inputs):
@@ -237,7 +239,7 @@ class NodeRuntime:
         """Call the worker on a message or event; then return the credit of its parts, which
         are acknowledged when the results are (see :meth:`Durability.settle`)."""
         parts = self.parts
-        state = parts.book.open(item.stream)
+        state = self.streams.get(item.stream) or parts.book.open(item.stream)
         if isinstance(item, Message):
             base = item.lineage
         else:

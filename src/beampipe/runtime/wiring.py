@@ -1,10 +1,11 @@
-"""Wiring: how a node process joins its pipeline, and how its connections change while it runs.
+"""Wiring: the sockets of a node process, set up with its launcher and changed while it runs.
 
-Set-up, with the launcher over the control channel (:mod:`beampipe.runtime.control`): the node
-says ``hello`` and gets ``setup`` (the validated pipeline; :meth:`Wiring.hello`), builds its
-worker, binds one ROUTER per output port and the tap for viewers and reports their endpoints
-(``bound``; :meth:`Wiring.bind`), then gets ``connect`` and connects one input pipe to every
-upstream output port replica that feeds it (:meth:`Wiring.connect`).
+Set-up, over the control channel (:mod:`beampipe.runtime.control`; the whole sequence is in
+:mod:`beampipe.runtime.startup`): the node says ``hello`` and gets ``setup``, the validated
+pipeline (:meth:`Wiring.hello`); it builds its worker, binds one ROUTER per output port and the
+tap for viewers and reports their endpoints, ``bound`` (:meth:`Wiring.bind`); then it gets
+``connect`` and connects one input pipe to every upstream output port replica that feeds it
+(:meth:`Wiring.connect`).
 
 While it runs, the launcher rewires it (:meth:`Wiring.on_control`): ``peer_lost``, ``retire``
 and ``peer_gone`` for a downstream replica that died, is being removed or died for good;
