@@ -1,6 +1,6 @@
 """A source may yield a list of items, a burst: all are sent, small ones in batches, and the
 batches go out when the burst is over, before the generator is asked for more
-(beampipe.Source, runtime/node.py)."""
+(beampipe.Source, runtime/source.py)."""
 
 from __future__ import annotations
 

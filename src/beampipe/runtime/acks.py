@@ -1,6 +1,7 @@
 """What a node needs to acknowledge its inputs and to drop duplicates.
 
-* :class:`Receipt`: an item as received: its pipe, wire size and number on the pipe.
+* :class:`Receipt`: an item as received: its pipe, wire size and number on the pipe; it gives
+  the item's credit back (once) and acknowledges it.
 * :class:`Origin`: the input(s) a worker call was made for. Every result sent on their behalf
   holds the origin (once per peer it went to); the inputs are acknowledged upstream when the
   call has returned and every result was acknowledged downstream. So a message is always kept
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
-from typing import NamedTuple
 
 from beampipe.transport import InputChannel
 
@@ -24,18 +24,39 @@ SEEN_WINDOW = 1 << 16
 redelivery of unacknowledged items, far fewer than this (windows times pipeline depth)."""
 
 
-class Receipt(NamedTuple):
+class Receipt:
     """One received item: the pipe it came on, its wire bytes and its number in the pipe's
-    epoch."""
+    epoch; made right after :meth:`InputChannel.receive` returned the item.
 
-    channel: InputChannel
-    size: int
-    seq: int
-    epoch: int
-    credited: bool = False
-    """Its credit went back on arrival (a reorder buffer in strict order holds it)."""
+    Flow control and acknowledgement are separate: :meth:`credit` lets the pipe's sender send
+    another item (the item was processed, or waits where credit must not bound it), and
+    :meth:`complete` says the item is done with (its consequences are safe further down).
+    """
+
+    __slots__ = ("channel", "credited", "epoch", "seq", "size")
+
+    def __init__(self, channel: InputChannel) -> None:
+        self.channel = channel
+        self.size = channel.last_size
+        self.seq = channel.received
+        self.epoch = channel.epoch
+        self.credited = False
+        """Its credit went back (see :meth:`credit`)."""
+
+    def credit(self) -> None:
+        """Give the item's credit back to its pipe, unless that was done already."""
+        if not self.credited:
+            self.credited = True
+            self.channel.processed(self.size)
 
     def complete(self) -> None:
+        """The item is done with: acknowledged at the pipe's next ``flush_acks``."""
+        self.channel.complete(self.seq, self.epoch)
+
+    def discard(self) -> None:
+        """The item is done with without being processed (a duplicate, a dropped event part, a
+        frame sequence that could not be decoded): its credit back, and acknowledged."""
+        self.credit()
         self.channel.complete(self.seq, self.epoch)
 
 
@@ -58,6 +79,12 @@ class Origin:
         if not self.outstanding and not self.running:
             self._complete()
 
+    def credit(self) -> None:
+        """The worker call returned: give the inputs' credit back (their acknowledgement
+        waits for :meth:`done` and the results')."""
+        for receipt in self.receipts:
+            receipt.credit()
+
     def done(self) -> None:
         """The worker call returned and its results were sent."""
         self.running = False
@@ -66,7 +93,7 @@ class Origin:
 
     def _complete(self) -> None:
         for receipt in self.receipts:
-            receipt.channel.complete(receipt.seq, receipt.epoch)
+            receipt.complete()
 
 
 def lineage(*parts: int | str) -> int:

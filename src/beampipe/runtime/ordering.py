@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,16 +84,17 @@ class Reorder:
             self._ended.add(stream)
         return ready
 
-    def pipe_gone(self, pipe: int, release: Callable[[Any], Any]) -> None:
+    def pipe_gone(self, pipe: int) -> list[Any]:
         """The replica behind ``pipe`` died for good: the ids it had not finished come again
         on the other pipes, out of their order, so the watermark no longer holds for the open
         streams; each goes on in strict id order (or when the buffer is full) until it ends.
-        The payloads held are replaced by ``release(payload)`` (which gives their credit
-        back, see :meth:`is_strict`). Call :meth:`end` for the pipe and each stream after
-        this."""
+        Returns the payloads held, whose credit the caller gives back (see
+        :meth:`is_strict`). Call :meth:`end` for the pipe and each stream after this."""
+        held = []
         for state in self._streams.values():
             state.strict = True
-            state.heap = [(i, n, p, release(payload)) for i, n, p, payload in state.heap]
+            held.extend(payload for _, _, _, payload in state.heap)
+        return held
 
     def is_strict(self, stream: str) -> bool:
         """Whether ``stream`` goes on in strict id order (see :meth:`pipe_gone`): its held

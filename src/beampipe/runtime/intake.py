@@ -1,0 +1,126 @@
+"""What happens to a message between its arrival and the worker call: an ordered input port's
+reorder buffer (:mod:`beampipe.runtime.ordering`) and event formation
+(:mod:`beampipe.runtime.events`); docs/dataflow.md, "Ordered input ports" and "Events".
+
+A message waiting here keeps its credit (its :class:`~beampipe.runtime.acks.Receipt` gives it
+back when it is processed), except in a reorder buffer that releases in strict id order, which
+is bounded by its capacity instead (:meth:`beampipe.runtime.ordering.Reorder.is_strict`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from beampipe.config import NodeSpec
+from beampipe.message import Event, Message
+from beampipe.runtime.acks import Receipt
+from beampipe.runtime.events import EventBuilder, Formed
+from beampipe.runtime.metrics import NodeMetrics
+from beampipe.runtime.ordering import Reorder
+from beampipe.transport import InputChannel
+
+Process = Callable[[Message | Event, list[Receipt]], None]
+"""Calls the worker on a message or event made of the messages of these receipts."""
+
+
+class Intake:
+    """The reorder buffers and the event formation of one node; empty until :meth:`set_up`.
+
+    Args:
+        process: what is next in line goes there.
+    """
+
+    def __init__(self, process: Process) -> None:
+        self.process = process
+        self.reorders: dict[str, Reorder] = {}
+        """The reorder buffer of each ordered input port."""
+        self.events: EventBuilder | None = None
+        """Event formation, for a worker with ``events = True``."""
+
+    def set_up(self, spec: NodeSpec, inputs: list[InputChannel], events: bool) -> None:
+        """Make the reorder buffers of the node's ordered input ports and, if the worker forms
+        ``events``, its event builder."""
+        ports = list(dict.fromkeys(ch.port for ch in inputs))
+        for port in ports:
+            if spec.is_ordered(port):
+                pipes = [i for i, ch in enumerate(inputs) if ch.port == port]
+                self.reorders[port] = Reorder(pipes, spec.reorder_buffer)
+        if events:
+            options = spec.events or {}
+            self.events = EventBuilder(
+                ports, options.get("timeout", 5.0), options.get("incomplete", "deliver")
+            )
+
+    @property
+    def deadline(self) -> float | None:
+        """When the oldest event waiting for parts times out (monotonic seconds), if any."""
+        return self.events.next_deadline if self.events is not None else None
+
+    def accept(self, pipe: int, receipt: Receipt, msg: Message) -> None:
+        """``msg`` arrived on input pipe ``pipe``: process what is next in line."""
+        reorder = self.reorders.get(msg.port)
+        if reorder is None:
+            if self.events is None:  # the common case, one call less
+                self.process(msg, [receipt])
+            else:
+                self._next(receipt, msg)
+            return
+        if reorder.is_strict(msg.stream):
+            receipt.credit()
+        for _, (r, m) in reorder.push(pipe, msg.stream, msg.id, (receipt, msg)):
+            self._next(r, m)
+
+    def end(self, pipe: int, port: str, stream: str) -> None:
+        """Pipe ``pipe`` (of input ``port``) ended ``stream``: release what its reorder buffer
+        may now let go."""
+        reorder = self.reorders.get(port)
+        if reorder is not None:
+            for _, (receipt, msg) in reorder.end(pipe, stream):
+                self._next(receipt, msg)
+
+    def pipe_gone(self, pipe: int, port: str) -> None:
+        """The upstream replica of pipe ``pipe`` (of input ``port``) died for good: its
+        reorder buffer releases in strict id order, the messages it holds with their credit
+        back (:meth:`beampipe.runtime.ordering.Reorder.pipe_gone`)."""
+        reorder = self.reorders.get(port)
+        if reorder is not None:
+            for receipt, _ in reorder.pipe_gone(pipe):
+                receipt.credit()
+
+    def flush(self, stream: str) -> None:
+        """``stream`` ends here: its events still waiting for parts go on."""
+        if self.events is not None:
+            for formed in self.events.flush(stream):
+                self._form(formed)
+
+    def expire(self) -> None:
+        """The events whose parts did not all come in time go on."""
+        if self.events is not None:
+            for formed in self.events.expire(time.monotonic()):
+                self._form(formed)
+
+    def count(self, metrics: NodeMetrics) -> None:
+        """Put the messages held here and what went out of order or incomplete in
+        ``metrics``."""
+        metrics.held = sum(r.held for r in self.reorders.values())
+        metrics.out_of_order = sum(r.out_of_order for r in self.reorders.values())
+        if self.events is not None:
+            metrics.held += self.events.held
+            metrics.incomplete_events = self.events.incomplete
+            metrics.dropped_events = self.events.dropped
+
+    def _next(self, receipt: Receipt, msg: Message) -> None:
+        """``msg`` is next in line: process it, or add it to its event."""
+        if self.events is None:
+            self.process(msg, [receipt])
+            return
+        for formed in self.events.add(msg.port, msg, receipt, time.monotonic()):
+            self._form(formed)
+
+    def _form(self, formed: Formed) -> None:
+        if formed.drop:
+            for receipt in formed.tokens:
+                receipt.discard()
+        else:
+            self.process(formed.event, formed.tokens)

@@ -1,0 +1,123 @@
+"""The error policy: what an exception in a worker's ``process`` does, and the dead-letter
+records of what a node could not use (docs/reliability.md, "Errors inside a worker").
+
+:meth:`ErrorPolicy.process` sees the exception as the worker raised it: a
+:class:`beampipe.TransientError` is tried again up to ``retries`` times, ``retry_delay`` seconds
+apart; then the node's ``on_error`` applies: ``fail_fast`` stops the node with a
+:class:`~beampipe.runtime.failure.NodeFailure` (as an exception in any other hook does),
+``skip`` records the message in the dead-letter file (:mod:`beampipe.runtime.deadletter`) and
+goes on. The dead-letter file also gets the inputs a worker drops
+(:meth:`beampipe.Worker.dead_letter`, :meth:`ErrorPolicy.dropped`), the frame sequences that
+could not be decoded (:meth:`ErrorPolicy.corrupt`) and the ids a source never issued
+(:meth:`ErrorPolicy.missing`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from beampipe.config import NodeSpec
+from beampipe.message import Event, Message, WireError
+from beampipe.runtime import deadletter
+from beampipe.runtime.failure import NodeFailure, in_hook
+from beampipe.runtime.progress import Progress
+from beampipe.runtime.wiring import Wiring, log
+from beampipe.transport import InputChannel
+from beampipe.worker import Output, TransientError, Worker
+
+
+class ErrorPolicy:
+    """Calls a worker's ``process`` under the node's ``retries`` and ``on_error``, and writes
+    the node's dead-letter records.
+
+    Args:
+        dead_letter: the pipeline's dead-letter file.
+        wait: services the node's sockets, not its inputs, for at most that many ms.
+    """
+
+    def __init__(
+        self,
+        wiring: Wiring,
+        spec: NodeSpec,
+        dead_letter: str,
+        worker: Worker,
+        progress: Progress,
+        wait: Callable[[int], object],
+    ) -> None:
+        self.node = wiring.node
+        self.replica = wiring.replica
+        self.path = dead_letter
+        self.worker = worker
+        self.progress = progress
+        self.notes = progress.notes
+        self.metrics = progress.metrics
+        self.wait = wait
+        self.retries = spec.retries
+        self.retry_delay = spec.retry_delay
+        self.skip = spec.on_error == "skip"
+
+    def process(self, item: Message | Event) -> Output:
+        """``worker.process(item)``, tried again after a TransientError up to ``retries``
+        times; if it still raises, nothing (``skip``, recorded in the dead-letter file).
+
+        Raises:
+            NodeFailure: it raised and the policy is ``fail_fast``.
+        """
+        self.notes.stream, self.notes.msg_id = item.stream, item.id
+        attempt = 0
+        while True:
+            try:
+                return self.worker.process(item)
+            except Exception as raised:
+                exc = in_hook(raised)
+                if isinstance(exc, TransientError) and attempt < self.retries:
+                    attempt += 1
+                    self.metrics.retries += 1
+                    self._pause(self.retry_delay)
+                    continue
+                if not self.skip:
+                    raise NodeFailure(item.stream, item.id, exc) from exc
+                self._skipped(item, exc)
+                return None
+
+    def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` while answering control and credit frames (not reading inputs)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.wait(max(1, int(left * 1000)))
+
+    def _skipped(self, item: Message | Event, exc: Exception) -> None:
+        deadletter.record(self.path, self.node, self.replica, item, exc)
+        self.notes.add(
+            f"skipped:{type(exc).__name__}",
+            f"messages skipped after {type(exc).__name__}: {exc} (on_error: skip)",
+        )
+        self.metrics.skipped += 1
+        self.progress.changed = True
+
+    def dropped(self, item: Message | Event, reason: str | BaseException) -> None:
+        """:meth:`beampipe.Worker.dead_letter`: count the input the worker dropped, note its
+        reason, and record it in the dead-letter file."""
+        self.metrics.dropped += 1
+        self.progress.changed = True
+        kind = type(reason).__name__ if isinstance(reason, BaseException) else str(reason)[:60]
+        text = f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else reason
+        if self.notes.add(f"dropped:{kind}", f"inputs dropped: {text}", 1, (item.stream, item.id)):
+            log(f"{self.node}: dropped stream {item.stream!r} id {item.id}: {text}")
+        deadletter.record(self.path, self.node, self.replica, item, reason)
+
+    def corrupt(self, channel: InputChannel, exc: WireError) -> None:
+        """The last frame sequence from ``channel`` could not be decoded: count it and record
+        it (the caller gives its credit back and acknowledges it)."""
+        self.metrics.corrupt_frames += 1
+        self.progress.changed = True
+        deadletter.record_corrupt(
+            self.path, self.node, self.replica, channel.upstream, channel.last_size, exc
+        )
+
+    def missing(self, stream: str, msg_id: int, why: str) -> None:
+        """Id ``msg_id`` of ``stream`` was never issued by this source: count and record it."""
+        self.metrics.missing += 1
+        self.progress.changed = True
+        deadletter.record_missing(self.path, self.node, self.replica, stream, msg_id, why)

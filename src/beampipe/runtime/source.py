@@ -1,0 +1,162 @@
+"""The source loop: sending what a source's ``generate`` yields (docs/reliability.md, "Stream
+lifecycle: gaps, late messages, shutdown").
+
+Items are sent as they come; a list yielded is a *burst*, items the source has at hand: all are
+sent (a drain asked for meanwhile stops the source after the burst), small ones in batches
+(:mod:`beampipe.transport.zeromq`) which go out at the end of the burst at the latest. ``None``
+means the source is waiting for data: a chance to answer the launcher. The sockets are serviced
+at least every :data:`SERVICE_EVERY` items. The ids the source skips are reported missing
+(:mod:`beampipe.runtime.gaps`), checked after each item: a generator that blocks delays the
+report until it yields again.
+
+A drain ends the open streams and closes the generator. When ``generate`` raises, the source is
+restarted if its node says so (``restart: on-failure``: what it sent is kept upstream, so
+nothing more is done here); otherwise it ends its open streams, as a drain does, and its error
+is reported once everything it sent is processed downstream.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from beampipe.config import NodeSpec
+from beampipe.message import EndOfStream, Item, Message, StreamStart
+from beampipe.runtime.acks import lineage
+from beampipe.runtime.failure import NodeFailure, call, in_hook
+from beampipe.runtime.gaps import GapDetector
+from beampipe.runtime.policy import ErrorPolicy
+from beampipe.runtime.progress import PROGRESS_INTERVAL
+from beampipe.runtime.streams import StreamBook
+from beampipe.runtime.wiring import Wiring
+from beampipe.worker import Source
+
+SERVICE_EVERY = 64
+"""A source services its sockets (credit, stop) at least every this many items."""
+
+
+class SourceLoop:
+    """Runs one source: see the module docstring.
+
+    Args:
+        spec: the node's ``gap_timeout`` and ``restart`` apply.
+        wiring: the node's sockets; a ``drain`` sets its :attr:`~Wiring.draining`.
+        book, policy: the node's stream book (with its emitter) and error policy (with the
+            node's progress).
+        wait: services the node's sockets, not its inputs, for at most that many ms.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        spec: NodeSpec,
+        wiring: Wiring,
+        book: StreamBook,
+        policy: ErrorPolicy,
+        wait: Callable[[int], object],
+    ) -> None:
+        self.node = wiring.node
+        self.source = source
+        self.restarted = spec.restart != "never"
+        self.wiring = wiring
+        self.book = book
+        self.emitter = book.emitter
+        self.policy = policy
+        self.progress = policy.progress
+        self.notes = self.progress.notes
+        self.metrics = self.progress.metrics
+        self.wait = wait
+        self.default = source.outputs[0] if source.outputs else ""
+        self.gaps = GapDetector(spec.gap_timeout)
+
+    def run(self) -> NodeFailure | None:
+        """Send what the source generates until it is exhausted, drained or fails; the failure
+        to report once what it sent is processed downstream, if it failed.
+
+        Raises:
+            NodeFailure: ``generate`` failed and the source is restarted, or a hook failed.
+        """
+        generator = iter(call(self.notes, None, None, self.source.generate))
+        unserviced = 0
+        serviced = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if unserviced >= SERVICE_EVERY or now - serviced > PROGRESS_INTERVAL / 5:
+                self.wait(0)
+                serviced, unserviced = now, 0
+            if self.wiring.draining:
+                close = getattr(generator, "close", None)  # a generator's cleanup runs
+                if close is not None:
+                    call(self.notes, None, None, close)
+                self.book.close_all()
+                return None
+            try:
+                got = next(generator)
+            except StopIteration:
+                return None
+            except Exception as exc:
+                failure = NodeFailure(None, None, in_hook(exc))
+                if self.restarted:  # what it sent is kept upstream
+                    raise failure from exc
+                self.book.close_all()
+                return failure
+            if got is None:  # the source is waiting for data: a chance to drain or stop
+                self.wait(0)
+                serviced, unserviced = time.monotonic(), 0
+                continue
+            unserviced += self._send(got, now)
+            self._check_gaps(now)
+
+    def _send(self, got: Item | list[Item], now: float) -> int:
+        """Send an item or a burst the source yielded at monotonic time ``now``; how many
+        items that was."""
+        if type(got) is not list:
+            self._item(got, now)
+            return 1
+        self.emitter.batchable = True
+        try:
+            for item in got:
+                self._item(item, now)
+        finally:
+            self.emitter.batchable = False
+        self.emitter.flush()
+        return len(got)
+
+    def _item(self, item: Item, now: float) -> None:
+        """Send one item the source generated at monotonic time ``now``."""
+        if isinstance(item, StreamStart):
+            self.book.open(item.stream, item.metadata)
+        elif isinstance(item, Message):
+            self.notes.stream, self.notes.msg_id = item.stream, item.id
+            state = self.book.open(item.stream)
+            if not self.gaps.issued(item.stream, item.id, now):
+                self.metrics.late += 1
+            item.lineage = lineage(self.node, item.stream, item.id)
+            item.stamp(self.node)
+            self.emitter.send(item.port or self.default, item)
+            self.progress.count(state, item.timestamps[0][1])
+        elif isinstance(item, EndOfStream):
+            state = self.book.open(item.stream)
+            state.end = item
+            why = f"the stream ended with id {item.last_id} without it"
+            for msg_id in self.gaps.end(item.stream, item.last_id):
+                self.policy.missing(item.stream, msg_id, why)
+            self.book.close(item.stream, state)
+        else:
+            raise NodeFailure(
+                None,
+                None,
+                TypeError(
+                    f"generate() yielded a {type(item).__name__}: expected a Message, "
+                    "StreamStart, EndOfStream, a list of them (a burst) or None"
+                ),
+            )
+
+    def _check_gaps(self, now: float) -> None:
+        """Report the ids awaited for ``gap_timeout`` seconds as missing."""
+        gaps = self.gaps
+        deadline = gaps.next_deadline
+        if deadline is not None and now >= deadline:
+            why = f"not issued within gap_timeout = {gaps.timeout} s of a later id"
+            for stream, msg_id in gaps.expired(now):
+                self.policy.missing(stream, msg_id, why)

@@ -1,0 +1,85 @@
+"""Start-up: how a node process joins its pipeline and builds the parts that run it.
+
+With the launcher (docs/architecture.md, "Launcher"): the node says ``hello`` and gets
+``setup``, the pipeline (:meth:`Wiring.hello`); it builds its worker; it binds its output ports
+and reports them, ``bound`` (:meth:`Wiring.bind`; the launcher's ``start_timeout`` runs until
+then, docs/reliability.md, "Start-up"); it gets ``connect`` and connects its input pipes
+(:meth:`Wiring.connect`). :func:`build` does the steps after the worker exists, and builds the
+parts that need it; a restarted stateful worker then restores its last snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from beampipe.config import NodeSpec, Pipeline
+from beampipe.runtime.durability import Durability
+from beampipe.runtime.emitter import Emitter
+from beampipe.runtime.faults import Faults, faults_for
+from beampipe.runtime.intake import Intake
+from beampipe.runtime.policy import ErrorPolicy
+from beampipe.runtime.progress import Progress
+from beampipe.runtime.streams import StreamBook, StreamState
+from beampipe.runtime.wiring import Wiring
+from beampipe.worker import Source, Worker
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The parts of a node replica that need its worker (see :mod:`beampipe.runtime.node`)."""
+
+    spec: NodeSpec
+    faults: Faults
+    policy: ErrorPolicy
+    emitter: Emitter
+    book: StreamBook
+    durable: Durability
+
+
+def build(
+    wiring: Wiring,
+    pipeline: Pipeline,
+    setup: dict[str, Any],
+    worker: Worker,
+    incarnation: int,
+    streams: dict[str, StreamState],
+    intake: Intake,
+    progress: Progress,
+    wait: Callable[[int], object],
+    ended: Callable[[str, StreamState], None],
+) -> Parts:
+    """Bind the node's outputs, connect its inputs and build its parts around ``worker``.
+
+    Args:
+        setup: the launcher's ``setup`` message.
+        incarnation: how often this replica was restarted before this process.
+        streams, intake, progress: the parts made before the worker: where the open streams
+            are kept, the reorder buffers and events (set up here), the progress reports.
+        wait: services the node's sockets, not its inputs, for at most that many ms.
+        ended: told when a stream ended at the node.
+    """
+    node, replica = wiring.node, wiring.replica
+    wiring.bind(pipeline, setup)
+    wiring.connect()
+    spec = pipeline.nodes[node]
+    policy = ErrorPolicy(wiring, spec, pipeline.dead_letter, worker, progress, wait)
+    worker.replica, worker.restarts = replica, incarnation
+    worker._drop, worker._stream_warnings = policy.dropped, {}
+    broadcast = any(c.routing == "broadcast" for c in pipeline.inputs_of(node))
+    faults = faults_for(node, replica, incarnation)
+    emitter = Emitter(
+        wiring, worker.outputs, spec.check_finite, broadcast, faults, streams, progress, wait
+    )
+    intake.set_up(spec, wiring.inputs, worker.events)
+    book = StreamBook(wiring, streams, worker, emitter, intake, progress.notes, ended)
+    sink = not wiring.outputs and not isinstance(worker, Source)
+    snapshots = None
+    if type(worker).snapshot is not Worker.snapshot and setup.get("state_dir"):
+        snapshots = Path(setup["state_dir"]) / f"{node}.{replica}.pickle"
+    durable = Durability(worker, book, sink, snapshots, wiring.window_bytes, progress, wait)
+    if incarnation:
+        durable.restore()
+    return Parts(spec, faults, policy, emitter, book, durable)

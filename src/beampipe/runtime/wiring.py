@@ -1,0 +1,240 @@
+"""Wiring: the sockets of a node process, set up with its launcher and changed while it runs.
+
+Set-up, over the control channel (:mod:`beampipe.runtime.control`; the whole sequence is in
+:mod:`beampipe.runtime.startup`): the node says ``hello`` and gets ``setup``, the validated
+pipeline (:meth:`Wiring.hello`); it builds its worker, binds one ROUTER per output port and the
+tap for viewers and reports their endpoints, ``bound`` (:meth:`Wiring.bind`); then it gets
+``connect`` and connects one input pipe to every upstream output port replica that feeds it
+(:meth:`Wiring.connect`).
+
+While it runs, the launcher rewires it (:meth:`Wiring.on_control`): ``peer_lost``, ``retire``
+and ``peer_gone`` for a downstream replica that died, is being removed or died for good;
+``upstream_gone`` for an upstream replica that died for good (its pipes count as finished and
+are listed in :attr:`Wiring.gone`); ``add_inputs`` for upstream replicas added while running
+(``beampipe scale``); ``reconnect`` for a restarted upstream replica. ``stop`` raises
+:class:`Stopped`; ``drain`` sets :attr:`Wiring.draining`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+import zmq
+
+from beampipe.config import Pipeline
+from beampipe.message.key import compile_key
+from beampipe.runtime.control import ControlClient
+from beampipe.runtime.tap import Tap
+from beampipe.transport import InputChannel, OutputPort, Route
+from beampipe.transport.address import advertised
+
+
+class Stopped(Exception):
+    """The launcher asked this node to stop, or the launcher is gone."""
+
+
+class Wiring:
+    """The sockets of one node replica: control channel, output ports, tap and input pipes.
+
+    Attributes:
+        outputs: the output ports by name (bound by :meth:`bind`).
+        inputs: the input pipes, in the order connected; a pipe's index in this list names it
+            elsewhere (stream ends, reorder buffers).
+        index: the index of each input pipe.
+        gone: indices of input pipes from upstream replicas that died for good, not yet
+            accounted for by the node.
+        draining: a source was asked to end its streams and finish (``drain``).
+        poller: polls control, output, tap and input sockets.
+        out_poller: polls control, output and tap sockets only: waiting for credit must not
+            wake up for input.
+    """
+
+    def __init__(self, ctx: zmq.Context, control_endpoint: str, node: str, replica: int) -> None:
+        self.ctx = ctx
+        self.node = node
+        self.replica = replica
+        self.control = ControlClient(ctx, control_endpoint, node, replica)
+        self.parent = os.getppid()
+        self.outputs: dict[str, OutputPort] = {}
+        self.inputs: list[InputChannel] = []
+        self.index: dict[InputChannel, int] = {}
+        self.tap: Tap | None = None
+        """The side channel for viewers (:mod:`beampipe.runtime.tap`), if the node sends."""
+        self.window = self.window_bytes = 0
+        """Credit of each input pipe (from ``setup``)."""
+        self.gone: list[int] = []
+        self.draining = False
+        self.poller = zmq.Poller()
+        self.out_poller = zmq.Poller()
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    def hello(self) -> dict[str, Any]:
+        """Introduce this process to the launcher; the ``setup`` message it answers with."""
+        self.control.send(
+            "hello",
+            node=self.node,
+            replica=self.replica,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+        )
+        return self.await_("setup")
+
+    def bind(self, pipeline: Pipeline, setup: dict[str, Any]) -> None:
+        """Bind the node's output ports (and the tap, if it has any) at the ``setup``'s address
+        pattern and report their endpoints (``bound``)."""
+        node, replica = self.node, self.replica
+        for port in dict.fromkeys(c.source_port for c in pipeline.outputs_of(node)):
+            routes = [
+                Route(
+                    f"{c.target}.{c.target_port}",
+                    pipeline.nodes[c.target].replicas,
+                    c.routing,
+                    compile_key(c.key) if c.key else None,
+                )
+                for c in pipeline.outputs_of(node)
+                if c.source_port == port
+            ]
+            address = setup["bind"].format(name=f"{node}-{replica}-{port}")
+            out = OutputPort.bind(self.ctx, port, address, routes)
+            out.on_reject = log
+            self.outputs[port] = out
+            self.poller.register(out.socket, zmq.POLLIN)
+            self.out_poller.register(out.socket, zmq.POLLIN)
+        if self.outputs:
+            self.tap = Tap(self.ctx, setup["bind"].format(name=f"{node}-{replica}-tap"))
+            self.poller.register(self.tap.socket, zmq.POLLIN)
+            self.out_poller.register(self.tap.socket, zmq.POLLIN)
+        self.control.send(
+            "bound",
+            endpoints={p: advertised(o.endpoint) for p, o in self.outputs.items()},
+            tap=advertised(self.tap.endpoint) if self.tap is not None else None,
+        )
+        self.window, self.window_bytes = setup["window"], setup["window_bytes"]
+
+    def connect(self) -> None:
+        """Wait for ``connect`` and connect the input pipes it lists."""
+        for spec in self.await_("connect")["inputs"]:
+            self.add_input(spec)
+        self.poller.register(self.control.socket, zmq.POLLIN)
+        self.out_poller.register(self.control.socket, zmq.POLLIN)
+
+    def await_(self, kind: str) -> dict[str, Any]:
+        """The next control message of ``kind`` (a ``drain`` meanwhile is kept).
+
+        Raises:
+            Stopped: the launcher said ``stop``, or is gone.
+        """
+        while True:
+            msg = self.control.recv(500)
+            if msg is None:
+                self.check_parent()
+                continue
+            if msg["t"] == "stop":
+                raise Stopped()
+            if msg["t"] == "drain":  # asked before it started: a source ends at once
+                self.draining = True
+            if msg["t"] == kind:
+                return msg
+
+    def add_input(self, spec: dict[str, Any]) -> InputChannel:
+        """Connect an input pipe: ``spec`` is ``{port, upstream, endpoint}``."""
+        channel = InputChannel.connect(
+            self.ctx,
+            port=spec["port"],
+            target=f"{self.node}.{spec['port']}",
+            replica=self.replica,
+            upstream=spec["upstream"],
+            endpoint=spec["endpoint"],
+            window=self.window,
+            byte_window=self.window_bytes,
+        )
+        self.index[channel] = len(self.inputs)
+        self.inputs.append(channel)
+        self.poller.register(channel.socket, zmq.POLLIN)
+        return channel
+
+    # -- while running -------------------------------------------------------------------------
+
+    def check_parent(self) -> None:
+        """Raise :class:`Stopped` if the launcher process is gone."""
+        if os.getppid() != self.parent:
+            raise Stopped()
+
+    def on_control(self, msg: dict[str, Any]) -> None:
+        """A message from the launcher while running."""
+        kind = msg["t"]
+        if kind == "stop":
+            raise Stopped()
+        if kind == "drain":
+            self.draining = True
+        elif kind == "peer_lost":
+            for out in self.outputs.values():
+                out.lost(msg["target"], msg["replica"])
+        elif kind == "retire":
+            for out in self.outputs.values():
+                out.retire(msg["target"], msg["replica"])
+        elif kind == "peer_gone":
+            for out in self.outputs.values():
+                out.forget(msg["target"], msg["replica"])
+        elif kind == "upstream_gone":
+            self._upstream_gone(msg["upstream"])
+        elif kind == "add_inputs":
+            for spec in msg["inputs"]:
+                self.add_input(spec)
+            self.control.send("inputs_added")
+        elif kind == "reconnect":
+            for channel in self.inputs:
+                if channel.upstream == msg["upstream"]:
+                    self.poller.unregister(channel.socket)
+                    channel.reconnect(self.ctx, msg["endpoint"])
+                    self.poller.register(channel.socket, zmq.POLLIN)
+
+    def _upstream_gone(self, upstream: str) -> None:
+        """The upstream replica ``upstream`` (``node#replica``) died for good: its pipes count
+        as finished."""
+        for channel in self.inputs:
+            if channel.upstream.startswith(upstream) and not channel.finished:
+                # What it sent and we did not process comes again through another
+                # replica: its sender did not get our acknowledgement for it.
+                self.poller.unregister(channel.socket)
+                channel.finished = True
+                self.gone.append(self.index[channel])
+
+    def poll(self, timeout_ms: int, inputs: bool) -> list[InputChannel]:
+        """Poll the sockets once (the inputs too if ``inputs``), at most ``timeout_ms`` (less if
+        the tap is due to publish): answer the tap's subscribers, the launcher and the output
+        ports' peers; the input pipes with items to take, if ``inputs``."""
+        if inputs and any(ch.pending for ch in self.inputs):
+            timeout_ms = 0
+        tap = self.tap
+        if tap is not None and tap.next_flush is not None:
+            wait = math.ceil(1000 * (tap.next_flush - time.monotonic()))
+            timeout_ms = max(0, min(timeout_ms, wait))
+        events = dict((self.poller if inputs else self.out_poller).poll(timeout_ms))
+        if not events:
+            self.check_parent()
+        if tap is not None:
+            if tap.socket in events:
+                tap.handle()
+            tap.flush()
+        if self.control.socket in events:
+            while (msg := self.control.recv(0)) is not None:
+                self.on_control(msg)
+        for out in self.outputs.values():
+            if out.socket in events:
+                while out.socket.poll(0):
+                    out.handle(out.socket.recv_multipart())
+        if not inputs:
+            return []
+        return [ch for ch in self.inputs if ch.socket in events or ch.pending]
+
+
+def log(text: str) -> None:
+    """A line in the node's log (its standard error, which the launcher keeps)."""
+    print(text, file=sys.stderr, flush=True)
