@@ -31,13 +31,25 @@ import zmq
 
 from beampipe.config import Pipeline
 from beampipe.launch.command import NodeCommand
+from beampipe.launch.handling import Handling
 from beampipe.launch.placement import LocalPlacement, Placement
-from beampipe.launch.replica import Replica, RunObserver, RunResult, update_rates
+from beampipe.launch.replica import Replica, RunObserver, RunResult
 from beampipe.launch.scaling import Scaling
 from beampipe.launch.status import Reporting, RunStatus
 from beampipe.launch.supervision import Supervision
 from beampipe.launch.wiring import Wiring
-from beampipe.runtime.control import identity, pack, unpack
+from beampipe.runtime.control import (
+    Control,
+    ControlError,
+    Drain,
+    Progress,
+    Stop,
+    StreamEnded,
+    decode,
+    dispatch,
+    encode,
+    identity,
+)
 from beampipe.runtime.metrics import NodeMetrics
 
 STOP_TIMEOUT = 5.0
@@ -50,7 +62,7 @@ START_TIMEOUT = 300.0
 """Seconds a node process gets, from its start, to build its worker and bind its outputs."""
 
 
-class Launcher(Wiring, Supervision, Scaling, Reporting):
+class Launcher(Handling, Wiring, Supervision, Scaling, Reporting):
     """Runs a pipeline to its end.
 
     Args:
@@ -126,6 +138,8 @@ class Launcher(Wiring, Supervision, Scaling, Reporting):
         """The latest :class:`~beampipe.launch.status.RunStatus`, for other threads (a viewer):
         replaced, never changed, at most every :data:`PUBLISH_INTERVAL` s and at the end."""
         self._published_at = 0.0
+        self.handlers = self.control_handlers()
+        """What the launcher does with each message from a node (``launch.handling``)."""
 
     # -- processes -----------------------------------------------------------------------------
 
@@ -192,15 +206,31 @@ class Launcher(Wiring, Supervision, Scaling, Reporting):
         proc = self.placement.spawn(command, log)
         return Replica(name, r, proc, log, restarts=incarnation)
 
-    def _send(self, rep: Replica, kind: str, **fields: Any) -> None:
-        self.control.send_multipart([identity(rep.node, rep.replica), pack(kind, **fields)])
+    def _send(self, rep: Replica, msg: Control) -> None:
+        self.control.send_multipart([identity(rep.node, rep.replica), encode(msg)])
+
+    def _receive(self) -> tuple[Replica, Control] | None:
+        """The next message on the control socket and the replica that sent it; None (the
+        frame dropped, said to the observer) for a frame from no process of this run or not
+        of the control protocol."""
+        ident, *frames = self.control.recv_multipart()
+        rep = self.replicas.get(ident)
+        try:
+            if rep is None:
+                raise ControlError(f"from {ident[:64]!r}, no process of this run")
+            if len(frames) != 1:
+                raise ControlError(f"of {len(frames)} parts")
+            return rep, decode(frames[0])
+        except ControlError as exc:
+            self.observer.failure(f"ignored a control frame: {exc}")
+            return None
 
     def _stop_all(self) -> None:
         for rep in self.replicas.values():
             if rep.process.poll() is None and not rep.bound:
                 rep.process.kill()  # still starting: it has no data, and would not read "stop"
             elif rep.process.poll() is None:
-                self._send(rep, "stop")
+                self._send(rep, Stop())
         deadline = time.monotonic() + STOP_TIMEOUT
         for rep in self.replicas.values():
             try:
@@ -214,14 +244,9 @@ class Launcher(Wiring, Supervision, Scaling, Reporting):
         """Take the progress and stream ends the stopped processes sent last, so that a failed
         or interrupted run counts what was processed."""
         while self.control.poll(50):
-            ident, *frames = self.control.recv_multipart()
-            rep = self.replicas.get(ident)
-            try:
-                msg = unpack(frames[0])
-            except Exception:  # not of the protocol: nothing to count
-                continue
-            if rep is not None and msg.get("t") in ("progress", "stream_end"):
-                self._handle(rep, msg)
+            received = self._receive()
+            if received is not None and isinstance(received[1], Progress | StreamEnded):
+                dispatch(received[1], self.handlers, received[0])
 
     def _where(self, rep: Replica) -> str:
         return self.placement.where(rep.node, rep.replica) or f"pid {rep.process.pid}"
@@ -231,71 +256,6 @@ class Launcher(Wiring, Supervision, Scaling, Reporting):
         self.observer.failure(text)
 
     # -- wiring --------------------------------------------------------------------------------
-
-    def _handle(self, rep: Replica, msg: dict[str, Any]) -> None:
-        kind = msg["t"]
-        if kind == "hello":
-            rep.host, rep.pid = msg["host"], msg["pid"]
-            self._send(
-                rep,
-                "setup",
-                pipeline=self.pipeline.to_dict(),
-                bind=self.placement.node_bind,
-                state_dir=str(self.rundir / "state"),
-                window=self.window,
-                window_bytes=self.window_bytes,
-            )
-        elif kind == "bound":
-            rep.bound = True
-            rep.endpoints = msg["endpoints"]
-            rep.tap = msg.get("tap")
-            if not self._wired:
-                if all(r.endpoints is not None for r in self.replicas.values()):
-                    self._wired = True
-                    for r in self.replicas.values():
-                        self._connect(r)
-            elif rep.joining:
-                self._join(rep)
-            else:
-                self._rewire(rep)
-        elif kind == "inputs_added":
-            joined = self._adds[identity(rep.node, rep.replica)].pop(0)
-            joined.awaiting -= 1
-            if joined.awaiting == 0:
-                joined.joining = False
-                self._connect(joined)
-        elif kind == "progress":
-            metrics = NodeMetrics.from_snapshot(msg["metrics"])
-            self.metrics[rep.node, rep.replica] = metrics
-            update_rates(rep, metrics)
-            self.observer.progress(rep.node, rep.replica, msg["streams"])
-        elif kind == "stream_end":
-            self.observer.stream_end(rep.node, rep.replica, msg)
-        elif kind == "error":
-            where = [f"node {msg['node']!r}"]
-            if msg["replica"]:
-                where.append(f"replica {msg['replica']}")
-            if msg["stream"] is not None:
-                where.append(f"stream {msg['stream']!r}")
-            if msg["id"] is not None:
-                where.append(f"message id {msg['id']}")
-            drained = (
-                " (its open streams were ended; everything it had sent was processed and "
-                "acknowledged downstream)"
-                if msg.get("drained")
-                else ""
-            )
-            rep.last_error = f"{', '.join(where)}: {msg['error']}{drained}\n{msg['traceback']}"
-            if drained:
-                rep.done = rep.drained = True
-            elif not self._may_restart(rep):
-                self._fail(rep.last_error)
-        elif kind == "done":
-            rep.done = True
-            sent = self.sent.setdefault(rep.node, {})
-            for port, n in msg["sent"].items():
-                sent[port] = sent.get(port, 0) + n
-            self.metrics[rep.node, rep.replica] = NodeMetrics.from_snapshot(msg["metrics"])
 
     def drain(self, reason: str = "SIGTERM") -> None:
         """Drain the pipeline, as the first SIGINT/SIGTERM does: the sources end their streams,
@@ -308,7 +268,7 @@ class Launcher(Wiring, Supervision, Scaling, Reporting):
         """Ask the sources to end their streams now; the rest of the pipeline then finishes."""
         for rep in self.replicas.values():
             if not self.pipeline.inputs_of(rep.node) and rep.process.poll() is None:
-                self._send(rep, "drain")
+                self._send(rep, Drain())
 
     # -- main loop -----------------------------------------------------------------------------
 
@@ -337,38 +297,8 @@ class Launcher(Wiring, Supervision, Scaling, Reporting):
             if not started:
                 self._fail(f"interrupted by {self._reason} before the pipeline started")
                 return RunResult(130, time.monotonic() - t0, self.errors)
-            poller = zmq.Poller()
-            for sock in [self.control, *self.watched]:
-                poller.register(sock, zmq.POLLIN)
-            drain_until: float | None = None
-            while not self.errors and self._signals < 2:
-                if self._signalled and drain_until is None:
-                    drain_until = time.monotonic() + self.drain_timeout
-                    self._drain()
-                if drain_until is not None and time.monotonic() > drain_until:
-                    break
-                ready = dict(poller.poll(200))
-                if self.control in ready:
-                    while not self.errors and self.control.poll(0):  # first error wins
-                        ident, frame = self.control.recv_multipart()
-                        self._handle(self.replicas[ident], unpack(frame))
-                for sock, handler in list(self.watched.items()):
-                    if sock in ready:
-                        handler()
-                self._check_processes()
-                if time.monotonic() - self._published_at >= PUBLISH_INTERVAL:
-                    self._publish()
-                if all(r.done and r.process.poll() is not None for r in self.replicas.values()):
-                    break
-            for rep in self.replicas.values():
-                if rep.drained and rep.last_error is not None:
-                    self._fail(rep.last_error)
-            if self._signalled:
-                name = self._reason
-                if self._signals == 1 and all(r.done for r in self.replicas.values()):
-                    self._fail(f"interrupted by {name}: drained, every file closed")
-                else:
-                    self._fail(f"interrupted by {name}: stopped before the pipeline drained")
+            self._watch()
+            self._conclude()
         finally:
             try:
                 self._stop_all()  # signals still handled: a late one does not kill us here
@@ -386,3 +316,44 @@ class Launcher(Wiring, Supervision, Scaling, Reporting):
     def _publish(self) -> None:
         self.published = self.run_status()
         self._published_at = time.monotonic()
+
+    def _watch(self) -> None:
+        """Answer the nodes and the watched sockets and watch the processes until every node
+        is done, the first error, a second signal, or the drain timeout after the first."""
+        poller = zmq.Poller()
+        for sock in [self.control, *self.watched]:
+            poller.register(sock, zmq.POLLIN)
+        drain_until: float | None = None
+        while not self.errors and self._signals < 2:
+            if self._signalled and drain_until is None:
+                drain_until = time.monotonic() + self.drain_timeout
+                self._drain()
+            if drain_until is not None and time.monotonic() > drain_until:
+                return
+            ready = dict(poller.poll(200))
+            if self.control in ready:
+                while not self.errors and self.control.poll(0):  # first error wins
+                    received = self._receive()
+                    if received is not None:
+                        dispatch(received[1], self.handlers, received[0])
+            for sock, handler in list(self.watched.items()):
+                if sock in ready:
+                    handler()
+            self._check_processes()
+            if time.monotonic() - self._published_at >= PUBLISH_INTERVAL:
+                self._publish()
+            if all(r.done and r.process.poll() is not None for r in self.replicas.values()):
+                return
+
+    def _conclude(self) -> None:
+        """The run's errors once it stopped watching: a drained source's failure, and a
+        signal's interruption (drained or not)."""
+        for rep in self.replicas.values():
+            if rep.drained and rep.last_error is not None:
+                self._fail(rep.last_error)
+        if self._signalled:
+            name = self._reason
+            if self._signals == 1 and all(r.done for r in self.replicas.values()):
+                self._fail(f"interrupted by {name}: drained, every file closed")
+            else:
+                self._fail(f"interrupted by {name}: stopped before the pipeline drained")

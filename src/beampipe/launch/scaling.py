@@ -4,7 +4,7 @@ what they were sent), without a message lost or doubled (``beampipe scale``)."""
 from __future__ import annotations
 
 from beampipe.launch.replica import Replica
-from beampipe.runtime.control import identity
+from beampipe.runtime.control import AddInputs, Retire, identity
 
 
 class Scaling:
@@ -20,17 +20,12 @@ class Scaling:
             for target in self.replicas_of(conn.target):
                 if target.joining or target.process.poll() is not None:
                     continue
-                self._send(
-                    target,
-                    "add_inputs",
-                    inputs=[
-                        {
-                            "port": conn.target_port,
-                            "upstream": f"{rep.node}#{rep.replica}.{conn.source_port}",
-                            "endpoint": rep.endpoints[conn.source_port],
-                        }
-                    ],
-                )
+                pipe = {
+                    "port": conn.target_port,
+                    "upstream": f"{rep.node}#{rep.replica}.{conn.source_port}",
+                    "endpoint": rep.endpoints[conn.source_port],
+                }
+                self._send(target, AddInputs([pipe]))
                 self._adds.setdefault(identity(target.node, target.replica), []).append(rep)
                 rep.awaiting += 1
         if rep.awaiting == 0:
@@ -88,7 +83,7 @@ class Scaling:
             self.replicas[identity(node, rep.replica)] = rep
         for rep in mine[replicas:]:  # the highest numbers go
             rep.retiring = True
-            self._tell_upstream(node, rep.replica, "retire")
+            self._tell_upstream(node, rep.replica, Retire)
 
     def _set_replicas(self, node: str, replicas: int) -> None:
         """From now on ``node`` has ``replicas`` replicas: what processes started or

@@ -7,6 +7,7 @@ import signal
 import time
 
 from beampipe.launch.replica import Replica
+from beampipe.runtime.control import PeerGone, PeerLost, UpstreamGone
 from beampipe.runtime.metrics import merge
 
 
@@ -71,7 +72,7 @@ class Supervision:
             + (f"\n{rep.last_error}" if rep.last_error else "")
         )
         self._retire_metrics(rep)
-        self._tell_upstream(rep.node, rep.replica, "peer_lost")
+        self._tell_upstream(rep.node, rep.replica, PeerLost)
         rep.restart_at = time.monotonic() + spec.restart_delay * 2**rep.restarts
 
     def _retire_metrics(self, rep: Replica) -> None:
@@ -104,11 +105,11 @@ class Supervision:
         del self.replicas[key]
         self._retire_metrics(rep)
         self._set_replicas(rep.node, len(self.replicas_of(rep.node)))
-        self._tell_upstream(rep.node, rep.replica, "peer_gone")
+        self._tell_upstream(rep.node, rep.replica, PeerGone)
         for conn in self.pipeline.outputs_of(rep.node):
             for target in self.replicas_of(conn.target):
                 if target.process.poll() is None:
-                    self._send(target, "upstream_gone", upstream=f"{rep.node}#{rep.replica}.")
+                    self._send(target, UpstreamGone(f"{rep.node}#{rep.replica}."))
 
     def _restart(self, key: bytes, rep: Replica) -> None:
         new = self._spawn(rep.node, rep.replica, rep.restarts + 1)

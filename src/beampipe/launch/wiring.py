@@ -4,6 +4,7 @@ start and after a restart (the replicas of a node by number)."""
 from __future__ import annotations
 
 from beampipe.launch.replica import Replica
+from beampipe.runtime.control import Connect, PeerGone, PeerLost, Reconnect, Retire
 
 
 class Wiring:
@@ -28,7 +29,7 @@ class Wiring:
                         "endpoint": upstream.endpoints[conn.source_port],
                     }
                 )
-        self._send(rep, "connect", inputs=inputs)
+        self._send(rep, Connect(inputs))
 
     def _rewire(self, rep: Replica) -> None:
         """The restarted ``rep`` has bound its outputs: connect it, and reconnect the
@@ -37,20 +38,18 @@ class Wiring:
         self._connect(rep)
         for conn in self.pipeline.outputs_of(rep.node):
             for target in self.replicas_of(conn.target):
-                self._send(
-                    target,
-                    "reconnect",
-                    upstream=f"{rep.node}#{rep.replica}.{conn.source_port}",
-                    endpoint=rep.endpoints[conn.source_port],
-                )
+                upstream = f"{rep.node}#{rep.replica}.{conn.source_port}"
+                self._send(target, Reconnect(upstream, rep.endpoints[conn.source_port]))
 
-    def _tell_upstream(self, node: str, replica: int, kind: str) -> None:
-        """Send ``kind`` about replica ``replica`` of ``node`` to every live upstream replica
-        that feeds it, naming the input it feeds (``target = "node.port"``)."""
+    def _tell_upstream(
+        self, node: str, replica: int, kind: type[PeerLost | PeerGone | Retire]
+    ) -> None:
+        """Send a ``kind`` message about replica ``replica`` of ``node`` to every live upstream
+        replica that feeds it, naming the input it feeds (``target = "node.port"``)."""
         for conn in self.pipeline.inputs_of(node):
             for upstream in self.replicas_of(conn.source):
                 if upstream.process.poll() is None:
-                    self._send(upstream, kind, target=f"{node}.{conn.target_port}", replica=replica)
+                    self._send(upstream, kind(f"{node}.{conn.target_port}", replica))
 
 
 def _number(rep: Replica) -> int:

@@ -27,7 +27,7 @@ from beampipe.worker import Output, by_port
 FAST_CALL = 5e-5
 """Seconds: what a worker's ``process`` returns within this time, while the node has more
 input at hand, may wait in an output batch (small messages only, see
-:mod:`beampipe.transport.zeromq`) ..."""
+:mod:`beampipe.transport.batching`) ..."""
 BATCH_DELAY = 0.001
 """... for at most this many seconds plus one such call: the batches are sent when this time
 has passed since they were last sent, before the node waits for anything, and when full."""
@@ -53,7 +53,7 @@ class Emitter:
         origin: the inputs of the worker call under way, which what is sent now is held for.
         more_input: the node is working through input it has already received.
         batchable: what is sent now may wait in an output batch (small items only, see
-            :mod:`beampipe.transport.zeromq`) until :meth:`flush`.
+            :mod:`beampipe.transport.batching`) until :meth:`flush`.
     """
 
     def __init__(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from beampipe.runtime.control import ControlClient
+from beampipe.runtime.control import ControlClient, Failed
 from beampipe.runtime.notes import NoteLog
 
 
@@ -34,14 +34,7 @@ class NodeFailure(Exception):
         """Report the failure of ``node`` replica ``replica`` to the launcher; ``drained``:
         what the node had sent was processed downstream first."""
         control.send(
-            "error",
-            node=node,
-            replica=replica,
-            stream=self.stream,
-            id=self.msg_id,
-            error=str(self),
-            traceback=self.traceback,
-            drained=drained,
+            Failed(node, replica, self.stream, self.msg_id, str(self), self.traceback, drained)
         )
 
 

@@ -117,7 +117,7 @@ class NodeRuntime:
         self.notes.install()
         node = self.node
         setup = self.wiring.hello()
-        pipeline = Pipeline.from_dict(setup["pipeline"])
+        pipeline = Pipeline.from_dict(setup.pipeline)
         cls = pipeline.node_class(node)
         worker = self.worker = call(self.notes, None, None, cls, pipeline.node_params(node), node)
         self.parts = build(

@@ -8,6 +8,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from beampipe.runtime.control import Done, StreamEnded
+from beampipe.runtime.control import Progress as ProgressReport
 from beampipe.runtime.intake import Intake
 from beampipe.runtime.metrics import NodeMetrics
 from beampipe.runtime.notes import NoteLog
@@ -60,7 +62,7 @@ class Progress:
             force or now - self._last >= PROGRESS_INTERVAL
         ):
             counts = {name: s.messages for name, s in self.streams.items()}
-            self.control.send("progress", streams=counts, metrics=self.collect().snapshot())
+            self.control.send(ProgressReport(counts, self.collect().snapshot()))
             self._last = now
             self.changed = False
 
@@ -74,22 +76,13 @@ class Progress:
     def stream_ended(self, stream: str, state: StreamCount) -> None:
         """``stream`` ended here: report the progress, then the stream's end."""
         self.report(force=True)
-        self.control.send(
-            "stream_end",
-            stream=stream,
-            messages=state.messages,
-            t_first=state.t_first,
-            t_last=state.t_last,
-        )
+        self.control.send(StreamEnded(stream, state.messages, state.t_first, state.t_last))
 
     def done(self) -> None:
         """Report the node done: what each output port sent, and the metrics."""
         self.report(force=True)
-        self.control.send(
-            "done",
-            sent={p: o.sent for p, o in self.outputs.items()},
-            metrics=self.collect().snapshot(),
-        )
+        sent = {p: o.sent for p, o in self.outputs.items()}
+        self.control.send(Done(sent, self.collect().snapshot()))
 
     def collect(self) -> NodeMetrics:
         """The node's metrics, with the counts of its output ports, notes and intake."""

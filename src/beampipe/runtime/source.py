@@ -3,7 +3,7 @@ lifecycle: gaps, late messages, shutdown").
 
 Items are sent as they come; a list yielded is a *burst*, items the source has at hand: all are
 sent (a drain asked for meanwhile stops the source after the burst), small ones in batches
-(:mod:`beampipe.transport.zeromq`) which go out at the end of the burst at the latest. ``None``
+(:mod:`beampipe.transport.batching`) which go out at the end of the burst at the latest. ``None``
 means the source is waiting for data: a chance to answer the launcher. The sockets are serviced
 at least every :data:`SERVICE_EVERY` items. The ids the source skips are reported missing
 (:mod:`beampipe.runtime.gaps`), checked after each item: a generator that blocks delays the

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from beampipe.config import NodeSpec, Pipeline
+from beampipe.runtime.control import Setup
 from beampipe.runtime.durability import Durability
 from beampipe.runtime.emitter import Emitter
 from beampipe.runtime.faults import Faults, faults_for
@@ -42,7 +42,7 @@ class Parts:
 def build(
     wiring: Wiring,
     pipeline: Pipeline,
-    setup: dict[str, Any],
+    setup: Setup,
     worker: Worker,
     incarnation: int,
     streams: dict[str, StreamState],
@@ -54,7 +54,7 @@ def build(
     """Bind the node's outputs, connect its inputs and build its parts around ``worker``.
 
     Args:
-        setup: the launcher's ``setup`` message.
+        setup: the launcher's :class:`~beampipe.runtime.control.Setup`.
         incarnation: how often this replica was restarted before this process.
         streams, intake, progress: the parts made before the worker: where the open streams
             are kept, the reorder buffers and events (set up here), the progress reports.
@@ -77,8 +77,8 @@ def build(
     book = StreamBook(wiring, streams, worker, emitter, intake, progress.notes, ended)
     sink = not wiring.outputs and not isinstance(worker, Source)
     snapshots = None
-    if type(worker).snapshot is not Worker.snapshot and setup.get("state_dir"):
-        snapshots = Path(setup["state_dir"]) / f"{node}.{replica}.pickle"
+    if type(worker).snapshot is not Worker.snapshot and setup.state_dir:
+        snapshots = Path(setup.state_dir) / f"{node}.{replica}.pickle"
     durable = Durability(worker, book, sink, snapshots, wiring.window_bytes, progress, wait)
     if incarnation:
         durable.restore()

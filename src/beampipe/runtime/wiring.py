@@ -22,16 +22,36 @@ import os
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import zmq
 
 from beampipe.config import Pipeline
 from beampipe.message.key import compile_key
-from beampipe.runtime.control import ControlClient
+from beampipe.runtime.control import (
+    AddInputs,
+    Bound,
+    Connect,
+    Control,
+    ControlClient,
+    Drain,
+    Handler,
+    Hello,
+    InputsAdded,
+    PeerGone,
+    PeerLost,
+    Reconnect,
+    Retire,
+    Setup,
+    Stop,
+    UpstreamGone,
+    dispatch,
+)
 from beampipe.runtime.tap import Tap
 from beampipe.transport import InputChannel, OutputPort, Route
 from beampipe.transport.address import advertised
+
+M = TypeVar("M", bound=Control)
 
 
 class Stopped(Exception):
@@ -71,21 +91,16 @@ class Wiring:
         self.draining = False
         self.poller = zmq.Poller()
         self.out_poller = zmq.Poller()
+        self.handlers = self.control_handlers()
 
     # -- set-up --------------------------------------------------------------------------------
 
-    def hello(self) -> dict[str, Any]:
-        """Introduce this process to the launcher; the ``setup`` message it answers with."""
-        self.control.send(
-            "hello",
-            node=self.node,
-            replica=self.replica,
-            pid=os.getpid(),
-            host=socket.gethostname(),
-        )
-        return self.await_("setup")
+    def hello(self) -> Setup:
+        """Introduce this process to the launcher; the :class:`Setup` it answers with."""
+        self.control.send(Hello(self.node, self.replica, os.getpid(), socket.gethostname()))
+        return self.await_(Setup)
 
-    def bind(self, pipeline: Pipeline, setup: dict[str, Any]) -> None:
+    def bind(self, pipeline: Pipeline, setup: Setup) -> None:
         """Bind the node's output ports (and the tap, if it has any) at the ``setup``'s address
         pattern and report their endpoints (``bound``)."""
         node, replica = self.node, self.replica
@@ -100,46 +115,44 @@ class Wiring:
                 for c in pipeline.outputs_of(node)
                 if c.source_port == port
             ]
-            address = setup["bind"].format(name=f"{node}-{replica}-{port}")
+            address = setup.bind.format(name=f"{node}-{replica}-{port}")
             out = OutputPort.bind(self.ctx, port, address, routes)
             out.on_reject = log
             self.outputs[port] = out
             self.poller.register(out.socket, zmq.POLLIN)
             self.out_poller.register(out.socket, zmq.POLLIN)
         if self.outputs:
-            self.tap = Tap(self.ctx, setup["bind"].format(name=f"{node}-{replica}-tap"))
+            self.tap = Tap(self.ctx, setup.bind.format(name=f"{node}-{replica}-tap"))
             self.poller.register(self.tap.socket, zmq.POLLIN)
             self.out_poller.register(self.tap.socket, zmq.POLLIN)
-        self.control.send(
-            "bound",
-            endpoints={p: advertised(o.endpoint) for p, o in self.outputs.items()},
-            tap=advertised(self.tap.endpoint) if self.tap is not None else None,
-        )
-        self.window, self.window_bytes = setup["window"], setup["window_bytes"]
+        endpoints = {p: advertised(o.endpoint) for p, o in self.outputs.items()}
+        tap = advertised(self.tap.endpoint) if self.tap is not None else None
+        self.control.send(Bound(endpoints, tap))
+        self.window, self.window_bytes = setup.window, setup.window_bytes
 
     def connect(self) -> None:
         """Wait for ``connect`` and connect the input pipes it lists."""
-        for spec in self.await_("connect")["inputs"]:
+        for spec in self.await_(Connect).inputs:
             self.add_input(spec)
         self.poller.register(self.control.socket, zmq.POLLIN)
         self.out_poller.register(self.control.socket, zmq.POLLIN)
 
-    def await_(self, kind: str) -> dict[str, Any]:
-        """The next control message of ``kind`` (a ``drain`` meanwhile is kept).
+    def await_(self, kind: type[M]) -> M:
+        """The next control message of class ``kind`` (a :class:`Drain` meanwhile is kept).
 
         Raises:
-            Stopped: the launcher said ``stop``, or is gone.
+            Stopped: the launcher said :class:`Stop`, or is gone.
         """
         while True:
             msg = self.control.recv(500)
             if msg is None:
                 self.check_parent()
                 continue
-            if msg["t"] == "stop":
+            if isinstance(msg, Stop):
                 raise Stopped()
-            if msg["t"] == "drain":  # asked before it started: a source ends at once
+            if isinstance(msg, Drain):  # asked before it started: a source ends at once
                 self.draining = True
-            if msg["t"] == kind:
+            if isinstance(msg, kind):
                 return msg
 
     def add_input(self, spec: dict[str, Any]) -> InputChannel:
@@ -166,40 +179,49 @@ class Wiring:
         if os.getppid() != self.parent:
             raise Stopped()
 
-    def on_control(self, msg: dict[str, Any]) -> None:
-        """A message from the launcher while running."""
-        kind = msg["t"]
-        if kind == "stop":
-            raise Stopped()
-        if kind == "drain":
-            self.draining = True
-        elif kind == "peer_lost":
-            for out in self.outputs.values():
-                out.lost(msg["target"], msg["replica"])
-        elif kind == "retire":
-            for out in self.outputs.values():
-                out.retire(msg["target"], msg["replica"])
-        elif kind == "peer_gone":
-            for out in self.outputs.values():
-                out.forget(msg["target"], msg["replica"])
-        elif kind == "upstream_gone":
-            self._upstream_gone(msg["upstream"])
-        elif kind == "add_inputs":
-            for spec in msg["inputs"]:
-                self.add_input(spec)
-            self.control.send("inputs_added")
-        elif kind == "reconnect":
-            for channel in self.inputs:
-                if channel.upstream == msg["upstream"]:
-                    self.poller.unregister(channel.socket)
-                    channel.reconnect(self.ctx, msg["endpoint"])
-                    self.poller.register(channel.socket, zmq.POLLIN)
+    def control_handlers(self) -> dict[type[Control], Handler]:
+        """The node's dispatch table: a handler per message kind the launcher sends while the
+        node runs."""
+        return {
+            Stop: self._on_stop,
+            Drain: self._on_drain,
+            PeerLost: lambda m: self._each_output("lost", m.target, m.replica),
+            Retire: lambda m: self._each_output("retire", m.target, m.replica),
+            PeerGone: lambda m: self._each_output("forget", m.target, m.replica),
+            UpstreamGone: self._on_upstream_gone,
+            AddInputs: self._on_add_inputs,
+            Reconnect: self._on_reconnect,
+        }
 
-    def _upstream_gone(self, upstream: str) -> None:
-        """The upstream replica ``upstream`` (``node#replica``) died for good: its pipes count
-        as finished."""
+    def _on_stop(self, msg: Stop) -> None:
+        raise Stopped()
+
+    def _on_drain(self, msg: Drain) -> None:
+        self.draining = True
+
+    def _each_output(self, action: str, target: str, replica: int) -> None:
+        """``OutputPort.lost`` / ``retire`` / ``forget`` of ``target``'s ``replica`` on every
+        output port."""
+        for out in self.outputs.values():
+            getattr(out, action)(target, replica)
+
+    def _on_add_inputs(self, msg: AddInputs) -> None:
+        for spec in msg.inputs:
+            self.add_input(spec)
+        self.control.send(InputsAdded())
+
+    def _on_reconnect(self, msg: Reconnect) -> None:
         for channel in self.inputs:
-            if channel.upstream.startswith(upstream) and not channel.finished:
+            if channel.upstream == msg.upstream:
+                self.poller.unregister(channel.socket)
+                channel.reconnect(self.ctx, msg.endpoint)
+                self.poller.register(channel.socket, zmq.POLLIN)
+
+    def _on_upstream_gone(self, msg: UpstreamGone) -> None:
+        """The upstream replica ``msg.upstream`` (``node#replica.``) died for good: its pipes
+        count as finished."""
+        for channel in self.inputs:
+            if channel.upstream.startswith(msg.upstream) and not channel.finished:
                 # What it sent and we did not process comes again through another
                 # replica: its sender did not get our acknowledgement for it.
                 self.poller.unregister(channel.socket)
@@ -225,7 +247,7 @@ class Wiring:
             tap.flush()
         if self.control.socket in events:
             while (msg := self.control.recv(0)) is not None:
-                self.on_control(msg)
+                dispatch(msg, self.handlers)
         for out in self.outputs.values():
             if out.socket in events:
                 while out.socket.poll(0):

@@ -1,0 +1,84 @@
+"""The typed control protocol between node processes and the launcher (beampipe.runtime.control)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import msgpack
+import pytest
+
+from beampipe.launch.handling import Handling
+from beampipe.runtime import control
+from beampipe.runtime.control import (
+    KINDS,
+    Control,
+    ControlError,
+    Failed,
+    Hello,
+    Stop,
+    decode,
+    dispatch,
+    encode,
+)
+from beampipe.runtime.wiring import Wiring
+
+EXAMPLES = {
+    "hello": Hello("mu", 1, 4242, "host1"),
+    "bound": control.Bound({"out": "tcp://h:1"}, "tcp://h:2"),
+    "inputs_added": control.InputsAdded(),
+    "progress": control.Progress({"scan1": 12}, {"messages_in": 12}),
+    "stream_end": control.StreamEnded("scan1", 12, 1.5, 2.5),
+    "error": Failed("mu", 0, "scan1", 7, "ValueError: bad", "Traceback ...", False),
+    "done": control.Done({"out": 12}, {"messages_in": 12}),
+    "setup": control.Setup({"name": "p"}, "ipc:///tmp/{name}", "/tmp/state", 64, 1 << 26),
+    "connect": control.Connect([{"port": "in", "upstream": "scan#0.out", "endpoint": "e"}]),
+    "stop": Stop(),
+    "drain": control.Drain(),
+    "peer_lost": control.PeerLost("mu.in", 1),
+    "peer_gone": control.PeerGone("mu.in", 1),
+    "retire": control.Retire("mu.in", 2),
+    "upstream_gone": control.UpstreamGone("scan#0."),
+    "add_inputs": control.AddInputs([{"port": "in", "upstream": "mu#2.out", "endpoint": "e"}]),
+    "reconnect": control.Reconnect("mu#0.out", "tcp://h:3"),
+}
+
+
+def test_every_kind_round_trips_and_keeps_its_wire_form():
+    assert set(KINDS) == set(EXAMPLES)  # a new kind needs an example here
+    for kind, msg in EXAMPLES.items():
+        frame = encode(msg)
+        assert msgpack.unpackb(frame) == {"t": kind, **dataclasses.asdict(msg)}
+        assert decode(frame) == msg
+
+
+@pytest.mark.parametrize(
+    ("frame", "problem"),
+    [
+        (b"\xc1", "unreadable control frame of 1 bytes"),
+        (msgpack.packb([1, 2]), "control frame is a list, not a map"),
+        (msgpack.packb({"t": "status", "token": 12345}), "unknown control message kind 'status'"),
+        (msgpack.packb({"pid": 1}), "unknown control message kind None"),
+        (msgpack.packb({"t": "hello", "node": "mu"}), "control message 'hello': "),
+        (msgpack.packb({"t": "stop", "now": True}), "control message 'stop': "),
+    ],
+)
+def test_frames_not_of_the_protocol_are_named(frame, problem):
+    with pytest.raises(ControlError, match="^" + problem.replace("(", r"\(")):
+        decode(frame)
+
+
+def test_each_side_handles_exactly_the_kinds_the_other_sends():
+    class Launcher(Handling):
+        pass
+
+    class Node(Wiring):
+        def __init__(self) -> None:
+            pass
+
+    launcher = set(Launcher().control_handlers())
+    node = set(Node().control_handlers())
+    assert not launcher & node
+    assert launcher | node | {control.Setup, control.Connect} == set(KINDS.values())
+    assert all(issubclass(cls, Control) for cls in launcher | node)
+    with pytest.raises(ControlError, match="unexpected control message 'hello'"):
+        dispatch(Hello("mu", 0, 1, "h"), {Stop: print})
