@@ -153,7 +153,7 @@ def _check_connections(
     targeted: set[str] = set()
     seen: dict[tuple[str, str, str, str], int] = {}
     for ref, line, options, key_line in refs:
-        text = _text(ref)
+        text = str(ref)
         targeted.add(ref.target)
         missing = [n for n in dict.fromkeys((ref.source, ref.target)) if n not in specs]
         for name in missing:
@@ -227,7 +227,7 @@ def _output_port(
     outputs = tuple(cls.outputs)
     if not outputs:
         problems.add(
-            f"has no output ports ({spec.use} is a sink), but connection {_text(ref)!r} "
+            f"has no output ports ({spec.use} is a sink), but connection {str(ref)!r} "
             "reads from it",
             line,
             ref.source,
@@ -255,7 +255,7 @@ def _input_port(
     cls, spec = classes.get(ref.target), specs[ref.target]
     if cls is None or spec is None:
         return None
-    text = _text(ref)
+    text = str(ref)
     inputs = cls.inputs
     if issubclass(cls, Source) or inputs == ():
         what = "is a source" if issubclass(cls, Source) else "has no input ports"
@@ -394,9 +394,3 @@ def _cycle(
                     following.append(conn.target)
         frontier = following
     return None
-
-
-def _text(ref: ConnectionRef) -> str:
-    source = ref.source + (f".{ref.source_port}" if ref.source_port else "")
-    target = ref.target + (f".{ref.target_port}" if ref.target_port else "")
-    return f"{source} -> {target}"

@@ -21,6 +21,12 @@ class ConnectionRef(NamedTuple):
     target: str
     target_port: str | None
 
+    def __str__(self) -> str:
+        """As written: ``a.out -> b.in`` (``a -> b`` where the ports are left out)."""
+        source = self.source + (f".{self.source_port}" if self.source_port else "")
+        target = self.target + (f".{self.target_port}" if self.target_port else "")
+        return f"{source} -> {target}"
+
 
 def parse_connection(text: str) -> ConnectionRef | None:
     """The parts of ``text``, or ``None`` if it is not of the form ``a.out -> b.in``."""

@@ -132,6 +132,13 @@ def create_app(manager: Manager) -> FastAPI:
         final result; state ``lost`` if its supervisor has gone without one."""
         return manager.status(pipeline_id)
 
+    _pipeline_routes(app, manager, Write, Read)
+    return app
+
+
+def _pipeline_routes(app: FastAPI, manager: Manager, Write: list[Any], Read: list[Any]) -> None:
+    """The routes of one pipeline: its logs, scale and stop."""
+
     @app.get("/pipelines/{pipeline_id}/logs/{node}", dependencies=Read)
     def logs(
         pipeline_id: str,
@@ -162,8 +169,6 @@ def create_app(manager: Manager) -> FastAPI:
         are closed. A second stop stops every process at once."""
         reply = manager.command(pipeline_id, {"t": "stop"})
         return {"id": pipeline_id, "state": reply["state"]}
-
-    return app
 
 
 def _url(host: str, port: int) -> str:

@@ -256,6 +256,22 @@ def create_app(viewer: Viewer) -> FastAPI:
                 return _json({"message": f"no output port {node}.{port}"}, 404)
             return _json(preview.payload(key))
 
+    _file_routes(app, viewer)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(viewer.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await viewer.hub.serve(websocket)
+
+    return app
+
+
+def _file_routes(app: FastAPI, viewer: Viewer) -> None:
+    """``/api/files``: the sinks' files, read through h5grove."""
+
     @app.get("/api/files")
     def file_list() -> Response:
         return _json(viewer.files.listing())
@@ -290,16 +306,6 @@ def create_app(viewer: Viewer) -> FastAPI:
     @app.get("/api/files/{node}/stats")
     def stats(node: str, path: str = "/", selection: str | None = None) -> Response:
         return _h5(viewer, node, path, lambda c: _dataset(c, path).data_stats(selection))
-
-    @app.get("/metrics")
-    def metrics() -> Response:
-        return Response(generate_latest(viewer.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.websocket("/ws")
-    async def ws(websocket: WebSocket) -> None:
-        await viewer.hub.serve(websocket)
-
-    return app
 
 
 def _dataset(content: Any, path: str) -> Any:
