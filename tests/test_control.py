@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+import weakref
 
 import msgpack
 import pytest
+from conftest import EXAMPLE, Recorder
 
-from beampipe.launch.handling import Handling
+from beampipe.config import load_pipeline
+from beampipe.launch import Launcher
+from beampipe.launch.handling import HANDLERS as launcher_handlers
 from beampipe.runtime import control
 from beampipe.runtime.control import (
     KINDS,
@@ -20,7 +25,7 @@ from beampipe.runtime.control import (
     dispatch,
     encode,
 )
-from beampipe.runtime.wiring import Wiring
+from beampipe.runtime.wiring import HANDLERS as node_handlers
 
 EXAMPLES = {
     "hello": Hello("mu", 1, 4242, "host1"),
@@ -68,17 +73,23 @@ def test_frames_not_of_the_protocol_are_named(frame, problem):
 
 
 def test_each_side_handles_exactly_the_kinds_the_other_sends():
-    class Launcher(Handling):
-        pass
-
-    class Node(Wiring):
-        def __init__(self) -> None:
-            pass
-
-    launcher = set(Launcher().control_handlers())
-    node = set(Node().control_handlers())
+    launcher, node = set(launcher_handlers), set(node_handlers)
     assert not launcher & node
     assert launcher | node | {control.Setup, control.Connect} == set(KINDS.values())
     assert all(issubclass(cls, Control) for cls in launcher | node)
     with pytest.raises(ControlError, match="unexpected control message 'hello'"):
         dispatch(Hello("mu", 0, 1, "h"), {Stop: print})
+
+
+def test_a_launcher_is_freed_when_dropped():
+    """No reference cycle (e.g. a table of its bound methods): its zmq context is then closed at
+    once, not by the cycle collector later, which can block for ever in ``Context.term`` while
+    the context's sockets wait for their own finalizers."""
+    gc.disable()
+    try:
+        launcher = Launcher(load_pipeline(EXAMPLE / "pipeline.yaml"), Recorder())
+        dropped = weakref.ref(launcher)
+        del launcher
+        assert dropped() is None
+    finally:
+        gc.enable()

@@ -17,6 +17,7 @@ from beampipe.runtime.control import (
     Progress,
     Setup,
     StreamEnded,
+    dispatch,
     identity,
 )
 from beampipe.runtime.metrics import NodeMetrics
@@ -25,18 +26,13 @@ from beampipe.runtime.metrics import NodeMetrics
 class Handling:
     """The :class:`~beampipe.launch.Launcher`'s part that answers its node processes."""
 
-    def control_handlers(self) -> dict[type[Control], Handler]:
-        """The launcher's dispatch table: a handler ``(replica, message)`` per message kind
-        a node sends."""
-        return {
-            Hello: self._on_hello,
-            Bound: self._on_bound,
-            InputsAdded: self._on_inputs_added,
-            Progress: self._on_progress,
-            StreamEnded: self._on_stream_end,
-            Failed: self._on_failed,
-            Done: self._on_done,
-        }
+    def answer(self, rep: Replica, msg: Control) -> None:
+        """Do what ``msg`` from ``rep``'s process asks (:data:`HANDLERS`).
+
+        Raises:
+            ControlError: a message a node does not send.
+        """
+        dispatch(msg, HANDLERS, self, rep)
 
     def _on_hello(self, rep: Replica, msg: Hello) -> None:
         rep.host, rep.pid = msg.host, msg.pid
@@ -105,3 +101,17 @@ class Handling:
         for port, n in msg.sent.items():
             sent[port] = sent.get(port, 0) + n
         self.metrics[rep.node, rep.replica] = NodeMetrics.from_snapshot(msg.metrics)
+
+
+HANDLERS: dict[type[Control], Handler] = {
+    Hello: Handling._on_hello,
+    Bound: Handling._on_bound,
+    InputsAdded: Handling._on_inputs_added,
+    Progress: Handling._on_progress,
+    StreamEnded: Handling._on_stream_end,
+    Failed: Handling._on_failed,
+    Done: Handling._on_done,
+}
+"""The launcher's dispatch table: ``handler(launcher, replica, message)`` per kind a node
+sends (functions of the class, so that a launcher is no reference cycle: its zmq context is
+then closed when it is dropped, never by the cycle collector in the middle of its sockets)."""

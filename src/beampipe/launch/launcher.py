@@ -46,7 +46,6 @@ from beampipe.runtime.control import (
     Stop,
     StreamEnded,
     decode,
-    dispatch,
     encode,
     identity,
 )
@@ -138,8 +137,6 @@ class Launcher(Handling, Wiring, Supervision, Scaling, Reporting):
         """The latest :class:`~beampipe.launch.status.RunStatus`, for other threads (a viewer):
         replaced, never changed, at most every :data:`PUBLISH_INTERVAL` s and at the end."""
         self._published_at = 0.0
-        self.handlers = self.control_handlers()
-        """What the launcher does with each message from a node (``launch.handling``)."""
 
     # -- processes -----------------------------------------------------------------------------
 
@@ -246,7 +243,7 @@ class Launcher(Handling, Wiring, Supervision, Scaling, Reporting):
         while self.control.poll(50):
             received = self._receive()
             if received is not None and isinstance(received[1], Progress | StreamEnded):
-                dispatch(received[1], self.handlers, received[0])
+                self.answer(*received)
 
     def _where(self, rep: Replica) -> str:
         return self.placement.where(rep.node, rep.replica) or f"pid {rep.process.pid}"
@@ -335,7 +332,7 @@ class Launcher(Handling, Wiring, Supervision, Scaling, Reporting):
                 while not self.errors and self.control.poll(0):  # first error wins
                     received = self._receive()
                     if received is not None:
-                        dispatch(received[1], self.handlers, received[0])
+                        self.answer(*received)
             for sock, handler in list(self.watched.items()):
                 if sock in ready:
                     handler()

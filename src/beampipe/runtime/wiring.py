@@ -91,7 +91,6 @@ class Wiring:
         self.draining = False
         self.poller = zmq.Poller()
         self.out_poller = zmq.Poller()
-        self.handlers = self.control_handlers()
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -179,31 +178,23 @@ class Wiring:
         if os.getppid() != self.parent:
             raise Stopped()
 
-    def control_handlers(self) -> dict[type[Control], Handler]:
-        """The node's dispatch table: a handler per message kind the launcher sends while the
-        node runs."""
-        return {
-            Stop: self._on_stop,
-            Drain: self._on_drain,
-            PeerLost: lambda m: self._each_output("lost", m.target, m.replica),
-            Retire: lambda m: self._each_output("retire", m.target, m.replica),
-            PeerGone: lambda m: self._each_output("forget", m.target, m.replica),
-            UpstreamGone: self._on_upstream_gone,
-            AddInputs: self._on_add_inputs,
-            Reconnect: self._on_reconnect,
-        }
-
     def _on_stop(self, msg: Stop) -> None:
         raise Stopped()
 
     def _on_drain(self, msg: Drain) -> None:
         self.draining = True
 
-    def _each_output(self, action: str, target: str, replica: int) -> None:
-        """``OutputPort.lost`` / ``retire`` / ``forget`` of ``target``'s ``replica`` on every
-        output port."""
+    def _on_peer_lost(self, msg: PeerLost) -> None:
         for out in self.outputs.values():
-            getattr(out, action)(target, replica)
+            out.lost(msg.target, msg.replica)
+
+    def _on_retire(self, msg: Retire) -> None:
+        for out in self.outputs.values():
+            out.retire(msg.target, msg.replica)
+
+    def _on_peer_gone(self, msg: PeerGone) -> None:
+        for out in self.outputs.values():
+            out.forget(msg.target, msg.replica)
 
     def _on_add_inputs(self, msg: AddInputs) -> None:
         for spec in msg.inputs:
@@ -247,7 +238,7 @@ class Wiring:
             tap.flush()
         if self.control.socket in events:
             while (msg := self.control.recv(0)) is not None:
-                dispatch(msg, self.handlers)
+                dispatch(msg, HANDLERS, self)
         for out in self.outputs.values():
             if out.socket in events:
                 while out.socket.poll(0):
@@ -260,3 +251,17 @@ class Wiring:
 def log(text: str) -> None:
     """A line in the node's log (its standard error, which the launcher keeps)."""
     print(text, file=sys.stderr, flush=True)
+
+
+HANDLERS: dict[type[Control], Handler] = {
+    Stop: Wiring._on_stop,
+    Drain: Wiring._on_drain,
+    PeerLost: Wiring._on_peer_lost,
+    Retire: Wiring._on_retire,
+    PeerGone: Wiring._on_peer_gone,
+    UpstreamGone: Wiring._on_upstream_gone,
+    AddInputs: Wiring._on_add_inputs,
+    Reconnect: Wiring._on_reconnect,
+}
+"""The node's dispatch table: ``handler(wiring, message)`` per kind the launcher sends while
+the node runs (:class:`Setup` and :class:`Connect` are awaited during set-up)."""
