@@ -179,6 +179,8 @@ class RunningSum(beampipe.Worker):
     """Stateful: ``total`` = the sum of ``x`` over the stream so far, in arrival order; keeps
     its state across a restart with :meth:`snapshot` / :meth:`restore`."""
 
+    stateful = True
+
     def __init__(self, params: beampipe.Params, name: str = "") -> None:
         super().__init__(params, name)
         self.totals: dict[str, float] = {}
@@ -201,10 +203,9 @@ class RunningSum(beampipe.Worker):
 
 
 class ForgetfulSum(RunningSum):
-    """:class:`RunningSum` without a snapshot: a restart loses the totals."""
+    """:class:`RunningSum` not declared stateful: a restart loses the totals."""
 
-    snapshot = beampipe.Worker.snapshot
-    restore = beampipe.Worker.restore
+    stateful = False
 
 
 class TupleBurst(beampipe.Source):

@@ -1,4 +1,5 @@
-"""The checks beyond the file's shape: node classes, params, ports and the graph."""
+"""The checks beyond the file's shape: node classes, params, ports and the graph (its cycles in
+:mod:`beampipe.config.cycles`)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from beampipe.config.connections import ConnectionRef
+from beampipe.config.cycles import check_cycles
 from beampipe.config.errors import Problems
 from beampipe.config.model import Connection, NodeSpec
 from beampipe.config.params import validate_params
 from beampipe.message.key import KeyExpressionError, compile_key
-from beampipe.worker import Params, Source, Worker, resolve
+from beampipe.worker import Params, Source, Worker
+from beampipe.worker.base import Node
+from beampipe.worker.registry import resolve
 
 
 class ConnectionItem(NamedTuple):
@@ -34,7 +38,7 @@ Locate = Callable[..., int]
 class Checked:
     """What the checks established: the node classes, their params and the connections."""
 
-    classes: dict[str, type[Worker]] = field(default_factory=dict)
+    classes: dict[str, type[Node]] = field(default_factory=dict)
     params: dict[str, Params] = field(default_factory=dict)
     connections: list[Connection] = field(default_factory=list)
 
@@ -62,7 +66,7 @@ def check(
     targeted = _check_connections(problems, specs, refs, out)
     if all_connections and targeted <= set(specs):  # a misspelt target may be the missing input
         _check_inputs(problems, specs, targeted, out)
-    _check_cycles(problems, specs, out.connections)
+    check_cycles(problems, specs, out.connections)
     return out
 
 
@@ -96,11 +100,12 @@ def _check_node(
 
 
 def _check_runtime_options(
-    problems: Problems, spec: NodeSpec, cls: type[Worker], locate: Locate
+    problems: Problems, spec: NodeSpec, cls: type[Node], locate: Locate
 ) -> None:
     """``replicas``, ``ordered`` and ``events`` suit the node's class (a reducer or a source
     runs as one replica)."""
-    if cls.reducer and spec.replicas > 1:
+    worker = issubclass(cls, Worker)
+    if worker and cls.reducer and spec.replicas > 1:
         problems.add(
             f"{spec.use} is a reducer: it folds everything into one state, so it runs as one "
             f"process (replicas: {spec.replicas} is not possible)",
@@ -129,7 +134,7 @@ def _check_runtime_options(
                     locate(spec.name, "ordered", i),
                     spec.name,
                 )
-    if spec.events is not None and not cls.events:
+    if spec.events is not None and not (worker and cls.events):
         problems.add(
             f"'events' tunes event formation, but {spec.use} does not form events "
             "(its class does not set events = True)",
@@ -219,7 +224,7 @@ def _output_port(
     ref: ConnectionRef,
     line: int,
     specs: Mapping[str, NodeSpec | None],
-    classes: Mapping[str, type[Worker]],
+    classes: Mapping[str, type[Node]],
 ) -> str | None:
     cls, spec = classes.get(ref.source), specs[ref.source]
     if cls is None or spec is None:  # already reported
@@ -250,7 +255,7 @@ def _input_port(
     ref: ConnectionRef,
     line: int,
     specs: Mapping[str, NodeSpec | None],
-    classes: Mapping[str, type[Worker]],
+    classes: Mapping[str, type[Node]],
 ) -> str | None:
     cls, spec = classes.get(ref.target), specs[ref.target]
     if cls is None or spec is None:
@@ -312,85 +317,3 @@ def _check_inputs(
             spec.line,
             name,
         )
-
-
-def _check_cycles(
-    problems: Problems, specs: Mapping[str, NodeSpec | None], connections: list[Connection]
-) -> None:
-    """Report each strongly connected component that loops, with one of its cycles."""
-    edges: dict[str, list[Connection]] = {name: [] for name in specs}
-    for conn in connections:
-        edges[conn.source].append(conn)
-    order = {name: i for i, name in enumerate(specs)}
-    for component in _components(edges):
-        start = min(component, key=order.__getitem__)
-        path = _cycle(start, component, edges)
-        if path is None:
-            continue
-        nodes = " -> ".join([c.source for c in path] + [start])
-        lines = ", ".join(str(c.line) for c in path)
-        lines = f"connections on lines {lines}" if len(path) > 1 else f"connection on line {lines}"
-        problems.add(
-            f"in a cycle {nodes} ({lines}); a pipeline must not loop back",
-            path[0].line,
-            start,
-        )
-
-
-def _components(edges: Mapping[str, list[Connection]]) -> list[set[str]]:
-    """Strongly connected components (Tarjan), each a set of node names."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[set[str]] = []
-
-    def visit(node: str) -> None:
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        on_stack.add(node)
-        for conn in edges[node]:
-            nxt = conn.target
-            if nxt not in index:
-                visit(nxt)
-                low[node] = min(low[node], low[nxt])
-            elif nxt in on_stack:
-                low[node] = min(low[node], index[nxt])
-        if low[node] == index[node]:
-            component = set()
-            while True:
-                member = stack.pop()
-                on_stack.discard(member)
-                component.add(member)
-                if member == node:
-                    break
-            found.append(component)
-
-    for node in edges:
-        if node not in index:
-            visit(node)
-    return found
-
-
-def _cycle(
-    start: str, component: set[str], edges: Mapping[str, list[Connection]]
-) -> list[Connection] | None:
-    """The shortest cycle through ``start`` within ``component`` (breadth-first), or ``None``."""
-    came_by: dict[str, Connection] = {}
-    frontier = [start]
-    while frontier:
-        following = []
-        for node in frontier:
-            for conn in edges[node]:
-                if conn.target not in component:
-                    continue
-                if conn.target == start:
-                    path = [conn]
-                    while path[0].source != start:
-                        path.insert(0, came_by[path[0].source])
-                    return path
-                if conn.target not in came_by:
-                    came_by[conn.target] = conn
-                    following.append(conn.target)
-        frontier = following
-    return None

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from beampipe.config.errors import PipelineError
 from beampipe.config.params import validate_params
 from beampipe.config.schema import Backend, Resources
-from beampipe.worker import Params, Worker, resolve
+from beampipe.worker.base import Node, Params
+from beampipe.worker.registry import resolve
 
 
 class NodeSpec(BaseModel):
@@ -122,7 +123,7 @@ class Pipeline(BaseModel):
     connections: list[Connection] = []
     backend: Backend = "local"
 
-    _classes: dict[str, tuple[str, type[Worker]]] = PrivateAttr(default_factory=dict)
+    _classes: dict[str, tuple[str, type[Node]]] = PrivateAttr(default_factory=dict)
     _params: dict[str, tuple[NodeSpec, Params]] = PrivateAttr(default_factory=dict)
 
     def __eq__(self, other: object) -> bool:
@@ -139,8 +140,8 @@ class Pipeline(BaseModel):
         except KeyError:
             raise KeyError(f"no node {name!r} in pipeline {self.name!r}") from None
 
-    def node_class(self, name: str) -> type[Worker]:
-        """The Worker class of node ``name`` (imported once, then cached).
+    def node_class(self, name: str) -> type[Node]:
+        """The class of node ``name`` (imported once, then cached).
 
         Raises:
             KeyError: no such node.
@@ -158,7 +159,7 @@ class Pipeline(BaseModel):
         return cls
 
     def node_params(self, name: str) -> Params:
-        """The node's params as an instance of its worker's own ``Params`` model (cached).
+        """The node's params as an instance of its class's own ``Params`` model (cached).
 
         Raises:
             KeyError: no such node.

@@ -12,7 +12,8 @@ from pydantic_core import ErrorDetails
 
 from beampipe.config.pydantic_errors import simplify
 from beampipe.config.schema import dotted, pydantic_message
-from beampipe.worker import Params, Worker, resolve
+from beampipe.worker.base import Node, Params
+from beampipe.worker.registry import resolve
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class ParamProblem:
 
 
 def validate_params(
-    cls: type[Worker], use: str, params: dict[str, Any], base_dir: Path
+    cls: type[Node], use: str, params: dict[str, Any], base_dir: Path
 ) -> tuple[Params | None, list[ParamProblem]]:
     """``(cls.Params instance, [])`` if ``params`` are valid, else ``(None, problems)``.
 

@@ -5,7 +5,7 @@
   :meth:`beampipe.Worker.checkpoint` (e.g. the NeXus writer flushes its files), which is called
   at least every :data:`CHECKPOINT_EVERY` messages, half its input credit in bytes or
   :data:`CHECKPOINT_INTERVAL` seconds, and at every stream end.
-* Snapshots: a stateful worker (one that defines :meth:`beampipe.Worker.snapshot`) is
+* Snapshots: a stateful worker (``stateful = True``, :meth:`beampipe.Worker.snapshot`) is
   checkpointed the same way: once the results of what it processed are acknowledged downstream,
   its snapshot is pickled to the run directory, and only then are its inputs (and stream
   markers) acknowledged. A restarted process restores the last snapshot before anything else.
@@ -27,7 +27,7 @@ from beampipe.runtime.failure import call
 from beampipe.runtime.progress import Progress
 from beampipe.runtime.streams import StreamBook
 from beampipe.transport import InputChannel
-from beampipe.worker import Worker
+from beampipe.worker.base import Node
 
 CHECKPOINT_EVERY = 256
 """A sink checkpoints (:meth:`Worker.checkpoint`) at least every this many messages, or half
@@ -40,6 +40,8 @@ class Durability:
     """Checkpoints, snapshots and de-duplication of one node replica.
 
     Args:
+        worker: the node's worker or source (only a :class:`~beampipe.Worker` is a sink or
+            stateful, whose hooks are called here).
         book: the node's streams, which a snapshot lists.
         sink: the node has no output ports: inputs are acknowledged after checkpoints.
         snapshots: where a stateful worker's snapshots go (None: the worker is not stateful,
@@ -53,7 +55,7 @@ class Durability:
 
     def __init__(
         self,
-        worker: Worker,
+        worker: Node,
         book: StreamBook,
         sink: bool,
         snapshots: Path | None,

@@ -22,7 +22,7 @@ from beampipe.runtime.acks import Origin, lineage
 from beampipe.runtime.faults import Faults
 from beampipe.runtime.progress import Progress
 from beampipe.runtime.wiring import Wiring
-from beampipe.worker import Output, by_port
+from beampipe.worker.base import Output, by_port
 
 FAST_CALL = 5e-5
 """Seconds: what a worker's ``process`` returns within this time, while the node has more

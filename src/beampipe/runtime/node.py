@@ -34,7 +34,8 @@ from beampipe.runtime.startup import Parts, build
 from beampipe.runtime.streams import StreamState
 from beampipe.runtime.wiring import Stopped, Wiring
 from beampipe.transport import InputChannel
-from beampipe.worker import Source, Worker
+from beampipe.worker import Source
+from beampipe.worker.base import Node
 
 RECEIVE_BATCH = 64
 """Items taken from one ready input before polling all sockets again ..."""
@@ -57,7 +58,7 @@ class NodeRuntime:
         """How often this replica was restarted before this process."""
         self.ctx = zmq.Context()
         self.wiring = Wiring(self.ctx, control_endpoint, node, replica)
-        self.worker: Worker | None = None
+        self.worker: Node | None = None
         self.streams: dict[str, StreamState] = {}
         """The streams open here (kept by the stream book)."""
         self.intake = Intake(self._process)
@@ -111,7 +112,7 @@ class NodeRuntime:
             self.ctx.destroy(linger=2000)
         return status
 
-    def _setup(self) -> Worker:
+    def _setup(self) -> Node:
         """Join the pipeline, build the worker and the parts (:mod:`~beampipe.runtime.startup`);
         the worker."""
         self.notes.install()

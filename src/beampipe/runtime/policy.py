@@ -24,7 +24,8 @@ from beampipe.runtime.failure import NodeFailure, in_hook
 from beampipe.runtime.progress import Progress
 from beampipe.runtime.wiring import Wiring, log
 from beampipe.transport import InputChannel
-from beampipe.worker import Output, TransientError, Worker
+from beampipe.worker import TransientError
+from beampipe.worker.base import Node, Output
 
 
 class ErrorPolicy:
@@ -33,6 +34,8 @@ class ErrorPolicy:
 
     Args:
         dead_letter: the pipeline's dead-letter file.
+        worker: the node's worker or source (:meth:`process` is for a
+            :class:`~beampipe.Worker` only).
         wait: services the node's sockets, not its inputs, for at most that many ms.
     """
 
@@ -41,7 +44,7 @@ class ErrorPolicy:
         wiring: Wiring,
         spec: NodeSpec,
         dead_letter: str,
-        worker: Worker,
+        worker: Node,
         progress: Progress,
         wait: Callable[[int], object],
     ) -> None:

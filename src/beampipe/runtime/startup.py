@@ -24,7 +24,8 @@ from beampipe.runtime.policy import ErrorPolicy
 from beampipe.runtime.progress import Progress
 from beampipe.runtime.streams import StreamBook, StreamState
 from beampipe.runtime.wiring import Wiring
-from beampipe.worker import Source, Worker
+from beampipe.worker import Worker
+from beampipe.worker.base import Node
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def build(
     wiring: Wiring,
     pipeline: Pipeline,
     setup: Setup,
-    worker: Worker,
+    worker: Node,
     incarnation: int,
     streams: dict[str, StreamState],
     intake: Intake,
@@ -73,11 +74,12 @@ def build(
     emitter = Emitter(
         wiring, worker.outputs, spec.check_finite, broadcast, faults, streams, progress, wait
     )
-    intake.set_up(spec, wiring.inputs, worker.events)
+    is_worker = isinstance(worker, Worker)
+    intake.set_up(spec, wiring.inputs, is_worker and worker.events)
     book = StreamBook(wiring, streams, worker, emitter, intake, progress.notes, ended)
-    sink = not wiring.outputs and not isinstance(worker, Source)
+    sink = not wiring.outputs and is_worker
     snapshots = None
-    if type(worker).snapshot is not Worker.snapshot and setup.state_dir:
+    if is_worker and worker.stateful and setup.state_dir:
         snapshots = Path(setup.state_dir) / f"{node}.{replica}.pickle"
     durable = Durability(worker, book, sink, snapshots, wiring.window_bytes, progress, wait)
     if incarnation:

@@ -26,7 +26,7 @@ from beampipe.runtime.intake import Intake
 from beampipe.runtime.notes import NoteLog
 from beampipe.runtime.progress import StreamCount
 from beampipe.runtime.wiring import Wiring
-from beampipe.worker import Worker
+from beampipe.worker.base import Node
 
 
 @dataclass
@@ -53,7 +53,7 @@ class StreamBook:
         self,
         wiring: Wiring,
         streams: dict[str, StreamState],
-        worker: Worker,
+        worker: Node,
         emitter: Emitter,
         intake: Intake,
         notes: NoteLog,

@@ -1,9 +1,11 @@
 """The worker SDK: what a worker author subclasses.
 
-A node's class decides its role: a :class:`Source` has no input ports and produces streams from
-:meth:`Source.generate`; a :class:`Worker` handles one message at a time in :meth:`Worker.process`;
-a sink is a worker without output ports. The runtime calls these methods from one thread, one
-message at a time, and does everything else: (de)serialisation, stream lifecycle, flow control.
+A node's class decides its role. Both roles share :class:`Node` (params, name, replica, output
+ports, the stream hooks, dead letters, ``close``); a :class:`Source` has no input ports and
+produces streams from :meth:`Source.generate`; a :class:`Worker` handles one message at a time
+in :meth:`Worker.process`; a sink is a worker without output ports. The runtime calls these
+methods from one thread, one message at a time, and does everything else: (de)serialisation,
+stream lifecycle, flow control. :mod:`beampipe.testing` drives a node the same way in a test.
 """
 
 from __future__ import annotations
@@ -52,28 +54,19 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Worker:
-    """A processing unit: one message in, results out.
-
-    Subclasses set :attr:`Params` to their own parameter model and implement :meth:`process`.
-    Per-stream state belongs in :meth:`on_stream_start` / :meth:`on_stream_end`, because several
-    streams (scans) flow through one running worker, one after the other or interleaved.
+class Node:
+    """What every node class shares; subclass :class:`Worker` or :class:`Source`, not this.
 
     Class attributes:
         Params: the pydantic model of the node's ``params:``.
         inputs: names of the input ports; ``None`` accepts any port name used by a connection.
+            A source has none.
         outputs: names of the output ports; the first is the default for returned messages.
-        reducer: ``True`` for a node that must run as one replica (see
-            :class:`~beampipe.Reducer`).
-        events: ``True`` for a worker with several input ports whose :meth:`process` receives
-            one :class:`~beampipe.Event` per (stream, id) holding the messages of all its ports.
     """
 
     Params: ClassVar[type[Params]] = Params
-    inputs: ClassVar[tuple[str, ...] | None] = ("in",)
+    inputs: ClassVar[tuple[str, ...] | None] = ()
     outputs: ClassVar[tuple[str, ...]] = ("out",)
-    reducer: ClassVar[bool] = False
-    events: ClassVar[bool] = False
 
     def __init__(self, params: Params, name: str = "") -> None:
         self.params = params
@@ -86,8 +79,9 @@ class Worker:
         the runtime before the first hook): a sink that finds ``restarts > 0`` resumes the
         files its predecessor wrote instead of starting them afresh."""
         self.dead_letters: list[tuple[Message | Event, str | BaseException]] = []
-        """Outside a pipeline (a worker called directly, e.g. in a unit test): what
-        :meth:`dead_letter` was given. In a pipeline the runtime takes them instead."""
+        """Outside a pipeline (a node called directly): what :meth:`dead_letter` was given. In
+        a pipeline the runtime takes them instead, and :mod:`beampipe.testing` collects them in
+        its results."""
         self._drop: Callable[[Message | Event, str | BaseException], None] = self._keep
         self._stream_warnings: dict[str, list[dict[str, Any]]] = {}
 
@@ -114,8 +108,67 @@ class Worker:
         return self._stream_warnings.get(stream, [])
 
     def on_stream_start(self, stream: str, metadata: dict[str, Any]) -> Output:
-        """A new stream opens; ``metadata`` is its header (e.g. the scan file's)."""
+        """A new stream opens, at its first :class:`~beampipe.StreamStart` or message;
+        ``metadata`` is its header (e.g. the scan file's; ``{}`` if a message came first)."""
         return None
+
+    def on_stream_end(self, stream: str) -> Output:
+        """Every message of ``stream`` has been processed; emit final results, drop state."""
+        return None
+
+    def close(self) -> None:
+        """The run is over (normally or not): release files and connections."""
+
+
+class Worker(Node):
+    """A processing unit: one message in, results out.
+
+    Subclasses set :attr:`Params` to their own parameter model and implement :meth:`process`.
+    Per-stream state belongs in :meth:`on_stream_start` / :meth:`on_stream_end`, because several
+    streams (scans) flow through one running worker, one after the other or interleaved.
+
+    Class attributes (besides :class:`Node`'s):
+        reducer: ``True`` for a node that must run as one replica (see
+            :class:`~beampipe.Reducer`).
+        events: ``True`` for a worker with several input ports whose :meth:`process` receives
+            one :class:`~beampipe.Event` per (stream, id) holding the messages of all its ports.
+        stateful: ``True`` for a worker whose results depend on earlier messages and that
+            keeps its state across a restart: it defines :meth:`snapshot` and :meth:`restore`
+            (docs/reliability.md); the declaration, not the methods, makes the runtime take
+            snapshots, so a subclass may set it back to ``False``. A class that declares it
+            without both methods, or defines either in its body without declaring it, is
+            refused with a ``TypeError`` naming the class when it is defined (``beampipe
+            validate`` reports that as the node's ``use:`` failing to load).
+    """
+
+    inputs: ClassVar[tuple[str, ...] | None] = ("in",)
+    reducer: ClassVar[bool] = False
+    events: ClassVar[bool] = False
+    stateful: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse a class whose ``stateful`` and snapshot hooks disagree (see the class doc)."""
+        super().__init_subclass__(**kwargs)
+        hooks = ("snapshot", "restore")
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        if cls.stateful:
+            missing = [h for h in hooks if getattr(cls, h) is getattr(Worker, h)]
+            if missing:
+                raise TypeError(
+                    f"{name} declares stateful = True but does not define "
+                    f"{' and '.join(f'{h}()' for h in missing)}: a stateful worker gives its "
+                    "state in snapshot() and takes it back in restore(state)"
+                )
+            return
+        own = [
+            h for h in hooks if cls.__dict__.get(h, getattr(Worker, h)) is not getattr(Worker, h)
+        ]
+        if own:
+            raise TypeError(
+                f"{name} defines {own[0]}() but does not declare stateful = True: add "
+                "'stateful = True' to the class to have its state snapshotted and restored "
+                "after a restart"
+            )
 
     def process(self, msg: Message) -> Output:
         """Handle one message; ``msg.port`` names the input port it came in on. A worker with
@@ -125,10 +178,6 @@ class Worker:
         raised here stops the run (fail fast) with node, stream, id and traceback.
         """
         raise NotImplementedError(f"{type(self).__name__}.process")
-
-    def on_stream_end(self, stream: str) -> Output:
-        """Every message of ``stream`` has been processed; emit final results, drop state."""
-        return None
 
     def on_finish(self) -> Output:
         """Every input has finished and every stream has ended: emit what is still held.
@@ -149,29 +198,27 @@ class Worker:
         """
 
     def snapshot(self) -> Any:
-        """Optional, for a worker whose results depend on earlier messages (running sums,
-        differences between frames): its state, as any picklable object.
+        """For a worker that declares ``stateful = True`` (its results depend on earlier
+        messages: running sums, differences between frames): its state, as any picklable
+        object.
 
-        A worker that defines this is checkpointed like a sink: at least every few hundred
-        messages or 50 ms while messages wait, and at the end of each stream, the runtime
-        pickles the snapshot to the run directory, and only then are the messages processed
-        since the previous snapshot acknowledged upstream. After a restart :meth:`restore` gets
-        the last snapshot, and exactly the messages processed after it come again, so the
-        state and the results are those of an undisturbed run. Keep it cheap: it is taken
-        often. A stateful worker without it loses its state with its process (see
+        A stateful worker is checkpointed like a sink: at least every few hundred messages or
+        50 ms while messages wait, and at the end of each stream, the runtime pickles the
+        snapshot to the run directory, and only then are the messages processed since the
+        previous snapshot acknowledged upstream. After a restart :meth:`restore` gets the last
+        snapshot, and exactly the messages processed after it come again, so the state and the
+        results are those of an undisturbed run. Keep it cheap: it is taken often. A worker
+        with state that does not declare itself stateful loses its state with its process (see
         ``docs/reliability.md``).
         """
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__}.snapshot")
 
     def restore(self, state: Any) -> None:
         """Take back the state :meth:`snapshot` returned, before any message of a restarted
         process (``restarts > 0``) is processed."""
 
-    def close(self) -> None:
-        """The run is over (normally or not): release files and connections."""
 
-
-class Source(Worker):
+class Source(Node):
     """A node that brings data in. It has no input ports.
 
     :meth:`generate` yields, for each stream, a :class:`~beampipe.StreamStart`, the stream's
@@ -187,15 +234,12 @@ class Source(Worker):
     ZeroMQ message (for 1 KiB messages that took about 10 of 28 µs of CPU off each). A single item
     is sent at once, so a source that yields one item and then blocks delays nothing.
 
-    If ``generate`` raises, the source ends its open streams and the run fails once everything
-    it had sent is processed downstream (``docs/reliability.md``); with ``restart: on-failure``
-    it is restarted instead.
+    :meth:`on_stream_start` and :meth:`on_stream_end` are called as the source's own streams
+    open and end. If ``generate`` raises, the source ends its open streams and the run fails
+    once everything it had sent is processed downstream (``docs/reliability.md``); with
+    ``restart: on-failure`` it is restarted instead.
     """
 
-    inputs: ClassVar[tuple[str, ...] | None] = ()
-
     def generate(self) -> Iterator[Item | list[Item] | None]:
+        """The source's items (see the class doc)."""
         raise NotImplementedError(f"{type(self).__name__}.generate")
-
-    def process(self, msg: Message) -> Output:
-        raise TypeError(f"source {self.name!r} has no input ports")

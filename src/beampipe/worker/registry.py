@@ -10,7 +10,7 @@ import difflib
 import importlib
 from importlib.metadata import entry_points
 
-from beampipe.worker.base import Worker
+from beampipe.worker.base import Node, Source, Worker
 
 ENTRY_POINT_GROUP = "beampipe.nodes"
 
@@ -24,12 +24,15 @@ def registered() -> dict[str, str]:
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def resolve(use: str) -> type[Worker]:
-    """The node class for ``use``.
+def resolve(use: str) -> type[Node]:
+    """The node class for ``use``: a :class:`~beampipe.Worker` or :class:`~beampipe.Source`
+    subclass.
 
     Raises:
-        UnknownNodeType: not registered, module not importable, attribute missing, or not a
-            :class:`~beampipe.Worker` subclass; the message says which and suggests close names.
+        UnknownNodeType: not registered, module not importable, attribute missing, or neither
+            a :class:`~beampipe.Worker` nor a :class:`~beampipe.Source` subclass; the message
+            says which and suggests close names. Whatever else importing the module raises
+            (e.g. the ``TypeError`` of a class that misdeclares ``stateful``) propagates.
     """
     known = registered()
     target = known.get(use, use)
@@ -48,6 +51,6 @@ def resolve(use: str) -> type[Worker]:
     cls = getattr(module, attr, None)
     if cls is None:
         raise UnknownNodeType(f"module {module_name!r} has no attribute {attr!r}")
-    if not (isinstance(cls, type) and issubclass(cls, Worker)):
+    if not (isinstance(cls, type) and issubclass(cls, Worker | Source)):
         raise UnknownNodeType(f"{target!r} is not a beampipe.Worker subclass")
     return cls
