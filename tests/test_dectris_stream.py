@@ -51,7 +51,7 @@ from beampipe.nodes.dectris.messages import (
     UnsupportedFormat,
 )
 from beampipe.nodes.dectris.stream import DectrisStream, NoMessage
-from beampipe.worker import resolve
+from beampipe.worker.registry import resolve
 
 DTYPES = ("uint8", "uint16", "uint32")
 

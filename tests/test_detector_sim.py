@@ -16,7 +16,7 @@ import beampipe
 from beampipe.nodes.pacing import Pacer
 from beampipe.nodes.sim import detector as detector_sim
 from beampipe.nodes.sim.detector import BACKGROUND, DetectorSim, ring_model
-from beampipe.worker import resolve
+from beampipe.worker.registry import resolve
 
 
 def sim(**params) -> DetectorSim:

@@ -26,7 +26,7 @@ from beampipe.nodes.files.hdf5_replay import (
     NoFilesMatched,
     NotFrames,
 )
-from beampipe.worker import resolve
+from beampipe.worker.registry import resolve
 
 EXAMPLE = REPO / "examples" / "hdf5-replay"
 BSLZ4 = hdf5plugin.Bitshuffle(cname="lz4")

@@ -11,7 +11,7 @@ import warnings
 import pytest
 
 from beampipe.config import parse_pipeline
-from beampipe.worker import resolve
+from beampipe.worker.registry import resolve
 
 OLD_CLASS_PATHS = {  # the entry points before the move: use name -> old class path
     "xdi_replay": "beampipe.connectors.xdi:XdiReplay",

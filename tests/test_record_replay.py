@@ -19,7 +19,7 @@ import beampipe as bp
 from beampipe.nodes.record.recorder import FORMAT, Recorder, link_name
 from beampipe.nodes.record.replay import RecordingError, Replay
 from beampipe.nodes.sim.detector import DetectorSim
-from beampipe.worker import resolve
+from beampipe.worker.registry import resolve
 
 
 def assert_same_data(got: dict, expected: dict) -> None:

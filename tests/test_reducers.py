@@ -20,8 +20,8 @@ from beampipe.config import load_pipeline
 from beampipe.nodes.columns import MissingColumn
 from beampipe.nodes.reduce.sum import Sum
 from beampipe.nodes.xas.merge import Merge
-from beampipe.worker import by_port
 from beampipe.worker import reducer as reducer_module
+from beampipe.worker.base import by_port
 
 SCANS = sorted((EXAMPLE / "data").glob("20K_GOE_Fe_K_240.*.xdi"))
 

@@ -1,6 +1,9 @@
-"""The SDK's classes: a source and a worker are siblings, and stateful workers say so."""
+"""The SDK's classes: a source and a worker are siblings, stateful workers say so, and
+``beampipe`` exports what a worker author uses."""
 
 from __future__ import annotations
+
+import importlib
 
 import pytest
 
@@ -60,3 +63,27 @@ def test_a_stateful_worker_declares_it_and_defines_both_hooks() -> None:
 
         class Empty(beampipe.Worker):
             stateful = True
+
+
+def test_the_sdk_exports_what_a_worker_author_uses() -> None:
+    assert set(beampipe.__all__) == {
+        "EndOfStream",
+        "Event",
+        "InputPath",
+        "Message",
+        "Params",
+        "Reducer",
+        "ReducerParams",
+        "Source",
+        "StreamStart",
+        "TransientError",
+        "Worker",
+        "worker",
+    }
+    sdk = importlib.import_module("beampipe.worker")  # beampipe.worker is the decorator
+    assert set(sdk.__all__) == set(beampipe.__all__) - {
+        "EndOfStream",
+        "Event",
+        "Message",
+        "StreamStart",
+    }

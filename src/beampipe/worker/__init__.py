@@ -1,23 +1,20 @@
-"""The SDK a worker author uses."""
+"""The SDK a worker author uses: what :mod:`beampipe` exports. The runtime and the pipeline
+checks import the rest from its modules: :mod:`~beampipe.worker.base` (``Node``, ``Output``,
+``by_port``) and :mod:`~beampipe.worker.registry` (``resolve``, ``registered``,
+``UnknownNodeType``)."""
 
-from beampipe.worker.base import Output, Params, Source, TransientError, Worker, by_port
+from beampipe.worker.base import Params, Source, TransientError, Worker
 from beampipe.worker.decorator import worker
 from beampipe.worker.paths import InputPath
 from beampipe.worker.reducer import Reducer, ReducerParams
-from beampipe.worker.registry import UnknownNodeType, registered, resolve
 
 __all__ = [
     "InputPath",
-    "Output",
     "Params",
     "Reducer",
     "ReducerParams",
     "Source",
     "TransientError",
-    "UnknownNodeType",
     "Worker",
-    "by_port",
-    "registered",
-    "resolve",
     "worker",
 ]
