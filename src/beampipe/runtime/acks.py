@@ -7,7 +7,8 @@
   call has returned and every result was acknowledged downstream. So a message is always kept
   by some sender until its consequences are safe further down, and a process that dies loses
   nothing: its unacknowledged inputs are sent again to its restarted self.
-* :func:`lineage`: the fingerprint that makes a recomputed result recognisable.
+* :func:`lineage`: the fingerprint that makes a recomputed result recognisable (and
+  :func:`lineage_of` the one a worker call starts from).
 * :class:`Seen`: a sink's memory of recent lineages, to drop what redelivery sent twice.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import zlib
 from collections import deque
 
+from beampipe.message import Event, Message
 from beampipe.transport import InputChannel
 
 MASK = (1 << 63) - 1
@@ -103,6 +105,14 @@ def lineage(*parts: int | str) -> int:
         if isinstance(part, str):
             return hash(tuple([_crc32(p) if isinstance(p, str) else p for p in parts])) & MASK
     return hash(parts) & MASK
+
+
+def lineage_of(item: Message | Event) -> int:
+    """The lineage a worker call on ``item`` starts from: a message's own; for an event, the
+    fingerprint of its parts' lineages in the order of their ports' names."""
+    if isinstance(item, Message):
+        return item.lineage
+    return lineage(*(item.messages[p].lineage for p in sorted(item.messages)))
 
 
 def _crc32(text: str) -> int:

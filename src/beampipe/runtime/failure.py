@@ -22,10 +22,14 @@ class NodeFailure(Exception):
     Args:
         stream, msg_id: the stream and message id being handled (None if not known).
         exc: the exception; its traceback is reported as it is (see :func:`in_hook`).
+
+    Attributes:
+        error: ``exc``, as the worker raised it (:mod:`beampipe.testing` raises it again).
     """
 
     def __init__(self, stream: str | None, msg_id: int | None, exc: BaseException) -> None:
         super().__init__(f"{type(exc).__name__}: {exc}")
+        self.error = exc
         self.stream = stream
         self.msg_id = msg_id
         self.traceback = "".join(traceback.format_exception(exc))

@@ -25,7 +25,7 @@ import zmq
 
 from beampipe.config import Pipeline
 from beampipe.message import Event, Item, Message, WireError
-from beampipe.runtime.acks import Origin, Receipt, lineage
+from beampipe.runtime.acks import Origin, Receipt, lineage_of
 from beampipe.runtime.failure import NodeFailure, call
 from beampipe.runtime.intake import Intake
 from beampipe.runtime.progress import Progress
@@ -241,10 +241,7 @@ class NodeRuntime:
         are acknowledged when the results are (see :meth:`Durability.settle`)."""
         parts = self.parts
         state = self.streams.get(item.stream) or parts.book.open(item.stream)
-        if isinstance(item, Message):
-            base = item.lineage
-        else:
-            base = lineage(*(item.messages[p].lineage for p in sorted(item.messages)))
+        base = lineage_of(item)
         emitter = parts.emitter
         emitter.call_starts()
         origin = Origin(receipts)

@@ -28,6 +28,8 @@ import logging
 import math
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,26 @@ class NoteLog:
         root.addHandler(_Handler(self))
         if root.level > logging.WARNING:
             root.setLevel(logging.WARNING)
+
+    @contextmanager
+    def capturing(self) -> Iterator[None]:
+        """Capture Python warnings and ``logging`` records at WARNING and above while the block
+        runs (:mod:`beampipe.testing`; a node process captures all the time, :meth:`install`).
+        The warning filters in force stay: one that turns a warning into an error still does;
+        a warning that no filter catches is counted each time (the ``always`` action). The first
+        of each kind is also shown as it would have been without the capture."""
+        root = logging.getLogger()
+        handler, level = _Handler(self), root.level
+        with warnings.catch_warnings():
+            warnings.filterwarnings("always", append=True)
+            warnings.showwarning = self._warning
+            root.addHandler(handler)
+            root.setLevel(min(level, logging.WARNING))
+            try:
+                yield
+            finally:
+                root.removeHandler(handler)
+                root.setLevel(level)
 
     def _warning(
         self,

@@ -21,6 +21,7 @@ from beampipe.config import NodeSpec
 from beampipe.message import Event, Message, WireError
 from beampipe.runtime import deadletter
 from beampipe.runtime.failure import NodeFailure, in_hook
+from beampipe.runtime.notes import NoteLog
 from beampipe.runtime.progress import Progress
 from beampipe.runtime.wiring import Wiring, log
 from beampipe.transport import InputChannel
@@ -104,9 +105,8 @@ class ErrorPolicy:
         reason, and record it in the dead-letter file."""
         self.metrics.dropped += 1
         self.progress.changed = True
-        kind = type(reason).__name__ if isinstance(reason, BaseException) else str(reason)[:60]
-        text = f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else reason
-        if self.notes.add(f"dropped:{kind}", f"inputs dropped: {text}", 1, (item.stream, item.id)):
+        text = note_drop(self.notes, item, reason)
+        if text is not None:
             log(f"{self.node}: dropped stream {item.stream!r} id {item.id}: {text}")
         deadletter.record(self.path, self.node, self.replica, item, reason)
 
@@ -124,3 +124,13 @@ class ErrorPolicy:
         self.metrics.missing += 1
         self.progress.changed = True
         deadletter.record_missing(self.path, self.node, self.replica, stream, msg_id, why)
+
+
+def note_drop(notes: NoteLog, item: Message | Event, reason: str | BaseException) -> str | None:
+    """Note an input the worker dropped (:meth:`beampipe.Worker.dead_letter`) in ``notes``, on
+    its stream, keyed by the reason's exception type (or its first 60 characters); the
+    reason's text if it is the first of its kind, else None."""
+    kind = type(reason).__name__ if isinstance(reason, BaseException) else str(reason)[:60]
+    text = f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else reason
+    new = notes.add(f"dropped:{kind}", f"inputs dropped: {text}", 1, (item.stream, item.id))
+    return text if new else None

@@ -1,0 +1,77 @@
+"""What the runtime's parts need of a node's wiring and error policy, in-process: pipes that
+only have a port, output ports that take every item at once, receipts without credit, and a
+source's skipped ids kept as dead letters (:mod:`beampipe.testing`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from beampipe.message import Event, Item, Message
+from beampipe.runtime.progress import Progress
+
+
+def no_wait(timeout_ms: int) -> None:
+    """Nothing to service in-process: there are no sockets."""
+
+
+@dataclass
+class Pipe:
+    """An input pipe as the stream book sees it: its port; it does not finish by itself."""
+
+    port: str
+    finished: bool = False
+
+
+@dataclass
+class Port:
+    """An output port that takes every item at once (what the emitter asks of one)."""
+
+    name: str
+    take: Callable[[str, Item], None]
+
+    def try_send(self, item: Item, frames: object, origin: object, batchable: bool) -> bool:
+        self.take(self.name, item)
+        return True
+
+    def flush(self) -> None:
+        """Nothing waits in a batch."""
+
+
+@dataclass
+class Wiring:
+    """What the runtime's parts read of a node's wiring, in-process."""
+
+    node: str
+    replica: int
+    inputs: list[Pipe]
+    outputs: dict[str, Port]
+    tap: None = None
+    control: None = None
+    draining: bool = False
+
+
+class Receipt:
+    """An input's receipt: in-process there is no credit to give back, nothing to acknowledge."""
+
+    def credit(self) -> None:
+        """Nothing to give back."""
+
+    def discard(self) -> None:
+        """Nothing to give back or acknowledge."""
+
+
+RECEIPT = Receipt()
+
+
+@dataclass
+class SourcePolicy:
+    """What the source loop asks of the error policy: the progress, and where the ids a source
+    skipped go (the dead letters, as in a pipeline's dead-letter file)."""
+
+    progress: Progress
+    dead_letter: Callable[[Message | Event, str | BaseException], None]
+
+    def missing(self, stream: str, msg_id: int, why: str) -> None:
+        self.progress.metrics.missing += 1
+        self.dead_letter(Message(stream=stream, id=msg_id), why)
