@@ -1,4 +1,5 @@
-"""The built-in reducers: ``sum`` and ``xas.merge``, called directly and run end to end.
+"""The built-in reducers: ``sum`` and ``xas.merge``, driven by the runtime's rules
+(:mod:`beampipe.testing`) and run end to end.
 
 The end-to-end merge is checked against the same computation done directly: numpy for mu,
 xraylarch's ``pre_edge`` for each scan, ``numpy.interp`` onto the grid and the mean.
@@ -20,15 +21,20 @@ from beampipe.config import load_pipeline
 from beampipe.nodes.columns import MissingColumn
 from beampipe.nodes.reduce.sum import Sum
 from beampipe.nodes.xas.merge import Merge
+from beampipe.testing import Harness, Results
 from beampipe.worker import reducer as reducer_module
-from beampipe.worker.base import by_port
 
 SCANS = sorted((EXAMPLE / "data").glob("20K_GOE_Fe_K_240.*.xdi"))
 
 
-def collect(result) -> list[bp.Message | bp.StreamStart]:
-    """A hook's return value as a flat list (one output port)."""
-    return [item for items in by_port(result, ("out",)).values() for item in items]
+def from_hooks(results: Results, *inputs: str) -> list[bp.Message | bp.StreamStart]:
+    """What a call sent but the markers the runtime forwards or adds: the starts of the input
+    streams ``inputs`` and every end marker."""
+    return [
+        i
+        for i in results.items()
+        if isinstance(i, bp.Message) or (isinstance(i, bp.StreamStart) and i.stream not in inputs)
+    ]
 
 
 def frozen(**data) -> dict[str, np.ndarray]:
@@ -38,17 +44,17 @@ def frozen(**data) -> dict[str, np.ndarray]:
     return data
 
 
-def feed(worker: bp.Worker, stream: str, messages: list[dict[str, np.ndarray]], start: int = 1):
-    """Process messages with ids start, start + 1, ...; return (id, emitted items) pairs."""
+def feed(harness: Harness, stream: str, messages: list[dict[str, np.ndarray]], start: int = 1):
+    """Feed messages with ids start, start + 1, ...; return (id, messages sent) pairs."""
     out = []
     for i, data in enumerate(messages, start):
-        items = collect(worker.process(bp.Message(data=data, stream=stream, id=i)))
+        items = harness.feed([bp.Message(data=data, stream=stream, id=i)]).messages()
         if items:
             out.append((i, items))
     return out
 
 
-# -- sum, called directly --------------------------------------------------------------------
+# -- sum, driven by the harness --------------------------------------------------------------
 
 
 def test_sum_equals_numpy_per_stream_in_float64():
@@ -57,17 +63,16 @@ def test_sum_equals_numpy_per_stream_in_float64():
         s: rng.integers(0, 65535, size=(4, 3, 5), dtype=np.uint16) for s in ("scan_a", "scan_b")
     }
     i0 = {s: rng.random(4) for s in frames}
-    node = Sum(Sum.Params(), name="total")
+    harness = Harness(Sum, name="total")
     assert Sum.reducer
-    for s in frames:
-        node.on_stream_start(s, {})
+    harness.feed([bp.StreamStart(s, {}) for s in frames])
     for k in range(4):  # the two streams interleave
         for s in frames:
             data = frozen(image=frames[s][k].copy(), i0=np.array(i0[s][k]))
             data["label"] = b"not summed"
-            assert node.process(bp.Message(data=data, stream=s, id=k + 1)) is None
+            assert harness.feed([bp.Message(data=data, stream=s, id=k + 1)]).items() == []
     for s in frames:
-        (out,) = collect(node.on_stream_end(s))
+        (out,) = harness.feed([bp.EndOfStream(s, 4)]).messages()
         assert out.stream == s and out.id == 4
         assert set(out.data) == {"image", "i0", "count"}
         assert out.data["image"].dtype == np.float64
@@ -79,24 +84,24 @@ def test_sum_equals_numpy_per_stream_in_float64():
 
 
 def test_sum_of_one_named_field_is_the_signal_and_does_not_wrap_around():
-    node = Sum(Sum.Params(fields=["image"]), name="total")
+    harness = Harness(Sum, {"fields": ["image"]}, name="total")
     frame = np.full((2, 2), 65535, dtype=np.uint16)
-    feed(node, "s", [frozen(image=frame.copy(), other=np.ones(3)) for _ in range(3)])
-    (out,) = collect(node.on_stream_end("s"))
+    feed(harness, "s", [frozen(image=frame.copy(), other=np.ones(3)) for _ in range(3)])
+    (out,) = harness.feed([bp.EndOfStream("s", 3)]).messages()
     assert set(out.data) == {"image", "count"}
     np.testing.assert_array_equal(out.data["image"], np.full((2, 2), 3 * 65535.0))
     assert out.metadata == {"count": 3, "final": True, "signal": "image"}
 
 
 def test_sum_every_n_messages_emits_copies_of_the_sum_so_far():
-    node = Sum(Sum.Params(every=2), name="total")
-    emitted = feed(node, "s", [frozen(x=np.array([1.0, 2.0])) for _ in range(5)])
+    harness = Harness(Sum, {"every": 2}, name="total")
+    emitted = feed(harness, "s", [frozen(x=np.array([1.0, 2.0])) for _ in range(5)])
     assert [i for i, _ in emitted] == [2, 4]
     first = emitted[0][1][0]
     assert first.metadata == {"count": 2, "final": False, "signal": "x"}
     np.testing.assert_array_equal(first.data["x"], [2.0, 4.0])  # not changed by later messages
     np.testing.assert_array_equal(emitted[1][1][0].data["x"], [4.0, 8.0])
-    (final,) = collect(node.on_stream_end("s"))
+    (final,) = harness.feed([bp.EndOfStream("s", 5)]).messages()
     np.testing.assert_array_equal(final.data["x"], [5.0, 10.0])
     assert final.metadata["final"] and int(final.data["count"]) == 5
 
@@ -104,33 +109,31 @@ def test_sum_every_n_messages_emits_copies_of_the_sum_so_far():
 def test_sum_interval_emits_when_the_time_has_passed(monkeypatch):
     clock = [100.0]
     monkeypatch.setattr(reducer_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
-    node = Sum(Sum.Params(interval=1.0), name="total")
+    harness = Harness(Sum, {"interval": 1.0}, name="total")
     emitted = []
     for i in range(1, 11):  # 0.25 s apart; the clock starts at the first message: ids 5 and 9
         clock[0] += 0.25
-        items = collect(node.process(bp.Message(data={"x": np.array(1.0)}, stream="s", id=i)))
+        items = harness.feed([bp.Message(data={"x": np.array(1.0)}, stream="s", id=i)]).messages()
         emitted += [(i, int(m.data["count"])) for m in items]
     assert emitted == [(5, 5), (9, 9)]
 
 
 def test_sum_shape_mismatch_names_stream_id_and_field():
-    node = Sum(Sum.Params(), name="total")
-    feed(node, "scan_7", [frozen(image=np.zeros((2, 3)))])
+    harness = Harness(Sum, name="total")
+    feed(harness, "scan_7", [frozen(image=np.zeros((2, 3)))])
     with pytest.raises(ValueError, match=r"total: stream 'scan_7', id 2: field 'image' has shape"):
-        feed(node, "scan_7", [frozen(image=np.zeros((3, 2)))], start=2)
+        feed(harness, "scan_7", [frozen(image=np.zeros((3, 2)))], start=2)
 
 
 def test_sum_missing_and_bad_fields_are_errors():
-    node = Sum(Sum.Params(fields=["image"]), name="total")
     with pytest.raises(MissingColumn, match=r"total: stream 's', id 1: no column 'image'"):
-        feed(node, "s", [frozen(frame=np.zeros(2))])
-    node = Sum(Sum.Params(fields=["image"]), name="total")
+        feed(Harness(Sum, {"fields": ["image"]}, name="total"), "s", [frozen(frame=np.zeros(2))])
     with pytest.raises(TypeError, match="'image' is bytes"):
-        feed(node, "s", [{"image": b"abc"}])
+        feed(Harness(Sum, {"fields": ["image"]}, name="total"), "s", [{"image": b"abc"}])
     with pytest.raises(ValueError, match="clashes with the message count"):
-        feed(Sum(Sum.Params(), name="total"), "s", [frozen(count=np.ones(2))])
+        feed(Harness(Sum, name="total"), "s", [frozen(count=np.ones(2))])
     with pytest.raises(ValueError, match="no numeric array"):
-        feed(Sum(Sum.Params(), name="total"), "s", [{"raw": b"abc"}])
+        feed(Harness(Sum, name="total"), "s", [{"raw": b"abc"}])
 
 
 # -- sum, end to end ---------------------------------------------------------------------------
@@ -175,7 +178,7 @@ connections:
             np.testing.assert_allclose(total["i0"][()], columns[:, 10].sum(), rtol=1e-12)
 
 
-# -- xas.merge, called directly ------------------------------------------------------------------
+# -- xas.merge, driven by the harness -------------------------------------------------------------
 
 
 def spectrum(energy, norm, final=True, e0=7100.0) -> dict:
@@ -191,17 +194,18 @@ def test_merge_folds_final_spectra_only_and_is_independent_of_arrival_order():
     partial = spectrum([1.0, 2.0], [5.0, 5.0], final=False)
 
     def run(order):
-        node = Merge(Merge.Params(flat=None), name="merge")
-        emitted = []
-        for stream, s in order:
-            node.on_stream_start(stream, {"beamline": "P65"})
-            msg = bp.Message(stream=stream, id=7, data=s["data"], metadata=s["metadata"])
-            emitted += collect(node.process(msg))
-            assert collect(node.on_stream_end(stream)) == []
-        return emitted, collect(node.on_finish())
+        harness = Harness(Merge, {"flat": None}, name="merge")
+        sent = []
+        for stream, spectra in order:
+            msgs = [bp.Message(stream=stream, id=7, **s) for s in spectra]
+            sent += from_hooks(
+                harness.feed([bp.StreamStart(stream, {"beamline": "P65"}), *msgs]), stream
+            )
+            assert from_hooks(harness.feed([bp.EndOfStream(stream, 7)]), stream) == []
+        return sent, from_hooks(harness.finish())
 
-    emitted, final = run([("b", partial), ("b", b), ("a", a)])
-    start, first, second = emitted
+    sent, final = run([("b", [partial, b]), ("a", [a])])
+    start, first, second = sent
     assert start == bp.StreamStart(
         "merged", {"title": "merged: mean of normalised spectra", "beamline": "P65"}
     )
@@ -216,27 +220,29 @@ def test_merge_folds_final_spectra_only_and_is_independent_of_arrival_order():
     assert last.metadata["e0"] == 2.5
     assert last.metadata["units"] == {"energy": "eV", "e0": "eV"}
     assert (last.metadata["signal"], last.metadata["axes"]) == ("norm", ["energy"])
-    _, (other,) = run([("a", a), ("b", b)])
+    _, (other,) = run([("a", [a]), ("b", [b])])
     np.testing.assert_array_equal(other.data["norm"], last.data["norm"])
 
 
 def test_merge_on_an_explicit_grid_and_errors():
-    node = Merge(Merge.Params(grid={"start": 0, "stop": 3, "step": 0.5}, flat=None, every=0))
+    harness = Harness(
+        Merge, {"grid": {"start": 0, "stop": 3, "step": 0.5}, "flat": None, "every": 0}
+    )
     s = spectrum([1.0, 2.0, 3.0], [10.0, 20.0, 30.0])
-    assert collect(node.process(bp.Message(stream="x", id=1, **s))) == []  # every: 0
-    (start, out) = collect(node.on_finish())
+    assert from_hooks(harness.feed([bp.Message(stream="x", id=1, **s)]), "x") == []  # every: 0
+    (start, out) = from_hooks(harness.finish(), "x")
     assert isinstance(start, bp.StreamStart)
     np.testing.assert_array_equal(out.data["energy"], [1.0, 1.5, 2.0, 2.5, 3.0])
     np.testing.assert_allclose(out.data["norm"], [10, 15, 20, 25, 30])
 
-    node = Merge(Merge.Params(flat=None))
-    node.process(bp.Message(stream="x", id=1, **spectrum([1.0, 2.0], [0.0, 1.0])))
+    harness = Harness(Merge, {"flat": None})
+    harness.feed([bp.Message(stream="x", id=1, **spectrum([1.0, 2.0], [0.0, 1.0]))])
     with pytest.raises(ValueError, match="no grid point in the energy range common"):
-        node.process(bp.Message(stream="y", id=1, **spectrum([3.0, 4.0], [0.0, 1.0])))
+        harness.feed([bp.Message(stream="y", id=1, **spectrum([3.0, 4.0], [0.0, 1.0]))])
     with pytest.raises(ValueError, match="has the name of the output stream"):
-        node.process(bp.Message(stream="merged", id=1, **spectrum([1.0, 2.0], [0.0, 1.0])))
+        harness.feed([bp.Message(stream="merged", id=1, **spectrum([1.0, 2.0], [0.0, 1.0]))])
     with pytest.raises(MissingColumn, match="no column 'flat'"):
-        Merge(Merge.Params()).process(bp.Message(stream="x", id=1, **spectrum([1, 2], [0, 1])))
+        Harness(Merge).feed([bp.Message(stream="x", id=1, **spectrum([1, 2], [0, 1]))])
 
 
 # -- xas.merge on the five P65 scans -------------------------------------------------------------
@@ -273,13 +279,13 @@ def reference():
 
 def test_merge_of_the_p65_scans_in_any_order_is_the_mean_on_the_first_scans_grid(reference):
     spectra, grid, norms = reference
-    node = Merge(Merge.Params(), name="merge")
+    harness = Harness(Merge, name="merge")
     for stream in [SCANS[i].stem for i in (3, 0, 4, 2, 1)]:
         g = spectra[stream]
         data = frozen(**{k: getattr(g, k).copy() for k in ("energy", "norm", "flat", "mu")})
         msg = bp.Message(stream=stream, id=1, data=data, metadata={"e0": g.e0, "final": True})
-        node.process(msg)
-    (out,) = collect(node.on_finish())
+        harness.feed([msg])
+    (out,) = harness.finish().messages()
     assert out.metadata["scans"] == [s.stem for s in SCANS]
     assert int(out.data["n_scans"]) == 5 and out.id == 6
     np.testing.assert_array_equal(out.data["energy"], grid)

@@ -1,10 +1,10 @@
-"""``xas.transmission`` and ``xas.normalize`` on the real P65 scans, driven as the runtime does."""
+"""``xas.transmission`` and ``xas.normalize`` on the real P65 scans, driven by the runtime's rules
+(:mod:`beampipe.testing`)."""
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,55 +15,21 @@ from beampipe.nodes.columns import MissingColumn
 from beampipe.nodes.xas.normalize import NormalizationError, Normalize
 from beampipe.nodes.xas.transmission import Transmission
 from beampipe.nodes.xas.xdi import XdiReplay
+from beampipe.testing import Harness, run
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "xas-p65" / "data"
 SCAN0 = DATA / "20K_GOE_Fe_K_240.00000.xdi"
 SCAN1 = DATA / "20K_GOE_Fe_K_240.00001.xdi"
 
 
-def outputs(result, origin: beampipe.Message | None) -> list[beampipe.Message]:
-    """A hook's return value as a list of messages, stream/id filled in as the runtime does."""
-    if result is None:
-        return []
-    if isinstance(result, beampipe.Message):
-        result = [result]
-    elif isinstance(result, dict):
-        result = [
-            m for v in result.values() for m in ([v] if isinstance(v, beampipe.Message) else v)
-        ]
-    out = []
-    for msg in result:
-        if origin is not None:
-            msg.stream = msg.stream or origin.stream
-            msg.id = msg.id or origin.id
-        out.append(msg)
-    return out
-
-
-def drive(worker: beampipe.Worker, items: Iterable) -> list[beampipe.Message]:
-    """Feed StreamStart / Message / EndOfStream items to a worker; collect what it emits."""
-    out: list[beampipe.Message] = []
-    for item in items:
-        if isinstance(item, beampipe.StreamStart):
-            out += outputs(worker.on_stream_start(item.stream, item.metadata), None)
-        elif isinstance(item, beampipe.Message):
-            out += outputs(worker.process(item), item)
-        else:
-            out += outputs(worker.on_stream_end(item.stream), None)
-    return out
-
-
-def scan(*paths: Path) -> Iterator:
-    return XdiReplay(XdiReplay.Params(paths=[str(p) for p in paths]), name="scan").generate()
+def scan(*paths: Path) -> list:
+    """What the replay of ``paths`` sends."""
+    return run(XdiReplay, params={"paths": [str(p) for p in paths]}, name="scan").items()
 
 
 def mu_items(*paths: Path) -> list:
-    """The items of a replay, messages replaced by the transmission worker's output."""
-    tx = Transmission(Transmission.Params(), name="mu")
-    return [
-        tx.process(i).replace(stream=i.stream, id=i.id) if isinstance(i, beampipe.Message) else i
-        for i in scan(*paths)
-    ]
+    """What the transmission worker sends for the replay of ``paths``."""
+    return run(Transmission, scan(*paths), name="mu").items()
 
 
 def larch_reference(path: Path, **kwargs):
@@ -83,8 +49,7 @@ def larch_reference(path: Path, **kwargs):
 def test_transmission_equals_numpy_on_real_rows():
     d = np.loadtxt(SCAN0)
     msgs = [i for i in scan(SCAN0) if isinstance(i, beampipe.Message)]
-    tx = Transmission(Transmission.Params(), name="mu")
-    out = [outputs(tx.process(m), m)[0] for m in msgs]
+    out = run(Transmission, msgs, name="mu").messages()
     assert [o.id for o in out] == [m.id for m in msgs]
     assert {o.stream for o in out} == {"20K_GOE_Fe_K_240.00000"}
     got = {k: np.array([o.data[k] for o in out]) for k in out[0].data}
@@ -135,7 +100,7 @@ PARAMS = {"pre1": -150.0, "pre2": -30.0, "norm1": 50.0, "norm2": 300.0, "nnorm":
 @pytest.mark.parametrize("larch_params", [{}, PARAMS], ids=["larch-defaults", "ranges"])
 def test_normalize_final_equals_larch_on_whole_scan(larch_params):
     node = Normalize(Normalize.Params(every=500, **larch_params), name="normalize")
-    out = drive(node, mu_items(SCAN0))
+    out = run(node, mu_items(SCAN0)).messages()
     energy, mu, ref = larch_reference(SCAN0, **larch_params)
     final = out[-1]
     assert final.metadata["final"] is True
@@ -155,7 +120,7 @@ def test_normalize_final_equals_larch_on_whole_scan(larch_params):
 
 def test_normalize_emits_every_n_points():
     node = Normalize(Normalize.Params(every=400), name="normalize")
-    out = drive(node, mu_items(SCAN0))
+    out = run(node, mu_items(SCAN0)).messages()
     n = 1942
     assert [m.metadata["final"] for m in out] == [False] * (len(out) - 1) + [True]
     partial = out[:-1]
@@ -170,7 +135,7 @@ def test_normalize_emits_every_n_points():
 
 def test_normalize_skips_failing_partial_spectra():
     node = Normalize(Normalize.Params(every=5), name="normalize")
-    out = drive(node, mu_items(SCAN0))
+    out = run(node, mu_items(SCAN0)).messages()
     assert node.skipped > 0  # the first few 5-point spectra cannot be normalised
     assert len(out) - 1 + node.skipped == 1942 // 5
     assert out[-1].metadata["final"] is True
@@ -180,7 +145,7 @@ def test_normalize_interleaved_streams_do_not_mix():
     a, b = mu_items(SCAN0), mu_items(SCAN1)
     separate = {}
     for items in (a, b):
-        out = drive(Normalize(Normalize.Params(every=300), name="n"), items)
+        out = run(Normalize, items, params={"every": 300}, name="n").messages()
         separate[out[-1].stream] = out
     # interleave: both streams open, their messages alternating, then both close
     msgs_a, msgs_b = a[1:-1], b[1:-1]
@@ -188,7 +153,7 @@ def test_normalize_interleaved_streams_do_not_mix():
     for k in range(max(len(msgs_a), len(msgs_b))):
         mixed += msgs_a[k : k + 1] + msgs_b[k : k + 1]
     mixed += [b[-1], a[-1]]
-    out = drive(Normalize(Normalize.Params(every=300), name="n"), mixed)
+    out = run(Normalize, mixed, params={"every": 300}, name="n").messages()
     for stream, expected in separate.items():
         got = [m for m in out if m.stream == stream]
         assert [(m.id, m.metadata) for m in got] == [(m.id, m.metadata) for m in expected]
@@ -201,7 +166,7 @@ def test_normalize_unsorted_and_non_finite_points():
     items = mu_items(path)
     bad = items[5]
     bad.data["mu"] = np.array(np.nan)
-    out = drive(Normalize(Normalize.Params(every=10_000), name="n"), items)
+    out = run(Normalize, items, params={"every": 10_000}, name="n").messages()
     assert len(out) == 1
     final = out[0]
     assert final.metadata["n_dropped"] == 1
@@ -252,15 +217,18 @@ def test_normalize_missing_column_and_chunks(caplog):
     # one message may carry several points; buffers grow past their initial size
     d = np.loadtxt(SCAN0)
     energy, mu = d[:, 0], np.log(d[:, 10] / d[:, 11])
-    node = Normalize(Normalize.Params(every=1000), name="normalize")
-    node.on_stream_start("c", {})
-    out = []
-    for k, start in enumerate(range(0, len(energy), 300), start=1):
-        chunk = {"energy": energy[start : start + 300], "mu": mu[start : start + 300]}
-        msg = beampipe.Message(data=chunk, stream="c", id=k)
-        out += outputs(node.process(msg), msg)
+    harness = Harness(Normalize, {"every": 1000}, name="normalize")
+    chunks = [
+        beampipe.Message(
+            data={"energy": energy[start : start + 300], "mu": mu[start : start + 300]},
+            stream="c",
+            id=k,
+        )
+        for k, start in enumerate(range(0, len(energy), 300), start=1)
+    ]
+    out = harness.feed([beampipe.StreamStart("c", {}), *chunks]).messages()
     with caplog.at_level(logging.WARNING):
-        out += outputs(node.on_stream_end("c"), None)
+        out += harness.feed([beampipe.EndOfStream("c", len(chunks))]).messages()
     assert [m.metadata["n_points"] for m in out] == [1200, 1942]
     assert [m.id for m in out] == [4, 7]
     assert not caplog.records  # the final pre_edge on a whole scan does not warn
