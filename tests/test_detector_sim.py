@@ -16,6 +16,7 @@ import beampipe
 from beampipe.nodes.pacing import Pacer
 from beampipe.nodes.sim import detector as detector_sim
 from beampipe.nodes.sim.detector import BACKGROUND, DetectorSim, ring_model
+from beampipe.testing import run
 from beampipe.worker.registry import resolve
 
 
@@ -26,11 +27,8 @@ def sim(**params) -> DetectorSim:
 def flat(
     source: DetectorSim,
 ) -> list[beampipe.Message | beampipe.StreamStart | beampipe.EndOfStream]:
-    """What ``source.generate()`` yields, bursts (lists) flattened."""
-    out = []
-    for got in source.generate():
-        out.extend(got if isinstance(got, list) else [got])
-    return out
+    """What the source sends, item by item (its bursts too)."""
+    return run(source).items()
 
 
 def items(**params) -> list[beampipe.Message | beampipe.StreamStart | beampipe.EndOfStream]:

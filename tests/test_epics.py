@@ -32,6 +32,7 @@ import beampipe
 from beampipe.nodes.epics.ca import PVConnectionError
 from beampipe.nodes.epics.sink import EpicsSink, MissingField, PutError
 from beampipe.nodes.epics.source import EpicsSource, pv_key
+from beampipe.testing import run
 
 IOC = Path(__file__).with_name("epics_ioc.py")
 EXAMPLE = REPO / "examples" / "epics" / "pipeline.yaml"
@@ -389,21 +390,17 @@ def _sink(**params: Any) -> EpicsSink:
 def test_sink_puts_each_value_and_the_ioc_reads_it_back(ioc: Ioc) -> None:
     before = ioc.history()
     values = np.array([0.5, 1.75, 2.0e6, -3.0])
-    sink = _sink(pv="BL:Quality", field="quality")
-    try:
-        for i, value in enumerate(values, 1):
-            sink.process(beampipe.Message(data={"quality": value}, stream="s", id=i))
-        sink.process(beampipe.Message(metadata={"quality": 7}, stream="s", id=5))  # metadata
-    finally:
-        sink.close()
+    points = [
+        beampipe.Message(data={"quality": value}, stream="s", id=i)
+        for i, value in enumerate(values, 1)
+    ]
+    points.append(beampipe.Message(metadata={"quality": 7}, stream="s", id=5))  # metadata
+    run(_sink(pv="BL:Quality", field="quality"), points)
     assert ioc.history()[len(before) :] == [*values.tolist(), 7.0]
     assert ioc.get("Quality").data.tolist() == [7.0]
 
-    sink = _sink(pv="BL:Spectrum", field="y", wait=False)
-    try:
-        sink.process(beampipe.Message(data={"y": np.arange(4, dtype=np.float32)}, stream="s", id=1))
-    finally:
-        sink.close()
+    spectrum = beampipe.Message(data={"y": np.arange(4, dtype=np.float32)}, stream="s", id=1)
+    run(_sink(pv="BL:Spectrum", field="y", wait=False), [spectrum])
     assert ioc.get("Spectrum").data.tolist() == [0.0, 1.0, 2.0, 3.0]
 
 

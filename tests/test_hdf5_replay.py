@@ -26,6 +26,7 @@ from beampipe.nodes.files.hdf5_replay import (
     NoFilesMatched,
     NotFrames,
 )
+from beampipe.testing import run
 from beampipe.worker.registry import resolve
 
 EXAMPLE = REPO / "examples" / "hdf5-replay"
@@ -129,7 +130,7 @@ def test_plain_dataset_one_message_per_frame(tmp_path):
     path = plain(tmp_path / "scan_0001.h5", data, chunks=(2, 6, 5), compression="gzip")
     with h5py.File(path, "a") as f:
         f["scan/images"].attrs["units"] = "counts"
-    start, msgs, end = split(list(source(path, dataset="scan/images").generate()))
+    start, msgs, end = split(run(source(path, dataset="scan/images")).items())
     with h5py.File(path) as f:
         expected = np.stack([f["scan/images"][k] for k in range(7)])
     assert_frames(msgs, expected)
@@ -149,7 +150,7 @@ def test_plain_dataset_one_message_per_frame(tmp_path):
 def test_a_2d_dataset_gives_1d_frames_and_key_names_them(tmp_path):
     data = np.linspace(0, 1, 4 * 9).reshape(4, 9)
     path = plain(tmp_path / "spectra.h5", data, dataset="mca")
-    _, msgs, _ = split(list(source(path, dataset="/mca", key="spectrum").generate()))
+    _, msgs, _ = split(run(source(path, dataset="/mca", key="spectrum")).items())
     assert_frames(msgs, data, key="spectrum")
     assert msgs[0].metadata == {"frame": 0, "signal": "spectrum"}
 
@@ -157,7 +158,7 @@ def test_a_2d_dataset_gives_1d_frames_and_key_names_them(tmp_path):
 def test_nexus_default_plot_is_followed(tmp_path):
     data = frames(5, shape=(3, 4), dtype="uint32")
     path = nexus(tmp_path / "nx.nxs", data)
-    start, msgs, _ = split(list(source(path).generate()))
+    start, msgs, _ = split(run(source(path)).items())
     assert_frames(msgs, data)
     meta = start[0].metadata
     assert meta["dataset"] == "/entry_2/plot/counts"
@@ -169,7 +170,7 @@ def test_nexus_default_plot_is_followed(tmp_path):
 def test_eiger_master_with_external_links_and_bitshuffle_lz4_is_one_stream(tmp_path):
     data = frames(11, shape=(16, 12), dtype="uint32", seed=3)
     master = eiger(tmp_path, "series_7", data, per_file=4)
-    start, msgs, end = split(list(source(tmp_path / "*_master.h5").generate()))
+    start, msgs, end = split(run(source(tmp_path / "*_master.h5")).items())
     expected = []
     for k in (1, 2, 3):
         with h5py.File(tmp_path / f"series_7_data_{k:06d}.h5") as f:
@@ -196,7 +197,7 @@ def test_streams_follow_the_patterns_and_chain(tmp_path):
     plain(tmp_path / "a.h5", frames(3), dataset="d")
     plain(tmp_path / "c.h5", frames(1), dataset="d")
     node = source([tmp_path / "c.h5", tmp_path / "*.h5"], dataset="d")
-    starts, _, ends = split(list(node.generate()))
+    starts, _, ends = split(run(node).items())
     assert [s.stream for s in starts] == ["c", "a", "b"]
     assert ends == [
         bp.EndOfStream("c", 1, "a"),

@@ -1,4 +1,5 @@
-"""The ``nexus_writer`` sink, driven directly as the runtime drives it, on real P65 XAS scans.
+"""The ``nexus_writer`` sink, driven by the runtime's rules (:mod:`beampipe.testing`) on real P65
+XAS scans, and called directly for what a pipeline cannot send it.
 
 The messages are built here as ``xas.transmission`` and ``xas.normalize`` build them: mu from the
 XDI columns with numpy, the normalised spectrum with xraylarch's ``pre_edge``.
@@ -20,8 +21,9 @@ import numpy as np
 import pytest
 from conftest import nxcheck
 
-from beampipe import Message
+from beampipe import EndOfStream, Message, StreamStart
 from beampipe.nodes.nexus.writer import NexusWriter
+from beampipe.testing import run
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "xas-p65" / "data"
 SCANS = [DATA / f"20K_GOE_Fe_K_240.0000{k}.xdi" for k in (0, 1)]
@@ -127,20 +129,21 @@ def run_scans(w: NexusWriter, scans: dict[str, Path], limit: int | None = None) 
     """Feed whole scans (or their first ``limit`` points), interleaved point by point, with a
     normalised spectrum every EVERY points and a final one; returns the tables by stream."""
     tables = {}
+    items: list[Any] = []
     for stream, path in scans.items():
         table, header = read_xdi(path)
         tables[stream] = table[:limit]
-        w.on_stream_start(stream, scan_metadata(path, header))
+        items.append(StreamStart(stream, scan_metadata(path, header)))
     for i in range(max(len(t) for t in tables.values())):
         for stream, table in tables.items():
             if i < len(table):
-                w.process(point(stream, table, i))
+                items.append(point(stream, table, i))
                 if (i + 1) % EVERY == 0:
-                    w.process(normalized(stream, table, i + 1, final=False))
+                    items.append(normalized(stream, table, i + 1, final=False))
     for stream, table in tables.items():
-        w.process(normalized(stream, table, len(table), final=True))
-        w.on_stream_end(stream)
-    w.close()
+        items.append(normalized(stream, table, len(table), final=True))
+        items.append(EndOfStream(stream, len(table)))
+    run(w, items)
     return tables
 
 
@@ -353,16 +356,16 @@ def test_another_process_reads_the_points_while_the_scan_is_written(tmp_path):
 
 def test_images_are_stacked_and_replace_mode_keeps_the_last(tmp_path):
     w = writer(tmp_path / "img.nxs", groups={"sum": {"mode": "replace", "signal": "image"}})
-    w.on_stream_start("run 1", {"start_time": None, "odd": {"nested": [1, "a"]}})
+    items: list[Any] = [StreamStart("run 1", {"start_time": None, "odd": {"nested": [1, "a"]}})]
     for k in (1, 2, 3):
         image = np.full((4, 5), k, dtype=np.uint16)
         unknown_axes = {"axes": ["row", "col"]}  # no such datasets: plotted as "."
-        w.process(
+        items.append(
             Message(
                 data={"image": image}, metadata=unknown_axes, stream="run 1", id=k, port="frames"
             )
         )
-        w.process(
+        items.append(
             Message(
                 data={"image": image * 10, "x": np.arange(5.0)},
                 metadata={"axes": [".", "x"], "units": {"x": "mm"}, "total": float(k)},
@@ -371,8 +374,7 @@ def test_images_are_stacked_and_replace_mode_keeps_the_last(tmp_path):
                 port="sum",
             )
         )
-    w.on_stream_end("run 1")
-    w.close()
+    run(w, [*items, EndOfStream("run 1", 3)])
     with h5py.File(tmp_path / "img.nxs", "r") as f:
         entry = f["run_1"]
         assert entry.attrs["default"] == "sum"
@@ -394,11 +396,17 @@ def test_images_are_stacked_and_replace_mode_keeps_the_last(tmp_path):
 def test_entry_names_are_valid_and_unique_and_an_old_file_is_replaced(tmp_path):
     path = tmp_path / "names.nxs"
     path.write_text("not HDF5")
-    w = writer(path)
-    for stream in ("a.b", "a_b", "9 lives"):
-        w.on_stream_start(stream, {})
-        w.process(Message(data={"v": np.array(1.0)}, stream=stream, id=1, port="in.put"))
-    w.close()
+    run(
+        writer(path),
+        [
+            item
+            for stream in ("a.b", "a_b", "9 lives")
+            for item in (
+                StreamStart(stream, {}),
+                Message(data={"v": np.array(1.0)}, stream=stream, id=1, port="in.put"),
+            )
+        ],
+    )
     with h5py.File(path, "r") as f:
         assert list(f) == ["a_b", "a_b_2", "entry_9_lives"]
         assert f["a_b_2/entry_identifier"].asstr()[()] == "a_b"

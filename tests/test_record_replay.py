@@ -19,6 +19,7 @@ import beampipe as bp
 from beampipe.nodes.record.recorder import FORMAT, Recorder, link_name
 from beampipe.nodes.record.replay import RecordingError, Replay
 from beampipe.nodes.sim.detector import DetectorSim
+from beampipe.testing import Harness, run
 from beampipe.worker.registry import resolve
 
 
@@ -157,14 +158,15 @@ def test_each_recorded_port_replays_on_its_own(folder):
 
 
 def test_layout_stacks_rows_and_keeps_the_odd_ones_per_message(tmp_path):
-    rec = recorder(tmp_path / "r.h5", flush_interval=0)
-    rec.on_stream_start("a/b", {"title": "scan", "n": [1, 2]})
     frames = [np.full((4, 3), i, dtype=np.uint16) for i in range(3)]
-    rec.process(msg("a/b", 1, {"img": frames[0], "raw": b"ab"}, t=10.0, kind="first"))
-    rec.process(msg("a/b", 2, {"img": frames[1], "raw": b"abc"}, t=10.5))
-    rec.process(msg("a/b", 3, {"raw": b"cd", "img": frames[2].astype(np.int8)}, t=11.0))
-    rec.on_stream_end("a/b")
-    rec.close()
+    items = [
+        bp.StreamStart("a/b", {"title": "scan", "n": [1, 2]}),
+        msg("a/b", 1, {"img": frames[0], "raw": b"ab"}, t=10.0, kind="first"),
+        msg("a/b", 2, {"img": frames[1], "raw": b"abc"}, t=10.5),
+        msg("a/b", 3, {"raw": b"cd", "img": frames[2].astype(np.int8)}, t=11.0),
+        bp.EndOfStream("a/b", 3),
+    ]
+    run(recorder(tmp_path / "r.h5", flush_interval=0), items)
     with h5py.File(tmp_path / "r.h5") as f:
         assert (f.attrs["format"], f.attrs["version"]) == (FORMAT, 1)
         g = f["streams"][link_name("a/b")]
@@ -196,11 +198,11 @@ def test_layout_stacks_rows_and_keeps_the_odd_ones_per_message(tmp_path):
 
 
 def test_unicode_and_datetime_arrays_are_opaque_but_read_back_as_themselves(tmp_path):
-    rec = recorder(tmp_path / "r.h5")
-    rec.on_stream_start("s", {})
     text, when = np.array(["µm", "eV"]), np.array(["2024-01-01"], dtype="datetime64[s]")
-    rec.process(msg("s", 1, {"text": text, "when": when}))
-    rec.close()
+    run(
+        recorder(tmp_path / "r.h5"),
+        [bp.StreamStart("s", {}), msg("s", 1, {"text": text, "when": when})],
+    )
     with h5py.File(tmp_path / "r.h5") as f:
         data = f["streams/s/ports/in/data"]
         assert data["text"].dtype == text.dtype and data["text"].attrs["dtype"] == "<U2"
@@ -261,16 +263,18 @@ def test_bad_messages_name_node_stream_and_id_and_spoil_nothing(tmp_path):
 
 def test_large_rows_are_written_at_once_and_small_ones_wait(tmp_path):
     rec = recorder(tmp_path / "r.h5", flush_interval=3600)
-    rec.on_stream_start("s", {})
+    harness = Harness(rec)
     frames = np.arange(2 * 1024 * 520, dtype=">u2").reshape(2, 1024, 520)  # 1.0 MiB each
-    for i in (1, 2):
-        rec.process(msg("s", i, {"frame": frames[i - 1], "x": np.array(float(i))}))
+    harness.feed(
+        [bp.StreamStart("s", {})]
+        + [msg("s", i, {"frame": frames[i - 1], "x": np.array(float(i))}) for i in (1, 2)]
+    )
     data = rec.file["streams/s/ports/in/data"]
     assert data["frame"].shape == (2, 1024, 520) and data["frame"].dtype.str == ">u2"
     assert np.array_equal(data["frame"][()], frames)
     assert data["x"].shape == (0,)  # waiting
-    rec.close()
-    got = [i for i in replay(tmp_path / "r.h5").generate() if isinstance(i, bp.Message)]
+    harness.finish()
+    got = run(replay(tmp_path / "r.h5")).messages()
     for i, m in enumerate(got):
         assert_same_data(m.data, {"frame": frames[i], "x": np.array(float(i + 1))})
 
@@ -291,14 +295,9 @@ def test_rows_wait_until_flushed_then_are_on_disk(tmp_path):
 
 
 def recording(path: Path, times: list[float]) -> Path:
-    rec = recorder(path)
-    rec.on_stream_start("a", {})
-    rec.on_stream_start("b", {})
-    for i, t in enumerate(times, 1):
-        rec.process(msg("a" if i % 2 else "b", i, t=t))
-    rec.on_stream_end("a")
-    rec.on_stream_end("b")
-    rec.close()
+    items = [bp.StreamStart("a", {}), bp.StreamStart("b", {})]
+    items += [msg("a" if i % 2 else "b", i, t=t) for i, t in enumerate(times, 1)]
+    run(recorder(path), [*items, bp.EndOfStream("a", len(times)), bp.EndOfStream("b", len(times))])
     return path
 
 
@@ -356,7 +355,7 @@ def test_replay_errors(tmp_path):
 
 def test_an_empty_recording_replays_nothing(tmp_path):
     recorder(tmp_path / "r.h5").close()
-    assert list(replay(tmp_path / "r.h5").generate()) == []
+    assert run(replay(tmp_path / "r.h5")).items() == []
 
 
 def test_the_example_replay_pipeline_validates():
@@ -424,8 +423,8 @@ def test_beampipe_record_adds_a_recorder_on_the_given_ports(tmp_path):
             "total_out": "total.out",
         }
     sim = DetectorSim(DetectorSim.Params(shape=(8, 6), frames=4, streams=2, pool=3), "cam")
-    expected = [i for got in sim.generate() for i in (got if isinstance(got, list) else [got])]
-    got = list(replay(path, port="cam_out").generate())
+    expected = run(sim).items()
+    got = run(replay(path, port="cam_out")).items()
     # A stream ends at the recorder when both of its ports have ended it, so the start of
     # series_00002 (from cam) may come before the end of series_00001: compare per stream.
     for stream in ("series_00001", "series_00002"):
@@ -437,7 +436,7 @@ def test_beampipe_record_adds_a_recorder_on_the_given_ports(tmp_path):
             assert (y.stream, y.id, y.metadata) == (x.stream, x.id, x.metadata)
             assert_same_data(y.data, x.data)
         assert (b[-1].stream, b[-1].last_id) == (a[-1].stream, a[-1].last_id)
-    sums = [i for i in replay(path, port="total_out").generate() if isinstance(i, bp.Message)]
+    sums = run(replay(path, port="total_out")).messages()
     final = [m for m in sums if m.metadata["final"]]
     assert [m.metadata["count"] for m in sums] == [2, 4, 4, 2, 4, 4]
     for m in final:

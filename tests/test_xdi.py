@@ -11,6 +11,7 @@ from conftest import FakeClock
 
 import beampipe
 from beampipe.nodes.xas.xdi import NoFilesMatched, XdiFormatError, XdiReplay, parse_header
+from beampipe.testing import run
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "xas-p65" / "data"
 FILES = sorted(DATA.glob("*.xdi"))
@@ -41,7 +42,7 @@ def data_lines(path: Path) -> int:
 
 @pytest.fixture(scope="module")
 def items() -> list:
-    return list(replay(paths=["*.xdi"], base_dir=str(DATA), pace="max").generate())
+    return run(replay(paths=["*.xdi"], base_dir=str(DATA), pace="max")).items()
 
 
 def test_streams_messages_and_values(items):
@@ -131,7 +132,7 @@ def test_xdi_1_0_header():
 
 def test_small_file_metadata_and_single_pattern(tmp_path):
     (tmp_path / "s.xdi").write_text(SMALL)
-    items = list(replay(paths=str(tmp_path / "s.xdi")).generate())
+    items = run(replay(paths=str(tmp_path / "s.xdi"))).items()
     start = items[0]
     assert start.stream == "s"
     assert start.metadata["columns"] == ["energy", "time_pp", "I0", "It"]
@@ -243,7 +244,7 @@ def test_realtime_needs_time_column(tmp_path):
 
 def test_file_without_header_names_columns_col1_etc(tmp_path):
     (tmp_path / "bare.xdi").write_text("1 2 3\n\n4 5 6\n# a comment among the data\n7 8 9\n")
-    items = list(replay(paths=[str(tmp_path / "bare.xdi")]).generate())
+    items = run(replay(paths=[str(tmp_path / "bare.xdi")])).items()
     assert items[0].metadata["columns"] == ["col1", "col2", "col3"]
     assert items[0].metadata["n_points"] == 3
     assert [float(m.data["col3"]) for m in items[1:-1]] == [3.0, 6.0, 9.0]
