@@ -8,6 +8,8 @@ A worker author needs only this module::
         class Params(beampipe.Params):
             i0: str = "I0"
         def process(self, msg: beampipe.Message) -> beampipe.Message: ...
+
+and a test of it :mod:`beampipe.testing` (``run(Transmission, [messages...]).messages()``).
 """
 
 from beampipe.message import EndOfStream, Event, Message, StreamStart
