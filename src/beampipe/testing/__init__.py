@@ -18,8 +18,9 @@ names the port), opens and ends the streams of the worker's own, counts non-fini
 worker with ``events = True`` gets the events the runtime's event builder forms; a source's
 ``generate`` is run by the source loop (bursts, ``None`` while it waits, gaps in its ids). What
 is left to the pipeline: other processes, flow control, acknowledgements, replicas and ordered
-ports, retries and ``on_error: skip`` (an exception in a hook or in ``process`` propagates here,
-as the worker raised it), event timeouts (an incomplete event goes on when its stream ends).
+ports, snapshots of stateful workers, retries and ``on_error: skip`` (an exception in a hook or
+in ``process`` propagates here, as the worker raised it), event timeouts (an incomplete event
+goes on when its stream ends).
 A sink's ``checkpoint`` is called at each stream's end; ``close`` at the end of the run.
 """
 
