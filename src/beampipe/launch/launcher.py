@@ -308,7 +308,8 @@ class Launcher(Handling, Wiring, Supervision, Scaling, Reporting):
             if not self.errors and not self.keep_rundir:
                 shutil.rmtree(self.rundir, ignore_errors=True)
         code = 0 if not self.errors else (130 if self._signalled else 1)
-        return RunResult(code, time.monotonic() - t0, self.errors, self.sent, self.node_metrics())
+        final = self.published.nodes if self.published is not None else self.node_metrics()
+        return RunResult(code, time.monotonic() - t0, self.errors, self.sent, final)
 
     def _publish(self) -> None:
         self.published = self.run_status()

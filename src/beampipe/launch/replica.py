@@ -74,7 +74,8 @@ class RunResult:
     """Messages sent per node (all replicas) and output port."""
     metrics: dict[str, NodeMetrics] = field(default_factory=dict)
     """Per node (replicas and restarted processes merged): the last metrics its processes
-    reported."""
+    reported, as the final :class:`~beampipe.launch.status.RunStatus` has them (what the
+    terminal summary shows)."""
 
 
 def update_rates(rep: Replica, metrics: NodeMetrics) -> None:
