@@ -68,9 +68,9 @@ class ErrorPolicy:
         Raises:
             NodeFailure: it raised and the policy is ``fail_fast``.
         """
-        self.notes.stream, self.notes.msg_id = item.stream, item.id
         attempt = 0
         while True:
+            self.notes.stream, self.notes.msg_id = item.stream, item.id  # what it warns
             try:
                 return self.worker.process(item)
             except Exception as raised:
