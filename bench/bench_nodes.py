@@ -17,12 +17,10 @@ and the launcher puts that folder on the ``PYTHONPATH`` of every node process
   - ``frame-forward``: the encoder sends an array that is a whole view of a received
     ``zmq.Frame`` as that Frame (pyzmq then copies the message reference, ``zmq_msg_copy``,
     instead of wrapping the array in a new zero-copy frame whose release goes through pyzmq's
-    garbage-collector thread) — for ``beampipe.message.wire.encode``.
-  - ``out-poller``: ``NodeRuntime._service(..., inputs=False)`` (waiting for credit, pausing,
-    finishing) polls only the control and output sockets. The runtime polls every socket,
-    inputs too, and ignores input events in that case, so while a worker waits for downstream
-    credit with input waiting, ``poll(1000)`` returns at once and the wait spins — for
-    ``beampipe.runtime.node``.
+    garbage-collector thread) — for ``beampipe.message.wire.encode`` as the emitter
+    (``beampipe.runtime.emitter``) calls it. (The earlier ``out-poller`` experiment is what
+    ``runtime.wiring.Wiring.poll`` does now: waiting for credit polls only the control and
+    output sockets.)
 * :class:`Recorder` — the sink: per message, the receipt time (``time.perf_counter``, for the
   steady-state throughput) and the end-to-end latency from the source's timestamp
   (``time.time``); written as one ``.npy`` of shape (n, 2) at ``close``. With ``delay`` > 0 it
@@ -136,7 +134,7 @@ def _frame_of(array: np.ndarray) -> zmq.Frame | None:
 
 
 def _install_frame_forward() -> None:
-    import beampipe.runtime.node as node_module
+    import beampipe.runtime.emitter as emitter_module
     from beampipe.message import Message, wire
 
     original = wire.encode
@@ -150,35 +148,9 @@ def _install_frame_forward() -> None:
         return frames
 
     wire.encode = encode
-    node_module.encode = encode
-
-
-def _install_out_poller() -> None:
-    import beampipe.runtime.node as node_module
-
-    runtime = node_module.NodeRuntime
-    original = runtime._service
-
-    def _service(self, timeout_ms: int, inputs: bool):  # type: ignore[no-untyped-def]
-        if inputs:
-            return original(self, timeout_ms, inputs)
-        poller = getattr(self, "_bench_out_poller", None)
-        if poller is None:
-            poller = self._bench_out_poller = zmq.Poller()
-            poller.register(self.control.socket, zmq.POLLIN)
-            for out in self.outputs.values():
-                poller.register(out.socket, zmq.POLLIN)
-        saved, self.poller = self.poller, poller
-        try:
-            return original(self, timeout_ms, inputs)
-        finally:
-            self.poller = saved
-
-    runtime._service = _service
+    emitter_module.encode = encode
 
 
 _experiments = set(filter(None, os.environ.get("BENCH_EXPERIMENT", "").split(",")))
 if "frame-forward" in _experiments:
     _install_frame_forward()
-if "out-poller" in _experiments:
-    _install_out_poller()

@@ -1182,7 +1182,7 @@ def main(argv: list[str] | None = None) -> int:
         "--experiment",
         default=None,
         help="comma-separated experimental patches of the beampipe runtime for the worker and "
-        "sink processes: frame-forward, out-poller (see bench_nodes.py)",
+        "sink processes: frame-forward (see bench_nodes.py)",
     )
     parser.add_argument(
         "--live-src",
