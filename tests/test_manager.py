@@ -4,6 +4,7 @@ temporary folder. Every wait polls with a deadline."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import select
@@ -94,9 +95,13 @@ class Home:
         return beampipe(*args, cwd=cwd, env={"BEAMPIPE_HOME": str(self.path)}, timeout=timeout)
 
     def status(self, pipeline_id: str) -> dict[str, Any]:
-        """The pipeline's status from the manager's API (as `beampipe status --json` prints
-        it, without starting a process per look)."""
-        reply = httpx.get(f"{self.manager_info()['url']}/pipelines/{pipeline_id}", timeout=30)
+        """The pipeline's status from the manager's API, with the token (as `beampipe status
+        --json` prints it, without starting a process per look)."""
+        reply = httpx.get(
+            f"{self.manager_info()['url']}/pipelines/{pipeline_id}",
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=30,
+        )
         assert reply.status_code == 200, reply.text
         return reply.json()
 
@@ -549,3 +554,115 @@ def test_deploy_ui_without_the_viewers_packages_fails_as_run_ui_does(home, frame
     assert (ran.returncode, ran.stderr.strip()) == (2, message)
     assert (deployed.returncode, deployed.stderr.strip(), deployed.stdout) == (2, message, "")
     assert httpx.get(f"{home.manager_info()['url']}/pipelines").json() == []
+
+
+# -- who may connect (issue 16, S1 and S4) ------------------------------------------------------
+
+
+def test_requests_for_another_host_name_are_refused_and_configured_ones_answered(home):
+    m = Manager(home, "--allowed-host", "beamline.example.org")
+    try:
+        port = m.url.rsplit(":", 1)[1]
+        token = {"Authorization": f"Bearer {home.token}"}
+        rebound = {"Host": f"evil.example:{port}"}  # a site whose DNS name points here
+        foreign = httpx.get(f"{m.url}/health", headers=rebound)
+        assert (foreign.status_code, foreign.text) == (400, "Invalid host header")
+        deploy = httpx.post(f"{m.url}/pipelines", headers={**rebound, **token}, json={})
+        assert deploy.status_code == 400  # refused before the token or the body are looked at
+        for host in ("localhost", "127.0.0.1", "[::1]", "beamline.example.org"):
+            reply = httpx.get(f"{m.url}/pipelines", headers={"Host": f"{host}:{port}"})
+            assert (reply.status_code, reply.json()) == (200, [])
+        m.proc.terminate()
+        _, err = m.proc.communicate(timeout=30)
+    finally:
+        m.stop()
+    refused = f"manager: refused a request for /health with Host 'evil.example:{port}' from 127.0"
+    assert refused in err
+    assert err.count("manager: refused a request") == 2
+
+
+def _post(url: str, token: str, total: int, chunked: bool) -> tuple[int, int]:
+    """POST /pipelines with a body of ``total`` bytes, declared by Content-Length (none of it
+    sent) or streamed in 1 MiB chunks until the manager answers; (HTTP status, bytes sent)."""
+    host, port = url.split("//")[1].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        length = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {total}"
+        sock.sendall(
+            f"POST /pipelines HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+            f"{length}\r\n\r\n".encode()
+        )
+        chunk, sent = b'{"text": "' + b"x" * ((1 << 20) - 10), 0
+        while chunked and sent < total and not select.select([sock], [], [], 0)[0]:
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += len(chunk)
+        reply = http.client.HTTPResponse(sock)
+        reply.begin()
+        reply.read()
+        return reply.status, sent
+
+
+def _peak_rss(pid: int) -> int:
+    """The peak resident memory of process ``pid`` so far (bytes)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for process {pid}")
+
+
+def test_a_200_mb_body_is_refused_with_413_without_being_read(home, manager):
+    total = 200 << 20
+    before = _peak_rss(manager.proc.pid)
+    assert _post(manager.url, home.token, total, chunked=False) == (413, 0)
+    status, sent = _post(manager.url, home.token, total, chunked=True)
+    grown = _peak_rss(manager.proc.pid) - before
+    assert status == 413
+    assert sent < 32 << 20, f"the manager read {sent >> 20} MB before refusing"
+    assert grown < 32 << 20, f"the manager's peak memory grew by {grown >> 20} MB"
+    assert httpx.get(f"{manager.url}/pipelines").json() == []
+
+
+SECRETS = ("dir", "endpoint", "log")
+
+
+def _shown(reply: httpx.Response, rundir: str, endpoint: str) -> set[str]:
+    """Which of the run directory, the supervisor's endpoint and the log paths ``reply``
+    shows."""
+    text = reply.text
+    return {k for k, v in zip(SECRETS, (rundir, endpoint, f"{rundir}/"), strict=True) if v in text}
+
+
+def test_the_run_directory_and_supervisor_endpoint_are_shown_only_with_the_token(
+    home, frames_pipeline
+):
+    cwd = frames_pipeline.parent
+    m = Manager(home, "--protect-reads")
+    try:
+        pipeline_id = deploy(home, frames_pipeline)
+        status = home.status(pipeline_id)  # with the token
+        rundir, endpoint = status["dir"], status["supervisor"]["endpoint"]
+        assert endpoint.startswith("tcp://") and Path(rundir).is_dir()
+        assert all(r["log"].startswith(rundir) for r in status["replicas"])
+        url = f"{m.url}/pipelines/{pipeline_id}"
+        token = {"Authorization": f"Bearer {home.token}"}
+        assert _shown(httpx.get(url, headers=token), rundir, endpoint) == set(SECRETS)
+        refused = httpx.get(url)
+        assert refused.status_code == 401
+        assert _shown(refused, rundir, endpoint) == set()
+    finally:
+        m.stop()
+    m = Manager(home)  # reads open: a reader without the token sees the rest
+    try:
+        url = f"{m.url}/pipelines/{pipeline_id}"
+        public = httpx.get(url)
+        assert public.status_code == 200
+        assert _shown(public, rundir, endpoint) == set()
+        assert "dir" not in public.json() and "endpoint" not in public.json()["supervisor"]
+        assert public.json()["supervisor"]["answering"]
+        assert _shown(httpx.get(url, headers=token), rundir, endpoint) == set(SECRETS)
+        shown = home.run("status", pipeline_id, cwd=cwd)  # the CLI sends the token
+        assert shown.returncode == 0 and "relay" in shown.stdout, shown.stderr
+        stopped = home.run("stop", pipeline_id, cwd=cwd)
+        assert stopped.returncode == 0, stopped.stderr
+    finally:
+        m.stop()

@@ -11,6 +11,7 @@ and ``/metrics`` show.
 from __future__ import annotations
 
 import base64
+import http.server
 import io
 import json
 import os
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import httpx
 import numpy as np
 import pytest
 from conftest import EXAMPLE, NODES, Recorder
@@ -35,6 +37,8 @@ from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 import beampipe
 from beampipe.config import load_pipeline
@@ -676,3 +680,98 @@ def test_a_slow_browser_does_not_reduce_the_pipelines_throughput(folder):
     assert 0 < tap["messages"] < frames
     assert status["viewer"]["updates_held_back"] > 0
     assert page["handled"] < tap["messages"]
+
+
+# -- who may connect: Host and Origin (issue 16, S4) ----------------------------------------------
+
+
+@pytest.fixture
+def serving(tmp_path):
+    """A viewer serving with one configured host, ``beamline.example.org``; no run (only who
+    may connect is looked at)."""
+    viewer = Viewer(
+        load_pipeline(detector_pipeline(tmp_path, frames=1)),
+        extra_hosts=["beamline.example.org"],
+    )
+    viewer.start(None)
+    yield viewer
+    viewer.stop()
+
+
+def first_message(url: str, origin: str | None) -> dict[str, Any]:
+    """The first message of the viewer's websocket, opened by a page of ``origin`` (None: by a
+    client that is not a browser)."""
+    ws_url = url.replace("http", "ws", 1) + "ws"
+    with connect(ws_url, origin=origin, proxy=None, open_timeout=60) as ws:
+        return json.loads(ws.recv(timeout=60))
+
+
+def test_the_websocket_is_refused_to_pages_of_other_sites(serving):
+    url = serving.url
+    assert url.startswith("http://127.0.0.1:")
+    own = url.rstrip("/")
+    assert first_message(url, own)["type"] == "hello"
+    assert first_message(url, None)["type"] == "hello"
+    assert first_message(url, "https://beamline.example.org")["type"] == "hello"
+    others = ["http://evil.example", "http://127.0.0.1:1", "null", "file://", f"ftp://{own[7:]}"]
+    for origin in others:
+        with pytest.raises(InvalidStatus) as refused:
+            first_message(url, origin)
+        assert refused.value.response.status_code == 403, origin
+    assert serving.status()["viewer"]["refused"] == {"host": 0, "origin": len(others)}
+
+
+def test_requests_for_another_host_name_are_refused(serving):
+    port = serving.url.rsplit(":", 1)[1].strip("/")
+    status = serving.url + "api/status"
+    for host in ("evil.example", "127.0.0.1.evil.example", "example.org"):
+        reply = httpx.get(status, headers={"Host": f"{host}:{port}"}, timeout=30)
+        assert (reply.status_code, reply.text) == (400, "Invalid host header"), host
+    upgrade = {
+        "Host": f"evil.example:{port}",
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": base64.b64encode(b"0123456789abcdef").decode(),
+    }
+    assert httpx.get(serving.url + "ws", headers=upgrade, timeout=30).status_code == 400
+    for host in ("localhost", "127.0.0.1", "[::1]", "beamline.example.org"):
+        reply = httpx.get(status, headers={"Host": f"{host}:{port}"}, timeout=30)
+        assert reply.status_code == 200, host
+    assert serving.status()["viewer"]["refused"] == {"host": 4, "origin": 0}
+
+
+def test_a_page_of_another_site_in_the_browser_cannot_read_the_live_data(serving, tmp_path):
+    need_chromium()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<html><body>another site</body></html>")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(site), **kwargs)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    read = """url => new Promise(done => {
+        const ws = new WebSocket(url);
+        ws.onmessage = (e) => { done("read " + JSON.parse(e.data).type); ws.close(); };
+        ws.onclose = (e) => done("closed " + e.code);
+    })"""
+    ws_url = serving.url.replace("http", "ws", 1) + "ws"
+    try:
+        with sync_playwright() as playwright:
+            browser = chromium(playwright)
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{other.server_address[1]}/")
+            assert page.evaluate(read, ws_url) == "closed 1006"  # refused: no message
+            page.goto(serving.url)
+            assert page.evaluate(read, ws_url) == "read hello"
+            browser.close()
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert serving.status()["viewer"]["refused"]["origin"] == 1

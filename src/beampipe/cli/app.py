@@ -74,3 +74,25 @@ UiPortOption = Annotated[int, typer.Option("--ui-port", help="viewer port (0: an
 UiHostOption = Annotated[
     str, typer.Option("--ui-host", help="viewer address (0.0.0.0: all interfaces)")
 ]
+
+
+def host_names(hosts: list[str] | None) -> list[str] | None:
+    """``--ui-allowed-host`` / ``--allowed-host``, each checked to be a host name."""
+    from beampipe.viewer.hosts import host_name
+
+    try:
+        return [host_name(h) for h in hosts] if hosts else hosts
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+UiAllowedHostOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--ui-allowed-host",
+        callback=host_names,
+        help="another name the viewer may be reached by, e.g. a proxy's (repeatable; "
+        "localhost and, off loopback, this machine's names always are)",
+        metavar="HOST",
+    ),
+]

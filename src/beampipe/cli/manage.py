@@ -17,6 +17,7 @@ from rich.table import Table
 from beampipe.cli.app import (
     PipelineFile,
     SetOption,
+    UiAllowedHostOption,
     UiHostOption,
     UiOption,
     UiPortOption,
@@ -24,6 +25,7 @@ from beampipe.cli.app import (
     WindowOption,
     app,
     console,
+    host_names,
     overrides,
 )
 from beampipe.config import BACKENDS, parse_override
@@ -82,6 +84,7 @@ def deploy(
     ui: UiOption = False,
     ui_port: UiPortOption = 0,
     ui_host: UiHostOption = "127.0.0.1",
+    ui_allowed_host: UiAllowedHostOption = None,
 ) -> None:
     """Run a pipeline in the background under the manager (started if none runs); prints its id.
     Output paths are relative to the current directory, as with `run`. With --ui its supervisor
@@ -109,6 +112,7 @@ def deploy(
             window=window,
             window_mb=window_mb,
             ui=(ui_host, ui_port) if ui else None,
+            ui_allowed_hosts=ui_allowed_host,
         )
     except OSError as exc:
         console.print(f"[bold red]error:[/] {escape(str(file))}: {exc.strerror or exc}")
@@ -290,6 +294,16 @@ def manager(
     protect_reads: Annotated[
         bool, typer.Option("--protect-reads", help="read-only requests need the token too")
     ] = False,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            callback=host_names,
+            help="another name the manager may be reached by, e.g. a proxy's (repeatable; "
+            "localhost and, off loopback, this machine's names always are)",
+            metavar="HOST",
+        ),
+    ] = None,
 ) -> None:
     """Serve the manager's control API (`deploy` starts one when none runs); its URL is
     written to manager.json in the state home ($BEAMPIPE_HOME)."""
@@ -299,7 +313,7 @@ def manager(
         console.print(f"manager: {url} (API docs: {url}/docs)", highlight=False, soft_wrap=True)
 
     try:
-        serve(state_home(), host, port, protect_reads, ready)
+        serve(state_home(), host, port, protect_reads, ready, allowed_host or [])
     except ManagerRunning as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None

@@ -15,6 +15,7 @@ from beampipe.cli.app import (
     PipelineFile,
     SetOption,
     TransportOption,
+    UiAllowedHostOption,
     UiHostOption,
     UiOption,
     UiPortOption,
@@ -63,9 +64,10 @@ def run(
     ui: UiOption = False,
     ui_port: UiPortOption = 0,
     ui_host: UiHostOption = "127.0.0.1",
+    ui_allowed_host: UiAllowedHostOption = None,
 ) -> None:
     """Run a pipeline in the foreground on this machine until its sources are finished."""
-    viewer = (ui_host, ui_port) if ui else None
+    viewer = (ui_host, ui_port, ui_allowed_host or []) if ui else None
     _launch(load(file, set_), transport, window, window_mb, metrics, logs, viewer)
 
 
@@ -88,7 +90,7 @@ def _launch(
     window_mb: float,
     metrics: bool,
     logs: Path | None,
-    ui: tuple[str, int] | None = None,
+    ui: tuple[str, int, list[str]] | None = None,
 ) -> None:
     if transport not in ("ipc", "tcp"):
         raise typer.BadParameter("must be ipc or tcp", param_hint="--transport")
@@ -112,6 +114,12 @@ def _launch(
     observer.recovery(result.metrics)
     outputs = _output_files(pipeline)
     observer.summary(result.exit_code, result.wall_time, outputs, warned, str(launcher.logs))
+    if viewer is not None and (viewer.refusals.host or viewer.refusals.origin):
+        console.print(
+            f"[yellow]viewer: refused {viewer.refusals.host} request(s) for another host name "
+            f"and {viewer.refusals.origin} websocket(s) from another site's page[/]",
+            highlight=False,
+        )
     if viewer is not None and result.exit_code == 130:  # the run was interrupted: stop all
         viewer.stop()
     elif viewer is not None:  # keep the final plots and files browsable
@@ -120,10 +128,10 @@ def _launch(
     raise typer.Exit(result.exit_code)
 
 
-def _viewer(pipeline: Pipeline, host: str, port: int) -> Any:
+def _viewer(pipeline: Pipeline, host: str, port: int, extra_hosts: list[str]) -> Any:
     """The live viewer of ``run --ui`` (:class:`beampipe.viewer.Viewer`), its URL printed."""
     try:
-        viewer = open_viewer(pipeline, host, port)
+        viewer = open_viewer(pipeline, host, port, extra_hosts)
     except ViewerUnavailable as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

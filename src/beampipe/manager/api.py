@@ -16,7 +16,10 @@
 
 Every request that changes something needs ``Authorization: Bearer TOKEN`` (the token of
 :mod:`beampipe.manager.auth`): without one it is refused with 401, with a wrong one with 403,
-and nothing changes. Reading is open unless the manager runs with ``protect_reads``.
+and nothing changes. Reading is open unless the manager runs with ``protect_reads``; a reader
+without the token is not shown the pipeline's directory, its log paths nor its supervisor's
+command endpoint. A request whose ``Host`` is not one of the manager's names is refused with
+400 (:mod:`beampipe.viewer.hosts`), a body over :data:`MAX_BODY` bytes with 413, unread.
 
 The manager holds no state a restart would lose: the table, the pipelines' directories and the
 supervisors (detached processes) are all found again by a new manager.
@@ -30,7 +33,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,6 +55,10 @@ from beampipe.manager.store import (
 from beampipe.manager.supervisor import (
     write_json,
 )
+from beampipe.viewer.hosts import LOCAL_NAMES, HostCheck, Refusals, allowed_hosts
+
+MAX_BODY = 4 * 1024 * 1024
+"""Bytes a request body may have (a deployment carries its pipeline file: a few KB)."""
 
 
 class ManagerRunning(RuntimeError):
@@ -79,19 +86,25 @@ def _check(manager: Manager, credentials: HTTPAuthorizationCredentials | None) -
         raise HTTPException(403, "wrong token (the manager's is in its state home's token file)")
 
 
-def create_app(manager: Manager) -> FastAPI:
-    """The FastAPI app of ``manager`` (endpoints: module docstring and docs/manager.md)."""
+def create_app(manager: Manager, hosts: Sequence[str] = LOCAL_NAMES) -> FastAPI:
+    """The FastAPI app of ``manager`` (endpoints: module docstring and docs/manager.md),
+    answering requests for the ``Host`` names ``hosts`` only."""
     app = FastAPI(
         title="beampipe manager",
         description="Deploy, watch, scale and stop beampipe pipelines (docs/manager.md).",
+        max_body_size=MAX_BODY,
     )
+    app.add_middleware(HostCheck, hosts=hosts, refusals=Refusals(), server="manager")
 
     def write_access(credentials: Credentials) -> None:
         _check(manager, credentials)
 
-    def read_access(credentials: Credentials) -> None:
+    def read_access(credentials: Credentials) -> bool:
+        """Whether the reader gave the token (needed with ``protect_reads``)."""
         if manager.protect_reads:
             _check(manager, credentials)
+            return True
+        return credentials is not None and same_token(credentials.credentials, manager.token)
 
     Write = [Depends(write_access)]
     Read = [Depends(read_access)]
@@ -126,11 +139,12 @@ def create_app(manager: Manager) -> FastAPI:
             out.append(PipelineSummary(**manager.summary(record)))
         return out
 
-    @app.get("/pipelines/{pipeline_id}", dependencies=Read)
-    def status(pipeline_id: str) -> dict[str, Any]:
+    @app.get("/pipelines/{pipeline_id}")
+    def status(pipeline_id: str, token_given: bool = Depends(read_access)) -> dict[str, Any]:
         """The pipeline: stored facts, the supervisor's live status per node replica, or its
-        final result; state ``lost`` if its supervisor has gone without one."""
-        return manager.status(pipeline_id)
+        final result; state ``lost`` if its supervisor has gone without one. Without the
+        token: without ``dir``, the replicas' ``log`` and the supervisor's ``endpoint``."""
+        return manager.status(pipeline_id, private=token_given)
 
     _pipeline_routes(app, manager, Write, Read)
     return app
@@ -186,15 +200,20 @@ def serve(
     port: int = 0,
     protect_reads: bool = False,
     ready: Callable[[str], None] | None = None,
+    extra_hosts: Sequence[str] = (),
 ) -> None:
     """Run the manager of state home ``home`` until SIGINT or SIGTERM: take its lock, find the
     running pipelines again, bind ``host:port`` (0: any free port), write ``manager.json``
-    ``{url, pid, host, started, protect_reads}``, call ``ready(url)`` and serve.
+    ``{url, pid, host, started, protect_reads}``, call ``ready(url)`` and serve requests for
+    the localhost names, this machine's names (unless ``host`` is loopback) and
+    ``extra_hosts`` (:func:`beampipe.viewer.hosts.allowed_hosts`).
 
     Raises:
         ManagerRunning: another manager serves this home.
         OSError: the address cannot be bound, or ``home`` not written.
+        ValueError: an ``extra_hosts`` entry is not a host name.
     """
+    hosts = allowed_hosts(host, extra_hosts)
     home.mkdir(parents=True, exist_ok=True)
     lock = open(home / MANAGER_LOCK, "a+")  # noqa: SIM115 - held for the whole run
     try:
@@ -222,7 +241,7 @@ def serve(
         if ready is not None:
             ready(url)
         config = uvicorn.Config(
-            create_app(manager), log_level="warning", timeout_graceful_shutdown=2
+            create_app(manager, hosts), log_level="warning", timeout_graceful_shutdown=2
         )
         # uvicorn shuts down gracefully at SIGINT/SIGTERM, then raises the signal again with
         # the handlers it found: these, so that the files are cleaned up below.

@@ -163,11 +163,13 @@ class ManagerClient:
         window_mb: float = 64.0,
         workdir: Path | None = None,
         ui: tuple[str, int] | None = None,
+        ui_allowed_hosts: list[str] | None = None,
     ) -> dict[str, Any]:
         """Deploy the pipeline file ``file`` (read here; input paths relative to its folder,
         output paths to ``workdir``, default the current directory); the new pipeline's status.
         ``ui``: serve its live viewer at ``(host, port)`` (port 0: any free one) while it runs;
-        the status's ``viewer`` is its URL.
+        the status's ``viewer`` is its URL; ``ui_allowed_hosts``: more names it may be reached
+        by (``--ui-allowed-host``).
 
         Raises:
             ManagerError: 422 with the file's problems, as ``beampipe validate`` reports them.
@@ -183,7 +185,11 @@ class ManagerClient:
             "overrides": overrides or {},
             "window": window,
             "window_mb": window_mb,
-            "ui": {"host": ui[0], "port": ui[1]} if ui is not None else None,
+            "ui": (
+                {"host": ui[0], "port": ui[1], "allowed_hosts": ui_allowed_hosts or []}
+                if ui is not None
+                else None
+            ),
         }
         return self._request("POST", "/pipelines", json=body)
 

@@ -314,11 +314,13 @@ class Manager:
             "viewer": (info or {}).get("viewer"),
         }
 
-    def status(self, pipeline_id: str) -> dict[str, Any]:
+    def status(self, pipeline_id: str, *, private: bool = True) -> dict[str, Any]:
         """The stored facts of the pipeline merged with its supervisor's live status, or with
         its result once it has finished (docs/manager.md lists the keys). A final ``state``
         comes with the result: until the supervisor has written it, the state stays
-        ``running`` or ``draining`` even when every replica is done."""
+        ``running`` or ``draining`` even when every replica is done. Unless ``private``
+        (a reader without the token), without what leads to the pipeline's files and
+        command socket: ``dir``, the replicas' ``log`` and the supervisor's ``endpoint``."""
         record, live, result = self.refresh(self.get(pipeline_id))
         out: dict[str, Any] = {
             **self.summary(record),
@@ -340,6 +342,9 @@ class Manager:
         if result is not None:
             for key in ("errors", "wall_time", "metrics", "sent"):
                 out[key] = result[key]
+        if not private:
+            del out["dir"], out["supervisor"]["endpoint"]
+            out["replicas"] = [{k: v for k, v in r.items() if k != "log"} for r in out["replicas"]]
         return out
 
     def command(self, pipeline_id: str, request: dict[str, Any]) -> dict[str, Any]:

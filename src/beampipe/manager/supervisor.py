@@ -79,12 +79,14 @@ class ViewerOptions(BaseModel):
     Attributes:
         host: address to listen on (``0.0.0.0``: every interface).
         port: TCP port; 0 lets the OS choose a free one.
+        allowed_hosts: more names it may be reached by (``--ui-allowed-host``).
     """
 
     model_config = ConfigDict(extra="forbid")
 
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535)
+    allowed_hosts: list[str] = []
 
 
 class CannotStart(Exception):
@@ -258,7 +260,7 @@ def _viewer(pipeline: Pipeline, ui: ViewerOptions) -> Any:
         CannotStart: the ``ui`` extra's packages are missing, or the address cannot be bound.
     """
     try:
-        return open_viewer(pipeline, ui.host, ui.port)
+        return open_viewer(pipeline, ui.host, ui.port, ui.allowed_hosts)
     except ViewerUnavailable as exc:
         raise CannotStart(str(exc)) from None
 

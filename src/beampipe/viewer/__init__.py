@@ -7,6 +7,7 @@ supervisor make one; this module imports the viewer's packages only when asked t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -31,20 +32,26 @@ def check_packages() -> None:
         ) from None
 
 
-def open_viewer(pipeline: Pipeline, host: str = "127.0.0.1", port: int = 0) -> Viewer:
-    """The live viewer of ``pipeline``, listening on ``host``:``port`` (0: any free port).
+def open_viewer(
+    pipeline: Pipeline, host: str = "127.0.0.1", port: int = 0, extra_hosts: Sequence[str] = ()
+) -> Viewer:
+    """The live viewer of ``pipeline``, listening on ``host``:``port`` (0: any free port),
+    reachable by the localhost names, this machine's names and ``extra_hosts``
+    (``--ui-allowed-host``; docs/viewer.md, "Who may connect").
 
     Raises:
-        ViewerUnavailable: the ``ui`` extra's packages are missing, or the address cannot be
-            bound (e.g. the port is taken).
+        ViewerUnavailable: the ``ui`` extra's packages are missing, the address cannot be
+            bound (e.g. the port is taken), or an ``extra_hosts`` entry is not a host name.
     """
     check_packages()
     from beampipe.viewer.server import Viewer
 
     try:
-        return Viewer(pipeline, host, port)
+        return Viewer(pipeline, host, port, extra_hosts)
     except OSError as exc:
         raise ViewerUnavailable(f"--ui: cannot listen on {host} port {port}: {exc}") from None
+    except ValueError as exc:
+        raise ViewerUnavailable(f"--ui-allowed-host {exc}") from None
 
 
 def __getattr__(name: str) -> Any:

@@ -19,6 +19,7 @@ import ipaddress
 import signal
 import socket
 import threading
+from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,11 +32,13 @@ from fastapi.staticfiles import StaticFiles
 from h5grove.encoders import encode
 from h5grove.utils import QueryArgumentError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.status import WS_1008_POLICY_VIOLATION
 
 from beampipe.config import Pipeline
 from beampipe.launch.replica import RunObserver
 from beampipe.launch.status import RunStatus
 from beampipe.viewer.files import FileError, SinkFiles
+from beampipe.viewer.hosts import HostCheck, Refusals, allowed_hosts, log, origin_refusal
 from beampipe.viewer.prometheus import RunCollector, registry
 from beampipe.viewer.status import RunState, Tee
 from beampipe.viewer.subscriber import Previews, Subscriber
@@ -56,13 +59,28 @@ class Viewer:
         host: address to listen on (``127.0.0.1``: this machine only; the page is read-only,
             but shows the data).
         port: TCP port; 0 lets the OS choose a free one (see :attr:`url`).
+        extra_hosts: more names (or ``*.domain`` patterns) the page may be reached by, besides
+            the localhost names and, when ``host`` is not loopback, this machine's names
+            (:func:`beampipe.viewer.hosts.allowed_hosts`); its pages may open the websocket.
 
     Raises:
         OSError: the address cannot be bound (e.g. the port is taken).
+        ValueError: an ``extra_hosts`` entry is not a host name.
     """
 
-    def __init__(self, pipeline: Pipeline, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        extra_hosts: Sequence[str] = (),
+    ) -> None:
         self.pipeline = pipeline
+        self.hosts = allowed_hosts(host, extra_hosts)
+        """The ``Host`` names the viewer answers."""
+        self.extra_hosts = list(extra_hosts)
+        self.refusals = Refusals()
+        """Requests refused for their ``Host`` or ``Origin``."""
         self.state = RunState(pipeline)
         self.previews = Previews(pipeline)
         self.files = SinkFiles(pipeline)
@@ -206,6 +224,7 @@ class Viewer:
             "clients": stats.clients,
             "updates_sent": stats.updates_sent,
             "updates_held_back": stats.updates_held_back,
+            "refused": {"host": self.refusals.host, "origin": self.refusals.origin},
         }
         return out
 
@@ -222,6 +241,11 @@ def _json(obj: Any, status: int = 200) -> Response:
     return Response(dumps(obj), status_code=status, media_type="application/json")
 
 
+def _client(websocket: WebSocket) -> str:
+    client = websocket.client
+    return f"{client.host}:{client.port}" if client else "an unknown client"
+
+
 def create_app(viewer: Viewer) -> FastAPI:
     """The FastAPI app of ``viewer`` (endpoints: module docstring and docs/viewer.md)."""
     app = FastAPI(
@@ -230,6 +254,7 @@ def create_app(viewer: Viewer) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
+    app.add_middleware(HostCheck, hosts=viewer.hosts, refusals=viewer.refusals, server="viewer")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -264,6 +289,12 @@ def create_app(viewer: Viewer) -> FastAPI:
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket) -> None:
+        refusal = origin_refusal(websocket.headers, viewer.extra_hosts)
+        if refusal is not None:
+            viewer.refusals.origin += 1
+            log.warning("viewer: refused a websocket from %s: %s", _client(websocket), refusal)
+            await websocket.close(WS_1008_POLICY_VIOLATION)  # before accept: HTTP 403
+            return
         await viewer.hub.serve(websocket)
 
     return app
