@@ -762,15 +762,16 @@ def test_a_page_of_another_site_in_the_browser_cannot_read_the_live_data(serving
         ws.onclose = (e) => done("closed " + e.code);
     })"""
     ws_url = serving.url.replace("http", "ws", 1) + "ws"
+
+    def script(page: Page, thread: PageThread) -> list[str]:
+        seen = [page.evaluate(read, ws_url)]  # from the other site's page
+        page.goto(serving.url)
+        return [*seen, page.evaluate(read, ws_url)]  # from the viewer's own page
+
+    page = PageThread(f"http://127.0.0.1:{other.server_address[1]}/", script)
+    page.start()  # in a thread: the p65 fixture may hold this thread's Playwright
     try:
-        with sync_playwright() as playwright:
-            browser = chromium(playwright)
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{other.server_address[1]}/")
-            assert page.evaluate(read, ws_url) == "closed 1006"  # refused: no message
-            page.goto(serving.url)
-            assert page.evaluate(read, ws_url) == "read hello"
-            browser.close()
+        assert page.result() == ["closed 1006", "read hello"]  # refused: no message read
     finally:
         other.shutdown()
         other.server_close()
