@@ -11,6 +11,9 @@ docs/viewer.md):
 * ``/api/pipeline``, ``/api/status``, ``/api/plot/{node}/{port}``: the same data as JSON;
 * ``/api/files`` and ``/api/files/{node}/meta|attr|data|stats``: the sinks' HDF5 files (h5grove);
 * ``/metrics``: Prometheus (:mod:`beampipe.viewer.prometheus`).
+
+Only requests for the viewer's own host names are answered, and the websocket only for its own
+pages (:mod:`beampipe.viewer.hosts`).
 """
 
 from __future__ import annotations
