@@ -482,7 +482,9 @@ def test_a_pipeline_deployed_with_ui_serves_the_viewer_until_it_is_stopped(
     home, manager, frames_pipeline
 ):
     cwd = frames_pipeline.parent
-    deployed = home.run("deploy", str(frames_pipeline), "--ui", cwd=cwd)
+    deployed = home.run(
+        "deploy", str(frames_pipeline), "--ui", "--ui-allowed-host", "Beamline.example.org", cwd=cwd
+    )
     assert deployed.returncode == 0, deployed.stderr
     pipeline_id = deployed.stdout.strip()
     status = home.status(pipeline_id)
@@ -502,6 +504,9 @@ def test_a_pipeline_deployed_with_ui_serves_the_viewer_until_it_is_stopped(
         return nodes["nexus"]["messages"]
 
     wait_for(lambda: at_the_writer() > 0, "the viewer counts frames at the NeXus writer")
+    for host, answer in (("beamline.example.org", 200), ("evil.example", 400)):
+        reply = httpx.get(f"{url}api/pipeline", headers={"Host": host}, timeout=10)
+        assert reply.status_code == answer, host
     metrics = httpx.get(f"{url}metrics", timeout=10)
     assert metrics.status_code == 200
     families = {f.name: f for f in text_string_to_metric_families(metrics.text)}

@@ -119,6 +119,7 @@ def _launch(
             f"[yellow]viewer: refused {viewer.refusals.host} request(s) for another host name "
             f"and {viewer.refusals.origin} websocket(s) from another site's page[/]",
             highlight=False,
+            soft_wrap=True,
         )
     if viewer is not None and result.exit_code == 130:  # the run was interrupted: stop all
         viewer.stop()

@@ -94,7 +94,9 @@ def create_app(manager: Manager, hosts: Sequence[str] = LOCAL_NAMES) -> FastAPI:
         description="Deploy, watch, scale and stop beampipe pipelines (docs/manager.md).",
         max_body_size=MAX_BODY,
     )
-    app.add_middleware(HostCheck, hosts=hosts, refusals=Refusals(), server="manager")
+    app.add_middleware(
+        HostCheck, hosts=hosts, refusals=Refusals(), server="manager", option="--allowed-host"
+    )
 
     def write_access(credentials: Credentials) -> None:
         _check(manager, credentials)

@@ -116,14 +116,17 @@ def _matches(host: str, patterns: Iterable[str]) -> bool:
 
 class HostCheck:
     """Starlette's ``TrustedHostMiddleware`` in front of ``app`` (400 for a ``Host`` not in
-    ``hosts``), each refusal logged (logger ``beampipe.http``, naming ``server``) and counted
-    in ``refusals``."""
+    ``hosts``), each refusal logged (logger ``beampipe.http``, naming ``server`` and the
+    ``option`` that allows more names) and counted in ``refusals``."""
 
-    def __init__(self, app: ASGIApp, hosts: Sequence[str], refusals: Refusals, server: str) -> None:
+    def __init__(
+        self, app: ASGIApp, hosts: Sequence[str], refusals: Refusals, server: str, option: str
+    ) -> None:
         self.app = app
         self.hosts = list(hosts)
         self.refusals = refusals
         self.server = server
+        self.option = option
         self._trusted = TrustedHostMiddleware(self._passed, allowed_hosts=hosts, www_redirect=False)
 
     async def _passed(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -136,12 +139,13 @@ class HostCheck:
             self.refusals.host += 1
             log.warning(
                 "%s: refused a request for %s with Host %r from %s: it answers %s only "
-                "(allow another name with --allowed-host / --ui-allowed-host)",
+                "(%s allows another name)",
                 self.server,
                 scope.get("path"),
                 Headers(scope=scope).get("host"),
                 _client(scope),
                 ", ".join(self.hosts),
+                self.option,
             )
 
 

@@ -257,7 +257,13 @@ def create_app(viewer: Viewer) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
-    app.add_middleware(HostCheck, hosts=viewer.hosts, refusals=viewer.refusals, server="viewer")
+    app.add_middleware(
+        HostCheck,
+        hosts=viewer.hosts,
+        refusals=viewer.refusals,
+        server="viewer",
+        option="--ui-allowed-host",
+    )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
