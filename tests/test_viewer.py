@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -46,6 +47,7 @@ from beampipe.launch import Launcher
 from beampipe.nodes.sim.detector import DetectorSim
 from beampipe.runtime.metrics import EDGES
 from beampipe.viewer import Viewer
+from beampipe.viewer.hosts import LOCAL_NAMES, allowed_hosts
 from beampipe.viewer.previews import MAX_SIDE, PortPreview, bin_image
 
 CHROMIUM = "/usr/bin/chromium"
@@ -776,3 +778,29 @@ def test_a_page_of_another_site_in_the_browser_cannot_read_the_live_data(serving
         other.shutdown()
         other.server_close()
     assert serving.status()["viewer"]["refused"]["origin"] == 1
+
+
+def test_the_host_names_answered_beyond_loopback_and_configured(tmp_path):
+    assert allowed_hosts("127.0.0.1") == allowed_hosts("localhost") == list(LOCAL_NAMES)
+    own = {socket.gethostname().lower(), socket.getfqdn().lower()}
+    assert set(allowed_hosts("0.0.0.0")) >= {*LOCAL_NAMES, *own}
+    assert set(allowed_hosts("::")) >= {*LOCAL_NAMES, *own}
+    assert set(allowed_hosts("10.1.2.3")) >= {*own, "10.1.2.3"}
+    extra = allowed_hosts("::1", ["Beamline.Example.org", "fe80::1", "*.example.net"])
+    assert extra == [*LOCAL_NAMES, "beamline.example.org", "[fe80::1]", "*.example.net"]
+    for bad in ("host:80", "http://host", "a*b", "*"):
+        with pytest.raises(ValueError, match=r"host name|wildcard"):
+            allowed_hosts("127.0.0.1", [bad])
+    # bound to every interface, the viewer answers the URL it prints (this machine's name)
+    viewer = Viewer(load_pipeline(detector_pipeline(tmp_path, frames=1)), host="0.0.0.0")
+    viewer.start(None)
+    try:
+        assert viewer.url.startswith(f"http://{socket.gethostname()}:")
+        port = viewer.url.rsplit(":", 1)[1].strip("/")
+        local = httpx.get(f"http://127.0.0.1:{port}/api/pipeline", timeout=30)
+        assert local.status_code == 200
+        named = httpx.get(local.url, headers={"Host": f"{socket.gethostname()}:{port}"})
+        assert named.status_code == 200
+        assert first_message(viewer.url.replace(socket.gethostname(), "127.0.0.1"), None)
+    finally:
+        viewer.stop()
