@@ -127,11 +127,12 @@ def test_a_disk_filling_mid_run_fails_the_run_and_leaves_an_honest_readable_file
     with h5py.File(master, "r") as f:
         assert f["series_00001/frames/id"].shape == (rows,)
     assert nxcheck(master)[0] == 0
+    assert nxcheck(group_file)[0] == 0
     assert leftovers(disk) == []
     assert f"{group_file}: no space left" in console
     assert NEEDS.search(console), console
-    if restart == "on-failure":
-        assert "recovery: 3 restarts (nexus: 3)" in console
+    if restart == "on-failure":  # each restarted writer reopened the file and failed the same way
+        assert re.search(r"\b3 restarts\b", console), console
 
 
 def test_a_write_error_the_space_check_misses_is_caught_and_rolled_back(disk, monkeypatch):
@@ -160,6 +161,7 @@ def test_a_write_error_the_space_check_misses_is_caught_and_rolled_back(disk, mo
     rows = check_honest(group_file)
     assert 0 < rows < msg_id and rows % 50 == 0  # the checkpoints before the failed one
     assert nxcheck(disk / "out.nxs")[0] == 0
+    assert nxcheck(group_file)[0] == 0
     for exc in (error, again.value, closing.value):
         assert isinstance(exc, OSError) and f"{group_file}: no space left" in str(exc)
         assert NEEDS.search(str(exc))
