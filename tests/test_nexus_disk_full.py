@@ -225,3 +225,28 @@ def test_a_new_entry_without_space_leaves_the_master_as_it_was(disk):
     w.close()
     check_honest(disk / "out_data" / "s" / "frames.h5")
     assert nxcheck(master)[0] == 0
+
+
+def test_a_replace_group_that_cannot_be_written_keeps_the_message_shown_before(disk, monkeypatch):
+    """Replace mode, the check off as above: each message is a larger spectrum; when one does
+    not fit, the group shows the one before, with its id."""
+    monkeypatch.setattr(files, "ensure_space", lambda *args: None, raising=False)
+    w = NexusWriter(
+        NexusWriter.Params(path=str(disk / "out.nxs"), groups={"sum": {"mode": "replace"}})
+    )
+    w.on_stream_start("s", {})
+    with pytest.raises(OSError) as caught:
+        for msg_id in range(1, 100):
+            spectrum = np.full(msg_id * 50_000, msg_id, dtype=np.float64)  # 0.4 MB more each
+            w.process(Message(data={"y": spectrum}, stream="s", id=msg_id, port="sum"))
+            w.checkpoint()
+    group_file = disk / "out_data" / "s" / "sum.h5"
+    assert f"{group_file}: no space left" in str(caught.value)
+    with pytest.raises(OSError):
+        w.close()
+    with h5py.File(group_file, "r") as f:
+        shown = int(f["entry/sum/id"][()])
+        y = f["entry/sum/y"][()]
+    assert 0 < shown < msg_id
+    np.testing.assert_array_equal(y, np.full(shown * 50_000, shown, dtype=np.float64))
+    assert nxcheck(group_file)[0] == 0
