@@ -25,7 +25,11 @@ alias_modules(
         "file_streams": ["beampipe.nodes.files.base"],
         "hdf5_replay": ["beampipe.nodes.files.hdf5_replay", "beampipe.nodes.files.hdf5_layout"],
         "nexus": ["beampipe.nodes.nexus.writer"],
-        "nexus_files": ["beampipe.nodes.nexus.files"],
+        "nexus_files": [
+            "beampipe.nodes.nexus.files",
+            "beampipe.nodes.nexus.master",
+            "beampipe.nodes.nexus.columns",
+        ],
         "nexus_meta": ["beampipe.nodes.nexus.meta"],
         "recorder": ["beampipe.nodes.record.recorder"],
         "replay": ["beampipe.nodes.record.replay"],

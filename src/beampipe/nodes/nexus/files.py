@@ -1,130 +1,39 @@
-"""The two kinds of HDF5 file ``nexus_writer`` writes.
+"""The group files of ``nexus_writer``: one per (stream, input port) (:class:`GroupFile`), the
+port's NXdata group, written in HDF5 SWMR mode (https://docs.h5py.org/en/stable/swmr.html) once
+its datasets exist, so other processes can read it while it grows; linked into the master file
+(:mod:`beampipe.nodes.nexus.master`).
 
-* The **master** file (``path``): NXroot with one NXentry per stream, holding metadata and external
-  links to the data. It is never kept open: every change is made to a private copy, which then
-  atomically replaces the file (:func:`edit_master`), so a reader always sees a complete file.
-* One **group file** per (stream, input port) (:class:`GroupFile`): the port's NXdata group, written
-  in HDF5 SWMR mode (https://docs.h5py.org/en/stable/swmr.html) once its datasets exist, so other
-  processes can read it while it grows.
-
-See docs/nexus.md for the layout and the reader procedure.
+See docs/nexus.md for the layout, the reader procedure and what a full disk leaves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from datetime import datetime, timezone
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import h5py
 import numpy as np
 
 import beampipe
-from beampipe.nodes.nexus.meta import new_group, nexus_name, unique_name
+from beampipe.nodes.nexus.columns import (
+    column_names,
+    numeric_arrays,
+    numeric_scalars,
+    plot_axes,
+)
+from beampipe.nodes.nexus.meta import new_group
+from beampipe.nodes.nexus.space import NoSpace, ensure_space, no_space
+
+__all__ = ["LIBVER", "GroupFile"]
 
 LIBVER = ("v110", "v110")
 """HDF5 file-format bounds: 1.10 is the oldest format with SWMR; readers need HDF5 >= 1.10."""
 
-CONVENTION_KEYS = frozenset({"signal", "axes", "units"})
-"""Message metadata keys that describe the data rather than being data."""
-
 _CHUNK_BYTES = 1 << 20
 _MAX_CHUNK_ROWS = 1024
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-@contextmanager
-def edit_master(path: Path, create: bool = False) -> Iterator[h5py.File]:
-    """Open a copy of the master file for changes, then atomically replace the master with it.
-
-    Args:
-        path: the master file.
-        create: start from an empty file (``NXroot`` attributes set) instead of a copy.
-
-    Yields:
-        The copy (``.<name>.tmp`` next to ``path``), open for writing. If the body raises, the copy
-        is deleted and the master is left as it was.
-
-    Raises:
-        OSError: the file or its directory cannot be written.
-    """
-    tmp = path.with_name(f".{path.name}.tmp")
-    if not create:
-        shutil.copyfile(path, tmp)
-    try:
-        with h5py.File(tmp, "w" if create else "r+", libver=LIBVER, track_order=create) as f:
-            if create:
-                _root_attributes(f, path.name)
-            f.attrs["file_update_time"] = _now()
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _root_attributes(f: h5py.File, name: str) -> None:
-    f.attrs.update(
-        {
-            "NX_class": "NXroot",
-            "file_name": name,
-            "file_time": _now(),
-            "creator": "beampipe nexus_writer",
-            "creator_version": beampipe.__version__,
-            "HDF5_Version": h5py.version.hdf5_version,
-            "h5py_version": h5py.version.version,
-        }
-    )
-
-
-def numeric_arrays(msg: beampipe.Message) -> dict[str, np.ndarray]:
-    """``msg.data`` as numpy arrays.
-
-    Raises:
-        TypeError: a value is ``bytes`` or an array of non-numeric dtype (bool, int, uint,
-            float and complex are accepted).
-    """
-    arrays = {}
-    for name, value in msg.data.items():
-        if not isinstance(value, np.ndarray) or value.dtype.kind not in "biufc":
-            kind = type(value).__name__ if not isinstance(value, np.ndarray) else value.dtype
-            raise TypeError(
-                f"stream {msg.stream!r} id {msg.id} port {msg.port!r}: {name!r} is {kind}; "
-                "nexus_writer stores numeric arrays only"
-            )
-        arrays[name] = value
-    return arrays
-
-
-def numeric_scalars(metadata: Mapping[str, Any]) -> dict[str, int | float]:
-    """The int and float items of ``metadata`` (not bools, not the convention keys)."""
-    return {
-        k: v
-        for k, v in metadata.items()
-        if k not in CONVENTION_KEYS and isinstance(v, int | float) and not isinstance(v, bool)
-    }
-
-
-def plot_axes(rank: int, axes: list[str] | None, mode: str, known: set[str]) -> list[str]:
-    """The ``axes`` attribute for a signal of rank ``rank`` (as stored).
-
-    In append mode a list one shorter than the rank gets ``id`` (the axis messages are stacked
-    along) in front. A list of another length than the rank, or none, is replaced by ``id``
-    then ``.`` (append mode) or all ``.`` (replace mode); names not in ``known`` become ``.``.
-    So the attribute always passes nxcheck.
-    """
-    if axes is not None and mode == "append" and len(axes) == rank - 1:
-        axes = ["id", *axes]
-    if axes is None or len(axes) != rank:
-        axes = ["id", *["."] * (rank - 1)] if mode == "append" else ["."] * rank
-    return [a if a in known else "." for a in axes]
 
 
 class GroupFile:
@@ -144,17 +53,29 @@ class GroupFile:
             ``id`` (int64, 0-d) is the id of the message shown; numeric scalar metadata fields
             are updated when a message carries them.
 
+    Writes are kept in memory until :meth:`flush`, which writes the data, flushes it, and only
+    then writes the ids (and flushes again): an id in the file always names a row whose data is
+    on disk. If a write fails (a full disk: checked before writing, see
+    :func:`~beampipe.nodes.nexus.space.ensure_space`, and caught when HDF5 reports it), the file
+    is rolled back to what the last successful flush left (append: the datasets cut back to the
+    rows whose ids were written; replace: the message shown before written again) and closed,
+    so it stays readable by any reader; then every later call raises the same error.
+
     Attributes:
         columns: ``{data or metadata key: dataset name}``.
         signal: the dataset named by the ``signal`` attribute.
-        count: messages written.
+        count: messages written (or pending).
+        rows: append mode: rows in the file with their ids (flushed).
+        failed: the error of a failed write, or None.
 
-    Raises (constructor and :meth:`write`):
-        TypeError: non-numeric data (see :func:`numeric_arrays`).
+    Raises (constructor, :meth:`write`, :meth:`flush`, :meth:`close`):
+        TypeError: non-numeric data (see :func:`~beampipe.nodes.nexus.columns.numeric_arrays`).
         ValueError: a later message has other data names than the first, a shape that cannot be
             appended (append mode) or another rank (replace mode); in append mode, an array
             with a dimension of length 0 (cannot be chunked).
-        OSError: the file cannot be created or written.
+        OSError: the file cannot be created or written; its text names the file, the free
+            space needed and the free space there is (:func:`~beampipe.nodes.nexus.space.no_space`;
+            a :class:`~beampipe.nodes.nexus.space.NoSpace` when the disk is full).
     """
 
     def __init__(
@@ -169,18 +90,25 @@ class GroupFile:
         self.path = path
         self.name = name
         self.mode = mode
-        self.count = 0
+        self.count = self.rows = 0
+        self.failed: OSError | None = None
         self.written: set[int] = set()
         """Ids in the file before a :meth:`resume` (skipped by :meth:`write`)."""
         self._pending: list[tuple[int, dict[str, np.ndarray]]] = []
+        self._shown: _Shown | None = None
+        """Replace mode: the message last flushed (restored if a later write fails)."""
         arrays = numeric_arrays(msg)
         scalars = numeric_scalars(msg.metadata) if mode == "replace" else {}
         scalars = {k: v for k, v in scalars.items() if k not in arrays}
-        self.columns = _column_names([*arrays, *scalars])
+        self.columns = column_names([*arrays, *scalars])
         self.names = frozenset(arrays)
         self.scalars = tuple(scalars)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = h5py.File(path, "w", libver=LIBVER)
+        try:
+            self.file = h5py.File(path, "w", libver=LIBVER)
+        except (OSError, RuntimeError) as exc:
+            path.unlink(missing_ok=True)
+            raise no_space(path, "creating the file", 0, exc) from exc
         try:
             group = self._skeleton()
             self.datasets = {k: self._create(group, self.columns[k], a) for k, a in arrays.items()}
@@ -191,8 +119,12 @@ class GroupFile:
             self._units(msg.metadata.get("units"))
             self._plot_attributes(group, signal, axes)
             self.file.swmr_mode = True
-        except BaseException:
-            self.file.close()
+        except BaseException as exc:
+            with contextlib.suppress(Exception):  # the file is removed: it holds nothing yet
+                self.file.close()
+            path.unlink(missing_ok=True)
+            if isinstance(exc, OSError | RuntimeError):
+                raise no_space(path, "creating the file", 0, exc) from exc
             raise
 
     @classmethod
@@ -201,36 +133,46 @@ class GroupFile:
     ) -> GroupFile:
         """Reopen the group file a writer process that died left behind, to go on writing.
 
-        A file left open in SWMR mode by a killed writer can be read (up to its last flush) but
-        not opened for writing again (HDF5 keeps its "open for writing" flag set), so the flushed
-        content is copied into a fresh file that then replaces it. ``msg`` is the port's next
-        message: its data names give the dataset names, as they did at creation. In append
-        mode the ids already in the file are remembered: :meth:`write` skips them.
+        A file the process closed (after a failed write) is opened as it is. A file left open in
+        SWMR mode by a killed writer can be read (up to its last flush) but not opened for
+        writing again (HDF5 keeps its "open for writing" flag set), so the flushed content is
+        copied into a fresh file (``.<name>.resume``, after a check that it fits on the disk)
+        that then replaces it. ``msg`` is the port's next message: its data names give the
+        dataset names, as they did at creation. In append mode the datasets are cut to the rows
+        that have both ids and data, and the ids already in the file are remembered:
+        :meth:`write` skips them.
 
         Raises:
-            OSError: the file cannot be read or replaced.
+            OSError: the file cannot be read or replaced; :class:`NoSpace` if the copy would
+                not fit (the file is then left as it was, no copy made).
             KeyError: the file lacks a dataset ``msg`` needs.
         """
-        tmp = path.with_name(f".{path.name}.resume")
-        with h5py.File(path, "r", swmr=True) as old, h5py.File(tmp, "w", libver=LIBVER) as new:
-            new.attrs.update(old.attrs)
-            old.copy("entry", new)
-        os.replace(tmp, path)
+        try:
+            file = h5py.File(path, "r+", libver=LIBVER)
+        except OSError:  # left open for writing by the process that died
+            _copy_flushed(path)
+            file = h5py.File(path, "r+", libver=LIBVER)
         gf = cls.__new__(cls)
-        gf.path, gf.name, gf.mode = path, name, mode
-        gf._pending = []
+        gf.path, gf.name, gf.mode, gf.file = path, name, mode, file
+        gf._pending, gf.failed = [], None
         arrays = numeric_arrays(msg)
-        gf.file = h5py.File(path, "r+", libver=LIBVER)
         group = gf.file["entry"][name]
         scalars = [k for k in numeric_scalars(msg.metadata) if k not in arrays]
         scalars = [k for k in scalars if mode == "replace"]
-        gf.columns = _column_names([*arrays, *scalars])
+        gf.columns = column_names([*arrays, *scalars])
         gf.names = frozenset(arrays)
         gf.scalars = tuple(k for k in scalars if gf.columns[k] in group)
         gf.datasets = {k: group[gf.columns[k]] for k in [*arrays, *gf.scalars]}
         gf.id = group["id"]
         gf.signal = group.attrs["signal"]
-        gf.written = set(gf.id[()].tolist()) if mode == "append" else set()
+        gf.rows, gf.written, gf._shown = 0, set(), None
+        if mode == "append":
+            gf.rows = min(d.shape[0] for d in [gf.id, *gf.datasets.values()])
+            for dataset in [gf.id, *gf.datasets.values()]:
+                dataset.resize(gf.rows, axis=0)  # a row without its id or its data is dropped
+            gf.written = set(gf.id[()].tolist())
+        else:
+            gf._shown = _Shown(int(gf.id[()]), {k: d[()] for k, d in gf.datasets.items()})
         gf.count = len(gf.written)
         gf.file.swmr_mode = True
         return gf
@@ -267,8 +209,8 @@ class GroupFile:
         self, group: h5py.Group, signal: str | None, axes: list[str] | None
     ) -> None:
         """NXdata ``signal`` (the given one if it names data, else the first data name that is
-        not an axis), ``axes`` (:func:`plot_axes`) and ``<axis>_indices``, with data names
-        mapped to dataset names (https://manual.nexusformat.org/classes/base_classes/NXdata.html)."""
+        not an axis), ``axes`` (:func:`~beampipe.nodes.nexus.columns.plot_axes`) and
+        ``<axis>_indices``, with data names mapped to dataset names (https://manual.nexusformat.org/classes/base_classes/NXdata.html)."""
         if signal not in self.datasets:
             candidates = (k for k in self.columns if k in self.names and k not in (axes or ()))
             signal = next(candidates, "id")
@@ -285,8 +227,11 @@ class GroupFile:
     def write(self, msg: beampipe.Message) -> None:
         """Append or replace with the data of ``msg``. Appended rows are kept in memory and
         written in one block per dataset by :meth:`flush` (per-row HDF5 writes cost ~60 µs
-        each, which would cap a scan at a few hundred points per second). A message whose id
-        was in the file when it was resumed is skipped (it was sent again after a crash)."""
+        each, which would cap a scan at a few hundred points per second); in replace mode the
+        last message is kept until then. A message whose id was in the file when it was
+        resumed is skipped (it was sent again after a crash)."""
+        if self.failed is not None:
+            raise self.failed
         if msg.id in self.written:
             self.written.discard(msg.id)
             return
@@ -297,68 +242,149 @@ class GroupFile:
                 f"{sorted(arrays)} differ from those of the port's first message "
                 f"{sorted(self.names)}"
             )
-        if self.mode == "append":
-            self._append(msg, arrays)
-        else:
-            self._replace(msg, arrays)
+        where = f"stream {msg.stream!r} id {msg.id} port {msg.port!r}"
+        for k, a in arrays.items():
+            dataset = self.datasets[k]
+            if self.mode == "append" and a.shape != dataset.shape[1:]:
+                raise ValueError(
+                    f"{where}: {k!r} has shape {a.shape}, earlier messages {dataset.shape[1:]}"
+                )
+            if self.mode == "replace" and a.ndim != dataset.ndim:
+                raise ValueError(
+                    f"{where}: {k!r} has rank {a.ndim}, the first message's {dataset.ndim}"
+                )
+        if self.mode == "replace":
+            scalars = numeric_scalars(msg.metadata)
+            arrays |= {k: np.asarray(scalars[k]) for k in self.scalars if k in scalars}
+            self._pending.clear()  # only the last message is shown
+        self._pending.append((msg.id, arrays))
         self.count += 1
 
-    def _append(self, msg: beampipe.Message, arrays: dict[str, np.ndarray]) -> None:
-        for k, a in arrays.items():
-            if a.shape != self.datasets[k].shape[1:]:
-                raise ValueError(
-                    f"stream {msg.stream!r} id {msg.id} port {msg.port!r}: {k!r} has shape "
-                    f"{a.shape}, earlier messages {self.datasets[k].shape[1:]}"
-                )
-        self._pending.append((msg.id, arrays))
+    def flush(self) -> None:
+        """Write what is pending, the data before the ids, and make everything visible to
+        SWMR readers. A failed write rolls the file back and closes it (see the class).
 
-    def _write_pending(self) -> None:
+        Raises:
+            OSError: the write failed (the file named, the free space needed and there is).
+        """
+        if self.failed is not None:
+            raise self.failed
+        try:
+            if self.mode == "append":
+                self._append_pending()
+            else:
+                self._replace_pending()
+        except Exception as exc:
+            raise self._fail(exc) from exc
+
+    def _append_pending(self) -> None:
         if not self._pending:
             return
-        n, new = self.id.shape[0], len(self._pending)
+        n, new = self.rows, len(self._pending)
+        ensure_space(self.path, self._doing(), self._needed())
         for k, dataset in self.datasets.items():
             dataset.resize(n + new, axis=0)
             dataset[n:] = np.stack([arrays[k] for _, arrays in self._pending])
+        self.file.flush()  # the rows' data is on disk before any id names it
         self.id.resize((n + new,))
         self.id[n:] = [msg_id for msg_id, _ in self._pending]
+        self.file.flush()
+        self.rows = n + new
         self._pending.clear()
 
-    def _replace(self, msg: beampipe.Message, arrays: dict[str, np.ndarray]) -> None:
-        for k, a in arrays.items():
-            if a.ndim != self.datasets[k].ndim:
-                raise ValueError(
-                    f"stream {msg.stream!r} id {msg.id} port {msg.port!r}: {k!r} has rank "
-                    f"{a.ndim}, the first message's {self.datasets[k].ndim}"
-                )
+    def _replace_pending(self) -> None:
+        if not self._pending:
+            return
+        msg_id, arrays = self._pending[0]
+        ensure_space(self.path, self._doing(), self._needed())
+        self._show(arrays)
+        self.file.flush()  # the data is on disk before the id names it
+        self.id[()] = msg_id
+        self.file.flush()
+        values = {**(self._shown.values if self._shown else {}), **arrays}
+        self._shown = _Shown(msg_id, values)
+        self._pending.clear()
+
+    def _show(self, arrays: dict[str, np.ndarray]) -> None:
         for k, a in arrays.items():
             if a.ndim:
                 self.datasets[k].resize(a.shape)
             self.datasets[k][()] = a
-        scalars = numeric_scalars(msg.metadata)
-        for k in self.scalars:
-            if k in scalars:
-                self.datasets[k][()] = scalars[k]
-        self.id[()] = msg.id
 
-    def flush(self) -> None:
-        """Write the pending rows and make everything visible to SWMR readers."""
-        self._write_pending()
-        self.file.flush()
+    def _doing(self) -> str:
+        ids = [msg_id for msg_id, _ in self._pending]
+        return f"writing id {ids[0]}" if len(ids) == 1 else f"writing ids {ids[0]}..{ids[-1]}"
+
+    def _needed(self) -> int:
+        """Bytes the pending write may take on disk: in append mode the chunks that the new
+        rows begin (HDF5 writes whole chunks), in replace mode the message's data."""
+        if self.mode == "replace":
+            return sum(a.nbytes for _, arrays in self._pending for a in arrays.values())
+        total, n, new = 0, self.rows, len(self._pending)
+        for dataset in [*self.datasets.values(), self.id]:
+            rows = dataset.chunks[0]
+            chunks = -(-(n + new) // rows) - -(-n // rows)
+            total += chunks * int(np.prod(dataset.chunks)) * dataset.dtype.itemsize
+        return total
+
+    def _fail(self, exc: Exception) -> OSError:
+        """After the failed write ``exc``: roll the file back to the last successful flush,
+        close it, and keep the error, naming the file and the space (returned)."""
+        doing = self._doing() if self._pending else "flushing the file"
+        cause = None if isinstance(exc, NoSpace) else exc
+        error = no_space(self.path, doing, self._needed(), cause)
+        self._pending.clear()
+        kept = f"{self.rows} rows" if self.mode == "append" else "the message shown before"
+        text = f"{error.strerror}; the file keeps {kept} and was closed"
+        try:
+            if self.mode == "append":
+                for dataset in [*self.datasets.values(), self.id]:
+                    dataset.resize(self.rows, axis=0)
+            elif self._shown is not None:
+                self._show(self._shown.values)
+                self.id[()] = self._shown.id
+            self.file.close()
+        except Exception as undo:
+            text += f" (rolling it back failed: {type(undo).__name__}: {undo})"
+        self.failed = OSError(error.errno, text)
+        return self.failed
 
     def close(self) -> None:
-        """Flush and close (ends SWMR mode; the file is then an ordinary HDF5 file)."""
+        """Flush and close (ends SWMR mode; the file is then an ordinary HDF5 file).
+
+        Raises:
+            OSError: the write failed, now or before (the file is closed all the same).
+        """
+        if self.failed is not None:
+            raise self.failed
         if self.file.id.valid:
-            try:
-                self._write_pending()
-            finally:
-                self.file.close()
+            self.flush()
+            self.file.close()
 
 
-def _column_names(keys: list[str]) -> dict[str, str]:
-    """``{key: dataset name}``: valid NeXus names, unique, ``id`` reserved."""
-    taken = {"id"}
-    columns = {}
-    for key in keys:
-        columns[key] = unique_name(nexus_name(key, "data"), taken)
-        taken.add(columns[key])
-    return columns
+class _Shown(NamedTuple):
+    """Replace mode: the message in the file, ``id`` and ``{key: value}`` of its datasets."""
+
+    id: int
+    values: dict[str, np.ndarray]
+
+
+def _copy_flushed(path: Path) -> None:
+    """Replace ``path``, a group file left open for writing by a process that died, by a copy
+    of its flushed content (written as ``.<name>.resume``, then renamed; removed on failure).
+
+    Raises:
+        NoSpace: the copy would not fit on the disk (nothing was written).
+        OSError: the file cannot be read, or the copy cannot be written.
+    """
+    tmp = path.with_name(f".{path.name}.resume")
+    size = path.stat().st_size
+    ensure_space(path, "copying the file to resume it", size)
+    try:
+        with h5py.File(path, "r", swmr=True) as old, h5py.File(tmp, "w", libver=LIBVER) as new:
+            new.attrs.update(old.attrs)
+            old.copy("entry", new)
+        os.replace(tmp, path)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        raise no_space(path, "copying the file to resume it", size, exc) from exc

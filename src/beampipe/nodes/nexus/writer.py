@@ -18,7 +18,8 @@ import h5py
 from pydantic import Field
 
 import beampipe
-from beampipe.nodes.nexus.files import GroupFile, edit_master
+from beampipe.nodes.nexus.files import GroupFile
+from beampipe.nodes.nexus.master import edit_master
 from beampipe.nodes.nexus.meta import (
     new_group,
     nexus_name,
@@ -108,12 +109,19 @@ class NexusWriter(beampipe.Worker):
     (:meth:`GroupFile.resume`) and the messages already in them skipped, so every message is
     written exactly once.
 
+    When the disk is full, the write fails before its rows get ids: the group file keeps the
+    rows flushed before and is closed, readable by any reader, and the error (raised again by
+    every later :meth:`checkpoint`, so nothing after it is acknowledged) names the file, the
+    free space needed and the free space there is; a master edit that would not fit leaves the
+    master as it was (docs/nexus.md, "When the disk is full").
+
     Raises:
         TypeError: message data that is bytes or not numeric.
         ValueError: a stream started twice; a message whose data names, shapes or ranks do not
             fit the port's first message.
         KeyError: a message or end of a stream that was never started.
-        OSError: a file cannot be written.
+        OSError: a file cannot be written (``errno`` ENOSPC when the disk is full); the text
+            names the file and the free space needed.
     """
 
     class Params(beampipe.Params):
@@ -184,7 +192,11 @@ class NexusWriter(beampipe.Worker):
             self._last_flush = now
 
     def checkpoint(self) -> None:
-        """Flush every open group file: what was processed is then in the files."""
+        """Flush every open group file: what was processed is then in the files.
+
+        Raises:
+            OSError: a group file could not be written, now or at an earlier flush.
+        """
         self._flush_all()
         self._last_flush = time.monotonic()
 
