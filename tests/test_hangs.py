@@ -1,0 +1,195 @@
+"""Hung replicas (issue 16): a worker replica stopped with SIGSTOP while it holds messages is
+found by the launcher after its ``hang_timeout``, reported in the console, the RunStatus and
+/metrics, and restarted, dropped or waited for as its restart policy allows."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+from conftest import NODES, Recorder
+from prometheus_client import generate_latest
+from rich.console import Console
+
+from beampipe.cli.console import ConsoleObserver
+from beampipe.config import load_pipeline
+from beampipe.launch import Launcher
+from beampipe.launch.status import RunStatus
+from beampipe.viewer.prometheus import RunCollector, registry
+
+N = 3000
+
+PIPELINE = """
+name: hangs
+nodes:
+  source:
+    use: flownodes:Counter
+    params: {{n: {n}, hold_after: 300, hold_until: go}}
+  work:
+    use: flownodes:Tag
+    replicas: {replicas}
+    hang_timeout: 3
+    restart: {restart}
+    restart_delay: 0.1
+  nexus:
+    use: nexus_writer
+    params: {{path: out.nxs}}
+    ordered: true
+connections:
+  - source.out -> work.in
+  - work.out -> nexus.points
+"""
+
+
+def metrics_text(status: RunStatus) -> str:
+    """What /metrics shows for ``status``."""
+    return generate_latest(registry(RunCollector("hangs", lambda: status, dict))).decode()
+
+
+class Stopper:
+    """Stops replica ``replica`` of ``work`` (SIGSTOP) once the sink has 200 messages (the
+    source waits after id 300), then lets the source go on; once the launcher reports it hung,
+    keeps the RunStatus and /metrics of that moment and, if ``resume``, lets the process go on
+    (SIGCONT). :meth:`release` leaves no process stopped."""
+
+    def __init__(self, replica: int, resume: bool) -> None:
+        self.replica = replica
+        self.resume = resume
+        self.launcher: Launcher | None = None
+        self.pid: int | None = None
+        self.stopped_at = 0.0
+        self.reported_after: float | None = None
+        self.status: RunStatus | None = None
+        self.metrics = ""
+
+    def progress(self) -> None:
+        sink = self.launcher.metrics.get(("nexus", 0))
+        if self.pid is not None or sink is None or sink.messages_in < 200:
+            return
+        self.pid = self.launcher.replicas[f"work#{self.replica}".encode()].process.pid
+        os.kill(self.pid, signal.SIGSTOP)
+        self.stopped_at = time.monotonic()
+        Path("go").touch()
+
+    def failure(self, text: str) -> None:
+        if self.pid is None or self.reported_after is not None or "hung" not in text:
+            return
+        self.reported_after = time.monotonic() - self.stopped_at
+        self.status = self.launcher.run_status()
+        self.metrics = metrics_text(self.status)
+        if self.resume:
+            os.kill(self.pid, signal.SIGCONT)
+
+    def release(self) -> None:
+        if self.pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):  # killed by the launcher, as it should be
+            os.kill(self.pid, signal.SIGCONT)
+
+
+class StoppingRecorder(Recorder):
+    def __init__(self, stopper: Stopper) -> None:
+        super().__init__()
+        self.stopper = stopper
+
+    def progress(self, node: str, replica: int, streams: dict[str, int]) -> None:
+        self.stopper.progress()
+
+    def failure(self, text: str) -> None:
+        super().failure(text)
+        self.stopper.failure(text)
+
+
+class StoppingConsole(ConsoleObserver):
+    """The terminal display of ``beampipe run``, written to a string, with a :class:`Stopper`."""
+
+    def __init__(self, pipeline, stopper: Stopper) -> None:
+        self.out = io.StringIO()
+        super().__init__(pipeline, Console(file=self.out, width=200, force_terminal=False))
+        self.stopper = stopper
+
+    def progress(self, node: str, replica: int, streams: dict[str, int]) -> None:
+        super().progress(node, replica, streams)
+        self.stopper.progress()
+
+    def failure(self, text: str) -> None:
+        super().failure(text)
+        self.stopper.failure(text)
+
+
+def launch(folder, text: str, stopper: Stopper, console: bool = False):
+    (folder / "flownodes.py").write_text((NODES / "flownodes.py").read_text())
+    (folder / "pipeline.yaml").write_text(text)
+    pipeline = load_pipeline(folder / "pipeline.yaml")
+    observer = StoppingConsole(pipeline, stopper) if console else StoppingRecorder(stopper)
+    launcher = Launcher(pipeline, observer)
+    stopper.launcher = launcher
+    try:
+        result = launcher.run()
+    finally:
+        stopper.release()
+    return result, observer
+
+
+def ids_written(folder) -> list[int]:
+    with h5py.File(folder / "out.nxs") as f:
+        ids = f["s0/points/id"][()]
+        np.testing.assert_array_equal(f["s0/points/x"][()], ids.astype(float) ** 2)
+        assert list(f) == ["s0"]
+    return ids.tolist()
+
+
+def test_a_stopped_replica_is_reported_killed_and_restarted_and_every_id_written_once(folder):
+    stopper = Stopper(replica=1, resume=False)
+    text = PIPELINE.format(n=N, replicas=3, restart="on-failure")
+    result, recorder = launch(folder, text, stopper)
+    assert result.exit_code == 0, result.errors
+    assert stopper.pid is not None and stopper.reported_after is not None
+    assert ids_written(folder) == list(range(1, N + 1))  # in order, each once
+    assert result.metrics["work"].restarts == 1
+    assert result.metrics["source"].resent > 0  # its unacknowledged messages, sent again
+    (report,) = [f for f in recorder.failures if "hung" in f]
+    assert report.startswith("node 'work' replica 1 (pid ")
+    assert "hung (no report for " in report and "and was killed; restarting it" in report
+    (hang,) = result.hangs
+    assert hang.startswith("node 'work' replica 1 hung (no report for ")
+    assert "killed and restarted" in hang
+    status = stopper.status
+    assert status.hangs == (hang,)
+    (work1,) = [r for r in status.of("work") if r.replica == 1]
+    assert work1.hangs == 1 and status.to_dict()["hangs"] == [hang]
+    assert 'beampipe_replica_hangs_total{node="work",pipeline="hangs",replica="1"} 1.0' in (
+        stopper.metrics
+    )
+
+
+def test_a_stopped_single_replica_is_reported_waited_for_and_named_in_the_verdict(folder):
+    stopper = Stopper(replica=0, resume=True)
+    text = PIPELINE.format(n=N, replicas=1, restart="never")
+    result, observer = launch(folder, text, stopper, console=True)
+    assert result.exit_code == 0, result.errors
+    assert ids_written(folder) == list(range(1, N + 1))
+    status = stopper.status
+    (work,) = status.of("work")
+    assert work.state == "hung" and work.hung >= 3 and work.to_dict()["state"] == "hung"
+    assert "unacknowledged messages" in status.hangs[0]
+    assert "): still hung after " in status.to_dict()["hangs"][0]
+    assert 'beampipe_hung_replicas{node="work",pipeline="hangs"} 1.0' in stopper.metrics
+    assert 'beampipe_replica_hung{node="work",pipeline="hangs",replica="0"} 1.0' in (
+        stopper.metrics
+    )
+    (hang,) = result.hangs
+    assert hang.startswith("node 'work' hung (no report for ") and "it resumed after" in hang
+    warned = observer.hangs(result.hangs)
+    observer.summary(result.exit_code, result.wall_time, [], warned)
+    shown = observer.out.getvalue()
+    assert "node 'work' (pid " in shown and "hung: no report for " in shown
+    assert "waiting for it (restart: never, and no other replica can take its messages)" in shown
+    assert f"warning: {hang}" in shown
+    assert "finished with warnings (1 above)" in shown
