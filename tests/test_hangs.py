@@ -193,3 +193,59 @@ def test_a_stopped_single_replica_is_reported_waited_for_and_named_in_the_verdic
     assert "waiting for it (restart: never, and no other replica can take its messages)" in shown
     assert f"warning: {hang}" in shown
     assert "finished with warnings (1 above)" in shown
+
+
+UNWATCHED = """
+name: hangs
+nodes:
+  source:
+    use: flownodes:Counter
+    params: {n: 3000, hold_after: 300, hold_until: go}
+  work:
+    use: flownodes:Tag
+    replicas: 3
+    hang_timeout: 0
+  nexus:
+    use: nexus_writer
+    params: {path: out.nxs}
+    ordered: true
+    reorder_timeout: 3
+connections:
+  - source.out -> work.in
+  - work.out -> nexus.points
+"""
+
+
+class PastTheGap(Stopper):
+    """Resumes the stopped replica only once the sink has more messages than it could have
+    without the ordered port going past the stopped one's ids (its window: 64 messages
+    waiting there, 128 in the other replicas' windows; or after 60 s, when the test fails)."""
+
+    def __init__(self) -> None:
+        super().__init__(replica=1, resume=False)
+        self.passed = False
+
+    def progress(self) -> None:
+        super().progress()
+        if self.pid is None or self.resume:
+            return
+        sink = self.launcher.metrics["nexus", 0]
+        self.passed = sink.messages_in >= 2000
+        if self.passed or time.monotonic() - self.stopped_at > 60:
+            self.resume = True
+            os.kill(self.pid, signal.SIGCONT)
+
+
+def test_an_ordered_port_goes_past_a_hung_replica_after_its_reorder_timeout(folder):
+    """Hang detection off: the ordered sink lets the other replicas' messages go on after its
+    reorder_timeout instead of stalling the pipeline while the replica is stopped; the stopped
+    one's, once it resumes, come late: every id is written once."""
+    stopper = PastTheGap()
+    result, _ = launch(folder, UNWATCHED, stopper)
+    assert result.exit_code == 0, result.errors
+    assert stopper.passed  # while the replica was stopped
+    ids = ids_written(folder)
+    assert sorted(ids) == list(range(1, 3001)) and ids != sorted(ids)
+    nexus = result.metrics["nexus"]
+    assert nexus.out_of_order > 0 and nexus.late > 0 and nexus.held == 0
+    assert result.hangs == []
