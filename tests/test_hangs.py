@@ -13,6 +13,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 from conftest import NODES, Recorder
 from prometheus_client import generate_latest
 from rich.console import Console
@@ -34,7 +35,7 @@ nodes:
   work:
     use: flownodes:Tag
     replicas: {replicas}
-    hang_timeout: 3
+    hang_timeout: 4
     restart: {restart}
     restart_delay: 0.1
   nexus:
@@ -145,21 +146,32 @@ def ids_written(folder) -> list[int]:
     return ids.tolist()
 
 
-def test_a_stopped_replica_is_reported_killed_and_restarted_and_every_id_written_once(folder):
+@pytest.mark.parametrize(
+    ("restart", "restarts", "action", "outcome"),
+    [
+        ("on-failure", 1, "restarting it", "killed and restarted"),
+        ("never", 0, "not restarted (restart: never)", "killed and dropped"),
+    ],
+)
+def test_a_stopped_replica_is_reported_replaced_and_every_id_written_once(
+    folder, restart, restarts, action, outcome
+):
+    """Restarted (restart: on-failure), or dropped with its messages redelivered to the other
+    two replicas (restart: never): the ordered sink writes every id once, in order."""
     stopper = Stopper(replica=1, resume=False)
-    text = PIPELINE.format(n=N, replicas=3, restart="on-failure")
+    text = PIPELINE.format(n=N, replicas=3, restart=restart)
     result, recorder = launch(folder, text, stopper)
     assert result.exit_code == 0, result.errors
     assert stopper.pid is not None and stopper.reported_after is not None
     assert ids_written(folder) == list(range(1, N + 1))  # in order, each once
-    assert result.metrics["work"].restarts == 1
+    assert result.metrics["work"].restarts == restarts
     assert result.metrics["source"].resent > 0  # its unacknowledged messages, sent again
     (report,) = [f for f in recorder.failures if "hung" in f]
     assert report.startswith("node 'work' replica 1 (pid ")
-    assert "hung (no report for " in report and "and was killed; restarting it" in report
+    assert "hung (no report for " in report and f"and was killed; {action}" in report
     (hang,) = result.hangs
     assert hang.startswith("node 'work' replica 1 hung (no report for ")
-    assert "killed and restarted" in hang
+    assert outcome in hang
     status = stopper.status
     assert status.hangs == (hang,)
     (work1,) = [r for r in status.of("work") if r.replica == 1]
@@ -177,7 +189,7 @@ def test_a_stopped_single_replica_is_reported_waited_for_and_named_in_the_verdic
     assert ids_written(folder) == list(range(1, N + 1))
     status = stopper.status
     (work,) = status.of("work")
-    assert work.state == "hung" and work.hung >= 3 and work.to_dict()["state"] == "hung"
+    assert work.state == "hung" and work.hung >= 4 and work.to_dict()["state"] == "hung"
     assert "unacknowledged messages" in status.hangs[0]
     assert "): still hung after " in status.to_dict()["hangs"][0]
     assert 'beampipe_hung_replicas{node="work",pipeline="hangs"} 1.0' in stopper.metrics
