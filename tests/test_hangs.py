@@ -19,7 +19,7 @@ from prometheus_client import generate_latest
 from rich.console import Console
 
 from beampipe.cli.console import ConsoleObserver
-from beampipe.config import load_pipeline
+from beampipe.config import PipelineError, load_pipeline, parse_pipeline
 from beampipe.launch import Launcher
 from beampipe.launch.status import RunStatus
 from beampipe.viewer.prometheus import RunCollector, registry
@@ -261,3 +261,19 @@ def test_an_ordered_port_goes_past_a_hung_replica_after_its_reorder_timeout(fold
     nexus = result.metrics["nexus"]
     assert nexus.out_of_order > 0 and nexus.late > 0 and nexus.held == 0
     assert result.hangs == []
+
+
+def test_the_timeouts_are_off_or_in_their_range_and_errors_name_file_and_line(folder):
+    (folder / "flownodes.py").write_text((NODES / "flownodes.py").read_text())
+    good = PIPELINE.format(n=10, replicas=1, restart="never").replace(
+        "hang_timeout: 4", "hang_timeout: null\n    reorder_timeout: 0"
+    )
+    work = parse_pipeline(good, "ok.yaml").nodes["work"]
+    assert (work.hang_timeout, work.reorder_timeout) == (0.0, 0.0)
+    defaults = parse_pipeline(good, "ok.yaml").nodes["nexus"]
+    assert (defaults.hang_timeout, defaults.reorder_timeout) == (10.0, 30.0)
+    for bad in ("hang_timeout: 1", "hang_timeout: 1e9", "hang_timeout: -2"):
+        text = PIPELINE.format(n=10, replicas=1, restart="never").replace("hang_timeout: 4", bad)
+        with pytest.raises(PipelineError) as info:
+            parse_pipeline(text, "bad.yaml")
+        assert str(info.value).startswith("bad.yaml:10: node 'work': hang_timeout: ")
