@@ -54,6 +54,35 @@ def test_reorder_releases_on_next_id_watermark_end_and_overflow() -> None:
     assert r.held == 0
 
 
+def test_reorder_gives_up_waiting_after_its_timeout_and_counts_the_late_ids() -> None:
+    """Pipe 1 stalls (a hung replica) with ids 2 and 4: after ``timeout`` seconds without
+    anything going on, what waits goes on; pipe 1 is no longer waited for until it delivers,
+    and its ids, when they come, go on at once as late."""
+    now = [100.0]
+    r = Reorder(pipes=[0, 1], capacity=1024, timeout=30.0, clock=lambda: now[0])
+    assert r.push(1, "s", 1, "m1") == [(1, "m1")]
+    assert r.deadline is None
+    for i in (3, 5, 6):
+        assert r.push(0, "s", i, f"m{i}") == []  # 2 may still come from pipe 1
+    assert r.deadline == 130.0
+    now[0] = 129.9
+    assert r.expire() == []
+    now[0] = 130.0
+    assert r.expire() == [(0, "m3"), (0, "m5"), (0, "m6")]
+    assert (r.held, r.out_of_order, r.late, r.deadline) == (0, 2, 0, None)
+    assert r.push(0, "s", 7, "m7") == [(0, "m7")]  # pipe 1 is not waited for
+    assert r.push(1, "s", 2, "m2") == [(1, "m2")]  # late, at once
+    assert r.push(1, "s", 4, "m4") == [(1, "m4")]
+    assert r.late == 2
+    assert r.push(0, "s", 9, "m9") == []  # pipe 1 delivers again: waited for again
+    assert r.push(1, "s", 8, "m8") == [(1, "m8"), (0, "m9")]
+    assert r.late == 2 and r.out_of_order == 2
+    off = Reorder(pipes=[0, 1], capacity=1024, clock=lambda: now[0])
+    assert off.push(0, "s", 3, "m3") == [] and off.deadline is None
+    now[0] = 1e9
+    assert off.expire() == []  # no timeout: waits for ever
+
+
 def test_reorder_random_interleaving_of_monotonic_pipes() -> None:
     rng = random.Random(1)
     ids = list(range(1, 501))

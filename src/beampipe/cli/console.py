@@ -198,6 +198,15 @@ class ConsoleObserver:
                 )
         return listed
 
+    def hangs(self, hangs: list[str]) -> int:
+        """Warn about each replica that hung (:mod:`beampipe.launch.hangs`), what was done and
+        how it ended; how many lines were printed."""
+        for text in hangs:
+            self.console.print(
+                f"[bold yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True
+            )
+        return len(hangs)
+
     def recovery(self, metrics: dict[str, NodeMetrics]) -> None:
         """After restarts: how many, what was sent again and what sinks dropped as duplicates
         (nothing, if no process died and no message came late)."""

@@ -224,6 +224,8 @@ def status(pipeline_id: IdArgument, json_: JsonOption = False) -> None:
     out.print(table)
     if not s["supervisor"]["answering"] and s["state"] not in ("done", "failed", "stopped"):
         out.print(f"[yellow]its supervisor (pid {s['supervisor']['pid']}) does not answer[/]")
+    for hang in s.get("hangs") or []:
+        out.print(f"[bold yellow]hung:[/] {escape(hang)}", highlight=False, soft_wrap=True)
     label = "[yellow]stopped:[/]" if s["state"] == "stopped" else "[bold red]error:[/]"
     for error in s.get("errors") or []:
         out.print(f"{label} {escape(error)}", highlight=False, soft_wrap=True)

@@ -111,6 +111,7 @@ def _launch(
         observer.metrics_table(result.metrics, result.wall_time)
     warned = observer.skipped(result.metrics, pipeline.dead_letter)
     warned += observer.warnings(result.metrics)
+    warned += observer.hangs(result.hangs)
     observer.recovery(result.metrics)
     outputs = _output_files(pipeline)
     observer.summary(result.exit_code, result.wall_time, outputs, warned, str(launcher.logs))

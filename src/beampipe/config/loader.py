@@ -186,6 +186,8 @@ def _node_specs(
             max_restarts=model.max_restarts,
             restart_delay=model.restart_delay,
             gap_timeout=model.gap_timeout,
+            hang_timeout=model.hang_timeout or 0.0,
+            reorder_timeout=model.reorder_timeout or 0.0,
             check_finite=model.check_finite,
             resources=model.resources,
             line=line,

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from beampipe.config.errors import PipelineError
 from beampipe.config.params import validate_params
-from beampipe.config.schema import Backend, Resources
+from beampipe.config.schema import HANG_TIMEOUT, REORDER_TIMEOUT, Backend, Resources
 from beampipe.worker.base import Node, Params
 from beampipe.worker.registry import resolve
 
@@ -38,6 +38,13 @@ class NodeSpec(BaseModel):
         restart_delay: seconds before the first restart of a replica, doubled for each next.
         gap_timeout: for a source: seconds an id it skipped is awaited before it is reported
             missing (see :mod:`beampipe.runtime.gaps`).
+        hang_timeout: seconds a replica may hold unacknowledged input without reporting to the
+            launcher before it is taken as hung (reported; killed and restarted or its
+            messages redelivered, as for a dead replica, where its restart policy and routing
+            allow); 0 turns the detection off (docs/reliability.md, "Hangs").
+        reorder_timeout: seconds an ordered input port waits for a missing id while it holds
+            later ones; then it lets them go (counted out of order) and the missing ids, when
+            they come, are late; 0 waits for ever (docs/dataflow.md, "Ordered input ports").
         check_finite: count the NaN and infinite values in the floating-point arrays the node
             sends (``nonfinite`` in its metrics, a warning at the end of the run); ``false``
             saves the cost (about one ``sum`` per array, see docs/benchmarks.md).
@@ -61,6 +68,8 @@ class NodeSpec(BaseModel):
     max_restarts: int = Field(default=3, ge=0)
     restart_delay: float = Field(default=0.5, ge=0)
     gap_timeout: float = Field(default=5.0, ge=0)
+    hang_timeout: float = Field(default=HANG_TIMEOUT, ge=0)
+    reorder_timeout: float = Field(default=REORDER_TIMEOUT, ge=0)
     check_finite: bool = True
     resources: Resources = Resources()
     line: int

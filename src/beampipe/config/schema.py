@@ -7,7 +7,7 @@ from collections.abc import Collection
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from beampipe.config.pydantic_errors import SYNTHETIC, short_repr, simplify
 
@@ -23,6 +23,17 @@ Backend = Literal["local", "slurm", "nomad"]
 """Where ``beampipe deploy`` runs a pipeline's node processes (the names of
 :mod:`beampipe.launch.backends`)."""
 BACKENDS: tuple[str, ...] = get_args(Backend)
+
+HANG_TIMEOUT = 10.0
+"""Default ``hang_timeout``: seconds a replica may hold messages without a word before it is
+taken as hung (docs/reliability.md, "Hangs")."""
+REORDER_TIMEOUT = 30.0
+"""Default ``reorder_timeout``: seconds an ordered port waits for a missing id while holding
+later ones (docs/dataflow.md, "Ordered input ports"): longer than the default
+``hang_timeout`` and a restart, so that a hung replica is replaced before order is given up."""
+TIMEOUT_RANGE = (2.0, 86400.0)
+"""Seconds: ``hang_timeout`` and ``reorder_timeout`` are 0 or null (off) or in this range (a
+live node reports at least every second)."""
 
 
 class FileModel(BaseModel):
@@ -113,6 +124,8 @@ class NodeModel(BaseModel):
     max_restarts: Annotated[int, Field(ge=0, strict=True)] = 3
     restart_delay: Annotated[float, Field(ge=0)] = 0.5
     gap_timeout: Annotated[float, Field(ge=0)] = 5.0
+    hang_timeout: Annotated[float, Field(ge=0)] | None = HANG_TIMEOUT
+    reorder_timeout: Annotated[float, Field(ge=0)] | None = REORDER_TIMEOUT
     check_finite: Annotated[bool, Field(strict=True)] = True
     resources: Resources = Resources()
 
@@ -120,6 +133,16 @@ class NodeModel(BaseModel):
     @classmethod
     def _none_is_empty(cls, value: Any) -> Any:
         return {} if value is None else value
+
+    @field_validator("hang_timeout", "reorder_timeout")
+    @classmethod
+    def _off_or_in_range(cls, value: float | None) -> float:
+        low, high = TIMEOUT_RANGE
+        if value and not low <= value <= high:
+            raise PydanticCustomError(
+                "value_error", f"should be 0 or null (off) or from {low:g} to {high:g} seconds"
+            )
+        return value or 0.0
 
 
 def file_problems(exc: ValidationError) -> list[tuple[tuple[Any, ...], str]]:

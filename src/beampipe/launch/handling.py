@@ -69,6 +69,7 @@ class Handling:
     def _on_progress(self, rep: Replica, msg: Progress) -> None:
         metrics = NodeMetrics.from_snapshot(msg.metrics)
         self.metrics[rep.node, rep.replica] = metrics
+        rep.waiting = msg.waiting
         update_rates(rep, metrics)
         self.observer.progress(rep.node, rep.replica, msg.streams)
 

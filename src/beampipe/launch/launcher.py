@@ -9,6 +9,7 @@ watches: it relays progress to its observer, stops everything at the first error
 process dies, and finishes when every node reported ``done`` and exited. Its parts, each in a
 module of its own: :mod:`~beampipe.launch.wiring` (who connects to whom),
 :mod:`~beampipe.launch.supervision` (dead processes: restart, redeliver or fail),
+:mod:`~beampipe.launch.hangs` (silent processes holding messages: the same, or wait),
 :mod:`~beampipe.launch.scaling` (replicas added and retired while running) and
 :mod:`~beampipe.launch.status` (the run's state for status displays).
 """
@@ -32,6 +33,7 @@ import zmq
 from beampipe.config import Pipeline
 from beampipe.launch.command import NodeCommand
 from beampipe.launch.handling import Handling
+from beampipe.launch.hangs import Hang, Hangs
 from beampipe.launch.placement import LocalPlacement, Placement
 from beampipe.launch.replica import Replica, RunObserver, RunResult
 from beampipe.launch.scaling import Scaling
@@ -61,7 +63,7 @@ START_TIMEOUT = 300.0
 """Seconds a node process gets, from its start, to build its worker and bind its outputs."""
 
 
-class Launcher(Handling, Wiring, Supervision, Scaling, Reporting):
+class Launcher(Handling, Wiring, Supervision, Hangs, Scaling, Reporting):
     """Runs a pipeline to its end.
 
     Args:
@@ -128,6 +130,8 @@ class Launcher(Handling, Wiring, Supervision, Scaling, Reporting):
         self.metrics: dict[tuple[str, int], NodeMetrics] = {}
         self.past: dict[tuple[str, int], NodeMetrics] = {}
         """Metrics of replicas' processes that died, merged."""
+        self.hangs: list[Hang] = []
+        """Every hang found in the run (:mod:`beampipe.launch.hangs`)."""
         self.drain_timeout = drain_timeout
         self.start_timeout = start_timeout
         self._signalled = 0
@@ -215,6 +219,7 @@ class Launcher(Handling, Wiring, Supervision, Scaling, Reporting):
         try:
             if rep is None:
                 raise ControlError(f"from {ident[:64]!r}, no process of this run")
+            rep.heard = time.monotonic()
             if len(frames) != 1:
                 raise ControlError(f"of {len(frames)} parts")
             return rep, decode(frames[0])
@@ -309,7 +314,9 @@ class Launcher(Handling, Wiring, Supervision, Scaling, Reporting):
                 shutil.rmtree(self.rundir, ignore_errors=True)
         code = 0 if not self.errors else (130 if self._signalled else 1)
         final = self.published.nodes if self.published is not None else self.node_metrics()
-        return RunResult(code, time.monotonic() - t0, self.errors, self.sent, final)
+        return RunResult(
+            code, time.monotonic() - t0, self.errors, self.sent, final, self.hang_texts()
+        )
 
     def _publish(self) -> None:
         self.published = self.run_status()
@@ -338,6 +345,7 @@ class Launcher(Handling, Wiring, Supervision, Scaling, Reporting):
                 if sock in ready:
                     handler()
             self._check_processes()
+            self._check_hangs()
             if time.monotonic() - self._published_at >= PUBLISH_INTERVAL:
                 self._publish()
             if all(r.done and r.process.poll() is not None for r in self.replicas.values()):

@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from beampipe.launch.placement import NodeProcess
 from beampipe.runtime.metrics import NodeMetrics
+
+if TYPE_CHECKING:
+    from beampipe.launch.hangs import Hang
 
 
 class RunObserver(Protocol):
@@ -54,6 +57,13 @@ class Replica:
     """Added by :meth:`Launcher.scale`: not yet connected to its upstream nodes."""
     awaiting: int = 0
     """Downstream replicas that have yet to connect to this joining replica."""
+    heard: float = field(default_factory=time.monotonic)
+    """Monotonic time of its process's last control message (its start, before the first)."""
+    waiting: dict[str, int] = field(default_factory=dict)
+    """Per downstream replica (``node#replica``): items its output ports sent there and that
+    were not acknowledged, as its last progress report said."""
+    hang: Hang | None = None
+    """Its process's hang while it lasts (:mod:`beampipe.launch.hangs`)."""
     rates: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     """Messages/s in and out, MB/s in and out, between its last two progress reports."""
     _last: tuple[float, NodeMetrics] | None = None
@@ -76,6 +86,9 @@ class RunResult:
     """Per node (replicas and restarted processes merged): the last metrics its processes
     reported, as the final :class:`~beampipe.launch.status.RunStatus` has them (what the
     terminal summary shows)."""
+    hangs: list[str] = field(default_factory=list)
+    """Each replica that hung, what was done and how it ended, one line each
+    (:meth:`beampipe.launch.hangs.Hang.text`)."""
 
 
 def update_rates(rep: Replica, metrics: NodeMetrics) -> None:

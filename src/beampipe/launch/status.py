@@ -7,7 +7,8 @@ counts agree everywhere:
 * run states :data:`RUN_STATES`: ``starting``, ``running``, ``draining``, ``done``, ``failed``;
 * replica states :data:`REPLICA_STATES`: ``starting``, ``running``, ``restarting``,
   ``retiring`` (removed by ``scale``, finishing what it was sent), ``stopping`` (done, not yet
-  exited), ``done``, ``failed``;
+  exited), ``done``, ``failed``, ``hung`` (holding messages without a report for its
+  ``hang_timeout``, waited for: :mod:`beampipe.launch.hangs`);
 * a replica's ``errors``: messages skipped after errors + corrupt frames + ids a source never
   issued + 1 if its process failed; its ``warnings``: warnings raised + inputs dropped
   (:func:`errors_of`, :func:`warnings_of`).
@@ -19,6 +20,7 @@ read it without locks and never touch the launcher's own fields.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +28,17 @@ from beampipe.launch.replica import Replica
 from beampipe.runtime.metrics import NodeMetrics, merge
 
 RUN_STATES = ("starting", "running", "draining", "done", "failed")
-REPLICA_STATES = ("starting", "running", "restarting", "retiring", "stopping", "done", "failed")
-ALIVE = ("starting", "running", "retiring", "stopping")
+REPLICA_STATES = (
+    "starting",
+    "running",
+    "restarting",
+    "retiring",
+    "stopping",
+    "done",
+    "failed",
+    "hung",
+)
+ALIVE = ("starting", "running", "retiring", "stopping", "hung")
 """The replica states in which its process runs."""
 
 
@@ -55,6 +66,8 @@ class ReplicaStatus:
         failed: its process reported an error.
         tap: the endpoint of its tap (for viewers), once bound; None for a sink.
         log: its current log file.
+        hung: seconds since its last report while it is ``hung``, else 0.
+        hangs: the hangs of its processes so far.
     """
 
     node: str
@@ -69,6 +82,8 @@ class ReplicaStatus:
     failed: bool
     tap: str | None
     log: str
+    hung: float = 0.0
+    hangs: int = 0
 
     @property
     def errors(self) -> int:
@@ -103,6 +118,9 @@ class ReplicaStatus:
             "warnings": self.warnings,
             "nonfinite": m.nonfinite,
             "log": self.log,
+            "unacknowledged": m.unacknowledged,
+            "hung": self.hung,
+            "hangs": self.hangs,
         }
 
 
@@ -117,6 +135,7 @@ class RunStatus:
         errors: the run's fatal errors so far (each names its node first: ``node 'x' ...``).
         nodes: per node that reported, in file order: the metrics of all its processes
             merged (those of replicas retired by ``scale`` too), ``restarts`` their sum.
+        hangs: every hang so far, one line each (:meth:`beampipe.launch.hangs.Hang.text`).
     """
 
     state: str
@@ -125,6 +144,7 @@ class RunStatus:
     replicas: tuple[ReplicaStatus, ...]
     errors: tuple[str, ...]
     nodes: dict[str, NodeMetrics]
+    hangs: tuple[str, ...] = ()
 
     def of(self, node: str) -> list[ReplicaStatus]:
         """The replicas of ``node``."""
@@ -137,6 +157,7 @@ class RunStatus:
             "backend": self.backend,
             "placement": self.placement,
             "replicas": [r.to_dict() for r in self.replicas],
+            "hangs": list(self.hangs),
         }
 
 
@@ -154,6 +175,7 @@ class Reporting:
             replicas=tuple(self._replica_status(rep) for rep in reps),
             errors=tuple(self.errors),
             nodes=self.node_metrics(),
+            hangs=tuple(self.hang_texts()),
         )
 
     def status(self) -> dict[str, Any]:
@@ -163,10 +185,11 @@ class Reporting:
     def _replica_status(self, rep: Replica) -> ReplicaStatus:
         key = (rep.node, rep.replica)
         parts = [m for m in (self.past.get(key), self.metrics.get(key)) if m is not None]
+        state = self._replica_state(rep)
         return ReplicaStatus(
             node=rep.node,
             replica=rep.replica,
-            state=self._replica_state(rep),
+            state=state,
             host=rep.host,
             pid=rep.pid,
             where=self.placement.where(rep.node, rep.replica),
@@ -176,6 +199,8 @@ class Reporting:
             failed=rep.last_error is not None,
             tap=rep.tap,
             log=str(rep.log),
+            hung=time.monotonic() - rep.heard if state == "hung" else 0.0,
+            hangs=sum(h.node == rep.node and h.replica == rep.replica for h in self.hangs),
         )
 
     def _replica_state(self, rep: Replica) -> str:
@@ -184,6 +209,8 @@ class Reporting:
         code = rep.process.poll()
         if code is not None:
             return "done" if code == 0 and rep.done else "failed"
+        if rep.hang is not None and rep.hang.ended is None:
+            return "hung"
         if rep.done:
             return "stopping"
         if rep.retiring:

@@ -40,6 +40,8 @@ class Supervision:
                     )
                 continue
             how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited ({code})"
+            if rep.hang is not None:
+                how = f"hung ({rep.hang.reason}) and was killed"
             if self._may_restart(rep):
                 self._lost(rep, how)
                 continue
@@ -81,6 +83,7 @@ class Supervision:
         if key in self.metrics:
             last = self.metrics.pop(key)
             last.held = last.in_flight = last.in_flight_bytes = last.retained = 0  # gone with it
+            last.unacknowledged = 0
             self.past[key] = merge([*filter(None, [self.past.get(key)]), last])
 
     def _may_redeliver(self, rep: Replica) -> bool:

@@ -334,10 +334,11 @@ class Manager:
             },
             "placement": {},
             "replicas": [],
+            "hangs": [],
             "events": _tail_events(Path(record.dir) / EVENTS),
         }
         final = (result or {}).get("status") or {}
-        for key in ("placement", "replicas"):
+        for key in ("placement", "replicas", "hangs"):
             out[key] = (live or final).get(key, out[key])
         if result is not None:
             for key in ("errors", "wall_time", "metrics", "sent"):

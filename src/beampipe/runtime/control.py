@@ -71,11 +71,14 @@ class InputsAdded(Control):
 
 @dataclass(frozen=True)
 class Progress(Control):
-    """Messages handled per stream so far, and the metrics (``NodeMetrics.snapshot``)."""
+    """Messages handled per stream so far, the metrics (``NodeMetrics.snapshot``), and per
+    downstream replica (``node#replica``) the items the node's output ports sent it that it has
+    not acknowledged, where there are any (for the launcher's hang detection)."""
 
     kind: ClassVar[str] = "progress"
     streams: dict[str, int]
     metrics: dict[str, Any]
+    waiting: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

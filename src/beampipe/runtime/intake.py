@@ -37,6 +37,8 @@ class Intake:
         """The reorder buffer of each ordered input port."""
         self.events: EventBuilder | None = None
         """Event formation, for a worker with ``events = True``."""
+        self._late = 0
+        """Late ids of the reorder buffers already added to the metrics."""
 
     def set_up(self, spec: NodeSpec, inputs: list[InputChannel], events: bool) -> None:
         """Make the reorder buffers of the node's ordered input ports and, if the worker forms
@@ -45,7 +47,7 @@ class Intake:
         for port in ports:
             if spec.is_ordered(port):
                 pipes = [i for i, ch in enumerate(inputs) if ch.port == port]
-                self.reorders[port] = Reorder(pipes, spec.reorder_buffer)
+                self.reorders[port] = Reorder(pipes, spec.reorder_buffer, spec.reorder_timeout)
         if events:
             options = spec.events or {}
             self.events = EventBuilder(
@@ -54,8 +56,12 @@ class Intake:
 
     @property
     def deadline(self) -> float | None:
-        """When the oldest event waiting for parts times out (monotonic seconds), if any."""
-        return self.events.next_deadline if self.events is not None else None
+        """When the oldest event waiting for parts or the longest wait of a reorder buffer
+        times out (monotonic seconds), if any."""
+        deadlines = [r.deadline for r in self.reorders.values()]
+        if self.events is not None:
+            deadlines.append(self.events.next_deadline)
+        return min((d for d in deadlines if d is not None), default=None)
 
     def accept(self, pipe: int, receipt: Receipt, msg: Message) -> None:
         """``msg`` arrived on input pipe ``pipe``: process what is next in line."""
@@ -95,7 +101,12 @@ class Intake:
                 self._form(formed)
 
     def expire(self) -> None:
-        """The events whose parts did not all come in time go on."""
+        """What reorder buffers held for longer than their timeout goes on; so do the events
+        whose parts did not all come in time."""
+        for reorder in self.reorders.values():
+            if reorder.deadline is not None and reorder.deadline <= time.monotonic():
+                for _, (receipt, msg) in reorder.expire():
+                    self._next(receipt, msg)
         if self.events is not None:
             for formed in self.events.expire(time.monotonic()):
                 self._form(formed)
@@ -105,6 +116,9 @@ class Intake:
         ``metrics``."""
         metrics.held = sum(r.held for r in self.reorders.values())
         metrics.out_of_order = sum(r.out_of_order for r in self.reorders.values())
+        late = sum(r.late for r in self.reorders.values())
+        metrics.late += late - self._late  # the node counts late messages of ended streams
+        self._late = late
         if self.events is not None:
             metrics.held += self.events.held
             metrics.incomplete_events = self.events.incomplete

@@ -76,6 +76,9 @@ class NodeMetrics:
             sink: the end-to-end latency).
         held: messages received and not yet processed (waiting in a reorder buffer or for the
             other parts of an event).
+        unacknowledged: input items received and not yet acknowledged upstream (being
+            processed, held, or with results not yet acknowledged downstream): what the
+            launcher's hang detection calls holding messages (docs/reliability.md, "Hangs").
         in_flight: messages sent downstream and not yet processed there (credit in use; a
             message sent to several replicas counts once per replica).
         in_flight_bytes: their wire bytes.
@@ -116,6 +119,7 @@ class NodeMetrics:
     process_time: Histogram = field(default_factory=Histogram)
     latency: Histogram = field(default_factory=Histogram)
     held: int = 0
+    unacknowledged: int = 0
     in_flight: int = 0
     in_flight_bytes: int = 0
     peak_in_flight: int = 0

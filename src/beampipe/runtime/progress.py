@@ -1,6 +1,8 @@
 """What a node tells its launcher while it runs: its messages per stream and its metrics
-(docs/dataflow.md, "Metrics"), at most every :data:`PROGRESS_INTERVAL` and only when something
-changed, and each stream's end here with its counts and times."""
+(docs/dataflow.md, "Metrics"), at most every :data:`PROGRESS_INTERVAL` when something changed
+and at least every :data:`HEARTBEAT_INTERVAL` while its loop turns (the launcher takes a
+replica that holds messages and says nothing for its ``hang_timeout`` as hung:
+docs/reliability.md, "Hangs"), and each stream's end here with its counts and times."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from beampipe.runtime.wiring import Wiring
 
 PROGRESS_INTERVAL = 0.5
 """Seconds between progress reports to the launcher."""
+HEARTBEAT_INTERVAL = 1.0
+"""Seconds after which a report goes out even if nothing changed: the node's loop is alive."""
 
 
 @dataclass
@@ -46,6 +50,7 @@ class Progress:
 
     def __init__(self, wiring: Wiring, intake: Intake, streams: Mapping[str, StreamCount]) -> None:
         self.control = wiring.control
+        self.inputs = wiring.inputs
         self.outputs = wiring.outputs
         self.intake = intake
         self.streams = streams
@@ -55,16 +60,28 @@ class Progress:
         self._last = 0.0
 
     def report(self, force: bool = False) -> None:
-        """Send a progress report if something changed and the last one is old enough (or
-        ``force``)."""
+        """Send a progress report if something changed and the last one is old enough, if the
+        last one is :data:`HEARTBEAT_INTERVAL` old, or if ``force``."""
         now = time.monotonic()
-        if (self.changed or self.notes.changed) and (
-            force or now - self._last >= PROGRESS_INTERVAL
-        ):
+        since = now - self._last
+        changed = self.changed or self.notes.changed
+        if force or since >= HEARTBEAT_INTERVAL or (changed and since >= PROGRESS_INTERVAL):
             counts = {name: s.messages for name, s in self.streams.items()}
-            self.control.send(ProgressReport(counts, self.collect().snapshot()))
+            report = ProgressReport(counts, self.collect().snapshot(), self.waiting())
+            self.control.send(report)
             self._last = now
             self.changed = False
+
+    def waiting(self) -> dict[str, int]:
+        """Per downstream replica (``node#replica``): items sent to it and not yet
+        acknowledged, where there are any."""
+        out: dict[str, int] = {}
+        for output in self.outputs.values():
+            for peer in output.peers.values():
+                if peer.retained:
+                    key = f"{peer.target.partition('.')[0]}#{peer.replica}"
+                    out[key] = out.get(key, 0) + len(peer.retained)
+        return out
 
     def count(self, state: StreamCount, t_start: float) -> None:
         """One message of the stream was handled, starting at unix time ``t_start``."""
@@ -92,6 +109,7 @@ class Progress:
         m.bytes_out = sum(o.sent_bytes for o in outputs)
         m.cpu_time = time.process_time()
         m.in_flight = sum(o.in_flight for o in outputs)
+        m.unacknowledged = sum(ch.unacknowledged for ch in self.inputs)
         m.retained = sum(o.retained for o in outputs)
         m.resent = sum(o.resent for o in outputs)
         m.rejected_frames = sum(o.rejected for o in outputs)

@@ -15,13 +15,17 @@ collector of the ``prometheus_client`` library
   ``_warnings_total``, ``_dropped_inputs_total`` (dropped), ``_nonfinite_values_total``
   (nonfinite);
 * gauges: ``beampipe_in_flight_messages`` (in_flight), ``_in_flight_bytes``,
-  ``_held_messages`` (held), ``_retained_messages`` (retained);
+  ``_held_messages`` (held), ``_retained_messages`` (retained), ``_unacknowledged_messages``
+  (unacknowledged);
 * histograms: ``beampipe_process_time_seconds`` (process_time), ``beampipe_latency_seconds``
   (latency), with the buckets of :data:`BUCKETS` (every 5th edge of the node histograms: 4 per
   decade from 1 µs to 100 s, where the counts are exact) and ``_count``, but no ``_sum`` (the
   nodes keep none);
-* per replica process: ``beampipe_replica_up`` (1 while it runs) and
-  ``beampipe_replica_restarts_total`` (the launcher's count; 0 if it keeps none).
+* per replica process: ``beampipe_replica_up`` (1 while it runs),
+  ``beampipe_replica_restarts_total`` (the launcher's count; 0 if it keeps none),
+  ``beampipe_replica_hung`` (1 while it is hung and waited for) and
+  ``beampipe_replica_hangs_total`` (hangs found, :mod:`beampipe.launch.hangs`);
+* per node (labels ``pipeline``, ``node``): ``beampipe_hung_replicas`` (its replicas hung now).
 
 A field this version of NodeMetrics does not have is left out. The viewer adds
 ``beampipe_viewer_tap_messages_total{node, port}`` (messages it received through the taps) and
@@ -73,6 +77,7 @@ _GAUGES = (
     ("in_flight_bytes", "Wire bytes of the messages in flight", "in_flight_bytes"),
     ("held_messages", "Messages received and not yet processed", "held"),
     ("retained_messages", "Items sent and not yet acknowledged (kept to resend)", "retained"),
+    ("unacknowledged_messages", "Input items received and not yet acknowledged", "unacknowledged"),
 )
 _HISTOGRAMS = (
     ("process_time_seconds", "Seconds in the worker's process() per message", "process_time"),
@@ -148,12 +153,30 @@ class RunCollector(Collector):
         restarts = CounterMetricFamily(
             "beampipe_replica_restarts", "Restarts of the replica's process", labels=_LABELS
         )
+        hung = GaugeMetricFamily(
+            "beampipe_replica_hung", "1 while the replica is hung and waited for", labels=_LABELS
+        )
+        hangs = CounterMetricFamily(
+            "beampipe_replica_hangs", "Hangs of the replica's processes found", labels=_LABELS
+        )
+        per_node: dict[str, int] = {}
         for rep in replicas:
             labels = [self.name, rep.node, str(rep.replica)]
             up.add_metric(labels, 1.0 if rep.state in ALIVE else 0.0)
             restarts.add_metric(labels, float(rep.restarts))
+            hung.add_metric(labels, 1.0 if rep.state == "hung" else 0.0)
+            hangs.add_metric(labels, float(rep.hangs))
+            per_node[rep.node] = per_node.get(rep.node, 0) + (rep.state == "hung")
         yield up
         yield restarts
+        yield hung
+        yield hangs
+        nodes = GaugeMetricFamily(
+            "beampipe_hung_replicas", "Replicas of the node hung now", labels=["pipeline", "node"]
+        )
+        for node, n in per_node.items():
+            nodes.add_metric([self.name, node], float(n))
+        yield nodes
         counts = self.viewer_counts()
         tap = CounterMetricFamily(
             "beampipe_viewer_tap_messages",

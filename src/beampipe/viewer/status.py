@@ -166,6 +166,8 @@ class RunState:
                 "pids": [r.pid for r in reps],
                 "replica_states": states,
                 "restarts": sum(r.restarts for r in reps),
+                "hung": sum(r.state == "hung" for r in reps),
+                "hangs": sum(r.hangs for r in reps),
                 "messages": count,
                 "messages_in": m.messages_in,
                 "messages_out": m.messages_out,
@@ -192,6 +194,7 @@ class RunState:
                 "elapsed": time.time() - self.started,
                 "errors": [e.splitlines()[0] for e in status.errors],
                 "notices": [f.splitlines()[0] for f in failures if f not in status.errors][-10:],
+                "hangs": list(status.hangs),
             },
             "nodes": nodes,
         }
@@ -200,10 +203,12 @@ class RunState:
 def _node_state(states: list[str], failed: bool, reported: bool) -> str:
     """A node's state from its replicas' (:data:`~beampipe.launch.status.REPLICA_STATES`):
     ``failed`` if the run's errors name it or a replica failed, else ``done`` when every
-    replica is, ``restarting`` while one is, ``starting`` until it reported, else
-    ``running``."""
+    replica is, ``restarting`` while one is, ``hung`` while one is, ``starting`` until it
+    reported, else ``running``."""
     if failed or "failed" in states:
         return "failed"
+    if "hung" in states:
+        return "hung"
     if not states:
         return "starting"
     if all(s == "done" for s in states):
