@@ -128,6 +128,9 @@ class Launcher(Handling, Wiring, Supervision, Scaling, Reporting):
         self.metrics: dict[tuple[str, int], NodeMetrics] = {}
         self.past: dict[tuple[str, int], NodeMetrics] = {}
         """Metrics of replicas' processes that died, merged."""
+        self.redelivering: dict[str, list[tuple[Replica, str]]] = {}
+        """Per replica dropped (``node#replica.``): the upstream replicas (and the target
+        each was told of) that have yet to say its messages were redelivered."""
         self.drain_timeout = drain_timeout
         self.start_timeout = start_timeout
         self._signalled = 0
