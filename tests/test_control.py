@@ -43,6 +43,8 @@ EXAMPLES = {
     "peer_gone": control.PeerGone("mu.in", 1),
     "retire": control.Retire("mu.in", 2),
     "upstream_gone": control.UpstreamGone("scan#0."),
+    "redelivered": control.Redelivered("mu.in", 1),
+    "upstream_redelivered": control.UpstreamRedelivered("mu#1."),
     "add_inputs": control.AddInputs([{"port": "in", "upstream": "mu#2.out", "endpoint": "e"}]),
     "reconnect": control.Reconnect("mu#0.out", "tcp://h:3"),
 }

@@ -15,10 +15,12 @@ import beampipe
 
 class Counter(beampipe.Source):
     """``streams`` streams of ``n`` messages; data ``x = id**2`` (float64, 0-d). Ids in
-    ``skip`` are left out. After id ``hold_after``, waits (blocking, without yielding) until
-    the file ``hold_until`` exists, to hold a stream open until a downstream node has reacted;
-    raises RuntimeError if it does not within 30 s. ``burst`` > 0: the messages are yielded in
-    lists (bursts) of that many. ``fail_after`` > 0: raises RuntimeError after that id."""
+    ``skip`` are left out. After id ``hold_after`` of each stream, waits (yielding ``None``:
+    the node answers its peers meanwhile) until the file ``hold_until`` exists (``{stream}``
+    in its name replaced by the stream's), to hold a stream open until a downstream node has
+    reacted; raises RuntimeError if it does not within 30 s. ``burst`` > 0: the messages are
+    yielded in lists (bursts) of that many. ``fail_after`` > 0: raises RuntimeError after that
+    id."""
 
     class Params(beampipe.Params):
         n: int = 100
@@ -53,11 +55,13 @@ class Counter(beampipe.Source):
                 if i == p.fail_after:
                     raise RuntimeError(f"detector connection lost after id {i}")
                 if i == p.hold_after and p.hold_until:
+                    flag = Path(p.hold_until.replace("{stream}", name))
                     deadline = time.monotonic() + 30
-                    while not Path(p.hold_until).exists():
+                    while not flag.exists():
                         if time.monotonic() > deadline:
-                            raise RuntimeError(f"{p.hold_until} did not appear within 30 s")
+                            raise RuntimeError(f"{flag} did not appear within 30 s")
                         time.sleep(0.01)
+                        yield None
             yield beampipe.EndOfStream(name, p.n)
 
 
@@ -81,13 +85,19 @@ class Join(beampipe.Worker):
 class Tag(beampipe.Worker):
     """Passes messages on with ``metadata["replica"]``; sleeps ``delay`` s per message, or
     ``delay * slow_factor`` on replica ``slow_replica``; with ``jitter``, a random delay in
-    [0, jitter) s instead (seeded per replica)."""
+    [0, jitter) s instead (seeded per replica). Replica ``slow_replica`` sleeps
+    ``finish_delay`` s in ``on_finish``."""
 
     class Params(beampipe.Params):
         delay: float = 0.0
         slow_replica: int = -1
         slow_factor: float = 10.0
         jitter: float = 0.0
+        finish_delay: float = 0.0
+
+    def on_finish(self) -> None:
+        if self.replica == self.params.slow_replica:
+            time.sleep(self.params.finish_delay)
 
     def process(self, msg: beampipe.Message) -> beampipe.Message:
         p = self.params

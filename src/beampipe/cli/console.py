@@ -1,9 +1,12 @@
 """What ``beampipe run`` shows in the terminal: one progress line per stream and a summary.
 
 A stream's count is what the sources sent of it; a stream no source sent (a reducer's own, such
-as ``merged``) counts what the sinks received of it. Its rate is measured from its first
-progress report, or, once finished, over the time from its first message at the source to its
-last at a sink; none is shown before there is a time to divide by.
+as ``merged``) counts what the sinks received of it. A source replica's count never goes down:
+a lower one comes from its restarted process, which may send again what its predecessor sent
+(a file replay) or go on from there (a detector), so the stream then counts at least what a
+sink received of it. Its rate is measured from its first progress report, or, once finished,
+over the time from its first message at the source to its last at a sink; none is shown before
+there is a time to divide by.
 """
 
 from __future__ import annotations
@@ -32,7 +35,11 @@ class _Stream:
     """Messages sent by each source replica."""
     sink_counts: dict[tuple[str, int], int] = field(default_factory=dict)
     """Messages received by each sink replica."""
-    sink_ends: int = 0
+    sink_ends: set[tuple[str, int]] = field(default_factory=set)
+    """The sink replicas that have seen it end."""
+    restarted: bool = False
+    """A source replica's count went down: its process was restarted."""
+    ticked: bool = False
     first: tuple[float, int] | None = None
     """Monotonic time and count of the stream's first progress report."""
     t_first: float = 0.0
@@ -40,15 +47,24 @@ class _Stream:
     t_last: float = 0.0
     """Unix time of the last message at any sink."""
 
+    def count_sent(self, source: tuple[str, int], count: int) -> None:
+        """``source`` replica reported ``count`` messages sent (see the module docstring)."""
+        before = self.source_counts.get(source, 0)
+        self.restarted = self.restarted or count < before
+        self.source_counts[source] = max(before, count)
+
     @property
     def messages(self) -> int:
-        """What the sources sent, or, for a stream of a node's own, what a sink received."""
-        if self.source_counts:
-            return sum(self.source_counts.values())
+        """What the sources sent (at least what a sink received, after a source restarted),
+        or, for a stream of a node's own, what a sink received."""
         per_sink: dict[str, int] = {}
         for (node, _), count in self.sink_counts.items():
             per_sink[node] = per_sink.get(node, 0) + count
-        return max(per_sink.values(), default=0)
+        received = max(per_sink.values(), default=0)
+        if not self.source_counts:
+            return received
+        sent = sum(self.source_counts.values())
+        return max(sent, received) if self.restarted else sent
 
 
 class ConsoleObserver:
@@ -84,7 +100,7 @@ class ConsoleObserver:
         return self.streams[name]
 
     def _finished(self, s: _Stream) -> bool:
-        return s.sink_ends == self.sink_replicas
+        return len(s.sink_ends) >= self.sink_replicas
 
     def _rate(self, s: _Stream) -> str:
         """Messages/s of ``s``: from its first message to its last once finished, else since
@@ -100,18 +116,21 @@ class ConsoleObserver:
 
     def _show(self, s: _Stream) -> None:
         self.progress_bar.update(s.task, completed=s.messages, rate=self._rate(s))
-        if self._finished(s):
+        if self._finished(s) and not s.ticked:
+            s.ticked = True
             name = self.progress_bar.tasks[s.task].description.strip()
             self.progress_bar.update(s.task, description=f"[green]✓[/] {name}")
             self.progress_bar.stop_task(s.task)
 
     def progress(self, node: str, replica: int, streams: dict[str, int]) -> None:
-        counts = "source_counts" if node in self.sources else "sink_counts"
         if node not in self.sources and node not in self.sinks:
             return
         for name, count in streams.items():
             s = self._stream(name)
-            getattr(s, counts)[node, replica] = count
+            if node in self.sources:
+                s.count_sent((node, replica), count)
+            else:
+                s.sink_counts[node, replica] = count
             if s.first is None and s.messages:
                 s.first = (time.monotonic(), s.messages)
             self._show(s)
@@ -119,11 +138,11 @@ class ConsoleObserver:
     def stream_end(self, node: str, replica: int, report: dict[str, Any]) -> None:
         s = self._stream(report["stream"])
         if node in self.sources:
-            s.source_counts[node, replica] = report["messages"]
+            s.count_sent((node, replica), report["messages"])
             s.t_first = min(filter(None, (s.t_first, report["t_first"])), default=0.0)
         if node in self.sinks:
             s.sink_counts[node, replica] = report["messages"]
-            s.sink_ends += 1
+            s.sink_ends.add((node, replica))
             s.t_last = max(s.t_last, report["t_last"])
             if not s.source_counts:  # a stream of a node's own: timed at the sinks
                 s.t_first = min(filter(None, (s.t_first, report["t_first"])), default=0.0)
@@ -208,17 +227,18 @@ class ConsoleObserver:
         return len(hangs)
 
     def recovery(self, metrics: dict[str, NodeMetrics]) -> None:
-        """After restarts: how many, what was sent again and what sinks dropped as duplicates
-        (nothing, if no process died and no message came late)."""
+        """After restarts or redelivery: how many restarts, what was sent again and what sinks
+        dropped as duplicates (nothing, if no process died and no message came late)."""
         restarts = {name: m.restarts for name, m in metrics.items() if m.restarts}
         late = sum(m.late for m in metrics.values())
-        if not restarts and not late:
+        resent = sum(m.resent for m in metrics.values())
+        if not restarts and not late and not resent:
             return
         per_node = ", ".join(f"{name}: {n}" for name, n in restarts.items())
         self.console.print(
             f"[bold yellow]recovery:[/] {sum(restarts.values())} restarts"
             + (f" ({escape(per_node)})" if per_node else "")
-            + f", {sum(m.resent for m in metrics.values())} messages sent again, "
+            + f", {resent} messages sent again, "
             f"{sum(m.duplicates for m in metrics.values())} duplicates dropped by sinks, "
             f"{late} late messages",
             highlight=False,

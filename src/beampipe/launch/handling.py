@@ -15,6 +15,7 @@ from beampipe.runtime.control import (
     Hello,
     InputsAdded,
     Progress,
+    Redelivered,
     Setup,
     StreamEnded,
     dispatch,
@@ -96,6 +97,9 @@ class Handling:
         elif not self._may_restart(rep):
             self._fail(rep.last_error)
 
+    def _on_redelivered(self, rep: Replica, msg: Redelivered) -> None:
+        self._redelivered(rep, msg)
+
     def _on_done(self, rep: Replica, msg: Done) -> None:
         rep.done = True
         sent = self.sent.setdefault(rep.node, {})
@@ -112,6 +116,7 @@ HANDLERS: dict[type[Control], Handler] = {
     StreamEnded: Handling._on_stream_end,
     Failed: Handling._on_failed,
     Done: Handling._on_done,
+    Redelivered: Handling._on_redelivered,
 }
 """The launcher's dispatch table: ``handler(launcher, replica, message)`` per kind a node
 sends (functions of the class, so that a launcher is no reference cycle: its zmq context is

@@ -132,6 +132,9 @@ class Launcher(Handling, Wiring, Supervision, Hangs, Scaling, Reporting):
         """Metrics of replicas' processes that died, merged."""
         self.hangs: list[Hang] = []
         """Every hang found in the run (:mod:`beampipe.launch.hangs`)."""
+        self.redelivering: dict[str, list[tuple[Replica, str]]] = {}
+        """Per replica dropped (``node#replica.``): the upstream replicas (and the target
+        each was told of) that have yet to say its messages were redelivered."""
         self.drain_timeout = drain_timeout
         self.start_timeout = start_timeout
         self._signalled = 0

@@ -134,7 +134,8 @@ class RunStatus:
         replicas: every replica the launcher runs, by node in file order, then by number.
         errors: the run's fatal errors so far (each names its node first: ``node 'x' ...``).
         nodes: per node that reported, in file order: the metrics of all its processes
-            merged (those of replicas retired by ``scale`` too), ``restarts`` their sum.
+            merged (those of replicas retired by ``scale`` or dropped too), ``restarts``
+            their sum.
         hangs: every hang so far, one line each (:meth:`beampipe.launch.hangs.Hang.text`).
     """
 
@@ -239,8 +240,8 @@ class Reporting:
             parts = [m for (node, _), m in self.metrics.items() if node == name]
             parts += [m for (node, _), m in self.past.items() if node == name]
             if parts:
-                out[name] = merge(parts)
-                out[name].restarts = sum(
+                out[name] = merge(parts)  # restarts: of the replicas that run no more
+                out[name].restarts += sum(
                     r.restarts for r in self.replicas.values() if r.node == name
                 )
         return out

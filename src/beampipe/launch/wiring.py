@@ -43,13 +43,18 @@ class Wiring:
 
     def _tell_upstream(
         self, node: str, replica: int, kind: type[PeerLost | PeerGone | Retire]
-    ) -> None:
+    ) -> list[tuple[Replica, str]]:
         """Send a ``kind`` message about replica ``replica`` of ``node`` to every live upstream
-        replica that feeds it, naming the input it feeds (``target = "node.port"``)."""
+        replica that feeds it, naming the input it feeds (``target = "node.port"``); the
+        replicas told, each with the target it was told of."""
+        told = []
         for conn in self.pipeline.inputs_of(node):
+            target = f"{node}.{conn.target_port}"
             for upstream in self.replicas_of(conn.source):
                 if upstream.process.poll() is None:
-                    self._send(upstream, kind(f"{node}.{conn.target_port}", replica))
+                    self._send(upstream, kind(target, replica))
+                    told.append((upstream, target))
+        return told
 
 
 def _number(rep: Replica) -> int:

@@ -8,11 +8,11 @@ the launcher each keep one table). To add a control message: a dataclass here wi
 ``kind``, a handler in the table of the side that receives it.
 
 node -> launcher: :class:`Hello`, :class:`Bound`, :class:`InputsAdded`, :class:`Progress`,
-:class:`StreamEnded`, :class:`Failed`, :class:`Done`.
+:class:`StreamEnded`, :class:`Failed`, :class:`Done`, :class:`Redelivered`.
 
 launcher -> node: :class:`Setup`, :class:`Connect`, :class:`Stop`, :class:`Drain`,
 :class:`PeerLost`, :class:`PeerGone`, :class:`Retire`, :class:`UpstreamGone`,
-:class:`AddInputs`, :class:`Reconnect`.
+:class:`UpstreamRedelivered`, :class:`AddInputs`, :class:`Reconnect`.
 """
 
 from __future__ import annotations
@@ -116,6 +116,16 @@ class Done(Control):
     metrics: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Redelivered(Control):
+    """Every message replica ``replica`` of ``target`` had not acknowledged when it died for
+    good (:class:`PeerGone`) was sent to the other replicas and acknowledged."""
+
+    kind: ClassVar[str] = "redelivered"
+    target: str
+    replica: int
+
+
 # -- launcher -> node --------------------------------------------------------------------------
 
 
@@ -186,10 +196,20 @@ class Retire(Control):
 
 @dataclass(frozen=True)
 class UpstreamGone(Control):
-    """The upstream replica ``upstream`` (``node#replica.``) died for good: its pipes count
-    as finished."""
+    """The upstream replica ``upstream`` (``node#replica.``) died for good: its pipes are
+    read no more; the streams still wait for them (:class:`UpstreamRedelivered`)."""
 
     kind: ClassVar[str] = "upstream_gone"
+    upstream: str
+
+
+@dataclass(frozen=True)
+class UpstreamRedelivered(Control):
+    """What the dead upstream replica ``upstream`` (``node#replica.``) had not acknowledged
+    went through the other replicas of its node and was acknowledged: its pipes count as
+    finished."""
+
+    kind: ClassVar[str] = "upstream_redelivered"
     upstream: str
 
 
@@ -229,7 +249,9 @@ KINDS: dict[str, type[Control]] = {
         PeerLost,
         PeerGone,
         Retire,
+        Redelivered,
         UpstreamGone,
+        UpstreamRedelivered,
         AddInputs,
         Reconnect,
     )

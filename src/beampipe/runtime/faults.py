@@ -1,14 +1,17 @@
 """Fault injection for tests and drills: corrupt what a node sends, or kill the node, by count.
 
 Faults are read from the environment variable ``BEAMPIPE_FAULTS`` of the node processes: a JSON
-list of objects ``{"node": name, "replica": n (optional, default every replica), "fault": ...}``:
+list of objects ``{"node": name, "replica": n (optional, default every replica), "incarnation":
+k (optional, default 0: the first process; ``k`` its ``k``-th restarted successor), "fault":
+...}``:
 
 * ``{"fault": "corrupt", "every": N}`` cuts the last byte off the frames of every ``N``-th data
   message the node sends (counted per node replica, from 1), so the receiver sees a frame whose
   size does not match its header, as after a truncated transfer;
 * ``{"fault": "kill", "after": N}`` kills the node process with SIGKILL (as the kernel's
   out-of-memory killer would) once it has received ``N`` messages and processed the last of
-  them. Only the first process of a replica is killed, not its restarted successors.
+  them. Only the process of the entry's incarnation is killed (by default the first, not its
+  restarted successors): a replica killed at every start has one entry per incarnation.
 
 Deterministic: the same run injects the same faults at the same messages. Nothing is injected
 when the variable is not set.
@@ -61,11 +64,13 @@ def faults_for(node: str, replica: int, incarnation: int = 0) -> Faults:
     """
     faults = Faults()
     text = os.environ.get(ENV)
-    if not text or incarnation:
+    if not text:
         return faults
     try:
         for entry in json.loads(text):
             if entry["node"] != node or entry.get("replica", replica) != replica:
+                continue
+            if entry.get("incarnation", 0) != incarnation:
                 continue
             if entry["fault"] == "corrupt":
                 faults.corrupt = Corrupt(int(entry["every"]))

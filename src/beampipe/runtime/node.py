@@ -178,9 +178,9 @@ class NodeRuntime:
             if durable.snapshots is not None and durable.due():
                 durable.checkpoint()
             while wiring.gone:
-                gone = wiring.gone.pop()
-                intake.pipe_gone(gone, wiring.inputs[gone].port)
-                book.pipe_finished(gone)
+                book.pipe_gone(wiring.gone.pop())
+            while wiring.redelivered:
+                book.pipe_finished(wiring.redelivered.pop())
             intake.expire()
             emitter.more_input = bool(wiring.outputs)
             for channel in ready:
@@ -230,7 +230,9 @@ class NodeRuntime:
         if item.stream in parts.book.closed:
             metrics.late += 1
             self.progress.changed = True
-        parts.book.open(item.stream)
+            parts.book.reopen(pipe, item.stream)
+        else:
+            parts.book.open(item.stream)
         item.port = channel.port
         if item.timestamps:
             metrics.latency.add(time.time() - item.timestamps[0][1])

@@ -114,7 +114,10 @@ class Reorder:
 
     def end(self, pipe: int, stream: str) -> list[Entry]:
         """``pipe`` ended ``stream``; the entries that may go on now. When every pipe has
-        ended it, everything left goes on and the stream is forgotten."""
+        ended it, everything left goes on and the stream is forgotten (a later end of it is
+        nothing to do)."""
+        if stream in self._ended:
+            return []
         state = self._streams.setdefault(stream, _Stream())
         state.ended.add(pipe)
         ready = self._release(state)

@@ -10,6 +10,12 @@ the input pipes brought, with this node's own notes added. An end that comes on 
 a stream not (yet) open here is kept pending: a pipe to a replica added while running gets the
 ends of streams it never saw. Markers that a restarted upstream sends again for a stream that
 ended here are ignored.
+
+A message of a stream that ended here (a *late* one: a dead upstream sibling's message sent
+again) opens it again, until the pipe it came on ends it again (:meth:`StreamBook.reopen`): the
+upstream port sends the end again after such messages. The pipe of an upstream replica that died
+for good ends its streams only once what it held was sent again and processed
+(:meth:`StreamBook.pipe_gone`, then :meth:`StreamBook.pipe_finished`).
 """
 
 from __future__ import annotations
@@ -90,6 +96,17 @@ class StreamBook:
             self.emitter.emit(result, None, lineage("start", stream, self.replica))
         return state
 
+    def reopen(self, pipe: int, stream: str) -> StreamState:
+        """A message of ``stream``, which ended here, arrived on input pipe ``pipe``: the
+        stream is open again until that pipe (and any other that brings such a message) ends
+        it again."""
+        state = self.streams.get(stream)
+        if state is None:
+            state = self.open(stream)
+            state.ended = set(range(len(self.inputs)))
+        state.ended.discard(pipe)
+        return state
+
     def restore(self, open_streams: list[str], closed: list[str]) -> None:
         """After a restart: these streams are open already, here and downstream (no hooks are
         called), and these ended here."""
@@ -133,7 +150,7 @@ class StreamBook:
             emitter.origin = previous
 
     def _marker(self, pipe: int, item: StreamStart | EndOfStream) -> None:
-        if item.stream in self.closed:
+        if item.stream in self.closed and item.stream not in self.streams:
             return  # sent again by a restarted upstream: the stream is over here
         if isinstance(item, StreamStart):
             self.open(item.stream, item.metadata)
@@ -153,6 +170,16 @@ class StreamBook:
         state.ended.add(pipe)
         if self._all_ended(state.ended):
             self.close(item.stream, state)
+
+    def pipe_gone(self, pipe: int) -> None:
+        """The upstream replica of input pipe ``pipe`` died for good: its ids come again on
+        other pipes, so the reorder buffers stop waiting for it (the open streams go on in
+        strict id order, :meth:`Intake.pipe_gone`); the streams still wait for it, until
+        :meth:`pipe_finished`."""
+        port = self.inputs[pipe].port
+        self.intake.pipe_gone(pipe, port)
+        for stream in list(self.streams):
+            self.intake.end(pipe, port, stream)
 
     def pipe_finished(self, pipe: int) -> None:
         """Input pipe ``pipe`` finished: the streams that waited only for it end."""

@@ -8,9 +8,12 @@ tap for viewers and reports their endpoints, ``bound`` (:meth:`Wiring.bind`); th
 (:meth:`Wiring.connect`).
 
 While it runs, the launcher rewires it (:meth:`Wiring.on_control`): ``peer_lost``, ``retire``
-and ``peer_gone`` for a downstream replica that died, is being removed or died for good;
-``upstream_gone`` for an upstream replica that died for good (its pipes count as finished and
-are listed in :attr:`Wiring.gone`); ``add_inputs`` for upstream replicas added while running
+and ``peer_gone`` for a downstream replica that died, is being removed or died for good (once
+the messages it had not acknowledged were sent to the others and acknowledged, the node says
+``redelivered``); ``upstream_gone`` for an upstream replica that died for good (its pipes are
+read no more and are listed in :attr:`Wiring.gone`) and ``upstream_redelivered`` once what it
+held went through the other replicas (its pipes count as finished and are listed in
+:attr:`Wiring.redelivered`); ``add_inputs`` for upstream replicas added while running
 (``beampipe scale``); ``reconnect`` for a restarted upstream replica. ``stop`` raises
 :class:`Stopped`; ``drain`` sets :attr:`Wiring.draining`.
 """
@@ -41,10 +44,12 @@ from beampipe.runtime.control import (
     PeerGone,
     PeerLost,
     Reconnect,
+    Redelivered,
     Retire,
     Setup,
     Stop,
     UpstreamGone,
+    UpstreamRedelivered,
     dispatch,
 )
 from beampipe.runtime.tap import Tap
@@ -68,6 +73,8 @@ class Wiring:
         index: the index of each input pipe.
         gone: indices of input pipes from upstream replicas that died for good, not yet
             accounted for by the node.
+        redelivered: indices of such pipes whose replica's messages went through the other
+            replicas: finished now, not yet accounted for by the node.
         draining: a source was asked to end its streams and finish (``drain``).
         poller: polls control, output, tap and input sockets.
         out_poller: polls control, output and tap sockets only: waiting for credit must not
@@ -88,6 +95,9 @@ class Wiring:
         self.window = self.window_bytes = 0
         """Credit of each input pipe (from ``setup``)."""
         self.gone: list[int] = []
+        self.redelivered: list[int] = []
+        self.dropped: set[int] = set()
+        """Pipes from upstream replicas that died for good, not yet finished."""
         self.draining = False
         self.poller = zmq.Poller()
         self.out_poller = zmq.Poller()
@@ -193,8 +203,18 @@ class Wiring:
             out.retire(msg.target, msg.replica)
 
     def _on_peer_gone(self, msg: PeerGone) -> None:
-        for out in self.outputs.values():
-            out.forget(msg.target, msg.replica)
+        """Send what ``msg``'s replica had not acknowledged to the other replicas; say
+        ``redelivered`` once each output port had all of it acknowledged."""
+        waiting = len(self.outputs)
+
+        def settled() -> None:
+            nonlocal waiting
+            waiting -= 1
+            if not waiting:
+                self.control.send(Redelivered(msg.target, msg.replica))
+
+        for out in list(self.outputs.values()):
+            out.forget(msg.target, msg.replica, settled)
 
     def _on_add_inputs(self, msg: AddInputs) -> None:
         for spec in msg.inputs:
@@ -210,14 +230,26 @@ class Wiring:
 
     def _on_upstream_gone(self, msg: UpstreamGone) -> None:
         """The upstream replica ``msg.upstream`` (``node#replica.``) died for good: its pipes
-        count as finished."""
+        are read no more."""
         for channel in self.inputs:
-            if channel.upstream.startswith(msg.upstream) and not channel.finished:
+            pipe = self.index[channel]
+            ours = channel.upstream.startswith(msg.upstream)
+            if ours and not channel.finished and pipe not in self.dropped:
                 # What it sent and we did not process comes again through another
                 # replica: its sender did not get our acknowledgement for it.
                 self.poller.unregister(channel.socket)
+                self.dropped.add(pipe)
+                self.gone.append(pipe)
+
+    def _on_upstream_redelivered(self, msg: UpstreamRedelivered) -> None:
+        """What the dead upstream replica ``msg.upstream`` held went through the other
+        replicas: its pipes count as finished."""
+        for channel in self.inputs:
+            pipe = self.index[channel]
+            if channel.upstream.startswith(msg.upstream) and pipe in self.dropped:
+                self.dropped.discard(pipe)
                 channel.finished = True
-                self.gone.append(self.index[channel])
+                self.redelivered.append(pipe)
 
     def poll(self, timeout_ms: int, inputs: bool) -> list[InputChannel]:
         """Poll the sockets once (the inputs too if ``inputs``), at most ``timeout_ms`` (less if
@@ -260,6 +292,7 @@ HANDLERS: dict[type[Control], Handler] = {
     Retire: Wiring._on_retire,
     PeerGone: Wiring._on_peer_gone,
     UpstreamGone: Wiring._on_upstream_gone,
+    UpstreamRedelivered: Wiring._on_upstream_redelivered,
     AddInputs: Wiring._on_add_inputs,
     Reconnect: Wiring._on_reconnect,
 }

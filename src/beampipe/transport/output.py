@@ -13,13 +13,20 @@ that of its outputs. Peers that come and go:
   its restarted process says HELLO again, everything it had not acknowledged is sent to it
   again, renumbered from 1;
 * a replica that died for good is forgotten (:meth:`OutputPort.forget`): the messages it had
-  not acknowledged wait in its connection's backlog and go to the other replicas first;
+  not acknowledged wait in its connection's backlog and go to the other replicas first; after
+  the last of them of a stream this port has ended, the replicas that got them are sent the
+  stream's end again, so that they end it again after them; the caller is told once every one
+  of them is acknowledged (downstream nodes then stop waiting for the dead replica);
 * a replica that says HELLO to a port already sending *joins*: it first gets the ends of the
   streams the port ended recently and the starts of the open ones, so that it, and the nodes
   after it, account for every stream;
 * a replica being removed is *retired* (:meth:`OutputPort.retire`): it is sent FINISHED at once
   and no further message or marker; once it said BYE and acknowledged everything it is
   forgotten.
+
+A port that has finished (:meth:`OutputPort.finish`) tells its peers FINISHED only once every
+item it sent is acknowledged: until then a replica that dies has its messages taken by the
+others, which are still there to take them.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from beampipe.transport.protocol import (
     decode_hello,
     wire_size,
 )
+from beampipe.transport.redelivery import Redelivering
 from beampipe.transport.routing import Route
 
 _HELLO, _CREDIT, _ACK, _BYE = Control.HELLO, Control.CREDIT, Control.ACK, Control.BYE
@@ -51,7 +59,7 @@ ENDED_KEPT = 1024
 
 
 @dataclass
-class OutputPort:
+class OutputPort(Redelivering):
     """The sending end of one output port: a bound ROUTER and its downstream peers.
 
     ``routes`` holds one :class:`Route` per connection (keyed by the downstream input,
@@ -91,6 +99,11 @@ class OutputPort:
     on every send, so counted rather than looked up)."""
     _connected: bool = False
     _finished: bool = False
+    """:meth:`finish` was called: nothing more is sent."""
+    _told: bool = False
+    """The peers were told FINISHED (once everything was acknowledged)."""
+    _resent_to: dict[str, set[Peer]] = field(default_factory=dict)
+    """Per stream, the peers that got a dead replica's messages of it (:meth:`pump`)."""
     _sender: BatchedSender = field(init=False)
 
     def __post_init__(self) -> None:
@@ -152,6 +165,8 @@ class OutputPort:
                 self.pump()
         elif kind == _ACK:
             peer.acknowledge(decode_ack(body[0]))
+            if self._finished and not self._told:
+                self._tell_finished()
         elif kind == _BYE:
             peer.finished = True
         else:
@@ -205,7 +220,7 @@ class OutputPort:
             peer.retain(item, frames, wire_size(frames), None)
             self._sender.put(peer, frames, True)
         self._sender.flush_peer(peer)
-        if self._finished:
+        if self._told:
             self._sender.finish(peer)
 
     def retire(self, target: str, replica: int) -> None:
@@ -244,60 +259,8 @@ class OutputPort:
             self._sender.put(peer, kept.frames, True)
             self.resent += 1
         self._sender.flush_peer(peer)
-        if self._finished or peer.retiring:
+        if self._told or peer.retiring:
             self._sender.finish(peer)
-
-    def forget(self, target: str, replica: int) -> None:
-        """The process of ``target`` replica ``replica`` died for good (no restart): forget
-        it, and send the messages it had not acknowledged to the other replicas of its
-        connection (:meth:`pump`). Stream markers kept for it are dropped: the downstream
-        nodes count its pipes as finished.
-
-        Raises:
-            TransportError: this port has finished (its other peers may be gone), so the
-                messages cannot be sent again.
-        """
-        for peer in list(self.peers.values()):
-            if peer.target != target or peer.replica != replica:
-                continue
-            unacknowledged = sum(isinstance(k.item, Message) for k in peer.retained)
-            if self._finished and unacknowledged:
-                raise TransportError(
-                    f"output {self.name!r}: {target} replica {replica} died with "
-                    f"{unacknowledged} unacknowledged messages after this port finished; "
-                    "they cannot be sent to another replica (use restart: on-failure)"
-                )
-            self._remove(peer)
-            backlog = self.routes[target].backlog
-            for kept in peer.retained:
-                if isinstance(kept.item, Message):
-                    backlog.append(kept)
-                    self.backlogged += 1
-                elif kept.token is not None:
-                    kept.token.release()
-            peer.retained.clear()
-        self.pump()
-
-    def pump(self) -> None:
-        """Send what waits in the backlogs to replicas with credit."""
-        for route in self.routes.values():
-            backlog = route.backlog
-            while backlog:
-                kept = backlog[0]
-                peers = route.choose(kept.item, kept.size)  # type: ignore[arg-type]
-                if peers is None:
-                    break
-                backlog.popleft()
-                self.backlogged -= 1
-                peer = peers[0]
-                peer.credit -= 1
-                peer.byte_credit -= kept.size
-                peer.adopt(kept)
-                self.in_flight += 1
-                self.in_flight_bytes += kept.size
-                self.resent += 1
-                self._sender.put(peer, kept.frames, True)
-        self.flush()
 
     def lost(self, target: str, replica: int) -> None:
         """The process of ``target`` replica ``replica`` died: send it nothing until it says
@@ -369,9 +332,17 @@ class OutputPort:
         self._sender.flush()
 
     def finish(self) -> None:
-        """Tell every peer that nothing more will come (a lost peer when it comes back)."""
+        """Nothing more will be sent: tell every peer so (a lost peer when it comes back)
+        once every item sent is acknowledged."""
         self._finished = True
         self.flush()
+        self._tell_finished()
+
+    def _tell_finished(self) -> None:
+        """Send FINISHED to the peers if nothing waits for an acknowledgement any more."""
+        if self.backlogged or any(p.retained for p in self.peers.values()):
+            return
+        self._told = True
         for peer in self.peers.values():
             if peer.alive and not peer.retiring:
                 self._sender.finish(peer)

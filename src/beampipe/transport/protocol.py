@@ -37,6 +37,7 @@ item is done with: processed and its results acknowledged further downstream, or
 made durable (:meth:`beampipe.Worker.checkpoint`). Credit and acknowledgement are separate, so
 acknowledgement latency does not throttle throughput. When a receiver's process restarts and
 says HELLO again, everything it had not acknowledged is sent to it again, renumbered from 1.
+A sender that has finished sends FINISHED once every item it sent is acknowledged.
 
 A replica that says HELLO to a port already sending first gets the ends of the streams the port
 ended recently and the starts of the open ones; a replica being removed is sent FINISHED at once.
