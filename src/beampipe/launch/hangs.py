@@ -117,7 +117,7 @@ class Hangs:
         so and wait for it."""
         rep.hang = hang
         self.hangs.append(hang)
-        if self._may_restart(rep) or self._may_redeliver(rep):
+        if self._may_restart(rep) or self._may_drop(rep) is not None:
             hang.action = "restarted" if self._may_restart(rep) else "redelivered"
             hang.ended = hang.found
             rep.process.kill()
