@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -13,7 +14,9 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 
-from beampipe.config.errors import PipelineError
+from beampipe.config.composer import BoundedComposer, LimitError
+from beampipe.config.errors import PipelineError, Problems
+from beampipe.config.pydantic_errors import short_repr
 from beampipe.config.syntax import syntax_error
 
 try:  # ruamel.yaml >= 0.19 stops at YAML().max_depth; older versions run out of stack
@@ -39,6 +42,7 @@ class Document:
     """
 
     def __init__(self, file: str, tree: CommentedMap) -> None:
+        _check_keys(tree, file)
         self.file = file
         self.tree = tree
         self.data: dict[Any, Any] = plain(tree)
@@ -48,13 +52,14 @@ class Document:
         """Parse ``text``; its top level must be a mapping.
 
         Raises:
-            PipelineError: YAML syntax error, duplicate key, empty document, or a top level that is
-                not a mapping.
+            PipelineError: YAML syntax error, duplicate key, empty document, a top level that is
+                not a mapping, a list or mapping as a key, or a limit of
+                :mod:`beampipe.config.composer` exceeded (aliases, 64-bit integers).
         """
-        yaml = YAML(typ="rt")
-        yaml.max_depth = MAX_DEPTH
         try:
-            tree = yaml.load(text)
+            tree = load_yaml(text)
+        except LimitError as exc:
+            raise PipelineError(exc.problem, file=file, line=exc.line) from None
         except DuplicateKeyError as exc:
             raise _duplicate_key_error(exc, text, file) from None
         except _TOO_DEEP as exc:
@@ -108,6 +113,22 @@ class Document:
         return line
 
 
+def load_yaml(text: str, typ: str = "rt", allow_duplicate_keys: bool = False) -> Any:
+    """``text`` read by ruamel.yaml (``typ`` ``"rt"`` or ``"safe"``), nesting at most
+    :data:`MAX_DEPTH` levels and within the limits of :class:`BoundedComposer`.
+
+    Raises:
+        LimitError: an alias or integer over a limit.
+        ruamel.yaml.error.YAMLError: the text is not YAML.
+        RecursionError: nested too deeply for the parser.
+    """
+    yaml = YAML(typ=typ, pure=True)
+    yaml.Composer = BoundedComposer
+    yaml.max_depth = MAX_DEPTH
+    yaml.allow_duplicate_keys = allow_duplicate_keys
+    return yaml.load(text)
+
+
 def plain(value: Any) -> Any:
     """``value`` with ruamel's round-trip types replaced by plain Python ones."""
     if isinstance(value, dict):
@@ -159,11 +180,9 @@ def _mapping_at(text: str, mark: Any) -> tuple[CommentedMap | None, str | None]:
     name for a node's entry, ``None`` for anything else."""
     if mark is None:
         return None, None
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = True
     try:
-        tree = yaml.load(text)
-    except YAMLError:
+        tree = load_yaml(text, allow_duplicate_keys=True)
+    except (YAMLError, LimitError, *_TOO_DEEP):
         return None, None
 
     def at_mark(item: Any) -> bool:
@@ -184,15 +203,57 @@ def _mapping_at(text: str, mark: Any) -> tuple[CommentedMap | None, str | None]:
     return found, None
 
 
-def _find_mapping(item: Any, test: Any) -> CommentedMap | None:
-    if test(item):
-        return item
-    children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
-    for child in children:
-        found = _find_mapping(child, test)
-        if found is not None:
-            return found
+def _find_mapping(tree: Any, test: Any) -> CommentedMap | None:
+    """The first collection in ``tree`` (depth first, each shared one once) that passes
+    ``test``."""
+    seen: set[int] = set()
+    stack = [tree]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if test(item):
+            return item  # type: ignore[no-any-return]
+        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, dict | list):
+            stack.extend(reversed(list(children)))
     return None
+
+
+def _check_keys(tree: CommentedMap, file: str) -> None:
+    """Every key in ``tree`` is a scalar: a list or mapping as a key (``? [a, b]``) has no plain
+    Python form and means nothing in a pipeline file.
+
+    Raises:
+        PipelineError: each such key, at its line.
+    """
+    problems = Problems(file)
+    seen: set[int] = set()
+    stack: list[Any] = [tree]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen or not isinstance(item, dict | list):
+            continue
+        seen.add(id(item))
+        if isinstance(item, list):
+            stack.extend(item)
+            continue
+        for key, value in item.items():
+            if isinstance(key, tuple | list | set | Mapping):
+                kind = "a mapping" if isinstance(key, Mapping) else "a list"
+                line = _key_line(item, key)
+                problem = f"a key should be a name or number, not {kind} ({short_repr(key)})"
+                problems.add(problem, line)
+            stack.append(value)
+    problems.raise_if_any()
+
+
+def _key_line(mapping: CommentedMap, key: Any) -> int:
+    try:
+        return int(mapping.lc.key(key)[0]) + 1
+    except (KeyError, TypeError, AttributeError):  # a key brought in by a merge
+        return int(mapping.lc.line) + 1
 
 
 def _first_content_line(text: str) -> int:

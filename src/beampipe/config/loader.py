@@ -9,10 +9,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from beampipe.config.checks import ConnectionItem, check
-from beampipe.config.connections import is_valid_name, parse_connection
+from beampipe.config.connections import parse_connection
 from beampipe.config.document import Document
 from beampipe.config.errors import PipelineError, Problems
 from beampipe.config.model import NodeSpec, Pipeline
+from beampipe.config.names import node_name_problem, pipeline_name_problem
 from beampipe.config.overrides import apply_overrides
 from beampipe.config.params import param_names
 from beampipe.config.schema import (
@@ -125,9 +126,9 @@ def parse_pipeline(
         base_dir = Path.cwd() if path == "<string>" else Path(path).parent
     base_dir = Path(base_dir).resolve()
     checked = check(problems, specs, refs, locate, overridden, base_dir, all_connections)
+    name = _pipeline_name(doc, path, problems)
     problems.raise_if_any()
 
-    name = data.get("name") or (Path(path).stem if path != "<string>" else "pipeline")
     pipeline = Pipeline(
         name=name,
         dead_letter=data.get("dead_letter") or f"{name}.dead-letters.jsonl",
@@ -144,6 +145,21 @@ def parse_pipeline(
     return pipeline
 
 
+def _pipeline_name(doc: Document, path: str, problems: Problems) -> str:
+    """``name:``, or the file's stem; a name that is not a safe file name is reported."""
+    name = doc.data.get("name")
+    if name is not None and not isinstance(name, str):
+        return "pipeline"  # reported by the file schema
+    given = bool(name)
+    name = name or (Path(path).stem if path != "<string>" else "pipeline")
+    problem = pipeline_name_problem(name)
+    if problem is not None and not given:
+        problem += " (it is the file's name: give the pipeline a 'name:')"
+    if problem is not None:
+        problems.add(problem, doc.line("name") if given else None)
+    return name
+
+
 def _node_specs(
     doc: Document, nodes: dict[Any, Any], problems: Problems
 ) -> dict[str, NodeSpec | None]:
@@ -153,13 +169,9 @@ def _node_specs(
         if not isinstance(name, str):
             continue  # reported by the file schema
         line = doc.line("nodes", name)
-        if not is_valid_name(name):
-            problems.add(
-                "not a valid node name: use letters, digits, '_' and '-', starting with a letter "
-                "or '_' (a '.' would clash with 'node.port' in connections)",
-                line,
-                name,
-            )
+        problem = node_name_problem(name)
+        if problem is not None:
+            problems.add(problem, line, name)
             specs[name] = None
             continue
         try:
