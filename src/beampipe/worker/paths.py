@@ -10,6 +10,8 @@ from pydantic import AfterValidator, ValidationInfo
 
 
 def _resolve(value: str, info: ValidationInfo) -> str:
+    if "\0" in value:
+        raise ValueError(f"the path {value!r} holds a NUL character")
     path = os.path.expanduser(value)
     base = (info.context or {}).get("base_dir")
     if base and not os.path.isabs(path):

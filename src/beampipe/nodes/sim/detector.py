@@ -20,7 +20,7 @@ from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 import beampipe
 from beampipe.message import Item
-from beampipe.nodes.pacing import Pacer
+from beampipe.nodes.pacing import Pacer, Rate
 
 __all__ = ["BACKGROUND", "RINGS", "DetectorSim", "ring_model"]
 
@@ -49,8 +49,6 @@ BURST = 64
 runtime may send small ones in batches (see :class:`beampipe.Source`)."""
 
 _TABLE_STEP = 0.125  # pixels between the radial samples that the model is interpolated from
-
-FiniteRate = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 MAX_FRAME_BYTES = 1 << 30
 """Bytes of one frame (1 GiB: an EIGER2 16M frame of 32-bit pixels is 72 MB)."""
@@ -117,8 +115,8 @@ class DetectorSim(beampipe.Source):
     backpressure stall the detector catches up, as a buffering detector would.
 
     Raises (from the params): ``pydantic.ValidationError`` (a ``ValueError``) for a ``shape``
-    that is not two positive ints, a ``dtype`` not in the list, ``rate`` <= 0 or not finite,
-    ``frames``, ``streams`` or ``pool`` < 1, a ``pool`` over 1024, a negative ``seed``, a
+    that is not two positive ints, a ``dtype`` not in the list, ``rate`` below 0.001 Hz or not
+    finite, ``frames``, ``streams`` or ``pool`` < 1, a ``pool`` over 1024, a negative ``seed``, a
     ``frame_bytes`` that is not a positive multiple of the dtype's itemsize, and a frame over
     1 GiB.
     """
@@ -129,7 +127,7 @@ class DetectorSim(beampipe.Source):
         ``frame_bytes``: if set, frames are one row of ``frame_bytes / itemsize`` pixels instead
         (``shape`` is then ignored; for benchmarks by message size); must be a multiple of the
         itemsize, at most 1 GiB. ``dtype``: pixel type. ``rate``: ``"max"`` or frames per
-        second (Hz, > 0).
+        second (Hz, at least 0.001).
         ``frames``: frames per stream. ``streams``: number of streams (acquisition series).
         ``prefix``: stream names are ``prefix`` + 5-digit series number from 1. ``seed``: of
         the random generator (same seed, same frames). ``pool``: distinct noisy frames drawn
@@ -138,7 +136,7 @@ class DetectorSim(beampipe.Source):
         shape: tuple[PositiveInt, PositiveInt] = (2167, 2070)
         frame_bytes: Annotated[int, Field(gt=0, le=MAX_FRAME_BYTES)] | None = None
         dtype: Literal["uint8", "uint16", "uint32", "float32"] = "uint16"
-        rate: Literal["max"] | FiniteRate = "max"
+        rate: Literal["max"] | Rate = "max"
         frames: PositiveInt = 100
         streams: PositiveInt = 1
         prefix: str = "series_"
