@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from beampipe.config import Pipeline
-from beampipe.config.schema import MAX_REPLICAS
 from beampipe.launch.command import NodeCommand
 from beampipe.transport.address import ipc_path_problem
 
@@ -136,12 +135,10 @@ class LocalPlacement:
 
 
 def _longest_node_bind(pipeline: Pipeline, template: str) -> str:
-    """The longest address a node may bind at ``template`` (``{name}`` is
-    ``NODE-REPLICA-PORT``, see :meth:`beampipe.runtime.wiring.Wiring.bind`), replica numbers as
-    wide as scaling may make them."""
-    widest = "9" * len(str(2 * MAX_REPLICAS))
+    """The longest address a node binds at start at ``template`` (``{name}`` is
+    ``NODE-REPLICA-PORT``, see :meth:`beampipe.runtime.wiring.Wiring.bind`)."""
     names = [
-        f"{c.source}-{widest}-{port}"
+        f"{c.source}-{pipeline.nodes[c.source].replicas - 1}-{port}"
         for c in pipeline.connections
         for port in (c.source_port, "tap")
     ]
