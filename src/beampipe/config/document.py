@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import re
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -42,7 +43,7 @@ class Document:
     """
 
     def __init__(self, file: str, tree: CommentedMap) -> None:
-        _check_keys(tree, file)
+        _check_items(tree, file)
         self.file = file
         self.tree = tree
         self.data: dict[Any, Any] = plain(tree)
@@ -221,12 +222,13 @@ def _find_mapping(tree: Any, test: Any) -> CommentedMap | None:
     return None
 
 
-def _check_keys(tree: CommentedMap, file: str) -> None:
-    """Every key in ``tree`` is a scalar: a list or mapping as a key (``? [a, b]``) has no plain
-    Python form and means nothing in a pipeline file.
+def _check_items(tree: CommentedMap, file: str) -> None:
+    """Every key in ``tree`` is a scalar, and every value a plain YAML one: a list or mapping as
+    a key (``? [a, b]``), a set (``!!set``), binary data (``!!binary``) or a scalar of an unknown
+    tag (``!foo 5``) has no plain JSON form, which a pipeline is sent to its nodes in.
 
     Raises:
-        PipelineError: each such key, at its line.
+        PipelineError: each such item, at its line.
     """
     problems = Problems(file)
     seen: set[int] = set()
@@ -236,17 +238,40 @@ def _check_keys(tree: CommentedMap, file: str) -> None:
         if id(item) in seen or not isinstance(item, dict | list):
             continue
         seen.add(id(item))
-        if isinstance(item, list):
-            stack.extend(item)
-            continue
-        for key, value in item.items():
-            if isinstance(key, tuple | list | set | Mapping):
-                kind = "a mapping" if isinstance(key, Mapping) else "a list"
-                line = _key_line(item, key)
-                problem = f"a key should be a name or number, not {kind} ({short_repr(key)})"
-                problems.add(problem, line)
+        pairs = enumerate(item) if isinstance(item, list) else item.items()
+        for key, value in pairs:
+            problem = _key_problem(key)
+            if problem is not None:
+                problems.add(problem, _key_line(item, key))
+            problem = _value_problem(value)
+            if problem is not None:
+                problems.add(problem, _line(item, key))
             stack.append(value)
     problems.raise_if_any()
+
+
+_PLAIN = (str, int, float, dt.date, type(None), dict, list)
+"""Types of the values a pipeline file may hold (ruamel's round-trip types derive from them)."""
+
+
+def _key_problem(key: Any) -> str | None:
+    if isinstance(key, tuple | list | set | Mapping):
+        kind = "a mapping" if isinstance(key, Mapping) else "a list"
+        return f"a key should be a name or number, not {kind} ({short_repr(key)})"
+    return None
+
+
+def _value_problem(value: Any) -> str | None:
+    if isinstance(value, _PLAIN):
+        return None
+    if isinstance(value, bytes):
+        what = "binary data (!!binary)"
+    elif isinstance(value, AbstractSet):
+        what = "a set (!!set)"
+    else:  # a TaggedScalar
+        what = f"a value tagged {getattr(getattr(value, 'tag', None), 'value', '?')}"
+        value = getattr(value, "value", value)
+    return f"{what} cannot be used in a pipeline file: {short_repr(value)}"
 
 
 def _key_line(mapping: CommentedMap, key: Any) -> int:
@@ -254,6 +279,16 @@ def _key_line(mapping: CommentedMap, key: Any) -> int:
         return int(mapping.lc.key(key)[0]) + 1
     except (KeyError, TypeError, AttributeError):  # a key brought in by a merge
         return int(mapping.lc.line) + 1
+
+
+def _line(collection: CommentedMap | CommentedSeq, key: Any) -> int:
+    """Line of the item ``key`` of ``collection``, else of the collection (a merged key)."""
+    try:
+        if isinstance(collection, CommentedSeq):
+            return int(collection.lc.item(key)[0]) + 1
+        return int(collection.lc.value(key)[0]) + 1
+    except (KeyError, TypeError, AttributeError, IndexError):
+        return int(collection.lc.line) + 1
 
 
 def _first_content_line(text: str) -> int:
