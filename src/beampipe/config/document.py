@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 import re
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
@@ -130,6 +131,18 @@ def load_yaml(text: str, typ: str = "rt", allow_duplicate_keys: bool = False) ->
     return yaml.load(text)
 
 
+def non_finite(value: Any) -> bool:
+    """Whether plain ``value`` holds a float that is not finite (at any depth)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return True
+        if isinstance(item, dict | list):
+            stack.extend(item.values() if isinstance(item, dict) else item)
+    return False
+
+
 def plain(value: Any) -> Any:
     """``value`` with ruamel's round-trip types replaced by plain Python ones."""
     if isinstance(value, dict):
@@ -224,8 +237,9 @@ def _find_mapping(tree: Any, test: Any) -> CommentedMap | None:
 
 def _check_items(tree: CommentedMap, file: str) -> None:
     """Every key in ``tree`` is a scalar, and every value a plain YAML one: a list or mapping as
-    a key (``? [a, b]``), a set (``!!set``), binary data (``!!binary``) or a scalar of an unknown
-    tag (``!foo 5``) has no plain JSON form, which a pipeline is sent to its nodes in.
+    a key (``? [a, b]``), a set (``!!set``), binary data (``!!binary``), a scalar of an unknown
+    tag (``!foo 5``) or a float that is not finite (``.inf``, ``.nan``) has no plain JSON form,
+    which a pipeline is sent to its nodes in.
 
     Raises:
         PipelineError: each such item, at its line.
@@ -261,7 +275,15 @@ def _key_problem(key: Any) -> str | None:
     return None
 
 
+NOT_FINITE = (
+    "not a finite number: .inf and .nan cannot be used in a pipeline file (the node processes "
+    "would get null)"
+)
+
+
 def _value_problem(value: Any) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return NOT_FINITE
     if isinstance(value, _PLAIN):
         return None
     if isinstance(value, bytes):

@@ -9,7 +9,7 @@ from typing import Any
 from ruamel.yaml.error import YAMLError
 
 from beampipe.config.composer import LimitError
-from beampipe.config.document import load_yaml, plain
+from beampipe.config.document import NOT_FINITE, load_yaml, non_finite, plain
 
 
 def parse_override(expr: str) -> tuple[str, Any]:
@@ -18,7 +18,7 @@ def parse_override(expr: str) -> tuple[str, Any]:
 
     Raises:
         ValueError: no ``=`` in ``expr``; the value goes beyond a limit of
-            :mod:`beampipe.config.composer` (aliases, 64-bit integers).
+            :mod:`beampipe.config.composer` (aliases, 64-bit integers) or is not finite.
     """
     key, sep, text = expr.partition("=")
     if not sep or not key.strip():
@@ -29,7 +29,10 @@ def parse_override(expr: str) -> tuple[str, Any]:
         raise ValueError(f"--set {expr[:80]!r}: {exc.problem}") from None
     except (YAMLError, RecursionError):
         value = text
-    return key.strip(), plain(value)
+    value = plain(value)
+    if non_finite(value):
+        raise ValueError(f"--set {expr[:80]!r}: {NOT_FINITE}")
+    return key.strip(), value
 
 
 def apply_overrides(
