@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_malformed_pipelines import assert_reported, expected, validate_in_process
+from test_malformed_pipelines import Expected, assert_reported, expected, validate_in_process
 
 from beampipe.config import parse_pipeline
 from beampipe.config.composer import MAX_ALIAS_VALUES
@@ -87,6 +87,13 @@ def test_run_refuses_before_starting_anything(tmp_path: Path) -> None:
     output, status = command("run", "p.yaml", cwd=tmp_path)
     assert_reported("p.yaml", output, status, expected("name-with-slash.yaml", CORPUS))
     assert list(tmp_path.iterdir()) == [tmp_path / "p.yaml"]  # no logs, no output
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero on this system")
+def test_an_endless_file_is_refused_after_a_million_characters(tmp_path: Path) -> None:
+    output, status = command("validate", "/dev/zero", cwd=tmp_path)
+    want = Expected(("more than 1,000,000 characters: too large for a pipeline file",), None)
+    assert_reported("/dev/zero", output, status, want)
 
 
 def test_aliases_within_the_bound_are_expanded() -> None:
