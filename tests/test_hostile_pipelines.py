@@ -90,9 +90,9 @@ def test_run_refuses_before_starting_anything(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero on this system")
-def test_an_endless_file_is_refused_after_a_million_characters(tmp_path: Path) -> None:
+def test_an_endless_file_is_refused_after_a_million_bytes(tmp_path: Path) -> None:
     output, status = command("validate", "/dev/zero", cwd=tmp_path)
-    want = Expected(("more than 1,000,000 characters: too large for a pipeline file",), None)
+    want = Expected(("more than 1,000,000 bytes: too large for a pipeline file",), None)
     assert_reported("/dev/zero", output, status, want)
 
 

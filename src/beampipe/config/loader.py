@@ -26,9 +26,9 @@ from beampipe.config.schema import (
     node_problems,
 )
 
-MAX_FILE_CHARS = 1_000_000
-"""Characters of a pipeline file (a 1,200-node pipeline has 50,000); only that many are read
-of anything larger (``/dev/zero``)."""
+MAX_FILE_BYTES = 1_000_000
+"""Bytes of a pipeline file (a 1,200-node pipeline has 50,000); no more are read of anything
+larger (``/dev/zero``)."""
 
 
 def load_pipeline(path: str | Path, overrides: dict[str, Any] | None = None) -> Pipeline:
@@ -39,22 +39,23 @@ def load_pipeline(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         overrides: ``{"node.param": value}`` set before validation (``beampipe run --set``).
 
     Raises:
-        PipelineError: the file cannot be read, is larger than :data:`MAX_FILE_CHARS`, or is not
+        PipelineError: the file cannot be read, is larger than :data:`MAX_FILE_BYTES`, or is not
             a valid pipeline.
     """
     file = str(path)
     try:
-        with open(path, encoding="utf-8") as f:  # text mode: newlines as read_text reads them
-            text = f.read(MAX_FILE_CHARS + 1)
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as read_text
     except FileNotFoundError:
         raise PipelineError("no such file", file=file) from None
     except UnicodeDecodeError as exc:
         raise _not_utf8(exc, file) from None
     except OSError as exc:
         raise PipelineError(f"cannot read: {exc.strerror or exc}", file=file) from None
-    if len(text) > MAX_FILE_CHARS:
+    if len(data) > MAX_FILE_BYTES:
         raise PipelineError(
-            f"more than {MAX_FILE_CHARS:,} characters: too large for a pipeline file", file=file
+            f"more than {MAX_FILE_BYTES:,} bytes: too large for a pipeline file", file=file
         )
     return parse_pipeline(text, file, overrides, Path(path).resolve().parent)
 
