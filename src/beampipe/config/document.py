@@ -55,8 +55,9 @@ class Document:
 
         Raises:
             PipelineError: YAML syntax error, duplicate key, empty document, a top level that is
-                not a mapping, a list or mapping as a key, or a limit of
-                :mod:`beampipe.config.composer` exceeded (aliases, 64-bit integers).
+                not a mapping, a limit of :mod:`beampipe.config.composer` exceeded (aliases,
+                64-bit integers), a list or mapping as a key, or a value without a JSON form
+                (binary data, a set, a scalar of a tag of its own, ``.inf`` or ``.nan``).
         """
         try:
             tree = load_yaml(text)
@@ -229,9 +230,10 @@ def _find_mapping(tree: Any, test: Any) -> CommentedMap | None:
         seen.add(id(item))
         if test(item):
             return item  # type: ignore[no-any-return]
-        children = item.values() if isinstance(item, dict) else item
-        if isinstance(item, dict | list):
-            stack.extend(reversed(list(children)))
+        if isinstance(item, dict):
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
     return None
 
 
