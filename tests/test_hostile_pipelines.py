@@ -43,7 +43,7 @@ HANG_GUARD = 120
 """Seconds after which a subprocess counts as hung (a refusal takes about a second)."""
 
 
-def command(*args: str, cwd: Path) -> tuple[str, int]:
+def command(*args: str, cwd: Path, env: dict[str, str] | None = None) -> tuple[str, int]:
     """``beampipe ARGS`` in a process of at most :data:`MEMORY_CAP` bytes: (output, status)."""
 
     def cap() -> None:
@@ -52,7 +52,7 @@ def command(*args: str, cwd: Path) -> tuple[str, int]:
     done = subprocess.run(
         [sys.executable, "-m", "beampipe", *args],
         cwd=cwd,
-        env={**os.environ, "TYPER_STANDARD_TRACEBACK": "1"},
+        env={**os.environ, "TYPER_STANDARD_TRACEBACK": "1", **(env or {})},
         capture_output=True,
         text=True,
         timeout=HANG_GUARD,
@@ -94,6 +94,23 @@ def test_an_endless_file_is_refused_after_a_million_bytes(tmp_path: Path) -> Non
     output, status = command("validate", "/dev/zero", cwd=tmp_path)
     want = Expected(("more than 1,000,000 bytes: too large for a pipeline file",), None)
     assert_reported("/dev/zero", output, status, want)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"name: t\n# M\xfcller\n", "not UTF-8 text"),
+        (b"# " + b"x" * 1_000_000 + b"\n", "more than 1,000,000 bytes"),
+    ],
+)
+def test_deploy_refuses_a_file_it_cannot_read_before_starting_a_manager(
+    content: bytes, problem: str, tmp_path: Path
+) -> None:
+    (tmp_path / "p.yaml").write_bytes(content)
+    home = tmp_path / "home"
+    output, status = command("deploy", "p.yaml", cwd=tmp_path, env={"BEAMPIPE_HOME": str(home)})
+    assert_reported("p.yaml", output, status, Expected((problem,), 2 if b"M" in content else None))
+    assert not home.exists()  # no manager was started
 
 
 def test_aliases_within_the_bound_are_expanded() -> None:

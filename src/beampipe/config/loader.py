@@ -39,25 +39,40 @@ def load_pipeline(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         overrides: ``{"node.param": value}`` set before validation (``beampipe run --set``).
 
     Raises:
-        PipelineError: the file cannot be read, is larger than :data:`MAX_FILE_BYTES`, or is not
-            a valid pipeline.
+        PipelineError: the file cannot be read (:func:`read_pipeline_file`) or is not a valid
+            pipeline.
+    """
+    text = read_pipeline_file(path)
+    return parse_pipeline(text, str(path), overrides, Path(path).resolve().parent)
+
+
+def read_pipeline_file(path: str | Path) -> str:
+    """The text of the pipeline file at ``path``, newlines as ``Path.read_text`` gives them;
+    at most :data:`MAX_FILE_BYTES` are read.
+
+    Raises:
+        PipelineError: no such file, not UTF-8, larger than :data:`MAX_FILE_BYTES`, or cannot
+            be read.
     """
     file = str(path)
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_FILE_BYTES + 1)
-        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as read_text
+        if len(data) > MAX_FILE_BYTES:
+            raise _too_large(file)
+        return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except FileNotFoundError:
         raise PipelineError("no such file", file=file) from None
     except UnicodeDecodeError as exc:
         raise _not_utf8(exc, file) from None
     except OSError as exc:
         raise PipelineError(f"cannot read: {exc.strerror or exc}", file=file) from None
-    if len(data) > MAX_FILE_BYTES:
-        raise PipelineError(
-            f"more than {MAX_FILE_BYTES:,} bytes: too large for a pipeline file", file=file
-        )
-    return parse_pipeline(text, file, overrides, Path(path).resolve().parent)
+
+
+def _too_large(file: str) -> PipelineError:
+    return PipelineError(
+        f"more than {MAX_FILE_BYTES:,} bytes: too large for a pipeline file", file=file
+    )
 
 
 def _not_utf8(exc: UnicodeDecodeError, file: str) -> PipelineError:
@@ -96,8 +111,11 @@ def parse_pipeline(
             current directory for ``"<string>"``.
 
     Raises:
-        PipelineError: every problem found, each with file, line and node where known.
+        PipelineError: every problem found, each with file, line and node where known; a text
+            of more than :data:`MAX_FILE_BYTES` bytes.
     """
+    if len(text) > MAX_FILE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise _too_large(path)
     doc = Document.parse(text, path)
     problems = Problems(path)
     data = doc.data
