@@ -52,6 +52,8 @@ _TABLE_STEP = 0.125  # pixels between the radial samples that the model is inter
 
 MAX_FRAME_BYTES = 1 << 30
 """Bytes of one frame (1 GiB: an EIGER2 16M frame of 32-bit pixels is 72 MB)."""
+MAX_STREAMS = 1_000_000
+"""Streams of a run (their names are made at the start)."""
 MAX_POOL = 1024
 """Distinct noisy frames drawn at the start."""
 
@@ -128,7 +130,8 @@ class DetectorSim(beampipe.Source):
         (``shape`` is then ignored; for benchmarks by message size); must be a multiple of the
         itemsize, at most 1 GiB. ``dtype``: pixel type. ``rate``: ``"max"`` or frames per
         second (Hz, at least 0.001).
-        ``frames``: frames per stream. ``streams``: number of streams (acquisition series).
+        ``frames``: frames per stream. ``streams``: number of streams (acquisition series, at most
+        1,000,000).
         ``prefix``: stream names are ``prefix`` + 5-digit series number from 1. ``seed``: of
         the random generator (same seed, same frames). ``pool``: distinct noisy frames drawn
         at the start and cycled through (1 to 1024)."""
@@ -138,7 +141,7 @@ class DetectorSim(beampipe.Source):
         dtype: Literal["uint8", "uint16", "uint32", "float32"] = "uint16"
         rate: Literal["max"] | Rate = "max"
         frames: PositiveInt = 100
-        streams: PositiveInt = 1
+        streams: Annotated[int, Field(gt=0, le=MAX_STREAMS)] = 1
         prefix: str = "series_"
         seed: NonNegativeInt = 0
         pool: Annotated[int, Field(gt=0, le=MAX_POOL)] = 8
