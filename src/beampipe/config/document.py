@@ -248,25 +248,26 @@ def _check_items(tree: CommentedMap, file: str) -> None:
     """
     problems = Problems(file)
     seen: set[int] = set()
-    stack: list[Any] = [tree]
+    stack: list[tuple[Any, int]] = [(tree, 1)]  # with the line of the item, or of its parent
     while stack:
-        item = stack.pop()
-        if id(item) in seen or not isinstance(item, dict | list):
+        item, at = stack.pop()
+        if id(item) in seen or not isinstance(item, dict | list | tuple):
             continue
         seen.add(id(item))
-        pairs = enumerate(item) if isinstance(item, list) else item.items()
+        pairs = item.items() if isinstance(item, dict) else enumerate(item)
         for key, value in pairs:
+            line = _line(item, key) or at
             problem = _key_problem(key)
             if problem is not None:
                 problems.add(problem, _key_line(item, key))
             problem = _value_problem(value)
             if problem is not None:
-                problems.add(problem, _line(item, key))
-            stack.append(value)
+                problems.add(problem, line)
+            stack.append((value, line))
     problems.raise_if_any()
 
 
-_PLAIN = (str, int, float, dt.date, type(None), dict, list)
+_PLAIN = (str, int, float, dt.date, type(None), dict, list, tuple)
 """Types of the values a pipeline file may hold (ruamel's round-trip types derive from them)."""
 
 
@@ -305,14 +306,18 @@ def _key_line(mapping: CommentedMap, key: Any) -> int:
         return int(mapping.lc.line) + 1
 
 
-def _line(collection: CommentedMap | CommentedSeq, key: Any) -> int:
-    """Line of the item ``key`` of ``collection``, else of the collection (a merged key)."""
+def _line(collection: Any, key: Any) -> int | None:
+    """Line of the item ``key`` of ``collection``, else of the collection (a merged key); None
+    in a collection without lines (the pairs of ``!!pairs``)."""
+    lc = getattr(collection, "lc", None)
+    if lc is None:
+        return None
     try:
         if isinstance(collection, CommentedSeq):
-            return int(collection.lc.item(key)[0]) + 1
-        return int(collection.lc.value(key)[0]) + 1
+            return int(lc.item(key)[0]) + 1
+        return int(lc.value(key)[0]) + 1
     except (KeyError, TypeError, AttributeError, IndexError):
-        return int(collection.lc.line) + 1
+        return int(lc.line) + 1
 
 
 def _first_content_line(text: str) -> int:
