@@ -102,7 +102,7 @@ def _build(node: ast.expr, text: str) -> tuple[KeyFunction, Kind, Any]:
     """``(function, kind, constant value or None)`` of ``node``."""
     if isinstance(node, ast.Constant) and isinstance(node.value, int | str):
         value = node.value
-        return (lambda msg: value), type(value), value
+        return (lambda msg: value), int if isinstance(value, int) else str, value
     if isinstance(node, ast.Name):
         return _name(node.id, text)
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
