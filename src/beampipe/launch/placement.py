@@ -96,9 +96,12 @@ class LocalPlacement:
         return bound
 
     def start(self, pipeline: Pipeline, rundir: Path) -> None:
-        """Raises:
-        ValueError: with ``ipc``, a socket path in ``rundir`` longer than a Unix domain
-            socket's may be (a long ``TMPDIR`` or ``BEAMPIPE_HOME``)."""
+        """With ``ipc``, the sockets go into ``rundir``.
+
+        Raises:
+            ValueError: with ``ipc``, a socket path in ``rundir`` longer than a Unix domain
+                socket's may be (a long ``TMPDIR`` or ``BEAMPIPE_HOME``).
+        """
         if self.transport == "ipc":
             self.control_bind = f"ipc://{rundir}/control"
             self.node_bind = f"ipc://{rundir}/{{name}}"
