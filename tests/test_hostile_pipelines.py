@@ -21,7 +21,7 @@ import pytest
 from test_malformed_pipelines import Expected, assert_reported, expected, validate_in_process
 
 from beampipe.config import parse_pipeline
-from beampipe.config.composer import MAX_ALIAS_VALUES
+from beampipe.config.composer import MAX_ALIAS_VALUES, MAX_VALUES
 from beampipe.launch.placement import LocalPlacement
 from beampipe.message import Message
 from beampipe.message.key import MAX_REPEAT, KeyExpressionError, compile_key
@@ -90,9 +90,9 @@ def test_run_refuses_before_starting_anything(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero on this system")
-def test_an_endless_file_is_refused_after_a_million_bytes(tmp_path: Path) -> None:
+def test_an_endless_file_is_refused_after_250_000_bytes(tmp_path: Path) -> None:
     output, status = command("validate", "/dev/zero", cwd=tmp_path)
-    want = Expected(("more than 1,000,000 bytes: too large for a pipeline file",), None)
+    want = Expected(("more than 250,000 bytes: too large for a pipeline file",), None)
     assert_reported("/dev/zero", output, status, want)
 
 
@@ -100,7 +100,7 @@ def test_an_endless_file_is_refused_after_a_million_bytes(tmp_path: Path) -> Non
     ("content", "problem"),
     [
         (b"name: t\n# M\xfcller\n", "not UTF-8 text"),
-        (b"# " + b"x" * 1_000_000 + b"\n", "more than 1,000,000 bytes"),
+        (b"# " + b"x" * 250_000 + b"\n", "more than 250,000 bytes"),
     ],
 )
 def test_deploy_refuses_a_file_it_cannot_read_before_starting_a_manager(
@@ -111,6 +111,14 @@ def test_deploy_refuses_a_file_it_cannot_read_before_starting_a_manager(
     output, status = command("deploy", "p.yaml", cwd=tmp_path, env={"BEAMPIPE_HOME": str(home)})
     assert_reported("p.yaml", output, status, Expected((problem,), 2 if b"M" in content else None))
     assert not home.exists()  # no manager was started
+
+
+def test_a_file_of_more_values_than_read_in_a_second_is_refused() -> None:
+    text = "nodes:\n  det:\n    use: detector_sim\n    params:\n      frames: 5\n      big: ["
+    text += ",".join(["1"] * 100_000) + "]\n"  # 200,000 bytes
+    with pytest.raises(ValueError) as info:
+        parse_pipeline(text, "p.yaml")
+    assert str(info.value).startswith(f"p.yaml:6: more than {MAX_VALUES:,} values")
 
 
 def test_aliases_within_the_bound_are_expanded() -> None:
