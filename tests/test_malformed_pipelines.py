@@ -61,13 +61,13 @@ class Expected:
     line: int | None
 
 
-def expected(name: str) -> Expected:
-    """The ``# expect:`` and ``# line:`` of corpus file ``name``."""
+def expected(name: str, corpus: Path = CORPUS) -> Expected:
+    """The ``# expect:`` and ``# line:`` of the file ``name`` of ``corpus``."""
     if name in NO_HEADER:
         text, line = NO_HEADER[name]
         return Expected((text,), line)
     fields: dict[str, list[str]] = {"expect": [], "line": []}
-    for raw in (CORPUS / name).read_bytes().splitlines():
+    for raw in (corpus / name).read_bytes().splitlines():
         if not raw.startswith(b"#"):
             break
         key, sep, value = raw[1:].decode("utf-8", "replace").partition(":")

@@ -80,24 +80,28 @@ def test_scale_up_and_down_mid_stream_delivers_every_message_once(folder: Path) 
 
 
 @pytest.mark.parametrize(
-    ("text", "node", "problem"),
+    ("text", "node", "replicas", "problem"),
     [
-        (PIPELINE, "src", "is a source"),
-        (PIPELINE, "nope", "no node 'nope'"),
-        (PIPELINE, "work", "replicas must be at least 1"),
+        (PIPELINE, "src", 2, "is a source"),
+        (PIPELINE, "nope", 2, "no node 'nope'"),
+        (PIPELINE, "work", 0, "replicas must be from 1 to 256, not 0"),
+        (PIPELINE, "work", 10000, "replicas must be from 1 to 256, not 10000"),
         (
             PIPELINE.replace("- src -> work", "- {connect: src -> work, routing: by_key, key: id}"),
             "work",
+            2,
             "fed by key",
         ),
     ],
 )
-def test_scale_refuses_what_it_cannot_do_without_loss(folder, text, node, problem) -> None:
+def test_scale_refuses_what_it_cannot_do_without_loss(
+    folder, text, node, replicas, problem
+) -> None:
     (folder / "flownodes.py").write_text((NODES / "flownodes.py").read_text())
     (folder / "pipeline.yaml").write_text(text)
     launcher = Launcher(load_pipeline(folder / "pipeline.yaml"), Recorder())
     with pytest.raises(ValueError, match=problem):
-        launcher.scale(node, 0 if "at least" in problem else 2)
+        launcher.scale(node, replicas)
 
 
 def _pump(port, channels, until) -> None:

@@ -71,6 +71,7 @@ def test_the_sdk_exports_what_a_worker_author_uses() -> None:
         "Event",
         "InputPath",
         "Message",
+        "OutputPath",
         "Params",
         "Reducer",
         "ReducerParams",

@@ -15,6 +15,7 @@ and a test of it :mod:`beampipe.testing` (``run(Transmission, [messages...]).mes
 from beampipe.message import EndOfStream, Event, Message, StreamStart
 from beampipe.worker import (
     InputPath,
+    OutputPath,
     Params,
     Reducer,
     ReducerParams,
@@ -29,6 +30,7 @@ __all__ = [
     "Event",
     "InputPath",
     "Message",
+    "OutputPath",
     "Params",
     "Reducer",
     "ReducerParams",

@@ -28,7 +28,7 @@ from beampipe.cli.app import (
     host_names,
     overrides,
 )
-from beampipe.config import BACKENDS, parse_override
+from beampipe.config import BACKENDS, PipelineError, parse_override, read_pipeline_file
 from beampipe.manager.client import ManagerClient, ManagerError
 from beampipe.manager.store import FINAL, state_home
 
@@ -102,6 +102,11 @@ def deploy(
     if not file.is_file():
         console.print(f"[bold red]error:[/] {escape(str(file))}: no such file", highlight=False)
         raise typer.Exit(2)
+    try:
+        read_pipeline_file(file)  # a file that cannot be read starts no manager
+    except PipelineError as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     client = _client(start=True)
     try:
         status = client.deploy(
@@ -114,6 +119,9 @@ def deploy(
             ui=(ui_host, ui_port) if ui else None,
             ui_allowed_hosts=ui_allowed_host,
         )
+    except PipelineError as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     except OSError as exc:
         console.print(f"[bold red]error:[/] {escape(str(file))}: {exc.strerror or exc}")
         raise typer.Exit(2) from None

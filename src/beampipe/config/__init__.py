@@ -8,7 +8,7 @@ naming file, line and node.
 """
 
 from beampipe.config.errors import PipelineError
-from beampipe.config.loader import load_pipeline, parse_pipeline
+from beampipe.config.loader import load_pipeline, parse_pipeline, read_pipeline_file
 from beampipe.config.model import Connection, NodeSpec, Pipeline
 from beampipe.config.overrides import parse_override
 from beampipe.config.schema import BACKENDS, Backend
@@ -23,4 +23,5 @@ __all__ = [
     "load_pipeline",
     "parse_override",
     "parse_pipeline",
+    "read_pipeline_file",
 ]

@@ -60,27 +60,41 @@ def check(
     nodes without input are not reported, as they may just have lost theirs.
     """
     out = Checked()
+    resolved: dict[str, type[Node] | Exception] = {}
     for name, spec in specs.items():
         if spec is not None:
-            _check_node(problems, spec, locate, overridden.get(name, set()), base_dir, out)
+            cls = _resolve_once(spec.use, resolved)
+            _check_node(problems, spec, cls, locate, overridden.get(name, set()), base_dir, out)
     targeted = _check_connections(problems, specs, refs, out)
     if all_connections and targeted <= set(specs):  # a misspelt target may be the missing input
         _check_inputs(problems, specs, targeted, out)
+        _check_ordered_ports(problems, specs, locate, out)
     check_cycles(problems, specs, out.connections)
     return out
+
+
+def _resolve_once(use: str, resolved: dict[str, type[Node] | Exception]) -> type[Node] | Exception:
+    """``resolve(use)``, or what it raised, once per ``use`` (finding the registered node
+    types reads every installed package's metadata: 30 ms)."""
+    if use not in resolved:
+        try:
+            resolved[use] = resolve(use)
+        except Exception as exc:  # UnknownNodeType, or the module failed while being imported
+            resolved[use] = exc
+    return resolved[use]
 
 
 def _check_node(
     problems: Problems,
     spec: NodeSpec,
+    cls: type[Node] | Exception,
     locate: Locate,
     overridden: set[tuple[str, ...]],
     base_dir: Path,
     out: Checked,
 ) -> None:
-    try:
-        cls = resolve(spec.use)
-    except Exception as exc:  # UnknownNodeType, or the module failed while being imported
+    if isinstance(cls, Exception):
+        exc = cls
         text = str(exc) if isinstance(exc, LookupError) else f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, LookupError):
             text = f"cannot load {spec.use!r}: {text}"
@@ -298,6 +312,26 @@ def _unknown_port(
     if other and port in other:
         text += f"; {port!r} is {other_kind} port"
     return text
+
+
+def _check_ordered_ports(
+    problems: Problems, specs: Mapping[str, NodeSpec | None], locate: Locate, out: Checked
+) -> None:
+    """``ordered:`` of a node that accepts any input port name lists ports its connections
+    feed (those of other nodes are checked against their classes' ports)."""
+    for name, cls in out.classes.items():
+        spec = specs[name]
+        if spec is None or cls.inputs is not None or not isinstance(spec.ordered, list):
+            continue
+        fed = list(dict.fromkeys(c.target_port for c in out.connections if c.target == name))
+        for i, port in enumerate(spec.ordered):
+            if port not in fed:
+                problems.add(
+                    f"ordered: no connection feeds port {port!r} (ports connected: "
+                    f"{', '.join(map(repr, fed)) or 'none'})",
+                    locate(name, "ordered", i),
+                    name,
+                )
 
 
 def _check_inputs(

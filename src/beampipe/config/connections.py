@@ -6,11 +6,11 @@ import re
 from typing import NamedTuple
 
 NAME = r"[A-Za-z_][\w-]*"
-"""A node or port name: letters, digits, ``_`` and ``-``, not starting with a digit or ``-``."""
+"""A node or port name as a connection is parsed: letters, digits, ``_`` and ``-``, not
+starting with a digit or ``-`` (what a node's name may be is :mod:`beampipe.config.names`)."""
 
 _END = rf"({NAME})(?:\s*\.\s*({NAME}))?"
 _CONNECTION = re.compile(rf"^\s*{_END}\s*->\s*{_END}\s*$")
-_NAME = re.compile(rf"^{NAME}$")
 
 
 class ConnectionRef(NamedTuple):
@@ -32,8 +32,3 @@ def parse_connection(text: str) -> ConnectionRef | None:
     """The parts of ``text``, or ``None`` if it is not of the form ``a.out -> b.in``."""
     match = _CONNECTION.match(text)
     return ConnectionRef(*match.groups()) if match else None
-
-
-def is_valid_name(name: str) -> bool:
-    """Whether ``name`` may be a node name (so that connections can refer to it)."""
-    return bool(_NAME.match(name))

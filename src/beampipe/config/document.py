@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 import re
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -13,7 +16,9 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 
-from beampipe.config.errors import PipelineError
+from beampipe.config.composer import BoundedComposer, LimitError
+from beampipe.config.errors import PipelineError, Problems
+from beampipe.config.pydantic_errors import short_repr
 from beampipe.config.syntax import syntax_error
 
 try:  # ruamel.yaml >= 0.19 stops at YAML().max_depth; older versions run out of stack
@@ -39,6 +44,7 @@ class Document:
     """
 
     def __init__(self, file: str, tree: CommentedMap) -> None:
+        _check_items(tree, file)
         self.file = file
         self.tree = tree
         self.data: dict[Any, Any] = plain(tree)
@@ -48,13 +54,15 @@ class Document:
         """Parse ``text``; its top level must be a mapping.
 
         Raises:
-            PipelineError: YAML syntax error, duplicate key, empty document, or a top level that is
-                not a mapping.
+            PipelineError: YAML syntax error, duplicate key, empty document, a top level that is
+                not a mapping, a limit of :mod:`beampipe.config.composer` exceeded (aliases,
+                64-bit integers), a list or mapping as a key, or a value without a JSON form
+                (binary data, a set, a scalar of a tag of its own, ``.inf`` or ``.nan``).
         """
-        yaml = YAML(typ="rt")
-        yaml.max_depth = MAX_DEPTH
         try:
-            tree = yaml.load(text)
+            tree = load_yaml(text)
+        except LimitError as exc:
+            raise PipelineError(exc.problem, file=file, line=exc.line) from None
         except DuplicateKeyError as exc:
             raise _duplicate_key_error(exc, text, file) from None
         except _TOO_DEEP as exc:
@@ -108,6 +116,34 @@ class Document:
         return line
 
 
+def load_yaml(text: str, typ: str = "rt", allow_duplicate_keys: bool = False) -> Any:
+    """``text`` read by ruamel.yaml (``typ`` ``"rt"`` or ``"safe"``), nesting at most
+    :data:`MAX_DEPTH` levels and within the limits of :class:`BoundedComposer`.
+
+    Raises:
+        LimitError: an alias or integer over a limit.
+        ruamel.yaml.error.YAMLError: the text is not YAML.
+        RecursionError: nested too deeply for the parser.
+    """
+    yaml = YAML(typ=typ, pure=True)
+    yaml.Composer = BoundedComposer
+    yaml.max_depth = MAX_DEPTH
+    yaml.allow_duplicate_keys = allow_duplicate_keys
+    return yaml.load(text)
+
+
+def non_finite(value: Any) -> bool:
+    """Whether plain ``value`` holds a float that is not finite (at any depth)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return True
+        if isinstance(item, dict | list):
+            stack.extend(item.values() if isinstance(item, dict) else item)
+    return False
+
+
 def plain(value: Any) -> Any:
     """``value`` with ruamel's round-trip types replaced by plain Python ones."""
     if isinstance(value, dict):
@@ -159,11 +195,9 @@ def _mapping_at(text: str, mark: Any) -> tuple[CommentedMap | None, str | None]:
     name for a node's entry, ``None`` for anything else."""
     if mark is None:
         return None, None
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = True
     try:
-        tree = yaml.load(text)
-    except YAMLError:
+        tree = load_yaml(text, allow_duplicate_keys=True)
+    except (YAMLError, LimitError, *_TOO_DEEP):
         return None, None
 
     def at_mark(item: Any) -> bool:
@@ -184,15 +218,106 @@ def _mapping_at(text: str, mark: Any) -> tuple[CommentedMap | None, str | None]:
     return found, None
 
 
-def _find_mapping(item: Any, test: Any) -> CommentedMap | None:
-    if test(item):
-        return item
-    children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
-    for child in children:
-        found = _find_mapping(child, test)
-        if found is not None:
-            return found
+def _find_mapping(tree: Any, test: Any) -> CommentedMap | None:
+    """The first collection in ``tree`` (depth first, each shared one once) that passes
+    ``test``."""
+    seen: set[int] = set()
+    stack = [tree]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if test(item):
+            return item  # type: ignore[no-any-return]
+        if isinstance(item, dict):
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
     return None
+
+
+def _check_items(tree: CommentedMap, file: str) -> None:
+    """Every key in ``tree`` is a scalar, and every value a plain YAML one: a list or mapping as
+    a key (``? [a, b]``), a set (``!!set``), binary data (``!!binary``), a scalar of an unknown
+    tag (``!foo 5``) or a float that is not finite (``.inf``, ``.nan``) has no plain JSON form,
+    which a pipeline is sent to its nodes in.
+
+    Raises:
+        PipelineError: each such item, at its line.
+    """
+    problems = Problems(file)
+    seen: set[int] = set()
+    stack: list[tuple[Any, int]] = [(tree, 1)]  # with the line of the item, or of its parent
+    while stack:
+        item, at = stack.pop()
+        if id(item) in seen or not isinstance(item, dict | list | tuple):
+            continue
+        seen.add(id(item))
+        pairs = item.items() if isinstance(item, dict) else enumerate(item)
+        for key, value in pairs:
+            line = _line(item, key) or at
+            problem = _key_problem(key)
+            if problem is not None:
+                problems.add(problem, _key_line(item, key))
+            problem = _value_problem(value)
+            if problem is not None:
+                problems.add(problem, line)
+            stack.append((value, line))
+    problems.raise_if_any()
+
+
+_PLAIN = (str, int, float, dt.date, type(None), dict, list, tuple)
+"""Types of the values a pipeline file may hold (ruamel's round-trip types derive from them)."""
+
+
+def _key_problem(key: Any) -> str | None:
+    if isinstance(key, tuple | list | set | Mapping):
+        kind = "a mapping" if isinstance(key, Mapping) else "a list"
+        return f"a key should be a name or number, not {kind} ({short_repr(key)})"
+    return None
+
+
+NOT_FINITE = (
+    "not a finite number: .inf and .nan cannot be used in a pipeline file (the node processes "
+    "would get null)"
+)
+
+
+def _value_problem(value: Any) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return NOT_FINITE
+    if isinstance(value, _PLAIN):
+        return None
+    if isinstance(value, bytes):
+        what = "binary data (!!binary)"
+    elif isinstance(value, AbstractSet):
+        what = "a set (!!set)"
+    else:  # a TaggedScalar
+        what = f"a value tagged {getattr(getattr(value, 'tag', None), 'value', '?')}"
+        value = getattr(value, "value", value)
+    return f"{what} cannot be used in a pipeline file: {short_repr(value)}"
+
+
+def _key_line(mapping: CommentedMap, key: Any) -> int:
+    try:
+        return int(mapping.lc.key(key)[0]) + 1
+    except (KeyError, TypeError, AttributeError):  # a key brought in by a merge
+        return int(mapping.lc.line) + 1
+
+
+def _line(collection: Any, key: Any) -> int | None:
+    """Line of the item ``key`` of ``collection``, else of the collection (a merged key); None
+    in a collection without lines (the pairs of ``!!pairs``)."""
+    lc = getattr(collection, "lc", None)
+    if lc is None:
+        return None
+    try:
+        if isinstance(collection, CommentedSeq):
+            return int(lc.item(key)[0]) + 1
+        return int(lc.value(key)[0]) + 1
+    except (KeyError, TypeError, AttributeError, IndexError):
+        return int(lc.line) + 1
 
 
 def _first_content_line(text: str) -> int:

@@ -9,10 +9,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from beampipe.config.checks import ConnectionItem, check
-from beampipe.config.connections import is_valid_name, parse_connection
+from beampipe.config.connections import parse_connection
 from beampipe.config.document import Document
 from beampipe.config.errors import PipelineError, Problems
 from beampipe.config.model import NodeSpec, Pipeline
+from beampipe.config.names import node_name_problem, pipeline_name_problem
 from beampipe.config.overrides import apply_overrides
 from beampipe.config.params import param_names
 from beampipe.config.schema import (
@@ -25,6 +26,10 @@ from beampipe.config.schema import (
     node_problems,
 )
 
+MAX_FILE_BYTES = 250_000
+"""Bytes of a pipeline file (a 1,200-node pipeline has 50,000; reading 250,000 bytes of small
+values takes about 2 s); no more are read of anything larger (``/dev/zero``)."""
+
 
 def load_pipeline(path: str | Path, overrides: dict[str, Any] | None = None) -> Pipeline:
     """Read and validate the pipeline file at ``path``.
@@ -34,18 +39,40 @@ def load_pipeline(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         overrides: ``{"node.param": value}`` set before validation (``beampipe run --set``).
 
     Raises:
-        PipelineError: the file cannot be read or is not a valid pipeline.
+        PipelineError: the file cannot be read (:func:`read_pipeline_file`) or is not a valid
+            pipeline.
+    """
+    text = read_pipeline_file(path)
+    return parse_pipeline(text, str(path), overrides, Path(path).resolve().parent)
+
+
+def read_pipeline_file(path: str | Path) -> str:
+    """The text of the pipeline file at ``path``, newlines as ``Path.read_text`` gives them;
+    at most :data:`MAX_FILE_BYTES` are read.
+
+    Raises:
+        PipelineError: no such file, not UTF-8, larger than :data:`MAX_FILE_BYTES`, or cannot
+            be read.
     """
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise _too_large(file)
+        return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except FileNotFoundError:
         raise PipelineError("no such file", file=file) from None
     except UnicodeDecodeError as exc:
         raise _not_utf8(exc, file) from None
     except OSError as exc:
         raise PipelineError(f"cannot read: {exc.strerror or exc}", file=file) from None
-    return parse_pipeline(text, file, overrides, Path(path).resolve().parent)
+
+
+def _too_large(file: str) -> PipelineError:
+    return PipelineError(
+        f"more than {MAX_FILE_BYTES:,} bytes: too large for a pipeline file", file=file
+    )
 
 
 def _not_utf8(exc: UnicodeDecodeError, file: str) -> PipelineError:
@@ -84,8 +111,11 @@ def parse_pipeline(
             current directory for ``"<string>"``.
 
     Raises:
-        PipelineError: every problem found, each with file, line and node where known.
+        PipelineError: every problem found, each with file, line and node where known; a text
+            of more than :data:`MAX_FILE_BYTES` bytes.
     """
+    if len(text) > MAX_FILE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise _too_large(path)
     doc = Document.parse(text, path)
     problems = Problems(path)
     data = doc.data
@@ -125,9 +155,9 @@ def parse_pipeline(
         base_dir = Path.cwd() if path == "<string>" else Path(path).parent
     base_dir = Path(base_dir).resolve()
     checked = check(problems, specs, refs, locate, overridden, base_dir, all_connections)
+    name = _pipeline_name(doc, path, problems)
     problems.raise_if_any()
 
-    name = data.get("name") or (Path(path).stem if path != "<string>" else "pipeline")
     pipeline = Pipeline(
         name=name,
         dead_letter=data.get("dead_letter") or f"{name}.dead-letters.jsonl",
@@ -144,6 +174,21 @@ def parse_pipeline(
     return pipeline
 
 
+def _pipeline_name(doc: Document, path: str, problems: Problems) -> str:
+    """``name:``, or the file's stem; a name that is not a safe file name is reported."""
+    name = doc.data.get("name")
+    if name is not None and not isinstance(name, str):
+        return "pipeline"  # reported by the file schema
+    given = bool(name)
+    name = name or (Path(path).stem if path != "<string>" else "pipeline")
+    problem = pipeline_name_problem(name)
+    if problem is not None and not given:
+        problem += " (it is the file's name: give the pipeline a 'name:')"
+    if problem is not None:
+        problems.add(problem, doc.line("name") if given else None)
+    return name
+
+
 def _node_specs(
     doc: Document, nodes: dict[Any, Any], problems: Problems
 ) -> dict[str, NodeSpec | None]:
@@ -153,13 +198,9 @@ def _node_specs(
         if not isinstance(name, str):
             continue  # reported by the file schema
         line = doc.line("nodes", name)
-        if not is_valid_name(name):
-            problems.add(
-                "not a valid node name: use letters, digits, '_' and '-', starting with a letter "
-                "or '_' (a '.' would clash with 'node.port' in connections)",
-                line,
-                name,
-            )
+        problem = node_name_problem(name)
+        if problem is not None:
+            problems.add(problem, line, name)
             specs[name] = None
             continue
         try:

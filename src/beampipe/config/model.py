@@ -9,7 +9,18 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from beampipe.config.errors import PipelineError
 from beampipe.config.params import validate_params
-from beampipe.config.schema import HANG_TIMEOUT, REORDER_TIMEOUT, Backend, Resources
+from beampipe.config.schema import (
+    HANG_TIMEOUT,
+    MAX_REORDER_BUFFER,
+    MAX_REPLICAS,
+    MAX_RESTARTS,
+    MAX_RETRIES,
+    REORDER_TIMEOUT,
+    Backend,
+    Resources,
+    Seconds,
+    Timeout,
+)
 from beampipe.worker.base import Node, Params
 from beampipe.worker.registry import resolve
 
@@ -21,23 +32,26 @@ class NodeSpec(BaseModel):
         name: the node's name (its key under ``nodes:``).
         use: a registered node type or ``package.module:Class``.
         params: the node's ``params:`` with any overrides applied (plain JSON-able values).
-        replicas: how many identical processes run this node.
+        replicas: how many identical processes run this node (1 to 256).
         ordered: ``True`` (every input port) or the input ports that deliver each stream's
             messages in id order, whatever the replicas upstream did.
         reorder_buffer: at most this many messages per stream wait for their turn on an
-            ordered port; when it is full the lowest id goes on (counted as out of order).
+            ordered port (1 to 1,000,000); when it is full the lowest id goes on (counted as
+            out of order).
         events: for a worker that forms events, ``{"timeout": s, "incomplete": "deliver" |
             "drop"}``; ``None`` for the defaults (5 s, deliver).
         on_error: what an exception in ``process`` does: ``fail_fast`` stops the run; ``skip``
             records the message in the pipeline's dead-letter file and goes on.
         retries: how often a message whose ``process`` raised :class:`beampipe.TransientError`
-            is tried again, ``retry_delay`` seconds apart, before ``on_error`` applies.
+            is tried again (0 to 1000), ``retry_delay`` seconds apart (0 to 3600), before
+            ``on_error`` applies.
         restart: ``on-failure`` starts a replica's process again when it dies or fails (its
             unacknowledged inputs are sent to it again); ``never`` fails the run.
-        max_restarts: restarts per replica before the run fails.
-        restart_delay: seconds before the first restart of a replica, doubled for each next.
-        gap_timeout: for a source: seconds an id it skipped is awaited before it is reported
-            missing (see :mod:`beampipe.runtime.gaps`).
+        max_restarts: restarts per replica before the run fails (0 to 100).
+        restart_delay: seconds before the first restart of a replica, doubled for each next
+            (0 to 3600).
+        gap_timeout: for a source: seconds (0 to 86400) an id it skipped is awaited before it is
+            reported missing (see :mod:`beampipe.runtime.gaps`).
         hang_timeout: seconds a replica may hold unacknowledged input without reporting to the
             launcher before it is taken as hung (reported; killed and restarted or its
             messages redelivered, as for a dead replica, where its restart policy and routing
@@ -57,17 +71,17 @@ class NodeSpec(BaseModel):
     name: str
     use: str
     params: dict[str, Any] = {}
-    replicas: int = Field(default=1, ge=1)
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
     ordered: bool | list[str] = False
-    reorder_buffer: int = Field(default=1024, ge=1)
+    reorder_buffer: int = Field(default=1024, ge=1, le=MAX_REORDER_BUFFER)
     events: dict[str, Any] | None = None
     on_error: Literal["fail_fast", "skip"] = "fail_fast"
-    retries: int = Field(default=0, ge=0)
-    retry_delay: float = Field(default=0.0, ge=0)
+    retries: int = Field(default=0, ge=0, le=MAX_RETRIES)
+    retry_delay: Seconds = 0.0
     restart: Literal["never", "on-failure"] = "never"
-    max_restarts: int = Field(default=3, ge=0)
-    restart_delay: float = Field(default=0.5, ge=0)
-    gap_timeout: float = Field(default=5.0, ge=0)
+    max_restarts: int = Field(default=3, ge=0, le=MAX_RESTARTS)
+    restart_delay: Seconds = 0.5
+    gap_timeout: Timeout = 5.0
     hang_timeout: float = Field(default=HANG_TIMEOUT, ge=0)
     reorder_timeout: float = Field(default=REORDER_TIMEOUT, ge=0)
     check_finite: bool = True

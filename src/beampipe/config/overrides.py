@@ -6,10 +6,10 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from beampipe.config.document import plain
+from beampipe.config.composer import LimitError
+from beampipe.config.document import NOT_FINITE, load_yaml, non_finite, plain
 
 
 def parse_override(expr: str) -> tuple[str, Any]:
@@ -17,16 +17,22 @@ def parse_override(expr: str) -> tuple[str, Any]:
     collection (``50`` -> 50, ``[a, b]`` -> ['a', 'b'], ``max`` -> 'max'; unparsable -> the text).
 
     Raises:
-        ValueError: no ``=`` in ``expr``.
+        ValueError: no ``=`` in ``expr``; the value goes beyond a limit of
+            :mod:`beampipe.config.composer` (aliases, 64-bit integers) or is not finite.
     """
     key, sep, text = expr.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"--set {expr!r}: expected 'node.param=value'")
     try:
-        value = YAML(typ="safe").load(text) if text.strip() else ""
-    except YAMLError:
+        value = load_yaml(text, typ="safe") if text.strip() else ""
+    except LimitError as exc:
+        raise ValueError(f"--set {expr[:80]!r}: {exc.problem}") from None
+    except (YAMLError, RecursionError):
         value = text
-    return key.strip(), plain(value)
+    value = plain(value)
+    if non_finite(value):
+        raise ValueError(f"--set {expr[:80]!r}: {NOT_FINITE}")
+    return key.strip(), value
 
 
 def apply_overrides(

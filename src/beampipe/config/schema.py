@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from beampipe.config.pydantic_errors import SYNTHETIC, short_repr, simplify
+from beampipe.worker.paths import OutputPath
 
 CONNECTION_HINT = "'source.port -> target.port' (ports optional: 'source -> target')"
 CONNECTION_MAPPING_HINT = (
@@ -44,7 +45,7 @@ class FileModel(BaseModel):
     name: str | None = None
     nodes: dict[str, Any]
     connections: list[str | dict[str, Any]] = []
-    dead_letter: str | None = None
+    dead_letter: OutputPath | None = None
     backend: Backend = "local"
 
     @field_validator("connections", mode="before")
@@ -65,13 +66,29 @@ class ConnectionModel(BaseModel):
     key: str | None = None
 
 
+MAX_REPLICAS = 256
+"""Processes of one node: ``replicas:`` and ``beampipe scale``."""
+MAX_REORDER_BUFFER = 1_000_000
+"""Messages of a stream that may wait on an ordered port."""
+MAX_RETRIES = 1000
+MAX_RESTARTS = 100
+"""Restarts of a replica (the delay doubles at each: ``restart_delay * 2**restarts``)."""
+MAX_DELAY = 3600.0
+"""Seconds of ``retry_delay`` and ``restart_delay``."""
+MAX_TIMEOUT = 86400.0
+"""Seconds of ``gap_timeout`` and ``events.timeout``."""
+
+Seconds = Annotated[float, Field(ge=0, le=MAX_DELAY, allow_inf_nan=False)]
+Timeout = Annotated[float, Field(ge=0, le=MAX_TIMEOUT, allow_inf_nan=False)]
+
+
 class EventsModel(BaseModel):
     """``events:`` of a node that forms events: how long to wait for the missing parts of an
     event (seconds), and what to do then (``deliver`` it incomplete, or ``drop`` it)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    timeout: Annotated[float, Field(gt=0)] = 5.0
+    timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT, allow_inf_nan=False)] = 5.0
     incomplete: Literal["deliver", "drop"] = "deliver"
 
 
@@ -90,9 +107,9 @@ class Resources(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    cpus: Annotated[int, Field(ge=1, strict=True)] = 1
-    memory: Annotated[str, Field(pattern=r"^[0-9]+[KMGT]?$")] | None = None
-    gpus: Annotated[int, Field(ge=0, strict=True)] = 0
+    cpus: Annotated[int, Field(ge=1, le=4096, strict=True)] = 1
+    memory: Annotated[str, Field(pattern=r"^[0-9]{1,12}[KMGT]?$")] | None = None
+    gpus: Annotated[int, Field(ge=0, le=64, strict=True)] = 0
     partition: str | None = None
     time: str | None = None
 
@@ -113,17 +130,17 @@ class NodeModel(BaseModel):
 
     use: str
     params: dict[str, Any] = {}
-    replicas: Annotated[int, Field(ge=1, strict=True)] = 1
+    replicas: Annotated[int, Field(ge=1, le=MAX_REPLICAS, strict=True)] = 1
     ordered: bool | list[str] = False
-    reorder_buffer: Annotated[int, Field(ge=1, strict=True)] = 1024
+    reorder_buffer: Annotated[int, Field(ge=1, le=MAX_REORDER_BUFFER, strict=True)] = 1024
     events: EventsModel | None = None
     on_error: Literal["fail_fast", "skip"] = "fail_fast"
-    retries: Annotated[int, Field(ge=0, strict=True)] = 0
-    retry_delay: Annotated[float, Field(ge=0)] = 0.0
+    retries: Annotated[int, Field(ge=0, le=MAX_RETRIES, strict=True)] = 0
+    retry_delay: Seconds = 0.0
     restart: Literal["never", "on-failure"] = "never"
-    max_restarts: Annotated[int, Field(ge=0, strict=True)] = 3
-    restart_delay: Annotated[float, Field(ge=0)] = 0.5
-    gap_timeout: Annotated[float, Field(ge=0)] = 5.0
+    max_restarts: Annotated[int, Field(ge=0, le=MAX_RESTARTS, strict=True)] = 3
+    restart_delay: Seconds = 0.5
+    gap_timeout: Timeout = 5.0
     hang_timeout: Annotated[float, Field(ge=0)] | None = HANG_TIMEOUT
     reorder_timeout: Annotated[float, Field(ge=0)] | None = REORDER_TIMEOUT
     check_finite: Annotated[bool, Field(strict=True)] = True

@@ -109,7 +109,7 @@ class Launcher(Handling, Wiring, Supervision, Hangs, Scaling, Reporting):
         self.placement: Placement = placement or LocalPlacement(transport)
         self.keep_rundir = rundir is not None
         if rundir is None:
-            rundir = Path(tempfile.mkdtemp(prefix=f"beampipe-{pipeline.name}-"))
+            rundir = Path(tempfile.mkdtemp(prefix=f"beampipe-{pipeline.name[:16]}-"))
         self.rundir = rundir
         self.logs = logs if logs is not None else rundir / "logs"
         """Where the node processes' logs go (``NODE.REPLICA[.RESTART].log``)."""

@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 
 from beampipe.config import Pipeline
 from beampipe.launch.command import NodeCommand
+from beampipe.transport.address import ipc_path_problem
 
 
 class NodeProcess(Protocol):
@@ -95,9 +96,22 @@ class LocalPlacement:
         return bound
 
     def start(self, pipeline: Pipeline, rundir: Path) -> None:
+        """With ``ipc``, the sockets go into ``rundir``.
+
+        Raises:
+            ValueError: with ``ipc``, a socket path in ``rundir`` longer than a Unix domain
+                socket's may be (a long ``TMPDIR`` or ``BEAMPIPE_HOME``).
+        """
         if self.transport == "ipc":
             self.control_bind = f"ipc://{rundir}/control"
             self.node_bind = f"ipc://{rundir}/{{name}}"
+            for endpoint in (self.control_bind, _longest_node_bind(pipeline, self.node_bind)):
+                problem = ipc_path_problem(endpoint)
+                if problem is not None:
+                    raise ValueError(
+                        f"{problem}: run with '--transport tcp', or from a shorter TMPDIR "
+                        "(beampipe run) or BEAMPIPE_HOME (beampipe deploy)"
+                    )
 
     def spawn(self, command: NodeCommand, log: Path) -> subprocess.Popen[bytes]:
         with open(log, "wb") as out:
@@ -121,3 +135,14 @@ class LocalPlacement:
 
     def describe(self) -> dict[str, Any]:
         return {"host": socket.gethostname()}
+
+
+def _longest_node_bind(pipeline: Pipeline, template: str) -> str:
+    """The longest address a node binds at start at ``template`` (``{name}`` is
+    ``NODE-REPLICA-PORT``, see :meth:`beampipe.runtime.wiring.Wiring.bind`)."""
+    names = [
+        f"{c.source}-{pipeline.nodes[c.source].replicas - 1}-{port}"
+        for c in pipeline.connections
+        for port in (c.source_port, "tap")
+    ]
+    return template.format(name=max(names, key=lambda n: len(n.encode()), default=""))

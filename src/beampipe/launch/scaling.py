@@ -3,6 +3,7 @@ what they were sent), without a message lost or doubled (``beampipe scale``)."""
 
 from __future__ import annotations
 
+from beampipe.config.schema import MAX_REPLICAS
 from beampipe.launch.replica import Replica
 from beampipe.runtime.control import AddInputs, Retire, identity
 
@@ -43,16 +44,18 @@ class Scaling:
         streams and exit.
 
         Raises:
-            ValueError: no such node; ``replicas`` < 1; the node is a source or a reducer, is
-                fed by ``by_key`` routing (equal keys must keep going to the same replica), or
-                feeds an ``ordered`` input; the pipeline is not running; a scaling of this
-                node is still under way.
+            ValueError: no such node; ``replicas`` < 1 or > 256 (``MAX_REPLICAS``); the node is
+                a source or a reducer, is fed by ``by_key`` routing (equal keys must keep going
+                to the same replica), or feeds an ``ordered`` input; the pipeline is not
+                running; a scaling of this node is still under way.
         """
         spec = self.pipeline.nodes.get(node)
         if spec is None:
             raise ValueError(f"no node {node!r} (nodes: {', '.join(self.pipeline.nodes)})")
-        if replicas < 1:
-            raise ValueError(f"node {node!r}: replicas must be at least 1, not {replicas}")
+        if not 1 <= replicas <= MAX_REPLICAS:
+            raise ValueError(
+                f"node {node!r}: replicas must be from 1 to {MAX_REPLICAS}, not {replicas}"
+            )
         if not self.pipeline.inputs_of(node):
             raise ValueError(f"node {node!r} is a source: its replicas are fixed at start")
         if self.pipeline.node_class(node).reducer:

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from beampipe.config import read_pipeline_file
 from beampipe.manager.auth import read_token, token_path
 from beampipe.manager.store import FINAL, MANAGER_JSON, MANAGER_LOG
 
@@ -173,11 +174,11 @@ class ManagerClient:
 
         Raises:
             ManagerError: 422 with the file's problems, as ``beampipe validate`` reports them.
-            OSError: ``file`` cannot be read.
+            PipelineError: ``file`` cannot be read, is not UTF-8 or is too large.
         """
         body = {
             "file": str(file),
-            "text": file.read_text(encoding="utf-8"),
+            "text": read_pipeline_file(file),
             "base_dir": str(file.resolve().parent),
             "workdir": str((workdir or Path.cwd()).resolve()),
             "backend": backend,

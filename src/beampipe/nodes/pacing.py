@@ -9,8 +9,21 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Annotated
 
-__all__ = ["Pacer"]
+from pydantic import Field
+
+__all__ = ["MIN_RATE", "Pacer", "Rate", "Speedup"]
+
+MIN_RATE = 1e-3
+"""The slowest pace, items per second (one every 1000 s), and the smallest ``speedup``: slower
+is a hang, not a pace (and a wait beyond what ``time.sleep`` takes)."""
+
+Rate = Annotated[float, Field(ge=MIN_RATE, allow_inf_nan=False)]
+"""A ``pace`` or ``rate`` parameter in items per second: finite, at least :data:`MIN_RATE`."""
+
+Speedup = Annotated[float, Field(ge=MIN_RATE, allow_inf_nan=False)]
+"""A ``speedup`` parameter dividing a recorded pace: finite, at least :data:`MIN_RATE`."""
 
 
 class Pacer:

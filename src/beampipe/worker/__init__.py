@@ -5,11 +5,12 @@ checks import the rest from its modules: :mod:`~beampipe.worker.base` (``Node``,
 
 from beampipe.worker.base import Params, Source, TransientError, Worker
 from beampipe.worker.decorator import worker
-from beampipe.worker.paths import InputPath
+from beampipe.worker.paths import InputPath, OutputPath
 from beampipe.worker.reducer import Reducer, ReducerParams
 
 __all__ = [
     "InputPath",
+    "OutputPath",
     "Params",
     "Reducer",
     "ReducerParams",

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import zmq
-from pydantic import PositiveFloat, PositiveInt, field_validator
+from pydantic import Field, PositiveInt, field_validator
 
 import beampipe
 from beampipe.message import Item
@@ -35,6 +35,9 @@ from beampipe.nodes.dectris.messages import (
 )
 
 __all__ = ["DectrisStream", "NoMessage"]
+
+MAX_TIMEOUT = 7 * 86400.0
+"""Seconds of ``timeout``: a week (a longer wait is no timeout; null waits for ever)."""
 
 
 class NoMessage(DectrisStreamError):
@@ -103,13 +106,14 @@ class DectrisStream(beampipe.Source):
         message: v1 messages start with a JSON part, v2 with CBOR). ``series``: number of
         series to receive before the source finishes (null: until stopped or ``timeout``).
         ``timeout``: seconds without a message after which the source finishes, ending an
-        open series with what arrived (null: wait for ever); if nothing arrived at all it is
-        an error. ``prefix``: stream names are ``prefix`` + 6-digit series id."""
+        open series with what arrived (null: wait for ever; at most a week); if nothing
+        arrived at all it is an error. ``prefix``: stream names are ``prefix`` + 6-digit series
+        id."""
 
         endpoint: str
         version: Literal[1, 2, "auto"] = "auto"
         series: PositiveInt | None = None
-        timeout: PositiveFloat | None = None
+        timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT)] | None = None
         prefix: str = "series-"
 
         @field_validator("endpoint")

@@ -10,11 +10,11 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import PositiveFloat, field_validator
+from pydantic import field_validator
 
 import beampipe
 from beampipe.message import Item
-from beampipe.nodes.pacing import Pacer
+from beampipe.nodes.pacing import Pacer, Rate, Speedup
 
 __all__ = ["FileReplay", "NoFilesMatched", "match_files"]
 
@@ -77,12 +77,12 @@ class FileReplay(beampipe.Source):
     class Params(beampipe.Params):
         """``paths``: glob patterns (``**`` recursive; ``~`` expanded), or one pattern as a
         string; relative ones are taken relative to the pipeline file's folder. ``pace``:
-        ``"max"``, ``"realtime"`` or a rate in Hz (> 0). ``speedup`` (> 0) divides the realtime
-        waits."""
+        ``"max"``, ``"realtime"`` or a rate in Hz (at least 0.001). ``speedup`` (at least
+        0.001) divides the realtime waits."""
 
         paths: list[beampipe.InputPath]
-        pace: Literal["max", "realtime"] | PositiveFloat = "max"
-        speedup: PositiveFloat = 1.0
+        pace: Literal["max", "realtime"] | Rate = "max"
+        speedup: Speedup = 1.0
 
         @field_validator("paths", mode="before")
         @classmethod

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Generator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import h5py
 import numpy as np
@@ -44,6 +44,7 @@ from beampipe.nodes.files.hdf5_layout import (
     frame_dataset,
     jsonable,
 )
+from beampipe.nodes.pacing import Rate
 
 __all__ = [
     "DataFileMissing",
@@ -68,8 +69,6 @@ _SECONDS = {
     "\u03bcs": 1e-6,
     "ns": 1e-9,
 }
-
-FiniteRate = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 def stream_name(path: str | os.PathLike[str]) -> str:
@@ -137,11 +136,11 @@ class Hdf5Replay(FileReplay):
         string, relative ones taken relative to the pipeline file's folder. ``dataset``: the
         frame dataset's path in each file (or an EIGER data group), None to follow the NeXus
         default plot. ``key``: the data name of the frames in the messages. ``pace``:
-        ``"max"``, ``"realtime"`` or frames per second (> 0). ``speedup`` (> 0) divides the
+        ``"max"``, ``"realtime"`` or frames per second (at least 0.001). ``speedup`` divides the
         realtime waits. ``frame_time``: the path of the frame-time dataset for ``realtime``
         (None: the ``frame_time`` of the entry's NXdetector)."""
 
-        pace: Literal["max", "realtime"] | FiniteRate = "max"
+        pace: Literal["max", "realtime"] | Rate = "max"
         dataset: str | None = None
         key: str = Field("image", min_length=1)
         frame_time: str | None = None

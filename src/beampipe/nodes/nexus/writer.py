@@ -132,7 +132,7 @@ class NexusWriter(beampipe.Worker):
         ``monitor_mode``); the stream's own items win. ``xas``: the NXxas view, or None for
         none."""
 
-        path: str
+        path: beampipe.OutputPath
         groups: dict[str, GroupParams] = Field(default_factory=dict)
         flush_interval: float = Field(0.5, ge=0)
         stream_metadata: dict[str, Any] = Field(default_factory=dict)

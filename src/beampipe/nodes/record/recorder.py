@@ -273,7 +273,7 @@ class Recorder(beampipe.Worker):
         writes (>= 0; 0: write every message at once). ``origins``: ``{port: "node.port"}``,
         stored as each port group's ``origin`` (``beampipe record`` fills it in)."""
 
-        path: str
+        path: beampipe.OutputPath
         flush_interval: float = Field(1.0, ge=0)
         origins: dict[str, str] = Field(default_factory=dict)
 

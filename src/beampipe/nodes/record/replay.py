@@ -22,7 +22,7 @@ from pydantic import PositiveFloat
 
 import beampipe
 from beampipe.message import Item
-from beampipe.nodes.pacing import Pacer
+from beampipe.nodes.pacing import Pacer, Speedup
 from beampipe.nodes.record.recorder import FORMAT, VERSION, link_name
 
 __all__ = ["RecordingError", "Replay"]
@@ -154,14 +154,15 @@ class Replay(beampipe.Source):
     class Params(beampipe.Params):
         """``path``: the recording (relative to the pipeline file's folder). ``port``: the
         recorded input port to play back (may be left out if the recording has one).
-        ``pace``: ``"max"`` or ``"original"``. ``speedup`` (> 0) divides the original gaps.
+        ``pace``: ``"max"`` or ``"original"``. ``speedup`` (at least 0.001) divides the original
+        gaps.
         ``max_gap``: longest wait in seconds with ``original`` (None: no limit).
         ``timestamps``: ``"new"`` or ``"recorded"``."""
 
         path: beampipe.InputPath
         port: str | None = None
         pace: Literal["max", "original"] = "max"
-        speedup: PositiveFloat = 1.0
+        speedup: Speedup = 1.0
         max_gap: PositiveFloat | None = None
         timestamps: Literal["new", "recorded"] = "new"
 

@@ -20,7 +20,7 @@ from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 import beampipe
 from beampipe.message import Item
-from beampipe.nodes.pacing import Pacer
+from beampipe.nodes.pacing import Pacer, Rate
 
 __all__ = ["BACKGROUND", "RINGS", "DetectorSim", "ring_model"]
 
@@ -50,7 +50,12 @@ runtime may send small ones in batches (see :class:`beampipe.Source`)."""
 
 _TABLE_STEP = 0.125  # pixels between the radial samples that the model is interpolated from
 
-FiniteRate = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+MAX_FRAME_BYTES = 1 << 30
+"""Bytes of one frame (1 GiB: an EIGER2 16M frame of 32-bit pixels is 72 MB)."""
+MAX_STREAMS = 1_000_000
+"""Streams of a run (their names are made at the start)."""
+MAX_POOL = 1024
+"""Distinct noisy frames drawn at the start."""
 
 
 def ring_model(shape: tuple[int, int]) -> np.ndarray:
@@ -112,38 +117,48 @@ class DetectorSim(beampipe.Source):
     backpressure stall the detector catches up, as a buffering detector would.
 
     Raises (from the params): ``pydantic.ValidationError`` (a ``ValueError``) for a ``shape``
-    that is not two positive ints, a ``dtype`` not in the list, ``rate`` <= 0 or not finite,
-    ``frames``, ``streams`` or ``pool`` < 1, a negative ``seed``, and a ``frame_bytes`` that is
-    not a positive multiple of the dtype's itemsize.
+    that is not two positive ints, a ``dtype`` not in the list, ``rate`` below 0.001 Hz or not
+    finite, ``frames``, ``streams`` or ``pool`` < 1, a ``pool`` over 1024, a negative ``seed``, a
+    ``frame_bytes`` that is not a positive multiple of the dtype's itemsize, and a frame over
+    1 GiB.
     """
 
     class Params(beampipe.Params):
-        """``shape``: [rows, columns] of a frame, two positive ints (EIGER 4M by default).
+        """``shape``: [rows, columns] of a frame, two positive ints (EIGER 4M by default), at
+        most 1 GiB a frame (:data:`MAX_FRAME_BYTES`).
         ``frame_bytes``: if set, frames are one row of ``frame_bytes / itemsize`` pixels instead
         (``shape`` is then ignored; for benchmarks by message size); must be a multiple of the
-        itemsize. ``dtype``: pixel type. ``rate``: ``"max"`` or frames per second (Hz, > 0).
-        ``frames``: frames per stream. ``streams``: number of streams (acquisition series).
+        itemsize, at most 1 GiB. ``dtype``: pixel type. ``rate``: ``"max"`` or frames per
+        second (Hz, at least 0.001).
+        ``frames``: frames per stream. ``streams``: number of streams (acquisition series, at most
+        1,000,000).
         ``prefix``: stream names are ``prefix`` + 5-digit series number from 1. ``seed``: of
         the random generator (same seed, same frames). ``pool``: distinct noisy frames drawn
-        at the start and cycled through."""
+        at the start and cycled through (1 to 1024)."""
 
         shape: tuple[PositiveInt, PositiveInt] = (2167, 2070)
-        frame_bytes: PositiveInt | None = None
+        frame_bytes: Annotated[int, Field(gt=0, le=MAX_FRAME_BYTES)] | None = None
         dtype: Literal["uint8", "uint16", "uint32", "float32"] = "uint16"
-        rate: Literal["max"] | FiniteRate = "max"
+        rate: Literal["max"] | Rate = "max"
         frames: PositiveInt = 100
-        streams: PositiveInt = 1
+        streams: Annotated[int, Field(gt=0, le=MAX_STREAMS)] = 1
         prefix: str = "series_"
         seed: NonNegativeInt = 0
-        pool: PositiveInt = 8
+        pool: Annotated[int, Field(gt=0, le=MAX_POOL)] = 8
 
         @model_validator(mode="after")
-        def _frame_bytes_fits_dtype(self) -> DetectorSim.Params:
+        def _frame_fits(self) -> DetectorSim.Params:
             itemsize = np.dtype(self.dtype).itemsize
             if self.frame_bytes is not None and self.frame_bytes % itemsize:
                 raise ValueError(
                     f"frame_bytes {self.frame_bytes} is not a multiple of the {itemsize}-byte "
                     f"itemsize of {self.dtype}"
+                )
+            rows, columns = self.shape
+            if self.frame_bytes is None and rows * columns * itemsize > MAX_FRAME_BYTES:
+                raise ValueError(
+                    f"a frame of shape {list(self.shape)} and dtype {self.dtype} would be "
+                    f"{rows * columns * itemsize:,} bytes: at most {MAX_FRAME_BYTES:,} (1 GiB)"
                 )
             return self
 

@@ -215,7 +215,8 @@ class XdiReplay(FileReplay):
     class Params(FileReplay.Params):
         """``paths``: glob patterns (``**`` recursive; ``~`` expanded), or one pattern as a string;
         relative ones are taken relative to the pipeline file's folder. ``pace``: ``"max"``,
-        ``"realtime"`` or a rate in Hz (> 0). ``speedup`` (> 0) divides the realtime waits.
+        ``"realtime"`` or a rate in Hz (at least 0.001). ``speedup`` (at least 0.001) divides
+        the realtime waits.
         ``time_column``: the column holding each point's acquisition time in seconds."""
 
         time_column: str = "time_pp"
