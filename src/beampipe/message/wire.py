@@ -53,7 +53,37 @@ def encode(item: Item) -> list[Any]:
     """
     try:
         if isinstance(item, Message):
-            return _encode_message(item)
+            entries: list[list[Any]] = []
+            buffers: list[Any] = []
+            for name, value in item.data.items():
+                if isinstance(value, bytes):
+                    if len(value) < INLINE_LIMIT:
+                        entries.append([name, "bytes", [len(value)], value])
+                    else:
+                        entries.append([name, "bytes", [len(value)], None])
+                        buffers.append(value)
+                    continue
+                dtype = value.dtype
+                if dtype.hasobject:  # tobytes() would give the pointers
+                    raise TypeError(name)
+                if not value.flags.c_contiguous:
+                    value = np.ascontiguousarray(value)
+                if value.nbytes < INLINE_LIMIT:
+                    entries.append([name, dtype.str, value.shape, value.tobytes()])
+                else:
+                    entries.append([name, dtype.str, value.shape, None])
+                    buffers.append(value)
+            header = {
+                "v": PROTOCOL_VERSION,
+                "k": _DATA,
+                "s": item.stream,
+                "i": item.id,
+                "m": item.metadata,
+                "t": item.timestamps,
+                "a": entries,
+                "l": item.lineage,
+            }
+            return [msgpack.packb(header, use_bin_type=True), *buffers]
         if isinstance(item, StreamStart):
             header = {"v": PROTOCOL_VERSION, "k": _START, "s": item.stream, "m": item.metadata}
         elif isinstance(item, EndOfStream):
@@ -71,40 +101,6 @@ def encode(item: Item) -> list[Any]:
         return [msgpack.packb(header, use_bin_type=True)]
     except (TypeError, ValueError, OverflowError, AttributeError) as exc:
         raise TypeError(uncarried(item) or f"{type(exc).__name__}: {exc}") from exc
-
-
-def _encode_message(item: Message) -> list[Any]:
-    entries: list[list[Any]] = []
-    buffers: list[Any] = []
-    for name, value in item.data.items():
-        if isinstance(value, bytes):
-            if len(value) < INLINE_LIMIT:
-                entries.append([name, "bytes", [len(value)], value])
-            else:
-                entries.append([name, "bytes", [len(value)], None])
-                buffers.append(value)
-            continue
-        dtype = value.dtype
-        if dtype.hasobject:  # tobytes() would give the pointers
-            raise TypeError(name)
-        if not value.flags.c_contiguous:
-            value = np.ascontiguousarray(value)
-        if value.nbytes < INLINE_LIMIT:
-            entries.append([name, dtype.str, value.shape, value.tobytes()])
-        else:
-            entries.append([name, dtype.str, value.shape, None])
-            buffers.append(value)
-    header = {
-        "v": PROTOCOL_VERSION,
-        "k": _DATA,
-        "s": item.stream,
-        "i": item.id,
-        "m": item.metadata,
-        "t": item.timestamps,
-        "a": entries,
-        "l": item.lineage,
-    }
-    return [msgpack.packb(header, use_bin_type=True), *buffers]
 
 
 CARRIED = "str, int, float, bool, None, lists and dicts with str keys"

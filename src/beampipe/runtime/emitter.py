@@ -1,10 +1,15 @@
 """The emitter: how what a worker returns goes out on the node's output ports.
 
 A result inherits what the worker left empty (stream, id, timestamps) from the message or event
-it was computed from, gets its lineage (docs/reliability.md, "Acknowledgements and crash
-recovery") and this node's timestamp; its NaN and infinite values are counted
-(``check_finite``). A send waits for credit (docs/dataflow.md, "Flow control") while the node
-answers control and output frames, not its inputs, so backpressure travels up to the source.
+it was computed from and is checked (:func:`~beampipe.worker.base.by_port`: its type and output
+ports; :func:`check_message`: a stream, an id of 1 or more, once per stream and port in one
+call; the encoding: data and metadata the wire format can carry): what cannot be sent raises a
+:class:`~beampipe.ResultError` before anything of the result is sent. The common case, one
+message for the input's stream, costs an id check and the encoding that sending needs anyway.
+A result gets its lineage (docs/reliability.md, "Acknowledgements and crash recovery") and
+this node's timestamp; its NaN and infinite values are counted (``check_finite``). A send waits
+for credit (docs/dataflow.md, "Flow control") while the node answers control and output frames,
+not its inputs, so backpressure travels up to the source.
 While the worker is called, the results hold its inputs' :class:`~beampipe.runtime.acks.Origin`
 until they are acknowledged downstream. Small results may wait in output batches while the node
 works through input it already has (:data:`FAST_CALL`, :data:`BATCH_DELAY`). A worker may emit
@@ -95,16 +100,27 @@ class Emitter:
             ResultError: the wire format cannot carry ``item``; nothing was sent.
         """
         out = self.outputs.get(port)
-        if out is not None:
-            self._put(out, port, item, self._frames(port, item))
+        if out is None:
+            return
+        try:
+            frames = encode(item)
+        except TypeError as exc:
+            raise unsendable(item, port, exc) from None
+        if self.corrupt is not None and isinstance(item, Message):
+            frames = self.corrupt.apply(frames)
+        if self.check_finite and isinstance(item, Message):
+            self.metrics.nonfinite += self.notes.count_nonfinite(item.data, item.stream, item.id)
+        while not out.try_send(item, frames, self.origin, self.batchable):
+            self.wait(1000)
+        if self.tap is not None:
+            self.tap.offer(port, item, frames)
 
     def _frames(self, port: str, item: Item) -> list[Any]:
         """``item`` encoded (and corrupted, if that fault is injected)."""
         try:
             frames = encode(item)
         except TypeError as exc:
-            text = f"{described(item, port)} cannot be sent: {exc}"
-            raise ResultError(text, f"unsendable:{exc}") from None
+            raise unsendable(item, port, exc) from None
         if self.corrupt is not None and isinstance(item, Message):
             frames = self.corrupt.apply(frames)
         return frames
@@ -280,6 +296,11 @@ def check_message(msg: Message, port: str, hook: str) -> None:
             f"ids are 1, 2, 3, ... (an int){hint}",
             "id",
         )
+
+
+def unsendable(item: Item, port: str, exc: TypeError) -> ResultError:
+    """The error for ``item``, which :func:`~beampipe.message.encode` refused with ``exc``."""
+    return ResultError(f"{described(item, port)} cannot be sent: {exc}", f"unsendable:{exc}")
 
 
 def described(item: Item, port: str) -> str:

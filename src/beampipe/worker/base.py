@@ -231,8 +231,11 @@ class Worker(Node):
         """Handle one message; ``msg.port`` names the input port it came in on. A worker with
         ``events = True`` receives a :class:`~beampipe.Event` instead (its ``messages`` by port).
 
-        Messages returned without ``stream``/``id`` inherit those of ``msg``. An exception
-        raised here stops the run (fail fast) with node, stream, id and traceback.
+        Messages returned without ``stream``/``id`` inherit those of ``msg``. What is returned
+        must be of the :data:`Output` types, for the node's output ports, with ids of 1 or more
+        (once per stream and port) and data and metadata the wire format can carry, or it is a
+        :class:`ResultError`. An exception raised here, or a :class:`ResultError`, stops the run
+        (fail fast) with node, stream, id and traceback, or skips ``msg`` (``on_error: skip``).
         """
         raise NotImplementedError(f"{type(self).__name__}.process")
 
