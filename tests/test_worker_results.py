@@ -192,6 +192,16 @@ def test_a_source_item_that_cannot_be_sent_is_refused(kind: str) -> None:
     assert SOURCE_CAUSES[kind] in str(raised.value)
 
 
+def test_a_stream_header_that_cannot_be_sent_stops_the_source() -> None:
+    class Header(sdk.Source):
+        def generate(self):
+            yield StreamStart("s0", {"angles": np.arange(3)})
+
+    text = r"the start of stream 's0' \(port 'out'\) cannot be sent: metadata\['angles'\] is a "
+    with pytest.raises(sdk.ResultError, match=text + r"numpy\.ndarray: metadata holds str"):
+        run(Header)
+
+
 def test_bad_source_items_under_skip_are_counted(folder: Path) -> None:
     """A skipped item with an id is not reported missing as well; the ids of the items
     without a valid stream or id (10 and 50) are."""
