@@ -102,7 +102,7 @@ class Emitter:
         out = self.outputs.get(port)
         if out is None:
             return
-        try:
+        try:  # the hot path: _frames and _put, inlined
             frames = encode(item)
         except TypeError as exc:
             raise unsendable(item, port, exc) from None
