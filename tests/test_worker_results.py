@@ -127,6 +127,21 @@ def test_a_hook_result_is_checked_and_names_the_hook() -> None:
         run(NoId, stream(2))
 
 
+def test_a_reducer_result_is_checked() -> None:
+    class Total(sdk.Reducer):
+        def start(self, group, metadata):
+            return 0.0
+
+        def reduce(self, state, msg):
+            return state + float(msg.data["x"])
+
+        def result(self, group, state, final):
+            return (Message(data={"total": state}),)
+
+    with pytest.raises(sdk.ResultError, match=r"^result\(\) returned a tuple: return a Message"):
+        run(Total, stream(3))
+
+
 # -- a worker's results in a pipeline --------------------------------------------------------
 
 
