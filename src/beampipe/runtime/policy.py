@@ -6,7 +6,8 @@ records of what a node could not use (docs/reliability.md, "Errors inside a work
 apart; then the node's ``on_error`` applies: ``fail_fast`` stops the node with a
 :class:`~beampipe.runtime.failure.NodeFailure` (as an exception in any other hook does),
 ``skip`` records the message in the dead-letter file (:mod:`beampipe.runtime.deadletter`) and
-goes on. The dead-letter file also gets the inputs a worker drops
+goes on; so does a result that cannot be sent (:meth:`ErrorPolicy.refused`, a
+:class:`beampipe.ResultError`). The dead-letter file also gets the inputs a worker drops
 (:meth:`beampipe.Worker.dead_letter`, :meth:`ErrorPolicy.dropped`), the frame sequences that
 could not be decoded (:meth:`ErrorPolicy.corrupt`) and the ids a source never issued
 (:meth:`ErrorPolicy.missing`).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from types import GeneratorType
 
 from beampipe.config import NodeSpec
 from beampipe.message import Event, Message, WireError
@@ -26,7 +28,7 @@ from beampipe.runtime.progress import Progress
 from beampipe.runtime.wiring import Wiring, log
 from beampipe.transport import InputChannel
 from beampipe.worker import TransientError
-from beampipe.worker.base import Node, Output
+from beampipe.worker.base import Node, Output, ResultError
 
 
 class ErrorPolicy:
@@ -72,7 +74,10 @@ class ErrorPolicy:
         while True:
             self.notes.stream, self.notes.msg_id = item.stream, item.id  # what it warns
             try:
-                return self.worker.process(item)
+                result = self.worker.process(item)
+                if type(result) is GeneratorType:  # its code runs now, under the policy
+                    return list(result)
+                return result
             except Exception as raised:
                 exc = in_hook(raised)
                 if isinstance(exc, TransientError) and attempt < self.retries:
@@ -85,6 +90,18 @@ class ErrorPolicy:
                 self._skipped(item, exc)
                 return None
 
+    def refused(self, item: Message | Event, exc: ResultError) -> None:
+        """What ``process`` returned for ``item`` (or, from a source, the message ``item``
+        itself) cannot be sent: skip it (recorded in the dead-letter file) or fail.
+
+        Raises:
+            NodeFailure: the policy is ``fail_fast``.
+        """
+        exc = exc.with_traceback(None)  # the runtime's frames: the text says it all
+        if not self.skip:
+            raise NodeFailure(item.stream, item.id, exc)
+        self._skipped(item, exc)
+
     def _pause(self, seconds: float) -> None:
         """Wait ``seconds`` while answering control and credit frames (not reading inputs)."""
         deadline = time.monotonic() + seconds
@@ -93,8 +110,9 @@ class ErrorPolicy:
 
     def _skipped(self, item: Message | Event, exc: Exception) -> None:
         deadletter.record(self.path, self.node, self.replica, item, exc)
+        cause = f":{exc.cause}" if isinstance(exc, ResultError) else ""
         self.notes.add(
-            f"skipped:{type(exc).__name__}",
+            f"skipped:{type(exc).__name__}{cause}",
             f"messages skipped after {type(exc).__name__}: {exc} (on_error: skip)",
         )
         self.metrics.skipped += 1

@@ -1,6 +1,7 @@
 """What the runtime's parts need of a node's wiring and error policy, in-process: pipes that
-only have a port, output ports that take every item at once, receipts without credit, and a
-source's skipped ids kept as dead letters (:mod:`beampipe.testing`)."""
+only have a port, output ports that take every item at once, receipts without credit, a
+source's skipped ids kept as dead letters, and a message it yields that cannot be sent failing
+(:mod:`beampipe.testing`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from beampipe.message import Event, Item, Message
+from beampipe.runtime.failure import NodeFailure
 from beampipe.runtime.progress import Progress
+from beampipe.worker import ResultError
 
 
 def no_wait(timeout_ms: int) -> None:
@@ -75,3 +78,8 @@ class SourcePolicy:
     def missing(self, stream: str, msg_id: int, why: str) -> None:
         self.progress.metrics.missing += 1
         self.dead_letter(Message(stream=stream, id=msg_id), why)
+
+    def refused(self, item: Message, exc: ResultError) -> None:
+        """A message the source yielded cannot be sent: the run fails, as under ``on_error:
+        fail_fast`` (the harness raises ``exc``)."""
+        raise NodeFailure(item.stream, item.id, exc)
