@@ -137,11 +137,12 @@ class ErrorPolicy:
             self.path, self.node, self.replica, channel.upstream, channel.last_size, exc
         )
 
-    def missing(self, stream: str, msg_id: int, why: str) -> None:
-        """Id ``msg_id`` of ``stream`` was never issued by this source: count and record it."""
-        self.metrics.missing += 1
+    def missing(self, stream: str, first: int, last: int, why: str) -> None:
+        """Ids ``first`` to ``last`` (both included) of ``stream`` were never issued by this
+        source: count them and record them (one dead-letter line for the range)."""
+        self.metrics.missing += last - first + 1
         self.progress.changed = True
-        deadletter.record_missing(self.path, self.node, self.replica, stream, msg_id, why)
+        deadletter.record_missing(self.path, self.node, self.replica, stream, first, last, why)
 
 
 def note_drop(notes: NoteLog, item: Message | Event, reason: str | BaseException) -> str | None:

@@ -142,8 +142,8 @@ class SourceLoop:
             state = self.book.open(item.stream)
             state.end = item
             why = f"the stream ended with id {item.last_id} without it"
-            for msg_id in self.gaps.end(item.stream, item.last_id):
-                self.policy.missing(item.stream, msg_id, why)
+            for first, last in self.gaps.end(item.stream, item.last_id):
+                self.policy.missing(item.stream, first, last, why)
             self.book.close(item.stream, state)
         else:
             raise NodeFailure(
@@ -187,5 +187,5 @@ class SourceLoop:
         deadline = gaps.next_deadline
         if deadline is not None and now >= deadline:
             why = f"not issued within gap_timeout = {gaps.timeout} s of a later id"
-            for stream, msg_id in gaps.expired(now):
-                self.policy.missing(stream, msg_id, why)
+            for stream, first, last in gaps.expired(now):
+                self.policy.missing(stream, first, last, why)
