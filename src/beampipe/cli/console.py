@@ -184,6 +184,10 @@ class ConsoleObserver:
             ("inputs dropped by nodes", "dropped"),
             ("ids never issued by sources", "missing"),
             ("frames from unknown peers dropped (see the node logs)", "rejected_frames"),
+            (
+                "connections refused: no credentials of this run (see the node logs)",
+                "refused_connections",
+            ),
         ):
             counts = {node: getattr(m, name) for node, m in metrics.items() if getattr(m, name)}
             if counts:

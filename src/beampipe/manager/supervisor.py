@@ -61,6 +61,7 @@ from beampipe.config import Backend, Pipeline, PipelineError, parse_pipeline
 from beampipe.launch.backends import make_placement
 from beampipe.launch.launcher import DRAIN_TIMEOUT, Launcher, RunResult
 from beampipe.manager.auth import same_token
+from beampipe.transport.security import Credentials, Gate
 from beampipe.viewer import ViewerUnavailable, check_packages, open_viewer
 
 DEPLOYMENT = "deployment.json"
@@ -184,9 +185,15 @@ class Supervisor:
             placement=make_placement(d.backend, d.backend_options),
             rundir=rundir,
         )
+        self.events = events
         self.ctx = zmq.Context()
+        self.gate = Gate(self.ctx, Credentials(self.token), on_refuse=self._refused)
+        """Admits only clients that present the manager's token (PLAIN)."""
         self.commands = self.ctx.socket(zmq.ROUTER)
         self.commands.setsockopt(zmq.LINGER, 0)
+        self.gate.serve(self.commands, "the supervisor's command socket")
+        self.refused_requests = 0
+        """Requests answered with an error (malformed, wrong token, refused by the launcher)."""
 
     def run(self) -> RunResult:
         """Bind the command socket, start the viewer (if any), write ``supervisor.json``, run
@@ -213,7 +220,24 @@ class Supervisor:
             return result
         finally:
             self._stop_viewer()
+            self._tally()
+            self.gate.close()
             self.ctx.destroy(linger=0)
+
+    def _refused(self, text: str) -> None:
+        """A connection without the token was refused (told in the gate's thread)."""
+        print(text, file=sys.stderr, flush=True)
+        self.events.failure(text)
+
+    def _tally(self) -> None:
+        """Say in the logs how many connections and requests were refused, if any."""
+        if self.gate.refused or self.refused_requests:
+            text = (
+                f"refused {self.gate.refused} connections without the manager's token and "
+                f"{self.refused_requests} malformed or unauthorised requests"
+            )
+            print(text, file=sys.stderr, flush=True)
+            self.events.failure(text)
 
     def _stop_viewer(self) -> None:
         if self.viewer is not None:
@@ -221,14 +245,25 @@ class Supervisor:
             viewer.stop()
 
     def _serve(self) -> None:
+        """Answer the requests waiting; whatever a request holds, it gets an answer and the
+        pipeline goes on (a refused one is logged and counted)."""
         while self.commands.poll(0):
             *envelope, body = self.commands.recv_multipart()
-            self.commands.send_multipart([*envelope, msgpack.packb(self._answer(body))])
+            try:
+                answer = self._answer(body)
+            except Exception as exc:
+                answer = {"ok": False, "status": 500, "error": f"{type(exc).__name__}: {exc}"}
+            if not answer["ok"]:
+                self.refused_requests += 1
+                text = f"refused a request ({answer['status']}): {answer['error']}"
+                print(text, file=sys.stderr, flush=True)
+                self.events.failure(text)
+            self.commands.send_multipart([*envelope, msgpack.packb(answer)])
 
     def _answer(self, body: bytes) -> dict[str, Any]:
         try:
             request = msgpack.unpackb(body, raw=False)
-        except ValueError as exc:
+        except Exception as exc:  # msgpack raises ValueError, TypeError (unhashable keys)...
             return {"ok": False, "status": 400, "error": f"not a msgpack request: {exc}"}
         if not isinstance(request, dict):
             return {"ok": False, "status": 400, "error": "a request is a msgpack map"}

@@ -112,7 +112,7 @@ class Viewer:
         """Start watching ``launcher`` (a :class:`~beampipe.launch.Launcher`, before or
         while it runs) and serving the page."""
         self.launcher = launcher
-        self._subscriber = Subscriber(self.run_status, self.previews)
+        self._subscriber = Subscriber(self.run_status, self.previews, launcher.credentials)
         self._subscriber.start()
         config = uvicorn.Config(
             self.app,
