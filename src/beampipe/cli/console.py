@@ -201,6 +201,19 @@ class ConsoleObserver:
                 )
         return lines
 
+    def refused(self, refused: int) -> int:
+        """Warn about connections to the launcher's control channel refused for want of the
+        run's credentials (listed above as they happened), if any; lines printed."""
+        if not refused:
+            return 0
+        self.console.print(
+            f"[bold yellow]warning:[/] {refused} connections to the launcher's control channel "
+            "refused: not a process of this run",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 1
+
     def warnings(self, metrics: dict[str, NodeMetrics]) -> int:
         """Per node, each distinct warning it noted (:mod:`beampipe.runtime.notes`: warnings
         raised, inputs dropped or skipped, non-finite values sent) with its count and where it

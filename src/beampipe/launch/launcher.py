@@ -83,11 +83,8 @@ class Launcher(Handling, Wiring, Supervision, Hangs, Scaling, Reporting):
             deleted at the end of a successful run.
         logs: the folder for the node logs, kept; default ``rundir/logs``.
 
-    Every run has its own :class:`~beampipe.transport.security.Credentials` (:attr:`credentials`,
-    CURVE if the pipeline says ``encrypt: true``), given to its node processes in their
-    environment: the control channel, the output ports and the taps admit only processes that
-    present them; a refused connection is reported to the observer and counted
-    (``RunResult.refused`` for the control channel, the nodes' ``refused_connections``).
+    Each run has its own :attr:`credentials`, in its node processes' environment: only they
+    connect (:mod:`beampipe.transport.security`); refusals go to the observer, counted.
 
     The first SIGINT or SIGTERM *drains* the pipeline: the sources stop taking data and end
     their open streams, everything already sent is processed and written, and the processes
@@ -266,8 +263,7 @@ class Launcher(Handling, Wiring, Supervision, Hangs, Scaling, Reporting):
             self.observer.failure(f"a command could not be served: {type(exc).__name__}: {exc}")
 
     def _report_refusals(self) -> None:
-        """Tell the observer the connections the gate refused since the last call."""
-        for text in self.gate.take():
+        for text in self.gate.take():  # the connections refused since the last call
             self.observer.failure(text)
 
     def _stop_all(self) -> None:

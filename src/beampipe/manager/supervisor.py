@@ -30,7 +30,10 @@ Files in ``DIR`` (the pipeline's directory, ``HOME/pipelines/<id>``):
     ``failed`` (1) or ``stopped`` (130).
 
 Commands (one msgpack map per request, one per reply, on the command socket; any number of
-envelope frames before the body, so REQ and DEALER clients both work):
+envelope frames before the body, so REQ and DEALER clients both work). The socket admits only
+clients that present the manager's token as PLAIN credentials
+(:class:`beampipe.transport.security.Credentials`); others are refused at the handshake,
+counted and logged:
 
 * ``{"t": "status", "token": T}`` -> ``{"ok": true, "status": launcher.status()}``
 * ``{"t": "scale", "node": N, "replicas": R, "token": T}`` -> ``{"ok": true}``
@@ -38,7 +41,8 @@ envelope frames before the body, so REQ and DEALER clients both work):
   pipeline, a second one stops it at once)
 
 A refused request gets ``{"ok": false, "status": S, "error": text}``: ``S`` is 403 for a
-missing or wrong token, 400 for a malformed request, 422 for a ``scale`` the launcher refuses.
+missing or wrong token, 400 for a malformed request, 422 for a ``scale`` the launcher refuses,
+500 for an unexpected error; each is logged (``supervisor.log``, ``events.log``) and counted.
 """
 
 from __future__ import annotations
@@ -188,12 +192,10 @@ class Supervisor:
         self.events = events
         self.ctx = zmq.Context()
         self.gate = Gate(self.ctx, Credentials(self.token), on_refuse=self._refused)
-        """Admits only clients that present the manager's token (PLAIN)."""
         self.commands = self.ctx.socket(zmq.ROUTER)
         self.commands.setsockopt(zmq.LINGER, 0)
         self.gate.serve(self.commands, "the supervisor's command socket")
-        self.refused_requests = 0
-        """Requests answered with an error (malformed, wrong token, refused by the launcher)."""
+        self.refused_requests = 0  # answered with an error
 
     def run(self) -> RunResult:
         """Bind the command socket, start the viewer (if any), write ``supervisor.json``, run
@@ -225,19 +227,16 @@ class Supervisor:
             self.ctx.destroy(linger=0)
 
     def _refused(self, text: str) -> None:
-        """A connection without the token was refused (told in the gate's thread)."""
+        """A line in ``supervisor.log`` and ``events.log`` (from any thread)."""
         print(text, file=sys.stderr, flush=True)
         self.events.failure(text)
 
     def _tally(self) -> None:
-        """Say in the logs how many connections and requests were refused, if any."""
-        if self.gate.refused or self.refused_requests:
-            text = (
+        if self.gate.refused or self.refused_requests:  # said once more at the end
+            self._refused(
                 f"refused {self.gate.refused} connections without the manager's token and "
                 f"{self.refused_requests} malformed or unauthorised requests"
             )
-            print(text, file=sys.stderr, flush=True)
-            self.events.failure(text)
 
     def _stop_viewer(self) -> None:
         if self.viewer is not None:
@@ -255,9 +254,7 @@ class Supervisor:
                 answer = {"ok": False, "status": 500, "error": f"{type(exc).__name__}: {exc}"}
             if not answer["ok"]:
                 self.refused_requests += 1
-                text = f"refused a request ({answer['status']}): {answer['error']}"
-                print(text, file=sys.stderr, flush=True)
-                self.events.failure(text)
+                self._refused(f"refused a request ({answer['status']}): {answer['error']}")
             self.commands.send_multipart([*envelope, msgpack.packb(answer)])
 
     def _answer(self, body: bytes) -> dict[str, Any]:
