@@ -250,7 +250,7 @@ class Launcher(Handling, Wiring, Supervision, Hangs, Scaling, Reporting):
             self.answer(rep, msg)
         except Exception as exc:
             self.observer.failure(
-                f"ignored a {msg.kind!r} control message from node {rep.node!r} replica "
+                f"ignored the control message {msg.kind!r} from node {rep.node!r} replica "
                 f"{rep.replica}: {type(exc).__name__}: {exc}"
             )
 
