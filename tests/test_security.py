@@ -16,6 +16,7 @@ from conftest import NODES, Recorder
 
 from beampipe.config import load_pipeline
 from beampipe.launch import Launcher
+from beampipe.manager.auth import same_token
 from beampipe.transport.security import SECRET_ENV, Credentials, CredentialsError
 
 N = 3000
@@ -145,6 +146,7 @@ def test_an_unknown_control_sender_is_refused_and_the_pipeline_completes(folder)
     assert intrusion.received == 0
     assert written(folder) == list(range(1, N + 1))
     assert result.refused >= 1
+    assert not any("ignored" in f for f in intrusion.failures)  # nothing it sent was read
     assert any(
         "the launcher's control channel: refused a connection" in f for f in intrusion.failures
     )
@@ -158,6 +160,13 @@ def test_a_curve_encrypted_pipeline_runs_end_to_end(folder):
     assert intrusion.received == 0
     assert written(folder) == list(range(1, N + 1))
     assert result.metrics["source"].refused_connections >= 1
+
+
+@pytest.mark.parametrize("given", [12345, None, ["t"], {"t": 1}, b"token", 1.5])
+def test_same_token_takes_any_input(given):
+    """S1's cause: ``{"t": "status", "token": 12345}`` made ``same_token`` raise."""
+    assert same_token(given, "token") is False
+    assert same_token("token", "token") is True
 
 
 def test_credentials_from_the_environment():
