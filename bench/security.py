@@ -15,8 +15,9 @@ message size (1 KiB, 4 MiB):
 * connection set-up: a new DEALER connects to a ROUTER in the other process, sends one byte
   and waits for the echo, 30 times: the time from connect to echo (handshake, ZAP included).
 
-The modes are interleaved within each repeat; the tables give medians over ``--repeat`` (default
-5) and the ratio to raw pyzmq of the same repeat's median.
+The modes are interleaved within each repeat, their order rotated from one repeat to the next
+(the machine's load drifts); the tables give medians over ``--repeat`` (default 7) and the
+median over the repeats of the ratio to raw pyzmq in the same repeat.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def handshake(spawn: Any, mode: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=1.5)
     parser.add_argument("--json", help="write the raw figures here")
     args = parser.parse_args()
@@ -137,21 +138,23 @@ def main() -> None:
     setups: dict[str, list[float]] = {m: [] for m in MODES}
     counts = {(m, s): 20000 if n < 65536 else 100 for m in MODES for s, n in SIZES.items()}
     for r in range(args.repeat):
+        order = MODES[r % len(MODES) :] + MODES[: r % len(MODES)]
         for name, size in SIZES.items():
-            for mode in MODES:
+            for mode in order:
                 rate = throughput(spawn, mode, size, counts[mode, name])
                 rates[mode, name].append(rate)
                 counts[mode, name] = max(50, int(rate * args.seconds))
-        for mode in MODES:
+        for mode in order:
             setups[mode].append(handshake(spawn, mode))
         print(f"repeat {r + 1}/{args.repeat} done, load {os.getloadavg()[0]:.1f}", flush=True)
     print("\n| size | mode | msg/s (median) | MB/s | x raw pyzmq |")
     print("| --- | --- | --: | --: | --: |")
     for name, size in SIZES.items():
-        raw = statistics.median(rates["none", name])
+        raw = rates["none", name]
         for mode in MODES:
             med = statistics.median(rates[mode, name])
-            print(f"| {name} | {mode} | {med:,.0f} | {med * size / 1e6:,.0f} | {med / raw:.2f} |")
+            ratio = statistics.median(x / y for x, y in zip(rates[mode, name], raw, strict=True))
+            print(f"| {name} | {mode} | {med:,.0f} | {med * size / 1e6:,.0f} | {ratio:.2f} |")
     print("\n| mode | connect to first echo, ms (median) |")
     print("| --- | --: |")
     for mode in MODES:
