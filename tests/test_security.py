@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import NODES, Recorder
 
-from beampipe.config import load_pipeline
+from beampipe.config import PipelineError, load_pipeline, parse_pipeline
 from beampipe.launch import Launcher
 from beampipe.manager.auth import same_token
 from beampipe.transport.security import SECRET_ENV, Credentials, CredentialsError
@@ -43,7 +43,12 @@ ROGUE = textwrap.dedent(
     if kind == "control":  # a routing id of a real node replica
         rogue.setsockopt(zmq.ROUTING_ID, b"work#0")
     rogue.connect(endpoint)
-    if kind == "hello":  # a forged HELLO naming the real target replica
+    if kind == "tap":  # a viewer without the secret
+        rogue.close()
+        rogue = ctx.socket(zmq.SUB)
+        rogue.setsockopt(zmq.SUBSCRIBE, b"out" + bytes(1))
+        rogue.connect(endpoint)
+    elif kind == "hello":  # a forged HELLO naming the real target replica
         hello = {"target": "work.in", "replica": 0, "credit": 64, "bytes": 1 << 26}
         rogue.send_multipart([b"H", msgpack.packb(hello)])
     else:
@@ -75,7 +80,8 @@ def rogue(endpoint: str, kind: str) -> int:
 
 class Intrusion(Recorder):
     """Once the sink has 50 messages, an intruder process talks to ``target``
-    (``"output"``: the source's output port, ``"control"``: the launcher's control channel),
+    (``"output"``: the source's output port, ``"tap"``: its tap, ``"control"``: the
+    launcher's control channel),
     then the source goes on."""
 
     def __init__(self, target: str) -> None:
@@ -96,8 +102,11 @@ class Intrusion(Recorder):
             "argv": secret in (proc / "cmdline").read_bytes(),
             "environ": secret in (proc / "environ").read_bytes(),
         }
+        source = self.launcher.replicas[b"source#0"]
         if self.target == "output":  # what `ss -ltn` or the status shows
-            self.received = rogue(self.launcher.replicas[b"source#0"].endpoints["out"], "hello")
+            self.received = rogue(source.endpoints["out"], "hello")
+        elif self.target == "tap":
+            self.received = rogue(source.tap, "tap")
         else:  # in every node's argv
             self.received = rogue(self.launcher.control_endpoint, "control")
         Path("released").touch()
@@ -134,6 +143,22 @@ def test_a_forged_hello_without_the_secret_is_refused_and_the_pipeline_completes
     assert source.resent == 0 and source.rejected_frames == 0
     log = (folder / "run" / "logs" / "source.0.log").read_text()
     assert "output 'out': refused a connection" in log
+
+
+def test_a_subscriber_without_the_secret_gets_nothing_from_a_tap(folder):
+    intrusion = Intrusion("tap")
+    result = run_with(folder, intrusion)
+    assert result.exit_code == 0, intrusion.failures
+    assert intrusion.received == 0
+    assert written(folder) == list(range(1, N + 1))
+    assert result.metrics["source"].refused_connections >= 1
+    log = (folder / "run" / "logs" / "source.0.log").read_text()
+    assert "tap: refused a connection" in log
+
+
+def test_encrypt_must_be_a_boolean():
+    with pytest.raises(PipelineError, match=r"<string>:1: .*encrypt"):
+        parse_pipeline("encrypt: 'yes'\n" + PIPELINE)
 
 
 def test_an_unknown_control_sender_is_refused_and_the_pipeline_completes(folder):
