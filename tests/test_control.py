@@ -107,8 +107,8 @@ def test_no_message_a_handler_cannot_take_ends_the_launcher():
     recorder = Recorder()
     launcher = Launcher(load_pipeline(EXAMPLE / "pipeline.yaml"), recorder)
     rep = Replica("mu", 0, None, Path("mu.0.log"))
-    launcher._handle(rep, Stop())
-    launcher._handle(rep, control.InputsAdded())
+    launcher.answer(rep, Stop())
+    launcher.answer(rep, control.InputsAdded())
     assert recorder.failures == [
         "ignored the control message 'stop' from node 'mu' replica 0: ControlError: "
         "unexpected control message 'stop'",

@@ -243,17 +243,6 @@ class Launcher(Handling, Wiring, Supervision, Hangs, Scaling, Reporting):
             self.observer.failure(f"ignored a control frame: {exc}")
             return None
 
-    def _handle(self, rep: Replica, msg: Control) -> None:
-        """:meth:`answer`, which no message can make end the run: a message a node does not
-        send, or one its handler cannot take, is ignored and reported."""
-        try:
-            self.answer(rep, msg)
-        except Exception as exc:
-            self.observer.failure(
-                f"ignored the control message {msg.kind!r} from node {rep.node!r} replica "
-                f"{rep.replica}: {type(exc).__name__}: {exc}"
-            )
-
     def _call_watched(self, handler: Callable[[], None]) -> None:
         """A watched socket's handler (a supervisor's commands), which cannot end the run: what
         it raises is reported."""
@@ -287,7 +276,7 @@ class Launcher(Handling, Wiring, Supervision, Hangs, Scaling, Reporting):
         while self.control.poll(50):
             received = self._receive()
             if received is not None and isinstance(received[1], Progress | StreamEnded):
-                self._handle(*received)
+                self.answer(*received)
 
     def _where(self, rep: Replica) -> str:
         return self.placement.where(rep.node, rep.replica) or f"pid {rep.process.pid}"
@@ -355,15 +344,8 @@ class Launcher(Handling, Wiring, Supervision, Hangs, Scaling, Reporting):
                 shutil.rmtree(self.rundir, ignore_errors=True)
         code = 0 if not self.errors else (130 if self._signalled else 1)
         final = self.published.nodes if self.published is not None else self.node_metrics()
-        return RunResult(
-            code,
-            time.monotonic() - t0,
-            self.errors,
-            self.sent,
-            final,
-            self.hang_texts(),
-            refused=self.gate.refused,
-        )
+        hangs, refused = self.hang_texts(), self.gate.refused
+        return RunResult(code, time.monotonic() - t0, self.errors, self.sent, final, hangs, refused)
 
     def _publish(self) -> None:
         self.published = self.run_status()
@@ -387,7 +369,7 @@ class Launcher(Handling, Wiring, Supervision, Hangs, Scaling, Reporting):
                 while not self.errors and self.control.poll(0):  # first error wins
                     received = self._receive()
                     if received is not None:
-                        self._handle(*received)
+                        self.answer(*received)
             for sock, handler in list(self.watched.items()):
                 if sock in ready:
                     self._call_watched(handler)

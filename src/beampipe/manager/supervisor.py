@@ -189,8 +189,7 @@ class Supervisor:
             placement=make_placement(d.backend, d.backend_options),
             rundir=rundir,
         )
-        self.events = events
-        self.ctx = zmq.Context()
+        self.events, self.ctx = events, zmq.Context()
         self.gate = Gate(self.ctx, Credentials(self.token), on_refuse=self._refused)
         self.commands = self.ctx.socket(zmq.ROUTER)
         self.commands.setsockopt(zmq.LINGER, 0)
