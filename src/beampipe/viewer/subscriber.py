@@ -69,14 +69,14 @@ class Subscriber(threading.Thread):
             e.g. after a restart, is reconnected.
         previews: where the items go.
         credentials: the run's (:attr:`beampipe.launch.Launcher.credentials`): the taps admit
-            only subscribers that present them.
+            only subscribers that present them (None: no run, so no tap, is watched).
     """
 
     def __init__(
         self,
         status: Callable[[], RunStatus | None],
         previews: Previews,
-        credentials: Credentials,
+        credentials: Credentials | None,
     ) -> None:
         super().__init__(name="beampipe-viewer-subscriber", daemon=True)
         self.status = status
@@ -107,7 +107,8 @@ class Subscriber(threading.Thread):
                 poller.unregister(known[1])
                 known[1].close(linger=0)
             sock = self._ctx.socket(zmq.SUB)
-            self.credentials.client(sock)
+            if self.credentials is not None:
+                self.credentials.client(sock)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RCVHWM, 1000)
             for port in ports:
