@@ -35,6 +35,7 @@ from beampipe.runtime.startup import Parts, build
 from beampipe.runtime.streams import StreamState
 from beampipe.runtime.wiring import Stopped, Wiring
 from beampipe.transport import InputChannel
+from beampipe.transport.security import Credentials
 from beampipe.worker import ResultError, Source
 from beampipe.worker.base import Node
 
@@ -58,7 +59,7 @@ class NodeRuntime:
         self.incarnation = incarnation
         """How often this replica was restarted before this process."""
         self.ctx = zmq.Context()
-        self.wiring = Wiring(self.ctx, control_endpoint, node, replica)
+        self.wiring = Wiring(self.ctx, control_endpoint, node, replica, Credentials.from_env())
         self.worker: Node | None = None
         self.streams: dict[str, StreamState] = {}
         """The streams open here (kept by the stream book)."""
@@ -110,6 +111,7 @@ class NodeRuntime:
                     self.worker.close()
                 except Exception:  # the run is already failing or stopping: log it only
                     traceback.print_exc()
+            self.wiring.gate.close()
             self.ctx.destroy(linger=2000)
         return status
 
