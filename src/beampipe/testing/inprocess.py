@@ -6,7 +6,7 @@ source's skipped ids kept as dead letters, and a message it yields that cannot b
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from beampipe.message import Event, Item, Message
 from beampipe.runtime.failure import NodeFailure
@@ -42,6 +42,13 @@ class Port:
 
 
 @dataclass
+class Gate:
+    """In-process no process connects: none is refused."""
+
+    refused: int = 0
+
+
+@dataclass
 class Wiring:
     """What the runtime's parts read of a node's wiring, in-process."""
 
@@ -51,6 +58,7 @@ class Wiring:
     outputs: dict[str, Port]
     tap: None = None
     control: None = None
+    gate: Gate = field(default_factory=Gate)
     draining: bool = False
 
 
@@ -75,9 +83,12 @@ class SourcePolicy:
     progress: Progress
     dead_letter: Callable[[Message | Event, str | BaseException], None]
 
-    def missing(self, stream: str, msg_id: int, why: str) -> None:
-        self.progress.metrics.missing += 1
-        self.dead_letter(Message(stream=stream, id=msg_id), why)
+    def missing(self, stream: str, first: int, last: int, why: str) -> None:
+        """Ids ``first`` to ``last`` were never issued: counted, one dead letter per range
+        (for the first id; the text names the range when it holds more than one)."""
+        self.progress.metrics.missing += last - first + 1
+        text = why if last == first else f"ids {first}..{last} missing: {why}"
+        self.dead_letter(Message(stream=stream, id=first), text)
 
     def refused(self, item: Message, exc: ResultError) -> None:
         """A message the source yielded cannot be sent: the run fails, as under ``on_error:
