@@ -1,0 +1,276 @@
+"""The per-frame workers ``frame.stats`` and ``frame.roi`` on real detector frames.
+
+Frames: a PILATUS3 300K miniCBF (NSLS-II LiX, read with fabio), the Pilatus 1M SAXS and WAXS
+frames of a Bluesky HDF5 file (read with h5py), a PerkinElmer TIFF with its mask (NSLS-II XPD);
+see /work/shared/data/*/README.md. Every value is compared with numpy or scipy.ndimage called
+directly on the same frames: integer sums exactly, the rest to 1e-12 (another summation order).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import fabio
+import h5py
+import numpy as np
+import pytest
+from conftest import REPO, beampipe, nxcheck
+from matplotlib.path import Path as Polygon
+from scipy import ndimage
+
+import beampipe as bp
+from beampipe.nodes.frame.pixels import PixelFileError
+from beampipe.nodes.frame.roi import FrameRoi
+from beampipe.nodes.frame.stats import FrameStats
+from beampipe.testing import run
+
+DATA = REPO.parent / "shared" / "data"
+if not DATA.is_dir():
+    DATA = Path("/work/shared/data")
+LIX = DATA / "saxs-waxs-lix"
+XPD = DATA / "powder-ni-xpd"
+pytestmark = pytest.mark.skipif(not LIX.is_dir(), reason=f"no shared data in {DATA}")
+
+
+def cbf() -> np.ndarray:
+    """The PILATUS3 300K frame, (619, 487) int32; -1 marks gaps, -2 bad pixels."""
+    with fabio.open(LIX / "Sol-b_000018_WAXS1.cbf") as img:
+        return np.asarray(img.data)
+
+
+def pilatus_1m() -> np.ndarray:
+    """The SAXS and WAXS2 frames of the Bluesky file, (2, 1043, 981) int32."""
+    with h5py.File(LIX / "AgBH-2020Aug16.h5") as f:
+        data = f["AgBH_2020Aug16/primary/data"]
+        return np.concatenate([data["pil1M_image"][()], data["pilW2_image"][()]])
+
+
+def ni() -> tuple[np.ndarray, np.ndarray]:
+    """The PerkinElmer frame (2048, 2048) float32 and its mask (bool, True = masked)."""
+    with fabio.open(XPD / "Ni_img_file.tiff") as img:
+        frame = np.asarray(img.data)
+    return frame, np.load(XPD / "mask_file.npy") != 0
+
+
+def stream(frames, name="scan", metadata=None) -> list:
+    items: list = [bp.StreamStart(name, {})]
+    for i, frame in enumerate(frames, 1):
+        frame = np.ascontiguousarray(frame)
+        frame.setflags(write=False)  # as from the wire
+        meta = {"signal": "image", **((metadata or {}).get(i, {}))}
+        items.append(bp.Message(data={"image": frame}, metadata=meta, stream=name, id=i))
+    items.append(bp.EndOfStream(name, len(frames)))
+    return items
+
+
+# -- frame.stats ----------------------------------------------------------------------------------
+
+
+def test_stats_equal_numpy_on_a_cbf_frame_with_an_edf_mask(tmp_path):
+    frame = cbf()
+    mask = frame < 0  # the detector's gaps and bad pixels
+    fabio.edfimage.EdfImage(data=mask.astype(np.uint8)).write(str(tmp_path / "mask.edf"))
+    frames = [frame, frame[::-1].copy(), np.roll(frame, 3, axis=1)]
+    results = run(
+        FrameStats, stream(frames), {"mask": "mask.edf", "threshold": 10}, base_dir=tmp_path
+    )
+    out = results.messages()
+    assert [m.id for m in out] == [1, 2, 3]
+    for m, f in zip(out, frames, strict=True):
+        values = f[~mask]
+        assert m.data["sum"] == values.sum(dtype=np.float64)  # integers: exact
+        assert m.data["npix"] == values.size == mask.size - mask.sum()
+        assert m.data["max"] == values.max()
+        assert m.data["mean"] == pytest.approx(values.mean(dtype=np.float64), rel=1e-12)
+        assert m.data["over"] == np.count_nonzero(values > 10)
+        assert m.metadata["signal"] == "sum"
+    assert mask.sum() > 10_000  # the mask mattered: the gaps hold -1
+    assert out[0].data["sum"] != frame.sum(dtype=np.float64)
+
+
+def test_stats_leave_out_nan_pixels_and_the_npy_mask_of_a_float_frame(tmp_path):
+    frame, mask = ni()
+    holed = frame.copy()
+    holed[100:110, 200:300] = np.nan  # as frame.correct marks masked pixels
+    results = run(FrameStats, stream([frame, holed]), {"mask": str(XPD / "mask_file.npy")})
+    a, b = results.messages()
+    for m, f in ((a, frame), (b, holed)):
+        values = f[~mask & np.isfinite(f)]
+        assert m.data["npix"] == values.size
+        assert m.data["sum"] == pytest.approx(values.sum(dtype=np.float64), rel=1e-12)
+        assert m.data["max"] == values.max()
+    assert b.data["npix"] == a.data["npix"] - np.count_nonzero(~mask[100:110, 200:300])
+
+
+def test_stats_scan_axis_from_metadata_and_no_pixel_left():
+    frame = cbf()[:8, :8]
+    results = run(
+        FrameStats,
+        stream([frame, np.full((8, 8), -1, np.int32)], metadata={1: {"th": 0.5}, 2: {"th": 0.75}}),
+        {"axis": "th"},
+    )
+    a, b = results.messages()
+    assert a.data["th"] == 0.5 and b.data["th"] == 0.75
+    assert a.metadata["axes"] == ["th"]
+    assert b.data["npix"] == 64  # no mask: -1 is a value here
+
+
+# -- frame.roi ------------------------------------------------------------------------------------
+
+
+def reference(frame: np.ndarray, pixels: np.ndarray) -> dict[str, float]:
+    """scipy.ndimage's statistics of the ``pixels`` of ``frame``."""
+    labels = pixels.astype(np.int32)
+    cy, cx = ndimage.center_of_mass(frame.astype(np.float64), labels, 1)
+    return {
+        "sum": ndimage.sum_labels(frame.astype(np.float64), labels, 1),
+        "mean": ndimage.mean(frame.astype(np.float64), labels, 1),
+        "max": ndimage.maximum(frame, labels, 1),
+        "npix": int(pixels.sum()),
+        "cx": cx,
+        "cy": cy,
+    }
+
+
+def test_roi_rect_polygon_and_file_equal_scipy_ndimage_on_a_masked_float_frame(tmp_path):
+    frame, mask = ni()
+    frames = [frame, np.roll(frame, (5, -9), axis=(0, 1)), frame[::-1]]
+    ring = np.hypot(*np.meshgrid(np.arange(2048) - 1030.3, np.arange(2048) - 1010.7)) < 300
+    ring &= ~(np.hypot(*np.meshgrid(np.arange(2048) - 1030.3, np.arange(2048) - 1010.7)) < 250)
+    fabio.tifimage.TifImage(data=ring.astype(np.uint8)).write(str(tmp_path / "ring.tif"))
+    polygon = [[300.4, 150.2], [900.7, 160.1], [700.2, 800.6], [350.5, 650.3]]
+    rois = {
+        "peak": {"rect": {"x": 950, "y": 1000, "width": 150, "height": 100}},
+        "quad": {"polygon": polygon},
+        "ring": {"file": "ring.tif"},
+    }
+    results = run(
+        FrameRoi,
+        stream(frames),
+        {"rois": rois, "mask": str(XPD / "mask_file.npy")},
+        base_dir=tmp_path,
+    )
+    rows, cols = np.mgrid[:2048, :2048]
+    inside = Polygon(polygon).contains_points(np.c_[cols.ravel(), rows.ravel()]).reshape(2048, 2048)
+    rect = np.zeros_like(mask)
+    rect[1000:1100, 950:1100] = True
+    assert (rect & mask).any() and (inside & mask).any()  # the mask cuts into the ROIs
+    out = results.messages()
+    assert len(out) == 3
+    for m, f in zip(out, frames, strict=True):
+        assert m.metadata["signal"] == "peak_sum"
+        for name, pixels in (("peak", rect), ("quad", inside), ("ring", ring)):
+            want = reference(f, pixels & ~mask)
+            assert m.data[f"{name}_npix"] == want["npix"]
+            assert m.data[f"{name}_max"] == want["max"]
+            for stat in ("sum", "mean", "cx", "cy"):
+                assert m.data[f"{name}_{stat}"] == pytest.approx(want[stat], rel=1e-12), stat
+
+
+def test_roi_of_integer_frames_without_mask_sum_exactly_and_nan_pixels_are_left_out():
+    frames = pilatus_1m()
+    rois = {"beam": {"rect": {"x": 400, "y": 700, "width": 200, "height": 150}}}
+    out = run(FrameRoi, stream(frames), {"rois": rois}).messages()
+    for m, f in zip(out, frames, strict=True):
+        box = f[700:850, 400:600]
+        assert m.data["beam_sum"] == box.sum(dtype=np.float64)
+        assert m.data["beam_npix"] == box.size
+        cy, cx = ndimage.center_of_mass(box.astype(np.float64))
+        assert m.data["beam_cx"] == pytest.approx(cx + 400, rel=1e-12)
+        assert m.data["beam_cy"] == pytest.approx(cy + 700, rel=1e-12)
+    holed = frames[0].astype(np.float32)
+    holed[710, 410:420] = np.nan
+    (m,) = run(FrameRoi, stream([holed]), {"rois": rois}).messages()
+    box = holed[700:850, 400:600]
+    assert m.data["beam_npix"] == box.size - 10
+    assert m.data["beam_sum"] == pytest.approx(np.nansum(box, dtype=np.float64), rel=1e-12)
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+
+def test_a_frame_of_another_shape_mid_stream_is_a_dead_letter_naming_node_stream_and_id():
+    frames = [cbf(), cbf()[:300], cbf()]
+    results = run(FrameStats, stream(frames), name="stats")
+    assert [m.id for m in results.messages()] == [1, 3]
+    ((item, reason),) = results.dead_letters
+    assert item.id == 2
+    assert "stats: stream 'scan', id 2" in str(reason)
+    assert "(300, 487)" in str(reason) and "(619, 487)" in str(reason)
+
+
+def test_a_mask_of_another_shape_is_an_error_naming_the_mask_file():
+    with pytest.raises(PixelFileError, match=r"mask_file\.npy.*\(2048, 2048\).*\(619, 487\)"):
+        run(
+            FrameRoi,
+            stream([cbf()]),
+            {
+                "rois": {"a": {"rect": {"x": 0, "y": 0, "width": 2, "height": 2}}},
+                "mask": str(XPD / "mask_file.npy"),
+            },
+            name="roi",
+        )
+
+
+def test_a_missing_mask_file_and_a_rectangle_outside_the_frame_are_errors(tmp_path):
+    with pytest.raises(PixelFileError, match=r"nothere\.edf"):
+        run(FrameStats, [], {"mask": "nothere.edf"}, base_dir=tmp_path)
+    rois = {"big": {"rect": {"x": 480, "y": 0, "width": 10, "height": 5}}}
+    with pytest.raises(ValueError, match=r"roi: stream 'scan', id 1: ROI 'big'.*487 columns"):
+        run(FrameRoi, stream([cbf()]), {"rois": rois}, name="roi")
+
+
+def test_roi_params_are_checked():
+    with pytest.raises(ValueError, match="exactly one of rect, polygon, file"):
+        FrameRoi.Params(rois={"a": {}})
+    with pytest.raises(ValueError, match="ROI name"):
+        FrameRoi.Params(rois={"a-b": {"rect": {"x": 0, "y": 0, "width": 1, "height": 1}}})
+
+
+# -- a real pipeline ---------------------------------------------------------------------------
+
+
+def test_pipeline_hdf5_replay_roi_stats_into_nexus(tmp_path):
+    frames = pilatus_1m()
+    with h5py.File(tmp_path / "agbh.h5", "w") as f:
+        f.create_dataset("entry/data/data", data=frames, chunks=(1, *frames.shape[1:]))
+    (tmp_path / "pipeline.yaml").write_text(
+        textwrap.dedent("""\
+        name: frames
+        nodes:
+          frames: {use: hdf5_replay, params: {paths: agbh.h5, dataset: entry/data/data}}
+          roi:
+            use: frame.roi
+            params:
+              rois:
+                beam: {rect: {x: 400, y: 700, width: 200, height: 150}}
+                arc: {polygon: [[100.5, 100.5], [900.5, 120.5], [500.5, 600.5]]}
+          stats: {use: frame.stats, params: {threshold: 100}}
+          nexus: {use: nexus_writer, params: {path: out/frames.nxs, xas: null}}
+        connections:
+          - frames -> roi
+          - frames -> stats
+          - roi -> nexus.rois
+          - stats -> nexus.stats
+        """)
+    )
+    done = beampipe("run", "pipeline.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows, cols = np.mgrid[:1043, :981]
+    arc = (
+        Polygon([[100.5, 100.5], [900.5, 120.5], [500.5, 600.5]])
+        .contains_points(np.c_[cols.ravel(), rows.ravel()])
+        .reshape(1043, 981)
+    )
+    with h5py.File(tmp_path / "out" / "frames.nxs") as f:
+        rois, stats = f["agbh/rois"], f["agbh/stats"]
+        assert list(rois["id"]) == [1, 2]
+        assert rois.attrs["signal"] == "beam_sum"
+        for k, frame in enumerate(frames):
+            assert rois["beam_sum"][k] == frame[700:850, 400:600].sum(dtype=np.float64)
+            assert rois["arc_sum"][k] == frame[arc].sum(dtype=np.float64)
+            assert rois["arc_npix"][k] == arc.sum()
+            assert stats["sum"][k] == frame.sum(dtype=np.float64)
+            assert stats["over"][k] == np.count_nonzero(frame > 100)
+    assert nxcheck(tmp_path / "out" / "frames.nxs")[0] == 0
