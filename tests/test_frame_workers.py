@@ -1,15 +1,16 @@
-"""The per-frame workers ``frame.stats`` and ``frame.roi`` on real detector frames.
+"""The per-frame workers ``frame.stats``, ``frame.roi``, ``frame.correct`` and ``frame.bin`` on
+real detector frames.
 
 Frames: a PILATUS3 300K miniCBF (NSLS-II LiX, read with fabio), the Pilatus 1M SAXS and WAXS
 frames of a Bluesky HDF5 file (read with h5py), a PerkinElmer TIFF with its mask (NSLS-II XPD);
-see /work/shared/data/*/README.md. Every value is compared with numpy or scipy.ndimage called
-directly on the same frames: integer sums exactly, the rest to 1e-12 (another summation order).
+see ../shared/data/*/README.md. Every value is compared with numpy, scipy.ndimage, pyFAI's
+preprocessing or scikit-image called directly on the same frames: integer sums exactly, the rest
+to 1e-12 (another summation order).
 """
 
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 
 import fabio
 import h5py
@@ -17,17 +18,19 @@ import numpy as np
 import pytest
 from conftest import REPO, beampipe, nxcheck
 from matplotlib.path import Path as Polygon
+from pyFAI.engines.preproc import preproc
 from scipy import ndimage
+from skimage.measure import block_reduce
 
 import beampipe as bp
+from beampipe.nodes.frame.binning import FrameBin
+from beampipe.nodes.frame.correct import FrameCorrect
 from beampipe.nodes.frame.pixels import PixelFileError
 from beampipe.nodes.frame.roi import FrameRoi
 from beampipe.nodes.frame.stats import FrameStats
 from beampipe.testing import run
 
 DATA = REPO.parent / "shared" / "data"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
 LIX = DATA / "saxs-waxs-lix"
 XPD = DATA / "powder-ni-xpd"
 pytestmark = pytest.mark.skipif(not LIX.is_dir(), reason=f"no shared data in {DATA}")
@@ -274,3 +277,80 @@ def test_pipeline_hdf5_replay_roi_stats_into_nexus(tmp_path):
             assert stats["sum"][k] == frame.sum(dtype=np.float64)
             assert stats["over"][k] == np.count_nonzero(frame > 100)
     assert nxcheck(tmp_path / "out" / "frames.nxs")[0] == 0
+
+
+# -- frame.correct and frame.bin ------------------------------------------------------------------
+
+
+def test_correct_equals_pyfai_preproc_with_dark_flat_mask_gaps_and_saturation(tmp_path):
+    raw = cbf()
+    rng = np.random.default_rng(7)
+    dark = rng.poisson(2.0, raw.shape).astype(np.float32)
+    flat = rng.normal(1.0, 0.05, raw.shape).astype(np.float32)
+    flat[10:12, 10:20] = 0.0  # dead in the flat: masked
+    mask = np.zeros(raw.shape, np.uint8)
+    mask[300:310, 100:140] = 1
+    np.save(tmp_path / "dark.npy", dark)
+    fabio.edfimage.EdfImage(data=flat).write(str(tmp_path / "flat.edf"))
+    with h5py.File(tmp_path / "mask.h5", "w") as f:  # as EIGER keeps it, bit flags
+        f["entry/instrument/detector/detectorSpecific/pixel_mask"] = mask.astype(np.uint32) * 8
+    params = {"dark": "dark.npy", "flat": "flat.edf", "mask": "mask.h5", "saturation": 100000}
+    (m,) = run(FrameCorrect, stream([raw]), params, base_dir=tmp_path).messages()
+    out = m.data["image"]
+    assert out.dtype == np.float32 and out.shape == raw.shape
+    masked = (mask != 0) | (raw < 0) | (raw >= 100000) | (flat <= 0)
+    want = preproc(raw, dark=dark, flat=flat, mask=masked, empty=np.nan, dtype=np.float32)
+    np.testing.assert_array_equal(out, want)  # NaN at the same places, the rest bit for bit
+    assert np.array_equal(np.isnan(out), masked)
+    assert m.metadata["masked"] == masked.sum() and m.metadata["signal"] == "image"
+    assert (raw >= 100000).any() and (raw < 0).any()
+
+
+def test_correct_masks_the_top_value_of_unsigned_frames_and_feeds_roi_nan_aware(tmp_path):
+    raw = pilatus_1m()[0].clip(0).astype(np.uint16)
+    raw[500, 500:510] = 65535  # EIGER-style gap/overflow marker
+    (m,) = run(FrameCorrect, stream([raw]), {"dtype": "float64"}).messages()
+    out = m.data["image"]
+    assert out.dtype == np.float64 and np.isnan(out[500, 500:510]).all()
+    assert np.isnan(out).sum() == 10
+    rois = {"c": {"rect": {"x": 490, "y": 495, "width": 30, "height": 10}}}
+    (r,) = run(
+        FrameRoi, [bp.StreamStart("scan", {}), m, bp.EndOfStream("scan", 1)], {"rois": rois}
+    ).messages()
+    box = raw[495:505, 490:520].astype(np.float64)
+    assert r.data["c_npix"] == 300 - 10
+    assert r.data["c_sum"] == box[box != 65535].sum()
+
+
+def test_a_dark_of_another_shape_is_an_error_naming_the_file(tmp_path):
+    np.save(tmp_path / "dark.npy", np.zeros((10, 10)))
+    with pytest.raises(PixelFileError, match=r"dark.*dark\.npy.*\(10, 10\).*\(619, 487\)"):
+        run(FrameCorrect, stream([cbf()]), {"dark": "dark.npy"}, base_dir=tmp_path)
+
+
+@pytest.mark.parametrize(("factor", "mode"), [(2, "sum"), ((3, 4), "mean")])
+def test_bin_equals_skimage_block_reduce(factor, mode):
+    raw = cbf()
+    (m,) = run(FrameBin, stream([raw]), {"factor": factor, "mode": mode}).messages()
+    fy, fx = (factor, factor) if isinstance(factor, int) else factor
+    ny, nx = raw.shape[0] // fy, raw.shape[1] // fx
+    cropped = raw[: ny * fy, : nx * fx].astype(np.float64)
+    want = block_reduce(cropped, (fy, fx), np.sum if mode == "sum" else np.mean)
+    out = m.data["image"]
+    assert out.shape == (ny, nx) and out.dtype == np.float64
+    if mode == "sum":
+        np.testing.assert_array_equal(out, want)
+    else:
+        np.testing.assert_allclose(out, want, rtol=1e-15)
+    assert m.metadata["binning"] == [fy, fx]
+
+
+def test_bin_makes_a_bin_with_a_masked_pixel_nan():
+    frame, mask = ni()
+    (m,) = run(
+        FrameBin, stream([frame]), {"factor": 8, "mask": str(XPD / "mask_file.npy")}
+    ).messages()
+    hit = mask.reshape(256, 8, 256, 8).any(axis=(1, 3))
+    assert np.array_equal(np.isnan(m.data["image"]), hit)
+    clean = frame.astype(np.float64).reshape(256, 8, 256, 8).sum(axis=(1, 3))
+    np.testing.assert_array_equal(m.data["image"][~hit], clean[~hit])

@@ -11,7 +11,8 @@ points of the group ``beampipe.nodes`` (see ``pyproject.toml`` and ``docs/nodes.
 * :mod:`~beampipe.nodes.epics`: ``epics_source``, ``epics_sink`` (extra ``epics``).
 * :mod:`~beampipe.nodes.sim`: ``detector_sim``.
 * :mod:`~beampipe.nodes.reduce`: ``sum``.
-* :mod:`~beampipe.nodes.frame`: ``frame.stats``, ``frame.roi`` (extra ``frames``).
+* :mod:`~beampipe.nodes.frame`: ``frame.stats``, ``frame.roi``, ``frame.correct``, ``frame.bin``
+  (extra ``frames``).
 * :mod:`~beampipe.nodes.columns`: reading named numeric arrays from a message, for the workers.
 
 The packages import nothing on their own, so a pipeline needs only the dependencies of the nodes
