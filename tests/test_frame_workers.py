@@ -1,5 +1,5 @@
-"""The per-frame workers ``frame.stats``, ``frame.roi``, ``frame.correct`` and ``frame.bin`` on
-real detector frames.
+"""The per-frame workers ``frame.stats``, ``frame.roi``, ``frame.correct`` and ``frame.bin``, and
+the ``mean`` and ``max`` reducers, on real detector frames.
 
 Frames: a PILATUS3 300K miniCBF (NSLS-II LiX, read with fabio), the Pilatus 1M SAXS and WAXS
 frames of a Bluesky HDF5 file (read with h5py), a PerkinElmer TIFF with its mask (NSLS-II XPD);
@@ -28,7 +28,9 @@ from beampipe.nodes.frame.correct import FrameCorrect
 from beampipe.nodes.frame.pixels import PixelFileError
 from beampipe.nodes.frame.roi import FrameRoi
 from beampipe.nodes.frame.stats import FrameStats
-from beampipe.testing import run
+from beampipe.nodes.reduce.maximum import Max
+from beampipe.nodes.reduce.mean import Mean
+from beampipe.testing import Harness, run
 
 DATA = REPO.parent / "shared" / "data"
 LIX = DATA / "saxs-waxs-lix"
@@ -354,3 +356,36 @@ def test_bin_makes_a_bin_with_a_masked_pixel_nan():
     assert np.array_equal(np.isnan(m.data["image"]), hit)
     clean = frame.astype(np.float64).reshape(256, 8, 256, 8).sum(axis=(1, 3))
     np.testing.assert_array_equal(m.data["image"][~hit], clean[~hit])
+
+
+# -- the mean and max reducers ------------------------------------------------------------------
+
+
+def test_mean_and_max_images_equal_numpy_every_two_frames_and_at_the_end():
+    base = cbf()
+    frames = np.stack([base, base[::-1], np.roll(base, 5, axis=0), base // 2, base[:, ::-1]])
+    for cls, reference in ((Mean, np.mean), (Max, np.max)):
+        h = Harness(cls, {"every": 2}, name=cls.__name__.lower())
+        sent = h.feed(stream(frames)).messages()
+        assert [m.id for m in sent] == [2, 4, 5]
+        assert [m.metadata["final"] for m in sent] == [False, False, True]
+        for m, n in zip(sent, (2, 4, 5), strict=True):
+            want = reference(frames[:n].astype(np.float64), axis=0)
+            assert m.data["image"].dtype == np.float64
+            np.testing.assert_array_equal(m.data["image"], want)
+            assert m.data["count"] == n and m.metadata["signal"] == "image"
+
+
+def test_mean_and_max_keep_masked_pixels_nan_and_refuse_another_shape():
+    frame, _ = ni()
+    holed = frame.copy()
+    holed[5, 5] = np.nan
+    for cls in (Mean, Max):
+        (m,) = run(cls, stream([frame, holed])).messages()
+        assert np.isnan(m.data["image"][5, 5]) and np.isnan(m.data["image"]).sum() == 1
+        with pytest.raises(ValueError, match=r"stream 'scan', id 2: field 'image' has shape"):
+            run(cls, stream([frame, frame[:10]]), name="avg")
+    with pytest.raises(TypeError, match="complex64, not numeric"):
+        run(Max, stream([frame.astype(np.complex64)]), {"fields": ["image"]})
+    with pytest.raises(ValueError, match="no numeric array for the maximum; data: image"):
+        run(Max, stream([frame.astype(np.complex64)]))
