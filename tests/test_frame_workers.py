@@ -236,7 +236,7 @@ def test_roi_params_are_checked():
 # -- a real pipeline ---------------------------------------------------------------------------
 
 
-def test_pipeline_hdf5_replay_roi_stats_into_nexus(tmp_path):
+def test_pipeline_hdf5_replay_roi_stats_correct_mean_into_nexus(tmp_path):
     frames = pilatus_1m()
     with h5py.File(tmp_path / "agbh.h5", "w") as f:
         f.create_dataset("entry/data/data", data=frames, chunks=(1, *frames.shape[1:]))
@@ -252,12 +252,25 @@ def test_pipeline_hdf5_replay_roi_stats_into_nexus(tmp_path):
                 beam: {rect: {x: 400, y: 700, width: 200, height: 150}}
                 arc: {polygon: [[100.5, 100.5], [900.5, 120.5], [500.5, 600.5]]}
           stats: {use: frame.stats, params: {threshold: 100}}
-          nexus: {use: nexus_writer, params: {path: out/frames.nxs, xas: null}}
+          correct: {use: frame.correct}
+          average: {use: mean}
+          nexus:
+            use: nexus_writer
+            params:
+              path: out/frames.nxs
+              xas: null
+              groups:
+                frames: {compression: bitshuffle_lz4}
+                mean: {mode: replace}
         connections:
           - frames -> roi
           - frames -> stats
+          - frames -> correct
+          - correct -> average
+          - frames -> nexus.frames
           - roi -> nexus.rois
           - stats -> nexus.stats
+          - average -> nexus.mean
         """)
     )
     done = beampipe("run", "pipeline.yaml", cwd=tmp_path)
@@ -278,6 +291,15 @@ def test_pipeline_hdf5_replay_roi_stats_into_nexus(tmp_path):
             assert rois["arc_npix"][k] == arc.sum()
             assert stats["sum"][k] == frame.sum(dtype=np.float64)
             assert stats["over"][k] == np.count_nonzero(frame > 100)
+        stack = f["agbh/frames/image"]
+        assert stack.chunks == (1, 1043, 981) and stack.dtype == np.int32
+        assert stack.id.get_create_plist().get_filter(0)[0] == 32008  # bitshuffle
+        np.testing.assert_array_equal(stack[()], frames)
+        corrected = np.where(frames < 0, np.nan, frames.astype(np.float32))
+        np.testing.assert_array_equal(
+            f["agbh/mean/image"][()], corrected.mean(axis=0, dtype=np.float64)
+        )
+        assert f["agbh/mean/count"][()] == 2
     assert nxcheck(tmp_path / "out" / "frames.nxs")[0] == 0
 
 
