@@ -57,12 +57,12 @@ class Region:
 
     ``box`` is the ROI's bounding box ``(rows, columns)`` as slices; ``inside`` the ROI's
     unmasked pixels in it (bool, the box's shape), or None when every pixel of the box is in;
-    ``x``/``y`` the column/row index of each pixel of ``inside`` (or of the box's columns and
-    rows when ``inside`` is None), float64.
+    ``npix`` their number; ``x``/``y`` the column/row indices of the box (float64).
     """
 
     box: tuple[slice, slice]
     inside: np.ndarray | None
+    npix: int
     x: np.ndarray
     y: np.ndarray
 
@@ -77,84 +77,73 @@ class Region:
                 without any pixel in it.
             PixelFileError: the file cannot be read or its shape is not ``shape``.
         """
-        ny, nx = shape
-        if spec.rect is not None:
-            r = spec.rect
-            if r.x + r.width > nx or r.y + r.height > ny:
-                raise ValueError(
-                    f"ROI {name!r}: the rectangle x {r.x}..{r.x + r.width - 1}, y "
-                    f"{r.y}..{r.y + r.height - 1} does not fit in frames of {nx} columns x "
-                    f"{ny} rows"
-                )
-            pixels = np.zeros(shape, dtype=bool)
-            pixels[r.y : r.y + r.height, r.x : r.x + r.width] = True
-        elif spec.polygon is not None:
-            from skimage.draw import polygon2mask
-
-            vertices = np.array([(y, x) for x, y in spec.polygon], dtype=np.float64)
-            pixels = polygon2mask(shape, vertices)
-        else:
-            image = read_image(str(spec.file), f"ROI {name!r}")
-            if image.shape != shape:
-                raise PixelFileError(
-                    f"ROI {name!r}: the file {spec.file!r} has shape {image.shape}, the "
-                    f"frames {shape}"
-                )
-            pixels = image != 0
+        pixels = _pixels(name, spec, shape)
         rows, cols = np.nonzero(pixels)
         if rows.size == 0:
             raise ValueError(f"ROI {name!r} has no pixel in frames of shape {shape}")
         box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
         inside = pixels[box] if mask is None else pixels[box] & ~mask[box]
-        if inside.all():
-            return cls(
-                box,
-                None,
-                np.arange(box[1].start, box[1].stop, dtype=np.float64),
-                np.arange(box[0].start, box[0].stop, dtype=np.float64),
-            )
-        y, x = np.nonzero(inside)
-        return cls(
-            box,
-            inside,
-            (x + box[1].start).astype(np.float64),
-            (y + box[0].start).astype(np.float64),
-        )
+        npix = int(np.count_nonzero(inside))
+        x = np.arange(box[1].start, box[1].stop, dtype=np.float64)
+        y = np.arange(box[0].start, box[0].stop, dtype=np.float64)
+        return cls(box, None if npix == inside.size else inside, npix, x, y)
 
     def stats(self, frame: np.ndarray) -> tuple[float, float, float, int, float, float]:
         """``(sum, mean, max, npix, cx, cy)`` of the region in ``frame`` (float64; npix int):
         the non-finite pixels of a float frame are left out; ``cx``/``cy`` the centroid
         (intensity-weighted mean column and row). With no pixel: sum 0, the rest NaN; a
-        centroid of a zero sum is NaN."""
+        centroid of a zero sum is NaN.
+
+        The sums are taken over the box's columns and rows (``where`` the region is, 0
+        elsewhere), so a region costs a few passes over its bounding box and no copy of its
+        pixels' coordinates."""
         sub = frame[self.box]
-        if self.inside is None and (frame.dtype.kind != "f" or np.isfinite(sub).all()):
-            columns = sub.sum(axis=0, dtype=np.float64)
-            rows = sub.sum(axis=1, dtype=np.float64)
-            total = float(columns.sum())
-            return self._result(total, sub.size, float(sub.max()), columns @ self.x, rows @ self.y)
-        inside = self.inside if self.inside is not None else np.ones(sub.shape, dtype=bool)
-        x, y = self._coordinates()
-        values = sub[inside]
-        if values.dtype.kind == "f":
-            finite = np.isfinite(values)
+        use, npix = self.inside, self.npix
+        if frame.dtype.kind == "f":
+            finite = np.isfinite(sub)
             if not finite.all():
-                values, x, y = values[finite], x[finite], y[finite]
-        if values.size == 0:
+                use = finite if use is None else use & finite
+                npix = int(np.count_nonzero(use))
+        if npix == 0:
             return 0.0, np.nan, np.nan, 0, np.nan, np.nan
-        weights = values.astype(np.float64)
-        total = float(weights.sum())
-        return self._result(total, values.size, float(values.max()), weights @ x, weights @ y)
-
-    def _coordinates(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.inside is not None:
-            return self.x, self.y
-        y, x = np.meshgrid(self.y, self.x, indexing="ij")
-        return x.ravel(), y.ravel()
-
-    @staticmethod
-    def _result(
-        total: float, npix: int, peak: float, wx: float, wy: float
-    ) -> tuple[float, float, float, int, float, float]:
+        if use is None:
+            weights, peak = sub, sub.max()
+        else:
+            weights = np.where(use, sub, 0)
+            lowest = -np.inf if sub.dtype.kind == "f" else np.iinfo(sub.dtype).min
+            peak = sub.max(where=use, initial=lowest)
+        columns = weights.sum(axis=0, dtype=np.float64)
+        total = float(columns.sum())
+        mean = total / npix
         if total == 0:
-            return total, total / npix, peak, npix, np.nan, np.nan
-        return total, total / npix, peak, npix, float(wx) / total, float(wy) / total
+            return total, mean, float(peak), npix, np.nan, np.nan
+        rows = weights.sum(axis=1, dtype=np.float64)
+        cx, cy = float(columns @ self.x) / total, float(rows @ self.y) / total
+        return total, mean, float(peak), npix, cx, cy
+
+
+def _pixels(name: str, spec: RoiSpec, shape: tuple[int, int]) -> np.ndarray:
+    """The ROI's pixels in frames of ``shape`` (bool)."""
+    ny, nx = shape
+    if spec.rect is not None:
+        r = spec.rect
+        if r.x + r.width > nx or r.y + r.height > ny:
+            raise ValueError(
+                f"ROI {name!r}: the rectangle x {r.x}..{r.x + r.width - 1}, y "
+                f"{r.y}..{r.y + r.height - 1} does not fit in frames of {nx} columns x "
+                f"{ny} rows"
+            )
+        pixels = np.zeros(shape, dtype=bool)
+        pixels[r.y : r.y + r.height, r.x : r.x + r.width] = True
+        return pixels
+    if spec.polygon is not None:
+        from skimage.draw import polygon2mask
+
+        vertices = np.array([(y, x) for x, y in spec.polygon], dtype=np.float64)
+        return polygon2mask(shape, vertices)
+    image = read_image(str(spec.file), f"ROI {name!r}")
+    if image.shape != shape:
+        raise PixelFileError(
+            f"ROI {name!r}: the file {spec.file!r} has shape {image.shape}, the frames {shape}"
+        )
+    return image != 0
