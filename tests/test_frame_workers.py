@@ -16,7 +16,7 @@ import fabio
 import h5py
 import numpy as np
 import pytest
-from conftest import REPO, beampipe, nxcheck
+from conftest import REPO, beampipe, nxcheck, rows
 from matplotlib.path import Path as Polygon
 from pyFAI.engines.preproc import preproc
 from scipy import ndimage
@@ -411,3 +411,67 @@ def test_mean_and_max_keep_masked_pixels_nan_and_refuse_another_shape():
         run(Max, stream([frame.astype(np.complex64)]), {"fields": ["image"]})
     with pytest.raises(ValueError, match="no numeric array for the maximum; data: image"):
         run(Max, stream([frame.astype(np.complex64)]))
+
+
+TRUNCATING = '''
+"""A source of the PILATUS frame three times, the second cut short (a truncated frame)."""
+import fabio
+import numpy as np
+import beampipe
+
+
+class Frames(beampipe.Source):
+    class Params(beampipe.Params):
+        path: beampipe.InputPath
+
+    def generate(self):
+        with fabio.open(self.params.path) as img:
+            frame = np.asarray(img.data)
+        yield beampipe.StreamStart("scan", {})
+        for i, f in enumerate([frame, frame[:300], frame], 1):
+            yield beampipe.Message(data={"image": f}, metadata={"signal": "image"},
+                                   stream="scan", id=i)
+        yield beampipe.EndOfStream("scan", 3)
+'''
+
+
+def test_a_run_with_a_truncated_frame_goes_on_and_lists_it_in_the_dead_letter_file(tmp_path):
+    (tmp_path / "truncating.py").write_text(TRUNCATING)
+    (tmp_path / "pipeline.yaml").write_text(
+        textwrap.dedent(f"""\
+        name: cut
+        nodes:
+          frames: {{use: "truncating:Frames", params: {{path: "{LIX / "Sol-b_000018_WAXS1.cbf"}"}}}}
+          stats: {{use: frame.stats}}
+          nexus: {{use: nexus_writer, params: {{path: out/cut.nxs, xas: null}}}}
+        connections:
+          - frames -> stats
+          - stats -> nexus.stats
+        """)
+    )
+    done = beampipe("run", "pipeline.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    err = " ".join(done.stderr.split())
+    assert "1 inputs dropped by nodes (stats: 1), listed in cut.dead-letters.jsonl" in err
+    (row,) = rows(tmp_path / "cut.dead-letters.jsonl")
+    assert (row["node"], row["stream"], row["id"]) == ("stats", "scan", 2)
+    assert "(300, 487)" in row["error"] and "(619, 487)" in row["error"]
+    with h5py.File(tmp_path / "out" / "cut.nxs") as f:
+        assert list(f["scan/stats/id"]) == [1, 3]
+        assert list(f["scan/stats/sum"]) == [cbf().sum(dtype=np.float64)] * 2
+
+
+def test_mask_bits_pick_flags_of_an_eiger_pixel_mask(tmp_path):
+    frame = cbf()
+    flags = np.zeros(frame.shape, np.uint32)
+    flags[frame == -1] = 1  # gap
+    flags[:5, :] |= 8  # over-responding
+    with h5py.File(tmp_path / "master.h5", "w") as f:
+        f["entry/instrument/detector/pixel_mask"] = flags
+    for bits, masked in ((None, flags != 0), (1, frame == -1), (8, flags & 8 != 0)):
+        params = {"mask": "master.h5", "mask_bits": bits}
+        (m,) = run(FrameStats, stream([frame]), params, base_dir=tmp_path).messages()
+        assert m.data["npix"] == frame.size - masked.sum()
+        assert m.data["sum"] == frame[~masked].sum(dtype=np.float64)
+    with pytest.raises(PixelFileError, match=r"no mask in '.*master\.h5': no dataset entry/nope"):
+        run(FrameStats, [], {"mask": "master.h5::entry/nope"}, base_dir=tmp_path)
