@@ -350,6 +350,11 @@ def test_a_dark_of_another_shape_is_an_error_naming_the_file(tmp_path):
     np.save(tmp_path / "dark.npy", np.zeros((10, 10)))
     with pytest.raises(PixelFileError, match=r"dark.*dark\.npy.*\(10, 10\).*\(619, 487\)"):
         run(FrameCorrect, stream([cbf()]), {"dark": "dark.npy"}, base_dir=tmp_path)
+    np.save(tmp_path / "flat.npy", np.ones((10, 12)))
+    with pytest.raises(
+        PixelFileError, match=r"dark '.*dark\.npy' \(10, 10\), flat '.*flat\.npy' \(10, 12\)"
+    ):
+        run(FrameCorrect, [], {"dark": "dark.npy", "flat": "flat.npy"}, base_dir=tmp_path)
 
 
 @pytest.mark.parametrize(("factor", "mode"), [(2, "sum"), ((3, 4), "mean")])

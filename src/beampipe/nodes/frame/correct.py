@@ -31,8 +31,8 @@ class FrameCorrect(FrameWorker):
     ``signal`` = the field and ``masked`` (int: the pixels NaN in the output).
 
     Raises: as :class:`~beampipe.nodes.frame.frames.FrameWorker`; ``PixelFileError`` for a dark
-    or flat file that cannot be read (at creation) or whose shape is not the frames' (at a
-    stream's first frame).
+    or flat file that cannot be read or whose shape is not the mask's or the other's (at
+    creation), or not the frames' (at a stream's first frame).
     """
 
     class Params(FrameParams):
@@ -54,6 +54,13 @@ class FrameCorrect(FrameWorker):
         dtype = np.dtype(params.dtype)
         self.dark = read_image(params.dark, "dark").astype(dtype) if params.dark else None
         self.flat = read_image(params.flat, "flat").astype(dtype) if params.flat else None
+        images = {"mask": self.mask, "dark": self.dark, "flat": self.flat}
+        shapes = {k: v.shape for k, v in images.items() if v is not None}
+        if len(set(shapes.values())) > 1:
+            raise PixelFileError(
+                f"{self.name}: the images differ in shape: "
+                + ", ".join(f"{k} {getattr(params, k)!r} {shape}" for k, shape in shapes.items())
+            )
         bad_flat = None
         if self.flat is not None:
             bad_flat = ~(np.isfinite(self.flat) & (self.flat > 0))
