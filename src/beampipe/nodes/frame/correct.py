@@ -23,7 +23,8 @@ class FrameCorrect(FrameWorker):
     integer frames the dtype's maximum, EIGER's 2**n - 1 for gaps and overflows); when its raw
     value is >= ``saturation``; when the flat is <= 0 or not finite there; or when the raw value
     is NaN. ``frame.stats``, ``frame.roi``, ``frame.bin`` and the ``mean``/``max`` reducers
-    leave NaN pixels out (or keep them NaN).
+    leave NaN pixels out (or keep them NaN). These NaN are intended: the node's
+    ``check_finite: false`` keeps the run from warning about them.
 
     Input: one 2-D frame per message. Output, per frame (stream and id kept): data ``{field:
     corrected}``, ``dtype`` (float32 by default: exact for integer counts up to 2**24, the
