@@ -24,6 +24,7 @@ from beampipe.config import NodeSpec
 from beampipe.message import EndOfStream, Item, Message, StreamStart
 from beampipe.runtime.acks import lineage
 from beampipe.runtime.failure import NodeFailure, call, in_hook
+from beampipe.runtime.faults import Faults
 from beampipe.runtime.gaps import GapDetector
 from beampipe.runtime.policy import ErrorPolicy
 from beampipe.runtime.progress import PROGRESS_INTERVAL
@@ -44,6 +45,8 @@ class SourceLoop:
         book, policy: the node's stream book (with its emitter) and error policy (with the
             node's progress).
         wait: services the node's sockets, not its inputs, for at most that many ms.
+        kill_after: the ``kill`` fault (:mod:`beampipe.runtime.faults`): SIGKILL once this
+            many messages were sent (0: never).
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class SourceLoop:
         book: StreamBook,
         policy: ErrorPolicy,
         wait: Callable[[int], object],
+        kill_after: int = 0,
     ) -> None:
         self.node = wiring.node
         self.source = source
@@ -68,6 +72,12 @@ class SourceLoop:
         self.wait = wait
         self.default = source.outputs[0] if source.outputs else ""
         self.gaps = GapDetector(spec.gap_timeout)
+        self.kill_after = kill_after
+        self.sent = 0
+        self.tracks = type(source).acknowledged is not Source.acknowledged
+        """The source wants to know what was acknowledged (it defines ``acknowledged``)."""
+        self.resumed: set[str] = set()
+        """The streams whose ids sent before a restart were counted (``sent_before``)."""
 
     def run(self) -> NodeFailure | None:
         """Send what the source generates until it is exhausted, drained or fails; the failure
@@ -129,19 +139,30 @@ class SourceLoop:
         elif isinstance(item, Message):
             self.notes.stream, self.notes.msg_id = item.stream, item.id
             state = self.book.open(item.stream)
+            if self.tracks and item.stream not in self.resumed:
+                self.resumed.add(item.stream)
+                for msg_id in self.source.sent_before(item.stream):
+                    self.gaps.issued(item.stream, msg_id, now)
             if not self.gaps.issued(item.stream, item.id, now):
                 self.metrics.late += 1
             item.lineage = lineage(self.node, item.stream, item.id)
             item.stamp(self.node)
+            acked = self._watch(item)
             self.emitter.send(item.port or self.default, item)
+            self._sent(acked)
             self.progress.count(state, item.timestamps[0][1])
+            self.sent += 1
+            if self.sent == self.kill_after:
+                Faults.kill()
         elif isinstance(item, EndOfStream):
             state = self.book.open(item.stream)
             state.end = item
             why = f"the stream ended with id {item.last_id} without it"
             for msg_id in self.gaps.end(item.stream, item.last_id):
                 self.policy.missing(item.stream, msg_id, why)
+            acked = self._watch(item)
             self.book.close(item.stream, state)
+            self._sent(acked)
         else:
             raise NodeFailure(
                 None,
@@ -152,6 +173,19 @@ class SourceLoop:
                 ),
             )
 
+    def _watch(self, item: Message | EndOfStream) -> Acked | None:
+        """For a source that wants to know (it defines ``acknowledged``): the token that tells
+        it when ``item`` is acknowledged downstream, held by what is sent now."""
+        if not self.tracks:
+            return None
+        self.emitter.origin = token = Acked(self.source, item)
+        return token
+
+    def _sent(self, token: Acked | None) -> None:
+        if token is not None:
+            self.emitter.origin = None
+            token.done()
+
     def _check_gaps(self, now: float) -> None:
         """Report the ids awaited for ``gap_timeout`` seconds as missing."""
         gaps = self.gaps
@@ -160,3 +194,30 @@ class SourceLoop:
             why = f"not issued within gap_timeout = {gaps.timeout} s of a later id"
             for stream, msg_id in gaps.expired(now):
                 self.policy.missing(stream, msg_id, why)
+
+
+class Acked:
+    """The token of an item a source sent (:class:`beampipe.transport.peer.Token`): once every
+    peer it went to has acknowledged it, the source's ``acknowledged`` is told."""
+
+    __slots__ = ("item", "outstanding", "running", "source")
+
+    def __init__(self, source: Source, item: Message | EndOfStream) -> None:
+        self.source = source
+        self.item = item
+        self.outstanding = 0
+        self.running = True
+
+    def hold(self) -> None:
+        self.outstanding += 1
+
+    def release(self) -> None:
+        self.outstanding -= 1
+        if not self.outstanding and not self.running:
+            self.source.acknowledged(self.item)
+
+    def done(self) -> None:
+        """The item was handed to every output port."""
+        self.running = False
+        if not self.outstanding:
+            self.source.acknowledged(self.item)
