@@ -244,6 +244,8 @@ def test_a_restarted_source_sends_again_exactly_what_was_not_acknowledged(tmp_pa
     for k in (1, 2, 4):
         journal.acked("s", k)
     journal.flush()
+    (tmp_path / "s_00007.cbf").write_bytes(b"unreadable")
+    journal.drop(str(tmp_path / "s_00007.cbf"))  # dead-lettered by the predecessor
     node = ImageFiles(
         ImageFiles.Params(
             paths=str(tmp_path / "*.cbf"),

@@ -70,7 +70,7 @@ class Follow:
         self.journal = journal
         self.read: dict[str, int] = journal.files()
         """Frames read (given ids) per file, from its first."""
-        self.done: set[str] = set()
+        self.done: set[str] = set(journal.dropped)
         """Files read whole, or dropped."""
         self.stable: dict[str, tuple[int, int, float]] = {}
         """Per file seen: (size, mtime in ns, monotonic time it was first seen so)."""
@@ -183,6 +183,7 @@ class Follow:
 
     def _late(self, stream: str, path: Path) -> None:
         self.done.add(str(path))
+        self.journal.drop(str(path))
         self.node.dead_letter(
             Message(stream=stream, id=0, metadata={"file": str(path)}),
             f"{self.node.name}: {path} came after its stream {stream!r} had ended; not read",
@@ -197,6 +198,7 @@ class Follow:
             if h5py.is_hdf5(path) and ("already open" in str(exc) or "lock" in str(exc)):
                 return (yield from self._growing(stream, placed, path))
             self.done.add(key)
+            self.journal.drop(key)
             state = self.open.get(stream)
             self.node.dead_letter(
                 Message(stream=stream, id=state.next_id if state else 1, metadata={"file": key}),
@@ -234,6 +236,7 @@ class Follow:
             self.read[key] = i + 1
             if msg is None:
                 self.done.add(key)
+                self.journal.drop(key)
                 return
             self.journal.assign(stream, msg.id, key, i)
             state.next_id += 1

@@ -10,7 +10,8 @@ ignored):
   ``i`` of ``path`` (written when the frame was read, before it is sent);
 * ``{"acked": stream, "ids": [[a, b], ...]}``: those ids were acknowledged downstream (written
   at most :data:`FLUSH_EVERY` seconds after they were);
-* ``{"end": stream, "last": id}``: the stream's end was acknowledged downstream.
+* ``{"end": stream, "last": id}``: the stream's end was acknowledged downstream;
+* ``{"dropped": path}``: the file went to the dead-letter file (not tried again).
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class Journal:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.streams: dict[str, StreamRecord] = defaultdict(StreamRecord)
+        self.dropped: set[str] = set()
+        """Files that went to the dead-letter file."""
         self._pending: dict[str, list[int]] = defaultdict(list)
         self._since = 0.0
         if path is not None and path.exists():
@@ -74,6 +77,8 @@ class Journal:
                     acked.update(range(a, b + 1))
             elif "end" in entry:
                 self.streams[entry["end"]].ended = entry["last"]
+            elif "dropped" in entry:
+                self.dropped.add(entry["dropped"])
 
     def files(self) -> dict[str, int]:
         """Every file with frames in the journal: how many of its frames (from its first) have
@@ -104,6 +109,11 @@ class Journal:
         self.flush()
         self.streams[stream].ended = last_id
         self._write({"end": stream, "last": last_id})
+
+    def drop(self, path: str) -> None:
+        """``path`` went to the dead-letter file."""
+        self.dropped.add(path)
+        self._write({"dropped": path})
 
     def flush(self, due: bool = False) -> None:
         """Write the pending acknowledgements (``due``: only if :data:`FLUSH_EVERY` has passed
