@@ -16,8 +16,9 @@ import textwrap
 from pathlib import Path
 
 import fabio
+import h5py
 import numpy as np
-from conftest import NODES, run_pipeline
+from conftest import NODES, REPO, beampipe, run_pipeline
 from fabio.cbfimage import CbfImage
 
 import beampipe as bp
@@ -275,3 +276,31 @@ def test_a_restarted_source_sends_again_exactly_what_was_not_acknowledged(tmp_pa
     assert results.dead_letters == []  # ids 1, 2, 4 were not reported missing
     assert Journal(state).streams["s"].acked == set(range(1, 7))
     assert Journal(state).streams["s"].ended == 6
+
+
+# -- the example -------------------------------------------------------------------------------
+
+
+def test_example_watches_the_detector_and_the_sum_equals_numpy(tmp_path):
+    example = tmp_path / "image-watch"
+    shutil.copytree(REPO / "examples" / "image-watch", example)
+    detector = subprocess.Popen(
+        [sys.executable, str(example / "detector.py"), "--frames", "8", "--period", "0.1"]
+    )
+    try:
+        done = beampipe(
+            "run", str(example / "pipeline.yaml"), "--set", "frames.idle_timeout=3", cwd=tmp_path
+        )
+    finally:
+        assert detector.wait(timeout=120) == 0
+    assert done.returncode == 0, done.stderr
+    assert "finished: 1/1 streams, 8 messages" in done.stderr
+    files = sorted((example / "incoming").glob("sample_*.cbf"))
+    expected = np.stack([fabio.open(str(p)).data for p in files])
+    assert len(files) == 8
+    with h5py.File(tmp_path / "out" / "image-watch.nxs") as f:
+        entry = f["sample"]
+        np.testing.assert_array_equal(entry["frames/image"][()], expected)
+        np.testing.assert_array_equal(
+            entry["sum/image"][()], expected.sum(axis=0, dtype=np.float64)
+        )
