@@ -15,7 +15,7 @@ import h5py
 import hdf5plugin
 import numpy as np
 import pytest
-from conftest import NODES, FakeClock, run_pipeline
+from conftest import NODES, REPO, FakeClock, run_pipeline
 from fabio.adscimage import AdscImage
 from fabio.cbfimage import CbfImage
 from fabio.edfimage import EdfImage
@@ -26,9 +26,7 @@ import beampipe as bp
 from beampipe.nodes.images.source import ImageFiles, NoFilesMatched
 from beampipe.testing import run
 
-DATA = Path("/work/shared/data")
-if not DATA.exists():  # CI: shared/ is laid beside the clone
-    DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = REPO.parent / "shared" / "data"  # the project's shared/ beside the clone (read-only)
 LIX = DATA / "saxs-waxs-lix"
 XPD = DATA / "powder-ni-xpd"
 BSLZ4 = hdf5plugin.Bitshuffle(cname="lz4")

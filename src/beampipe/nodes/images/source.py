@@ -207,7 +207,7 @@ class ImageFiles(beampipe.Source):
         meta: dict[str, Any] = {
             "stream_by": self.params.stream_by,
             "signal": self.params.key,
-            "fields": {k: v for k, v in placed.fields.items()},
+            "fields": dict(placed.fields),
         }
         if frames is not None:
             meta.update(file=str(frames.path), folder=str(frames.path.parent))
