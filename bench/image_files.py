@@ -11,8 +11,8 @@ mean 0.5 (a weakly exposed frame: mostly 0 and 1, as in diffraction away from th
 * plain: one process reading the frames in a loop (``fabio.open(path).data``; ``ds[i]``) and
   touching each (``frame[0, 0]``); rate = (n - 1) / (last - first frame read).
 
-Usage: ``python bench/image_files.py [--frames 60] [--repeat 3]``; a table on stdout. Alternate
-the cases on a loaded machine and compare within one invocation only.
+Usage: ``python bench/image_files.py [--frames 60] [--repeat 3] [--window-mb 64]``; a table on
+stdout. Alternate the cases on a loaded machine and compare within one invocation only.
 """
 
 from __future__ import annotations
@@ -90,14 +90,15 @@ def plain(kind: str, folder: Path) -> float:
     return (len(times) - 1) / (times[-1] - times[0])
 
 
-def pipeline(kind: str, folder: Path) -> float:
+def pipeline(kind: str, folder: Path, window_mb: int) -> float:
     run = folder / f"run-{kind}"
     run.mkdir(exist_ok=True)
     shutil.copy(HERE / "bench_nodes.py", run)
     out = run / "sink.npy"
     paths = str(folder / "cbf" / "*.cbf") if kind == "cbf" else str(folder / "h5" / "frames.h5")
     (run / "pipeline.yaml").write_text(PIPELINE.format(paths=paths, out=out))
-    result = Launcher(load_pipeline(run / "pipeline.yaml"), Quiet()).run()
+    launcher = Launcher(load_pipeline(run / "pipeline.yaml"), Quiet(), window_bytes=window_mb << 20)
+    result = launcher.run()
     if result.exit_code != 0:
         raise RuntimeError("\n".join(result.errors))
     t = np.load(out)[:, 0]
@@ -108,6 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--window-mb", type=int, default=64, help="byte window of each pipe")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-images-") as tmp:
         folder = Path(tmp)
@@ -121,7 +123,7 @@ def main() -> None:
         for r in range(1, args.repeat + 1):
             for kind in ("cbf", "hdf5"):
                 ref = plain(kind, folder)
-                got = pipeline(kind, folder)
+                got = pipeline(kind, folder, args.window_mb)
                 print(f"| {kind} | {r} | {ref:.1f} | {got:.1f} | {got / ref:.2f} |", flush=True)
         print(f"load average {os.getloadavg()[0]:.1f}")
 
