@@ -301,3 +301,23 @@ def test_pipeline_run_sends_every_frame_of_real_files(folder):
     with h5py.File(LIX / "AgBH-2020Aug16.h5") as f:
         same(msgs[2][5]["image"], f["AgBH_2020Aug16/primary/data/pilW2_image"][0])
     assert [i[1] for i in got if i[0] == "end"] == [m[1] for m in msgs]
+
+
+def test_lambda_files_of_one_frame_each_are_one_stream_of_whole_frames(tmp_path):
+    """Issue 17's case: Lambda 250k files, one 516 x 516 frame each in a 2-D dataset with the
+    older signal=1 attribute: one message per file, the whole frame, one stream per folder."""
+    scan = tmp_path / "scan_017"
+    scan.mkdir()
+    expected = []
+    for k in range(5):
+        data = frames(1, shape=(516, 516), dtype="uint16", seed=10 + k)[0]
+        lambda_like(scan / f"lambda_{k:05d}.nxs", data)
+        expected.append(data)
+    starts, msgs, ends = split(run(source(scan / "*.nxs", stream_by="folder")).items())
+    assert [(m.stream, m.id) for m in msgs] == [("scan_017", k) for k in range(1, 6)]
+    for m, data in zip(msgs, expected, strict=True):
+        with h5py.File(m.metadata["file"]) as f:
+            same(m.data["image"], f["entry/instrument/detector/data"][()])
+        same(m.data["image"], data)
+    assert starts[0].metadata["header"]["dataset"] == "/entry/instrument/detector/data"
+    assert ends == [("scan_017", 5, None)]
