@@ -321,3 +321,15 @@ def test_lambda_files_of_one_frame_each_are_one_stream_of_whole_frames(tmp_path)
         same(m.data["image"], data)
     assert starts[0].metadata["header"]["dataset"] == "/entry/instrument/detector/data"
     assert ends == [("scan_017", 5, None)]
+
+
+def test_a_frame_of_another_shape_mid_stream_is_a_dead_letter_naming_file_and_frame(tmp_path):
+    cbf_series(tmp_path, "s", [1, 2, 4])
+    CbfImage(data=frames(1, shape=(8, 8), dtype="int32")[0]).write(str(tmp_path / "s_3.cbf"))
+    results = run(source(tmp_path / "*.cbf", stream_by="{scan}_{frame:d}.cbf"))
+    _, msgs, ends = split(results.items())
+    assert [Path(m.metadata["file"]).name for m in msgs] == ["s_1.cbf", "s_2.cbf", "s_4.cbf"]
+    assert ends == [("s", 3, None)]
+    [(item, reason)] = results.dead_letters
+    assert (item.id, item.metadata["file_frame"]) == (3, 0)
+    assert "s_3.cbf: frame 0 is (8, 8) int32, but the frames of stream 's' are (12, 10)" in reason

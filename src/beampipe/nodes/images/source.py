@@ -47,9 +47,10 @@ class ImageFiles(beampipe.Source):
     * :class:`~beampipe.EndOfStream` with the last id and the next stream (replay mode).
 
     A file that cannot be read (damaged, truncated, not an image file) or a frame that cannot
-    be read or is not 2-D goes to the dead-letter file, naming the file and frame and the
-    reason (:meth:`~beampipe.Source.dead_letter`; counted as dropped), and the other files go
-    on; the ids stay consecutive over the frames sent.
+    be read, is not 2-D or differs in shape or dtype from the stream's first frame goes to the
+    dead-letter file, naming the file and frame and the reason
+    (:meth:`~beampipe.Source.dead_letter`; counted as dropped), and the other files go on; the
+    ids stay consecutive over the frames sent.
 
     Replay (``follow: false``): the files ``paths`` match when the node starts, each pattern's
     matches in name order; streams in the order of their first file, ``pace`` as in
@@ -106,6 +107,8 @@ class ImageFiles(beampipe.Source):
         self.pacer = Pacer()
         self.journal: Journal | None = None
         """Watch mode: what was sent and acknowledged (made when :meth:`generate` starts)."""
+        self.layouts: dict[str, tuple[tuple[int, ...], Any]] = {}
+        """Per stream, the shape and dtype of its first frame, which the others must have."""
         self.streams: dict[str, list[tuple[Placed, Path]]] = {}
         if not self.params.follow:
             self.streams = self._plan(self._match())
@@ -238,8 +241,15 @@ class ImageFiles(beampipe.Source):
         try:
             data, own = frames.frame(i)
         except ImageReadError as exc:
+            self.dead_letter(Message(stream=stream, id=msg_id, metadata=meta), str(exc))
+            return None
+        first = self.layouts.setdefault(stream, (data.shape, data.dtype))
+        if (data.shape, data.dtype) != first:
             self.dead_letter(
-                Message(stream=stream, id=msg_id, metadata=meta), f"{self.name}: {exc}"
+                Message(stream=stream, id=msg_id, metadata=meta),
+                f"{self.name}: {frames.path}: frame {i} is {data.shape} {data.dtype}, but the "
+                f"frames of stream {stream!r} are {first[0]} {first[1]}; a file of another "
+                "detector or mode among the stream's files? (check 'paths' and 'stream_by')",
             )
             return None
         if self.params.header == "message":
