@@ -147,12 +147,54 @@ def test_plain_dataset_one_message_per_frame(tmp_path):
     assert end == [bp.EndOfStream("scan_0001", 7, None)]
 
 
-def test_a_2d_dataset_gives_1d_frames_and_key_names_them(tmp_path):
+def test_a_2d_dataset_is_one_frame(tmp_path):
+    """Issue 17: a 516 x 516 Lambda frame came out as 516 one-row messages."""
+    data = frames(1, shape=(516, 516), dtype="uint16")[0]
+    path = plain(tmp_path / "lambda.h5", data, dataset="entry/data/data")
+    start, msgs, end = split(run(source(path, dataset="entry/data/data")).items())
+    assert len(msgs) == 1
+    np.testing.assert_array_equal(msgs[0].data["image"], data)
+    assert msgs[0].data["image"].dtype == data.dtype
+    assert (start[0].metadata["shape"], start[0].metadata["frames"]) == ([1, 516, 516], 1)
+    assert end == [bp.EndOfStream("lambda", 1, None)]
+
+
+def test_a_2d_table_gives_1d_rows_and_key_names_them(tmp_path):
+    """A 2-D dataset that is a table (NeXus interpretation 'spectrum', or rows: true) gives one
+    message per row."""
     data = np.linspace(0, 1, 4 * 9).reshape(4, 9)
     path = plain(tmp_path / "spectra.h5", data, dataset="mca")
-    _, msgs, _ = split(run(source(path, dataset="/mca", key="spectrum")).items())
+    _, msgs, _ = split(run(source(path, dataset="/mca", key="spectrum", rows=True)).items())
     assert_frames(msgs, data, key="spectrum")
     assert msgs[0].metadata == {"frame": 0, "signal": "spectrum"}
+    with h5py.File(path, "a") as f:
+        f["mca"].attrs["interpretation"] = "spectrum"
+    _, msgs, _ = split(run(source(path, dataset="/mca", key="spectrum")).items())
+    assert_frames(msgs, data, key="spectrum")
+
+
+def lambda_like(path: Path, data: np.ndarray) -> Path:
+    """A Lambda-like NeXus file: no 'default' nor NXdata 'signal' attributes; the frames in
+    /entry/instrument/detector/data with the older attribute signal=1, bitshuffle-LZ4."""
+    with h5py.File(path, "w") as f:
+        entry = f.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        detector = entry.create_group("instrument/detector")
+        entry["instrument"].attrs["NX_class"] = "NXinstrument"
+        detector.attrs["NX_class"] = "NXdetector"
+        detector["count_time"] = 0.001
+        detector.create_dataset("data", data=data, chunks=(1, *data.shape[1:]), **BSLZ4)
+        detector["data"].attrs["signal"] = 1
+        detector["description"] = "Lambda"
+    return path
+
+
+def test_the_older_nexus_signal_1_attribute_finds_the_frames(tmp_path):
+    data = frames(3, shape=(12, 10), dtype="uint16", seed=4)
+    path = lambda_like(tmp_path / "lambda_00001.nxs", data)
+    start, msgs, _ = split(run(source(path)).items())
+    assert_frames(msgs, data)
+    assert start[0].metadata["dataset"] == "/entry/instrument/detector/data"
 
 
 def test_nexus_default_plot_is_followed(tmp_path):

@@ -4,6 +4,7 @@ points of the group ``beampipe.nodes`` (see ``pyproject.toml`` and ``docs/nodes.
 * :mod:`~beampipe.nodes.xas`: ``xdi_replay``, ``xas.transmission``, ``xas.normalize``,
   ``xas.merge`` (``xas.normalize`` needs the ``xas`` extra).
 * :mod:`~beampipe.nodes.files`: ``hdf5_replay``.
+* :mod:`~beampipe.nodes.images`: ``image_files`` (extra ``images``).
 * :mod:`~beampipe.nodes.record`: ``recorder`` and ``replay``.
 * :mod:`~beampipe.nodes.nexus`: ``nexus_writer``.
 * :mod:`~beampipe.nodes.dectris`: ``dectris_stream`` (extra ``dectris``).

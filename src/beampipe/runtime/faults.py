@@ -10,8 +10,9 @@ k (optional, default 0: the first process; ``k`` its ``k``-th restarted successo
   size does not match its header, as after a truncated transfer;
 * ``{"fault": "kill", "after": N}`` kills the node process with SIGKILL (as the kernel's
   out-of-memory killer would) once it has received ``N`` messages and processed the last of
-  them. Only the process of the entry's incarnation is killed (by default the first, not its
-  restarted successors): a replica killed at every start has one entry per incarnation.
+  them (a source: once it has sent ``N`` messages). Only the process of the entry's incarnation
+  is killed (by default the first, not its restarted successors): a replica killed at every
+  start has one entry per incarnation.
 
 Deterministic: the same run injects the same faults at the same messages. Nothing is injected
 when the variable is not set.

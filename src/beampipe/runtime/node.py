@@ -85,7 +85,13 @@ class NodeRuntime:
             parts = self.parts
             if isinstance(worker, Source):
                 loop = SourceLoop(
-                    worker, parts.spec, self.wiring, parts.book, parts.policy, self._wait
+                    worker,
+                    parts.spec,
+                    self.wiring,
+                    parts.book,
+                    parts.policy,
+                    self._wait,
+                    parts.faults.kill_after,
                 )
                 failed = loop.run()
             else:

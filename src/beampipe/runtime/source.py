@@ -25,6 +25,7 @@ from beampipe.message import EndOfStream, Item, Message, StreamStart
 from beampipe.runtime.acks import lineage
 from beampipe.runtime.emitter import check_message
 from beampipe.runtime.failure import NodeFailure, call, in_hook
+from beampipe.runtime.faults import Faults
 from beampipe.runtime.gaps import GapDetector
 from beampipe.runtime.policy import ErrorPolicy
 from beampipe.runtime.progress import PROGRESS_INTERVAL
@@ -45,6 +46,8 @@ class SourceLoop:
         book, policy: the node's stream book (with its emitter) and error policy (with the
             node's progress).
         wait: services the node's sockets, not its inputs, for at most that many ms.
+        kill_after: the ``kill`` fault (:mod:`beampipe.runtime.faults`): SIGKILL once this
+            many messages were sent (0: never).
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class SourceLoop:
         book: StreamBook,
         policy: ErrorPolicy,
         wait: Callable[[int], object],
+        kill_after: int = 0,
     ) -> None:
         self.node = wiring.node
         self.source = source
@@ -69,6 +73,12 @@ class SourceLoop:
         self.wait = wait
         self.default = source.outputs[0] if source.outputs else ""
         self.gaps = GapDetector(spec.gap_timeout)
+        self.kill_after = kill_after
+        self.sent = 0
+        self.tracks = type(source).acknowledged is not Source.acknowledged
+        """The source wants to know what was acknowledged (it defines ``acknowledged``)."""
+        self.resumed: set[str] = set()
+        """The streams whose ids sent before a restart were counted (``sent_before``)."""
 
     def run(self) -> NodeFailure | None:
         """Send what the source generates until it is exhausted, drained or fails; the failure
@@ -144,7 +154,9 @@ class SourceLoop:
             why = f"the stream ended with id {item.last_id} without it"
             for first, last in self.gaps.end(item.stream, item.last_id):
                 self.policy.missing(item.stream, first, last, why)
+            acked = self._watch(item)
             self.book.close(item.stream, state)
+            self._sent(acked)
         else:
             raise NodeFailure(
                 None,
@@ -167,6 +179,10 @@ class SourceLoop:
         port = msg.port or self.default
         check_message(msg, port, "generate()")
         state = self.book.open(msg.stream)
+        if self.tracks and msg.stream not in self.resumed:
+            self.resumed.add(msg.stream)
+            for msg_id in self.source.sent_before(msg.stream):
+                self.gaps.issued(msg.stream, msg_id, now)
         if not self.gaps.issued(msg.stream, msg.id, now):
             self.metrics.late += 1
         if port not in self.source.outputs:
@@ -178,8 +194,28 @@ class SourceLoop:
             )
         msg.lineage = lineage(self.node, msg.stream, msg.id)
         msg.stamp(self.node)
-        self.emitter.send(port, msg)
+        acked = self._watch(msg)
+        try:
+            self.emitter.send(port, msg)
+        finally:
+            self._sent(acked)
         self.progress.count(state, msg.timestamps[0][1])
+        self.sent += 1
+        if self.sent == self.kill_after:
+            Faults.kill()
+
+    def _watch(self, item: Message | EndOfStream) -> Acked | None:
+        """For a source that wants to know (it defines ``acknowledged``): the token that tells
+        it when ``item`` is acknowledged downstream, held by what is sent now."""
+        if not self.tracks:
+            return None
+        self.emitter.origin = token = Acked(self.source, item)
+        return token
+
+    def _sent(self, token: Acked | None) -> None:
+        if token is not None:
+            self.emitter.origin = None
+            token.done()
 
     def _check_gaps(self, now: float) -> None:
         """Report the ids awaited for ``gap_timeout`` seconds as missing."""
@@ -189,3 +225,30 @@ class SourceLoop:
             why = f"not issued within gap_timeout = {gaps.timeout} s of a later id"
             for stream, first, last in gaps.expired(now):
                 self.policy.missing(stream, first, last, why)
+
+
+class Acked:
+    """The token of an item a source sent (:class:`beampipe.transport.peer.Token`): once every
+    peer it went to has acknowledged it, the source's ``acknowledged`` is told."""
+
+    __slots__ = ("item", "outstanding", "running", "source")
+
+    def __init__(self, source: Source, item: Message | EndOfStream) -> None:
+        self.source = source
+        self.item = item
+        self.outstanding = 0
+        self.running = True
+
+    def hold(self) -> None:
+        self.outstanding += 1
+
+    def release(self) -> None:
+        self.outstanding -= 1
+        if not self.outstanding and not self.running:
+            self.source.acknowledged(self.item)
+
+    def done(self) -> None:
+        """The item was handed to every output port."""
+        self.running = False
+        if not self.outstanding:
+            self.source.acknowledged(self.item)

@@ -24,7 +24,7 @@ from beampipe.runtime.policy import ErrorPolicy
 from beampipe.runtime.progress import Progress
 from beampipe.runtime.streams import StreamBook, StreamState
 from beampipe.runtime.wiring import Wiring
-from beampipe.worker import Worker
+from beampipe.worker import Source, Worker
 from beampipe.worker.base import Node
 
 
@@ -81,6 +81,8 @@ def build(
     snapshots = None
     if is_worker and worker.stateful and setup.state_dir:
         snapshots = Path(setup.state_dir) / f"{node}.{replica}.pickle"
+    if isinstance(worker, Source) and setup.state_dir:
+        worker.state_file = Path(setup.state_dir) / f"{node}.{replica}.source"
     durable = Durability(worker, book, sink, snapshots, wiring.window_bytes, progress, wait)
     if incarnation:
         durable.restore()

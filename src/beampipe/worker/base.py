@@ -11,6 +11,7 @@ stream lifecycle, flow control. :mod:`beampipe.testing` drives a node the same w
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -300,6 +301,27 @@ class Source(Node):
     ``restart: on-failure`` it is restarted instead.
     """
 
+    state_file: Path | None = None
+    """Where this replica may keep what it needs after a restart (``restart: on-failure``):
+    ``state/NODE.REPLICA.source`` in the run's directory, which outlives the process and is
+    deleted with the run's directory; set by the runtime before :meth:`generate` is called
+    (None outside a pipeline run). The source creates and reads it itself."""
+
     def generate(self) -> Iterator[Item | list[Item] | None]:
         """The source's items (see the class doc)."""
         raise NotImplementedError(f"{type(self).__name__}.generate")
+
+    def acknowledged(self, item: Message | EndOfStream) -> None:
+        """``item``, which this source yielded, is acknowledged by every downstream replica it
+        went to: its consequences are safe downstream (written, at a sink), so a restarted
+        source need not send it again. Called by the runtime between items (while it waits
+        for credit or data), in any order across streams; keep it quick. A source that
+        checkpoints what was acknowledged defines it (e.g. ``image_files`` in watch mode);
+        the default does nothing."""
+
+    def sent_before(self, stream: str) -> Iterable[int]:
+        """After a restart: the ids of ``stream`` that a predecessor process sent and had
+        acknowledged, which this one does not send again; the runtime counts them as issued,
+        so they are not reported missing. Asked once per stream, at its first message.
+        Default: none."""
+        return ()

@@ -5,6 +5,12 @@ The frame dataset is named by the ``dataset`` param or found through the NeXus d
 ``NXentry@default`` -> ``NXdata@signal``. A group whose members are ``data_000001``,
 ``data_000002``, ... (the DECTRIS EIGER master file: each member an HDF5 external link to the
 ``/entry/data/data`` dataset of a data file) is one stream's frames, the members in order.
+Where the default plot has no ``default``/``signal`` attributes to follow, the frame dataset is
+the one carrying the older NeXus attribute ``signal=1`` (as Lambda and other detectors write it).
+
+Frames: a dataset of 3 or more dimensions holds frames along its first axis; a 2-D dataset is
+one frame (an image), unless it is a table: its NeXus ``interpretation`` attribute is
+``spectrum`` (or the caller asks for rows), when each row is a frame.
 Importing this module registers the HDF5 filters of ``hdf5plugin`` where it is installed.
 """
 
@@ -17,6 +23,8 @@ from typing import Any
 
 import h5py
 import numpy as np
+
+from beampipe.nodes.files.hdf5_meta import detector_frame_time, entry_title, filters, jsonable
 
 try:  # registers bitshuffle, LZ4, Blosc, Zstd, ... with HDF5 as a side effect of the import
     import hdf5plugin
@@ -36,6 +44,7 @@ __all__ = [
     "entry_title",
     "find_plan",
     "frame_dataset",
+    "is_image",
     "jsonable",
 ]
 
@@ -78,13 +87,19 @@ class Part:
         link: its path in the replayed file (e.g. ``/entry/data/data_000002``).
         file: the file that holds the data: the replayed file, or the target of an external link.
         dataset: the dataset's path inside ``file``.
-        frames: its length along the first axis.
+        frames: its length along the first axis; 1 for an image.
+        image: the dataset is one 2-D frame, read whole (``ds[()]``), not along its first axis.
     """
 
     link: str
     file: str
     dataset: str
     frames: int
+    image: bool = False
+
+    def read(self, ds: h5py.Dataset, i: int) -> np.ndarray:
+        """Frame ``i`` of this part from its dataset ``ds``."""
+        return ds[()] if self.image else ds[i]
 
 
 @dataclass(frozen=True)
@@ -103,29 +118,12 @@ class Plan:
         return sum(p.frames for p in self.parts)
 
 
-def jsonable(value: Any) -> Any:
-    """An HDF5 attribute value as JSON-able Python: bytes decoded as UTF-8, numpy scalars and
-    arrays as numbers and (nested) lists; None for what has no JSON form (references)."""
-    if isinstance(value, bytes | np.bytes_):
-        return bytes(value).decode("utf-8", errors="replace")
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind not in "biufSUO":
-            return None
-        return [jsonable(v) for v in value.tolist()] if value.ndim else jsonable(value[()])
-    if isinstance(value, list):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return jsonable(value.item())
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return None
-
-
-def find_plan(node: str, f: h5py.File, where: str | None) -> Plan:
+def find_plan(node: str, f: h5py.File, where: str | None, rows: bool = False) -> Plan:
     """The parts and frame layout of ``f``: the frame dataset at ``where`` (a dataset, or an
-    EIGER data group of ``data_NNNNNN`` members, or a group with a ``signal`` attribute), or
-    found through the NeXus default plot when ``where`` is None; checked. ``node`` (the node's
-    name) starts every error message.
+    EIGER data group of ``data_NNNNNN`` members, or a group with a ``signal`` attribute or a
+    member with ``signal=1``), or found through the NeXus default plot when ``where`` is None;
+    checked. A 2-D dataset is one frame unless ``rows`` or its ``interpretation`` attribute is
+    ``spectrum`` (see the module doc). ``node`` (the node's name) starts every error message.
 
     Raises:
         DatasetNotFound: nothing at ``where``; the default plot cannot be followed.
@@ -144,45 +142,83 @@ def find_plan(node: str, f: h5py.File, where: str | None) -> Plan:
             links = [f"{target.rstrip('/')}/{k}" for k in members]
         elif signal is not None:
             links = [f"{target.rstrip('/')}/{jsonable(signal)}"]
+        elif flagged := _signal_one(item):
+            links = flagged[:1]
         else:
             raise DatasetNotFound(
                 f"{node}: {f.filename}: {target} is a group without a 'signal' "
-                f"attribute or data_NNNNNN members (it holds: {_listing(item)}); "
-                "set 'dataset' to the frame dataset"
+                f"attribute, a signal=1 dataset or data_NNNNNN members (it holds: "
+                f"{_listing(item)}); set 'dataset' to the frame dataset"
             )
     else:
         links = [target]
     first = None
-    parts = []
+    parts: list[Part] = []
     for link in links:
         ds = frame_dataset(node, f, link)
+        image = is_image(ds, rows)
+        shape = ds.shape if image else ds.shape[1:]
         if first is None:
             first = ds
-        elif (ds.shape[1:], ds.dtype) != (first.shape[1:], first.dtype):
+        elif (shape, ds.dtype) != (plan_shape := _frame_shape(first, parts[0]), first.dtype):
             raise NotFrames(
-                f"{node}: {f.filename}: {link} has frames of shape {ds.shape[1:]} "
-                f"{ds.dtype}, but {links[0]} has {first.shape[1:]} {first.dtype}; the "
+                f"{node}: {f.filename}: {link} has frames of shape {shape} "
+                f"{ds.dtype}, but {links[0]} has {plan_shape} {first.dtype}; the "
                 "parts of one stream must agree"
             )
-        parts.append(Part(link, *_location(f, link), ds.shape[0]))
+        parts.append(Part(link, *_location(f, link), 1 if image else ds.shape[0], image))
     assert first is not None
     attributes = {str(k): jsonable(v) for k, v in first.attrs.items()}
     return Plan(
         dataset=target if members else links[0],
         parts=tuple(parts),
-        frame_shape=tuple(first.shape[1:]),
+        frame_shape=_frame_shape(first, parts[0]),
         dtype=first.dtype,
         attributes={k: v for k, v in attributes.items() if v is not None},
-        filters=_filters(first),
+        filters=filters(first),
     )
+
+
+def _frame_shape(ds: h5py.Dataset, part: Part) -> tuple[int, ...]:
+    return tuple(ds.shape if part.image else ds.shape[1:])
+
+
+def is_image(ds: h5py.Dataset, rows: bool = False) -> bool:
+    """``ds`` is one 2-D frame: 2-D, not asked to be read as rows, and not a table by its
+    NeXus ``interpretation`` attribute (``spectrum``)."""
+    return ds.ndim == 2 and not rows and jsonable(ds.attrs.get("interpretation")) != "spectrum"
 
 
 def _default_plot(node: str, f: h5py.File) -> str:
     """Follow ``NXroot@default -> NXentry@default -> NXdata@signal``; where an attribute is
-    missing, take the only group of the class needed (as the NeXus rules allow)."""
-    entry = _follow(node, f, "NXentry")
-    group = _follow(node, entry, "NXdata")
+    missing, take the only group of the class needed (as the NeXus rules allow); where that
+    fails, the only dataset with the older ``signal=1`` attribute."""
+    try:
+        entry = _follow(node, f, "NXentry")
+        group = _follow(node, entry, "NXdata")
+    except DatasetNotFound as exc:
+        flagged = _signal_one(f)
+        if len(flagged) == 1:
+            return flagged[0]
+        if flagged:
+            raise DatasetNotFound(
+                f"{exc}; {len(flagged)} datasets carry signal=1 ({', '.join(flagged[:5])})"
+            ) from None
+        raise
     return group.name
+
+
+def _signal_one(group: h5py.Group) -> list[str]:
+    """The datasets under ``group`` (hard links followed, external links not) with the older
+    NeXus attribute ``signal=1``, each stored dataset once, sorted by path."""
+    found: list[str] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset) and str(jsonable(obj.attrs.get("signal"))) == "1":
+            found.append(obj.name)
+
+    group.visititems(visit)  # each object once, whatever links lead to it
+    return sorted(found)
 
 
 def _follow(node: str, parent: h5py.Group, nxclass: str) -> h5py.Group:
@@ -266,7 +302,7 @@ def frame_dataset(node: str, f: h5py.File, link: str) -> h5py.Dataset:
             f"{ds.dtype}; frames need a numeric dataset of at least 2 dimensions (frames "
             "along the first axis); check 'dataset'"
         )
-    missing = [flt for flt in _filters(ds) if not h5py.h5z.filter_avail(flt["id"])]
+    missing = [flt for flt in filters(ds) if not h5py.h5z.filter_avail(flt["id"])]
     if missing:
         names = ", ".join(f"{m['id']} ({m['name']})" for m in missing)
         hint = (
@@ -279,16 +315,6 @@ def frame_dataset(node: str, f: h5py.File, link: str) -> h5py.Dataset:
             f"{names}, which is not available; {hint}"
         )
     return ds
-
-
-def entry_title(f: h5py.File, dataset: str) -> str | None:
-    """The ``title`` of the NXentry that holds ``dataset`` (a scalar string), or None."""
-    entry = f.get("/" + dataset.strip("/").split("/")[0])
-    title = entry.get("title") if isinstance(entry, h5py.Group) and entry.name != "/" else None
-    if isinstance(title, h5py.Dataset) and title.shape == ():
-        value = jsonable(title[()])
-        return value if isinstance(value, str) else None
-    return None
 
 
 def _listing(group: h5py.Group | None) -> str:
@@ -338,34 +364,3 @@ def _location(f: h5py.File, link: str) -> tuple[str, str]:
     if isinstance(obj, h5py.ExternalLink):
         return str(_external_file(f, obj)), obj.path
     return str(Path(f.filename).resolve()), link
-
-
-def _filters(ds: h5py.Dataset) -> list[dict[str, Any]]:
-    """``[{"id": filter id, "name": its name}]`` of a dataset's filter pipeline."""
-    plist = ds.id.get_create_plist()
-    out = []
-    for k in range(plist.get_nfilters()):
-        code, _flags, _values, name = plist.get_filter(k)
-        text = name.decode("utf-8", errors="replace") if isinstance(name, bytes) else str(name)
-        out.append({"id": int(code), "name": text.split(";")[0].strip()})
-    return out
-
-
-def detector_frame_time(f: h5py.File, dataset: str) -> str | None:
-    """The path of ``frame_time`` in the first NXdetector of the dataset's entry, or None."""
-    entry = f.get("/" + dataset.strip("/").split("/")[0])
-    if not isinstance(entry, h5py.Group) or entry.name == "/":
-        return None
-    found: list[str] = []
-
-    def visit(name: str, obj: Any) -> None:
-        if (
-            not found
-            and isinstance(obj, h5py.Group)
-            and jsonable(obj.attrs.get("NX_class")) == "NXdetector"
-            and isinstance(obj.get("frame_time"), h5py.Dataset)
-        ):
-            found.append(obj["frame_time"].name)
-
-    entry.visititems(visit)
-    return found[0] if found else None

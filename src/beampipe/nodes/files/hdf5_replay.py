@@ -1,18 +1,20 @@
 """Replay of frames from HDF5/NeXus files: ``use: hdf5_replay``.
 
 Each file becomes one stream (one acquisition series) and each frame, i.e. each index along the
-first axis of the frame dataset, one :class:`~beampipe.Message`, read from the file one frame at a
-time and sent as fast as the pipeline takes them, at the acquisition's own frame rate (optionally
-sped up) or at a fixed rate. This reproduces, offline, the frame stream a detector produces live.
+first axis of the frame dataset (a 2-D dataset: the whole image), one
+:class:`~beampipe.Message`, read from the file one frame at a time and sent as fast as the
+pipeline takes them, at the acquisition's own frame rate (optionally sped up) or at a fixed rate.
+This reproduces, offline, the frame stream a detector produces live.
 
 The frame dataset is named by ``dataset`` or found through the NeXus default plot
 (https://manual.nexusformat.org/datarules.html#find-the-plottable-data): ``NXroot@default`` ->
-``NXentry@default`` -> ``NXdata@signal``. A group whose members are ``data_000001``,
-``data_000002``, ... (the DECTRIS EIGER master file: each member an HDF5 external link to the
-``/entry/data/data`` dataset of a data file, https://www.dectris.com/) is replayed as one stream,
-the members in order. Compressed datasets (bitshuffle-LZ4 as EIGER writes them, LZ4, Blosc, ...)
-are read through the filters of ``hdf5plugin`` (``pip install 'beampipe[hdf5]'``), which are
-registered with HDF5 when this module is imported.
+``NXentry@default`` -> ``NXdata@signal``, or, in files without these attributes (Lambda and
+older NeXus writers), the one dataset with the attribute ``signal=1``. A group whose members
+are ``data_000001``, ``data_000002``, ... (the DECTRIS EIGER master file: each member an HDF5
+external link to the ``/entry/data/data`` dataset of a data file, https://www.dectris.com/) is
+replayed as one stream, the members in order. Compressed datasets (bitshuffle-LZ4 as EIGER writes
+them, LZ4, Blosc, ...) are read through the filters of ``hdf5plugin`` (``pip install
+'beampipe[hdf5]'``), which are registered with HDF5 when this module is imported.
 """
 
 from __future__ import annotations
@@ -95,7 +97,9 @@ class Hdf5Replay(FileReplay):
       frame: a number, a list with one value per frame, or None when the file has none).
     * One :class:`~beampipe.Message` per frame, ids 1..n over all parts: ``data = {key: frame}``
       (the dataset's dtype; shape = the dataset's shape without the first axis: a 3-D image
-      stack gives 2-D images, a 2-D dataset 1-D spectra), ``metadata = {"frame": id - 1,
+      stack gives 2-D images; a 2-D dataset is one frame, whole, unless it is a table: its
+      NeXus ``interpretation`` attribute is ``spectrum``, or ``rows: true``, when each row is a
+      1-D frame), ``metadata = {"frame": id - 1,
       "signal": key}`` plus ``"units": {key: units}`` when the dataset has a ``units``
       attribute.
     * :class:`~beampipe.EndOfStream` with ``last_id = n`` and ``next_stream`` = the next file's
@@ -138,12 +142,14 @@ class Hdf5Replay(FileReplay):
         default plot. ``key``: the data name of the frames in the messages. ``pace``:
         ``"max"``, ``"realtime"`` or frames per second (at least 0.001). ``speedup`` divides the
         realtime waits. ``frame_time``: the path of the frame-time dataset for ``realtime``
-        (None: the ``frame_time`` of the entry's NXdetector)."""
+        (None: the ``frame_time`` of the entry's NXdetector). ``rows``: read a 2-D dataset as
+        a table, one message per row (default: one frame; see the class doc)."""
 
         pace: Literal["max", "realtime"] | Rate = "max"
         dataset: str | None = None
         key: str = Field("image", min_length=1)
         frame_time: str | None = None
+        rows: bool = False
 
     params: Hdf5Replay.Params
 
@@ -213,7 +219,7 @@ class Hdf5Replay(FileReplay):
         Raises:
             DatasetNotFound, DataFileMissing, NotFrames, FilterMissing: as :meth:`generate`.
         """
-        return find_plan(self.name, f, self.params.dataset)
+        return find_plan(self.name, f, self.params.dataset, self.params.rows)
 
     def _open_part(self, f: h5py.File, part: Part, sent: int) -> h5py.Dataset:
         try:
@@ -223,7 +229,7 @@ class Hdf5Replay(FileReplay):
 
     def _read(self, ds: h5py.Dataset, part: Part, i: int, sent: int) -> np.ndarray:
         try:
-            return ds[i]
+            return part.read(ds, i)
         except (OSError, ValueError, RuntimeError) as exc:
             raise FrameReadError(
                 f"{self.name}: {part.file}: dataset {part.dataset}: cannot read frame {i} "
