@@ -2,7 +2,8 @@
 points of the group ``beampipe.nodes`` (see ``pyproject.toml`` and ``docs/nodes.md``).
 
 * :mod:`~beampipe.nodes.xas`: ``xdi_replay``, ``xas.transmission``, ``xas.normalize``,
-  ``xas.merge`` (``xas.normalize`` needs the ``xas`` extra).
+  ``xas.exafs``, ``xas.merge`` (all but ``xas.transmission`` and ``xas.merge`` need the ``xas``
+  extra).
 * :mod:`~beampipe.nodes.files`: ``hdf5_replay``.
 * :mod:`~beampipe.nodes.record`: ``recorder`` and ``replay``.
 * :mod:`~beampipe.nodes.nexus`: ``nexus_writer``.

@@ -1,2 +1,2 @@
-"""X-ray absorption spectroscopy: ``xdi_replay``, ``xas.transmission``, ``xas.normalize`` and
-``xas.merge``."""
+"""X-ray absorption spectroscopy: ``xdi_replay``, ``xas.transmission``, ``xas.normalize``,
+``xas.exafs`` and ``xas.merge``."""

@@ -13,7 +13,6 @@ import io
 import logging
 import math
 import warnings
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -21,6 +20,7 @@ from pydantic import Field, PositiveFloat, model_validator
 
 import beampipe
 from beampipe.nodes.columns import MissingColumn, column
+from beampipe.nodes.xas.spectrum import Spectrum
 
 __all__ = ["MissingColumn", "NormalizationError", "Normalize"]
 
@@ -29,29 +29,6 @@ log = logging.getLogger(__name__)
 
 class NormalizationError(RuntimeError):
     """``pre_edge`` failed on the complete spectrum of a stream (the final emission)."""
-
-
-@dataclass
-class _Spectrum:
-    """The points of one stream so far, in arrival order, in buffers grown by doubling."""
-
-    energy: np.ndarray = field(default_factory=lambda: np.empty(256))
-    mu: np.ndarray = field(default_factory=lambda: np.empty(256))
-    n: int = 0
-    last_id: int = 0
-    next_emit: int = 0
-
-    def append(self, energy: np.ndarray, mu: np.ndarray) -> None:
-        k = energy.size
-        if self.n + k > self.energy.size:
-            size = max(2 * self.energy.size, self.n + k)
-            for name in ("energy", "mu"):
-                grown = np.empty(size)
-                grown[: self.n] = getattr(self, name)[: self.n]
-                setattr(self, name, grown)
-        self.energy[self.n : self.n + k] = energy
-        self.mu[self.n : self.n + k] = mu
-        self.n += k
 
 
 class Normalize(beampipe.Worker):
@@ -148,16 +125,16 @@ class Normalize(beampipe.Worker):
         self._group = Group
         self._pre_edge = pre_edge
         self._kwargs = self.params.larch_kwargs()
-        self._spectra: dict[str, _Spectrum] = {}
+        self._spectra: dict[str, Spectrum] = {}
         self.skipped = 0
 
     def on_stream_start(self, stream: str, metadata: dict[str, Any]) -> None:
-        self._spectra[stream] = _Spectrum(next_emit=self.params.every)
+        self._spectra[stream] = Spectrum(next_emit=self.params.every)
 
     def process(self, msg: beampipe.Message) -> beampipe.Message | None:
         spectrum = self._spectra.get(msg.stream)
         if spectrum is None:  # no StreamStart seen: start the stream here
-            spectrum = self._spectra[msg.stream] = _Spectrum(next_emit=self.params.every)
+            spectrum = self._spectra[msg.stream] = Spectrum(next_emit=self.params.every)
         energy = column(msg, self.params.energy, self.name).ravel()
         mu = column(msg, self.params.mu, self.name).ravel()
         if energy.size != mu.size:
@@ -201,14 +178,8 @@ class Normalize(beampipe.Worker):
     def close(self) -> None:
         self._spectra.clear()
 
-    def _normalize(self, spectrum: _Spectrum, final: bool) -> beampipe.Message:
-        energy = spectrum.energy[: spectrum.n]
-        mu = spectrum.mu[: spectrum.n]
-        good = np.isfinite(energy) & np.isfinite(mu)
-        energy, mu = energy[good], mu[good]  # copies: the buffers keep growing
-        if np.any(np.diff(np.argsort(energy)) != 1):  # larch's own test and sort
-            order = np.argsort(energy)
-            energy, mu = energy[order], mu[order]
+    def _normalize(self, spectrum: Spectrum, final: bool) -> beampipe.Message:
+        energy, mu = spectrum.points()
 
         group = self._group()
         printed = io.StringIO()
