@@ -38,7 +38,8 @@ __all__ = [
     "read_scan",
 ]
 
-_SPEC_SCAN = re.compile(r"^#S\s+\d+")
+SPEC_SCAN = re.compile(r"^#S\s+\d+")
+"""The ``#S number`` line that opens a scan in a SPEC file."""
 _CRYSTAL = re.compile(r"^\s*(?P<name>[A-Za-z]+)\s*\(?\s*(?P<hkl>\d\s*\d\s*\d)\s*\)?\s*$")
 KEV_BELOW = 200.0
 """Energies whose largest value is below this (in the file's units) are taken to be keV."""
@@ -150,7 +151,7 @@ def _check_rows(path: Path, lines: list[str], data: list[int], header_end: int) 
 
 
 def _refuse_spec(path: Path, lines: list[str]) -> None:
-    scans = [i + 1 for i, line in enumerate(lines) if _SPEC_SCAN.match(line)]
+    scans = [i + 1 for i, line in enumerate(lines) if SPEC_SCAN.match(line)]
     if scans:
         at = ", ".join(str(n) for n in scans[:5]) + (", ..." if len(scans) > 5 else "")
         raise XdiFormatError(
