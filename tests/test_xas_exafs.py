@@ -154,3 +154,20 @@ def test_beampipe_run_writes_the_final_chi(tmp_path):
         chi = f["cu_metal_rt"]["chi"]
         np.testing.assert_array_equal(chi["chir_mag"][()], out.data["chir_mag"])
         np.testing.assert_array_equal(chi["chi"][()], out.data["chi"])
+        assert list(chi.attrs["axes"]) == ["r"] and chi.attrs["signal"] == "chir_mag"
+
+
+def test_viewer_plots_chi_against_k_and_chir_against_r():
+    from beampipe.viewer.previews import PortPreview
+
+    out = run(Exafs, mu_messages("cu_metal_rt.xdi"), params={"every": 100}, name="exafs").items()
+    preview = PortPreview()
+    for item in out:
+        preview.add(item)
+    assert preview.default_key() == "chir_mag"
+    for key, axis in (("chir_mag", "r"), ("chi", "k"), ("bkg", "energy")):
+        plot = preview.payload(key)
+        assert plot["kind"] == "curves" and plot["axis"] == axis, key
+        final = out[-2]
+        np.testing.assert_array_equal(plot["traces"][0]["x"], final.data[axis])
+        np.testing.assert_array_equal(plot["traces"][0]["y"], final.data[key])

@@ -57,7 +57,9 @@ class Exafs(beampipe.Worker):
       (1/Angstrom), ``chi``, ``r`` (Angstrom), ``chir_mag``, ``chir_re``, ``chir_im`` (|chi(R)|
       and its parts, Angstrom^-(kweight+1)).
     * metadata: ``e0`` (eV), ``edge_step``, ``n_points``, ``final``, ``signal: "chir_mag"``,
-      ``axes: ["r"]``, ``units``, ``kweight`` (of the transform), ``rbkg``.
+      ``axes: ["r", "k", "energy"]`` (the viewer plots each array against the first axis of
+      its length: |chi(R)| against r, chi(k) against k, mu and bkg against energy; the NeXus
+      writer keeps ``r``), ``units``, ``kweight`` (of the transform), ``rbkg``.
 
     Attributes:
         skipped: intermediate computations skipped because larch failed.
@@ -219,7 +221,7 @@ class Exafs(beampipe.Worker):
             "n_points": int(energy.size),
             "final": final,
             "signal": "chir_mag",
-            "axes": ["r"],
+            "axes": ["r", "k", "energy"],
             "units": {"energy": "eV", "e0": "eV", "k": "1/angstrom", "r": "angstrom"},
             "kweight": self.params.ft_kweight,
             "rbkg": self.params.rbkg,
