@@ -78,7 +78,8 @@ class Normalize(beampipe.Worker):
       ``flat`` (flattened ``norm``; equal to ``norm`` if ``make_flat`` is false).
     * metadata: ``e0`` (eV) and ``edge_step`` (float), ``n_points`` (n), ``n_dropped``
       (non-finite points left out), ``final`` (bool), ``signal: "norm"``,
-      ``axes: ["energy"]``, ``units: {"energy": "eV", "e0": "eV"}``.
+      ``axes: ["energy"]``, ``units: {"energy": "eV", "e0": "eV"}``, ``process``
+      (``program``, ``version``, ``parameters``: for the NeXus writer's NXxasproc view).
 
     An intermediate emission is skipped when ``pre_edge`` raises or warns or its result is
     degenerate (:func:`degenerate`; typical while the scan has not crossed the edge yet): counted
@@ -155,6 +156,13 @@ class Normalize(beampipe.Worker):
         self._group = Group
         self._pre_edge = pre_edge
         self._kwargs = self.params.larch_kwargs()
+        import larch
+
+        self._process = {
+            "program": "xraylarch (larch.xafs.pre_edge), via beampipe xas.normalize",
+            "version": str(larch.__version__),
+            "parameters": dict(self._kwargs),
+        }
         self._spectra: dict[str, Spectrum] = {}
         self.skipped = 0
 
@@ -257,5 +265,6 @@ class Normalize(beampipe.Worker):
             "signal": "norm",
             "axes": ["energy"],
             "units": {"energy": "eV", "e0": "eV"},
+            "process": self._process,
         }
         return beampipe.Message(data=data, metadata=metadata)
