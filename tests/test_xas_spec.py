@@ -73,3 +73,14 @@ def test_a_plain_column_file_is_not_a_spec_file():
     with pytest.raises(XdiFormatError) as err:
         run(SpecReplay, params={"paths": [str(path)]}, name="spec").items()
     assert str(err.value) == f"{path}: no '#S' scan: not a SPEC file (use xdi_replay)"
+
+
+def test_columns_rename_every_scan_and_labels_line_is_refused():
+    names = [f"c{j}" for j in range(18)]
+    items = run(SpecReplay, params={"paths": [str(SNBL)], "columns": names}, name="spec").items()
+    starts = [i for i in items if isinstance(i, beampipe.StreamStart)]
+    assert [s.metadata["columns"] for s in starts] == [names, names]
+    with pytest.raises(ValueError, match="spec: spec_replay takes the names from each scan"):
+        SpecReplay(SpecReplay.Params(paths=[str(SNBL)], labels_line=3), name="spec")
+    with pytest.raises(XdiFormatError, match=r"scan 1\.1: params\.columns gives 2 names for 18"):
+        run(SpecReplay, params={"paths": [str(SNBL)], "columns": ["a", "b"]}, name="spec").items()

@@ -86,7 +86,7 @@ class SpecReplay(ScanReplay):
     * :class:`~beampipe.EndOfStream` with ``next_stream`` = the next scan's stream.
 
     Params, pacing and errors are those of ``xdi_replay`` (``columns`` renames the columns of
-    every scan; ``labels_line`` is not used).
+    every scan; ``labels_line`` is refused: a ``ValueError`` when the node is created).
 
     Raises (from :meth:`generate`):
         XdiFormatError: a file is not a SPEC file (no ``#S``) or silx cannot read it; the
@@ -96,6 +96,14 @@ class SpecReplay(ScanReplay):
     params: ScanReplay.Params
 
     stream_name = staticmethod(_stem)
+
+    def __init__(self, params: ScanReplay.Params, name: str = "") -> None:
+        if params.labels_line is not None:
+            raise ValueError(
+                f"{name}: spec_replay takes the names from each scan's #L line; use columns to "
+                "rename them (labels_line is for xdi_replay)"
+            )
+        super().__init__(params, name)
 
     def generate(self) -> Iterator[Item]:
         scans = [(path, *scan) for path in self.files for scan in read_spec(path)]
