@@ -4,7 +4,7 @@
                                [--duration S] [--matrix] [--all] [--seconds S]
                                [--sizes 1KiB 1MiB 4MiB 16MiB] [--replicas 1 2 4] [--rate HZ]
                                [--cpu] [--profile DIR] [--spy-args ARGS] [--perf DIR]
-                               [--live-src] [--json FILE]
+                               [--live-src] [--encrypt] [--json FILE]
 
 ``--quick`` runs a reduced matrix (1 KiB and 4 MiB, 1 and 2 replicas, one repeat of ~0.7 s
 each: about 20 s) and shortens the modes (latency 2 s, backpressure 10 s).
@@ -1190,8 +1190,16 @@ def main(argv: list[str] | None = None) -> int:
         help="import beampipe from src/ as it is during the run instead of a "
         "snapshot taken at start",
     )
+    parser.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="run beampipe with the pipeline option encrypt: true (every socket CURVE)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write all samples here")
     args = parser.parse_args(argv)
+    if args.encrypt:
+        global PIPELINE
+        PIPELINE += "encrypt: true\n"
     args.cpu_log = []
     if args.experiment:
         os.environ["BENCH_EXPERIMENT"] = args.experiment

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import weakref
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -13,6 +14,7 @@ from conftest import EXAMPLE, Recorder
 from beampipe.config import load_pipeline
 from beampipe.launch import Launcher
 from beampipe.launch.handling import HANDLERS as launcher_handlers
+from beampipe.launch.replica import Replica
 from beampipe.runtime import control
 from beampipe.runtime.control import (
     KINDS,
@@ -67,6 +69,22 @@ def test_every_kind_round_trips_and_keeps_its_wire_form():
         (msgpack.packb({"pid": 1}), "unknown control message kind None"),
         (msgpack.packb({"t": "hello", "node": "mu"}), "control message 'hello': "),
         (msgpack.packb({"t": "stop", "now": True}), "control message 'stop': "),
+        (
+            msgpack.packb({"t": "hello", "node": "mu", "replica": "0", "pid": 1, "host": "h"}),
+            "control message 'hello': field 'replica' is a str, not <class 'int'>",
+        ),
+        (
+            msgpack.packb({"t": "hello", "node": "mu", "replica": True, "pid": 1, "host": "h"}),
+            "control message 'hello': field 'replica' is a bool",
+        ),
+        (
+            msgpack.packb({"t": "connect", "inputs": [{"port": 1}]}),
+            "control message 'connect': field 'inputs' is a list, not list",
+        ),
+        (
+            msgpack.packb({"t": "progress", "streams": {"s": "x"}, "metrics": {}}),
+            "control message 'progress': field 'streams' is a dict",
+        ),
     ],
 )
 def test_frames_not_of_the_protocol_are_named(frame, problem):
@@ -81,6 +99,21 @@ def test_each_side_handles_exactly_the_kinds_the_other_sends():
     assert all(issubclass(cls, Control) for cls in launcher | node)
     with pytest.raises(ControlError, match="unexpected control message 'hello'"):
         dispatch(Hello("mu", 0, 1, "h"), {Stop: print})
+
+
+def test_no_message_a_handler_cannot_take_ends_the_launcher():
+    """A kind a node does not send, and an ``inputs_added`` no ``add_inputs`` asked for (a
+    KeyError in its handler), are ignored and reported: the launcher goes on."""
+    recorder = Recorder()
+    launcher = Launcher(load_pipeline(EXAMPLE / "pipeline.yaml"), recorder)
+    rep = Replica("mu", 0, None, Path("mu.0.log"))
+    launcher.answer(rep, Stop())
+    launcher.answer(rep, control.InputsAdded())
+    assert recorder.failures == [
+        "ignored the control message 'stop' from node 'mu' replica 0: ControlError: "
+        "unexpected control message 'stop'",
+        "ignored the control message 'inputs_added' from node 'mu' replica 0: KeyError: b'mu#0'",
+    ]
 
 
 def test_a_launcher_is_freed_when_dropped():

@@ -20,12 +20,15 @@ from typing import Any
 
 import h5py
 import httpx
+import msgpack
 import numpy as np
 import pytest
+import zmq
 from conftest import EXAMPLE, beampipe, hdf5_content
 from prometheus_client.parser import text_string_to_metric_families
 
 from beampipe.nodes.sim.detector import DetectorSim
+from beampipe.transport.security import Credentials
 
 DEADLINE = 60.0
 
@@ -671,3 +674,51 @@ def test_the_run_directory_and_supervisor_endpoint_are_shown_only_with_the_token
         assert stopped.returncode == 0, stopped.stderr
     finally:
         m.stop()
+
+
+def test_malformed_supervisor_requests_are_refused_and_the_pipeline_completes(
+    home, manager, frames_pipeline
+):
+    """S1: the supervisor's endpoint is shown by ``GET /pipelines/{id}``. A client without the
+    manager's token is refused at the handshake and gets no answer; one with it gets an error
+    for a ``status`` whose token is a number, for a frame that is no msgpack and for a map with
+    a list as a key; the pipeline goes on and, drained, has every frame once; the supervisor's
+    logs name and count the refusals."""
+    cwd = frames_pipeline.parent
+    pipeline_id = deploy(home, frames_pipeline)
+    wait_for(lambda: received(home, pipeline_id) > 0, "frames reach the NeXus writer")
+    endpoint = home.status(pipeline_id)["supervisor"]["endpoint"]
+    ctx = zmq.Context()
+    try:
+        outsider = ctx.socket(zmq.DEALER)
+        outsider.setsockopt(zmq.LINGER, 0)
+        outsider.connect(endpoint)
+        outsider.send_multipart([b"", msgpack.packb({"t": "status", "token": 12345})])
+        outsider.send_multipart([b"", b"{not json"])
+        assert not outsider.poll(2000)  # refused: no answer
+        insider = ctx.socket(zmq.REQ)
+        insider.setsockopt(zmq.LINGER, 0)
+        Credentials(home.token).client(insider)
+        insider.connect(endpoint)
+        for body, status in (
+            (msgpack.packb({"t": "status", "token": 12345}), 403),
+            (b"{not json", 400),
+            (b"\x81\x91\x01\x01", 400),  # {[1]: 1}: an unhashable key
+        ):
+            insider.send(body)
+            assert insider.poll(10000), "the supervisor answers"
+            answer = msgpack.unpackb(insider.recv(), raw=False)
+            assert (answer["ok"], answer["status"]) == (False, status), answer
+    finally:
+        ctx.destroy(linger=0)
+    n = received(home, pipeline_id)
+    wait_for(lambda: received(home, pipeline_id) > n, "frames still arrive")
+    stopped = home.run("stop", pipeline_id, cwd=cwd)
+    assert stopped.returncode == 0, stopped.stderr
+    check_every_frame_once(home, pipeline_id, cwd)
+    rundir = Path(home.status(pipeline_id)["dir"])
+    log = (rundir / "supervisor.log").read_text()
+    assert "the supervisor's command socket: refused a connection" in log
+    assert "refused a request (403): missing or wrong token" in log
+    assert "malformed or unauthorised requests" in log
+    assert "refused a request (400): not a msgpack request" in (rundir / "events.log").read_text()

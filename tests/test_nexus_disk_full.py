@@ -61,11 +61,10 @@ def fill(disk: Path, leave: int = 0) -> Path:
     bytes."""
     ballast = disk / "ballast"
     block = b"\xff" * 65536
-    with open(ballast, "wb") as f:
+    with open(ballast, "wb", buffering=0) as f:  # unbuffered: close() has nothing left to write
         try:
             while True:
                 f.write(block)
-                f.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
     os.truncate(ballast, max(0, ballast.stat().st_size - leave))

@@ -28,6 +28,7 @@ from beampipe.launch.nomad import (
     render_job,
     render_replica_job,
 )
+from beampipe.transport.security import Credentials, Gate
 
 sys.path.insert(0, str(Path(__file__).parent / "fakes"))
 from nomad_fake import NomadFake
@@ -464,10 +465,14 @@ def test_kill_stops_the_allocation_and_replicas_beyond_the_count_get_their_own_j
     placement.start(pipeline, tmp_path)
     # A control socket that never sends the setup: the node processes say hello and wait.
     ctx = zmq.Context()
+    credentials = Credentials.generate()  # as a launcher's: the nodes must present them
+    gate = Gate(ctx, credentials)
     control = ctx.socket(zmq.ROUTER)
+    gate.serve(control, "control")
     control.bind("tcp://127.0.0.1:*")
     endpoint = control.getsockopt_string(zmq.LAST_ENDPOINT)
-    env = {"PYTHONPROFILEIMPORTTIME": "1"}  # the interpreter writes import times to stderr
+    # The interpreter writes import times to stderr.
+    env = {"PYTHONPROFILEIMPORTTIME": "1", **credentials.env()}
 
     def spawn(replica: int) -> Any:
         command = NodeCommand(sys.executable, endpoint, "mu", replica, 0, env)
@@ -509,6 +514,7 @@ def test_kill_stops_the_allocation_and_replicas_beyond_the_count_get_their_own_j
         assert again.job_id == "bp-test.mu.1.0-2"
         placement.stop()
     finally:
+        gate.close()
         ctx.destroy(linger=0)
     for job_id in ("bp-test", "bp-test.mu.1.0", "bp-test.mu.1.0-2"):
         with pytest.raises(URLNotFoundNomadException):

@@ -137,7 +137,9 @@ def test_stateful_worker_restored_from_its_snapshot_gives_the_undisturbed_result
 
 class Intruder(Recorder):
     """Once the sink has messages, a process that is no peer talks to the source's output
-    port: a HELLO of no connection, a malformed HELLO, an ACK and a CREDIT without HELLO."""
+    port: a HELLO of no connection, a malformed HELLO, an ACK and a CREDIT without HELLO. It
+    holds the run's credentials (one without them is refused before it can say anything:
+    tests/test_security.py)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -152,6 +154,7 @@ class Intruder(Recorder):
         ctx = zmq.Context.instance()
         rogue = ctx.socket(zmq.DEALER)
         rogue.setsockopt(zmq.LINGER, 2000)
+        self.launcher.credentials.client(rogue)
         rogue.connect(endpoint)
         hello = {"target": "nowhere.in", "replica": 0, "credit": 8, "bytes": 1 << 20}
         rogue.send_multipart([b"H", msgpack.packb(hello)])

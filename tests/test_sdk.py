@@ -75,6 +75,7 @@ def test_the_sdk_exports_what_a_worker_author_uses() -> None:
         "Params",
         "Reducer",
         "ReducerParams",
+        "ResultError",
         "Source",
         "StreamStart",
         "TransientError",

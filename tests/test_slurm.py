@@ -479,11 +479,12 @@ def test_status_and_stop_are_answered_while_the_allocation_is_pending(one_node, 
     seen: dict[str, object] = {}
 
     def pending() -> None:
-        """Wait until squeue lists the allocation as pending."""
+        """Wait until squeue lists the allocation as pending and the placement has its id
+        (sbatch has returned: under load squeue may list the job before)."""
         deadline = time.monotonic() + DEADLINE
         while time.monotonic() < deadline:
             jobs = live_jobs("beampipe-slurm-errors")
-            if jobs and jobs[0]["job_state"] == "PENDING":
+            if jobs and jobs[0]["job_state"] == "PENDING" and placement.job_id == jobs[0]["job_id"]:
                 seen["pending"] = jobs[0]["job_id"]
                 return
             time.sleep(0.1)

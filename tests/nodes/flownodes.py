@@ -65,6 +65,21 @@ class Counter(beampipe.Source):
             yield beampipe.EndOfStream(name, p.n)
 
 
+class Ids(beampipe.Source):
+    """One stream ``s0`` of messages with the ids ``ids`` (data ``x = id``), ended with
+    ``last``."""
+
+    class Params(beampipe.Params):
+        ids: tuple[int, ...]
+        last: int
+
+    def generate(self):
+        yield beampipe.StreamStart("s0")
+        for i in self.params.ids:
+            yield beampipe.Message(data={"x": float(i)}, stream="s0", id=i)
+        yield beampipe.EndOfStream("s0", self.params.last)
+
+
 class Join(beampipe.Worker):
     """Forms events of ports ``a`` and ``b``: ``x = a.x + b.x`` of the parts present, metadata
     ``missing`` (the missing ports). Touches ``flag`` at the first incomplete event."""

@@ -184,6 +184,10 @@ class ConsoleObserver:
             ("inputs dropped by nodes", "dropped"),
             ("ids never issued by sources", "missing"),
             ("frames from unknown peers dropped (see the node logs)", "rejected_frames"),
+            (
+                "connections refused: no credentials of this run (see the node logs)",
+                "refused_connections",
+            ),
         ):
             counts = {node: getattr(m, name) for node, m in metrics.items() if getattr(m, name)}
             if counts:
@@ -196,6 +200,19 @@ class ConsoleObserver:
                     soft_wrap=True,
                 )
         return lines
+
+    def refused(self, refused: int) -> int:
+        """Warn about connections to the launcher's control channel refused for want of the
+        run's credentials (listed above as they happened), if any; lines printed."""
+        if not refused:
+            return 0
+        self.console.print(
+            f"[bold yellow]warning:[/] {refused} connections to the launcher's control channel "
+            "refused: not a process of this run",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 1
 
     def warnings(self, metrics: dict[str, NodeMetrics]) -> int:
         """Per node, each distinct warning it noted (:mod:`beampipe.runtime.notes`: warnings

@@ -112,6 +112,7 @@ def _launch(
     warned = observer.skipped(result.metrics, pipeline.dead_letter)
     warned += observer.warnings(result.metrics)
     warned += observer.hangs(result.hangs)
+    warned += observer.refused(result.refused)
     observer.recovery(result.metrics)
     outputs = _output_files(pipeline)
     observer.summary(result.exit_code, result.wall_time, outputs, warned, str(launcher.logs))

@@ -166,6 +166,7 @@ def parse_pipeline(
         nodes={node: spec for node, spec in specs.items() if spec is not None},
         connections=checked.connections,
         backend=data.get("backend") or "local",
+        encrypt=bool(data.get("encrypt")),
     )
     for node, cls in checked.classes.items():
         pipeline._classes[node] = (pipeline.nodes[node].use, cls)

@@ -134,6 +134,8 @@ class Pipeline(BaseModel):
         nodes: ``{name: NodeSpec}`` in file order.
         connections: in file order, default ports filled in.
         backend: where ``beampipe deploy`` runs it: ``local``, ``slurm`` or ``nomad``.
+        encrypt: its processes talk over CurveZMQ (authenticated and encrypted) rather than
+            PLAIN (authenticated only); see :mod:`beampipe.transport.security`.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -145,6 +147,7 @@ class Pipeline(BaseModel):
     nodes: dict[str, NodeSpec]
     connections: list[Connection] = []
     backend: Backend = "local"
+    encrypt: bool = False
 
     _classes: dict[str, tuple[str, type[Node]]] = PrivateAttr(default_factory=dict)
     _params: dict[str, tuple[NodeSpec, Params]] = PrivateAttr(default_factory=dict)

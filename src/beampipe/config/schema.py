@@ -47,6 +47,9 @@ class FileModel(BaseModel):
     connections: list[str | dict[str, Any]] = []
     dead_letter: OutputPath | None = None
     backend: Backend = "local"
+    encrypt: Annotated[bool, Field(strict=True)] = False
+    """CurveZMQ encryption of every socket of the run (for traffic that crosses hosts);
+    without it the sockets are authenticated only (:mod:`beampipe.transport.security`)."""
 
     @field_validator("connections", mode="before")
     @classmethod

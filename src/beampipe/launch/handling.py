@@ -28,12 +28,16 @@ class Handling:
     """The :class:`~beampipe.launch.Launcher`'s part that answers its node processes."""
 
     def answer(self, rep: Replica, msg: Control) -> None:
-        """Do what ``msg`` from ``rep``'s process asks (:data:`HANDLERS`).
-
-        Raises:
-            ControlError: a message a node does not send.
-        """
-        dispatch(msg, HANDLERS, self, rep)
+        """Do what ``msg`` from ``rep``'s process asks (:data:`HANDLERS`). No message can end
+        the run: one a node does not send, or one its handler cannot take, is ignored and
+        reported to the observer."""
+        try:
+            dispatch(msg, HANDLERS, self, rep)
+        except Exception as exc:
+            self.observer.failure(
+                f"ignored the control message {msg.kind!r} from node {rep.node!r} replica "
+                f"{rep.replica}: {type(exc).__name__}: {exc}"
+            )
 
     def _on_hello(self, rep: Replica, msg: Hello) -> None:
         rep.host, rep.pid = msg.host, msg.pid

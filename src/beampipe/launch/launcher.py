@@ -52,6 +52,7 @@ from beampipe.runtime.control import (
     identity,
 )
 from beampipe.runtime.metrics import NodeMetrics
+from beampipe.transport.security import Credentials, Gate
 
 STOP_TIMEOUT = 5.0
 """Seconds a node gets to exit after ``stop`` before it is killed."""
@@ -81,6 +82,9 @@ class Launcher(Handling, Wiring, Supervision, Hangs, Scaling, Reporting):
         rundir: the run directory (sockets, snapshots); kept if given, else a temporary one,
             deleted at the end of a successful run.
         logs: the folder for the node logs, kept; default ``rundir/logs``.
+
+    Each run has its own :attr:`credentials`, in its node processes' environment: only they
+    connect (:mod:`beampipe.transport.security`); refusals go to the observer, counted.
 
     The first SIGINT or SIGTERM *drains* the pipeline: the sources stop taking data and end
     their open streams, everything already sent is processed and written, and the processes
@@ -113,7 +117,11 @@ class Launcher(Handling, Wiring, Supervision, Hangs, Scaling, Reporting):
         self.rundir = rundir
         self.logs = logs if logs is not None else rundir / "logs"
         """Where the node processes' logs go (``NODE.REPLICA[.RESTART].log``)."""
+        self.credentials = Credentials.generate(pipeline.encrypt)
+        """The run's secret (:mod:`beampipe.transport.security`): for its processes only."""
         self.ctx = zmq.Context()
+        self.gate = Gate(self.ctx, self.credentials)
+        """Admits only the run's processes to the control channel."""
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.LINGER, 0)
         self.control.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted process takes over its id
@@ -153,6 +161,7 @@ class Launcher(Handling, Wiring, Supervision, Hangs, Scaling, Reporting):
         (self.rundir / "state").mkdir(exist_ok=True)
         if not self._place():
             return False
+        self.gate.serve(self.control, "the launcher's control channel")
         self.control.bind(self.placement.control_bind)
         bound = self.control.getsockopt_string(zmq.LAST_ENDPOINT)
         self.control_endpoint = self.placement.control_endpoint(bound)
@@ -187,7 +196,7 @@ class Launcher(Handling, Wiring, Supervision, Hangs, Scaling, Reporting):
         while thread.is_alive():
             if self.watched:
                 for sock in dict(poller.poll(100)):
-                    self.watched[sock]()
+                    self._call_watched(self.watched[sock])
             else:
                 thread.join(0.1)
             if self._signalled and not cancelled:
@@ -205,7 +214,11 @@ class Launcher(Handling, Wiring, Supervision, Hangs, Scaling, Reporting):
         log = self.logs / f"{name}.{r}{suffix}.log"
         # Worker modules next to the pipeline file are importable in every node process.
         pythonpath = [str(self.pipeline.base_dir), os.environ.get("PYTHONPATH", "")]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in pythonpath if p)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(p for p in pythonpath if p),
+            **self.credentials.env(),
+        }
         command = NodeCommand(sys.executable, self.control_endpoint, name, r, incarnation, env)
         proc = self.placement.spawn(command, log)
         return Replica(name, r, proc, log, restarts=incarnation)
@@ -229,6 +242,18 @@ class Launcher(Handling, Wiring, Supervision, Hangs, Scaling, Reporting):
         except ControlError as exc:
             self.observer.failure(f"ignored a control frame: {exc}")
             return None
+
+    def _call_watched(self, handler: Callable[[], None]) -> None:
+        """A watched socket's handler (a supervisor's commands), which cannot end the run: what
+        it raises is reported."""
+        try:
+            handler()
+        except Exception as exc:
+            self.observer.failure(f"a command could not be served: {type(exc).__name__}: {exc}")
+
+    def _report_refusals(self) -> None:
+        for text in self.gate.take():  # the connections refused since the last call
+            self.observer.failure(text)
 
     def _stop_all(self) -> None:
         for rep in self.replicas.values():
@@ -311,15 +336,16 @@ class Launcher(Handling, Wiring, Supervision, Hangs, Scaling, Reporting):
             finally:
                 for s, handler in previous.items():
                     signal.signal(s, handler)
+                self._report_refusals()
+                self.gate.close()
                 self.ctx.destroy(linger=0)
                 self.placement.stop()
             if not self.errors and not self.keep_rundir:
                 shutil.rmtree(self.rundir, ignore_errors=True)
         code = 0 if not self.errors else (130 if self._signalled else 1)
         final = self.published.nodes if self.published is not None else self.node_metrics()
-        return RunResult(
-            code, time.monotonic() - t0, self.errors, self.sent, final, self.hang_texts()
-        )
+        hangs, refused = self.hang_texts(), self.gate.refused
+        return RunResult(code, time.monotonic() - t0, self.errors, self.sent, final, hangs, refused)
 
     def _publish(self) -> None:
         self.published = self.run_status()
@@ -346,7 +372,8 @@ class Launcher(Handling, Wiring, Supervision, Hangs, Scaling, Reporting):
                         self.answer(*received)
             for sock, handler in list(self.watched.items()):
                 if sock in ready:
-                    handler()
+                    self._call_watched(handler)
+            self._report_refusals()
             self._check_processes()
             self._check_hangs()
             if time.monotonic() - self._published_at >= PUBLISH_INTERVAL:

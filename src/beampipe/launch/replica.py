@@ -89,6 +89,9 @@ class RunResult:
     hangs: list[str] = field(default_factory=list)
     """Each replica that hung, what was done and how it ended, one line each
     (:meth:`beampipe.launch.hangs.Hang.text`)."""
+    refused: int = 0
+    """Connections to the launcher's control channel refused: the peer did not present the
+    run's credentials (the nodes count those to their ports in ``refused_connections``)."""
 
 
 def update_rates(rep: Replica, metrics: NodeMetrics) -> None:

@@ -48,6 +48,7 @@ def read_token(home: Path) -> str:
     return token_path(home).read_text().strip()
 
 
-def same_token(given: str | None, token: str) -> bool:
-    """Whether ``given`` is ``token`` (compared in constant time)."""
-    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+def same_token(given: object, token: str) -> bool:
+    """Whether ``given`` (whatever a request carried: None, a number, a list...) is the string
+    ``token`` (compared in constant time)."""
+    return isinstance(given, str) and hmac.compare_digest(given.encode(), token.encode())

@@ -38,6 +38,7 @@ from beampipe.manager.supervisor import (
     Deployment,
     write_json,
 )
+from beampipe.transport.security import Credentials
 
 COMMAND_TIMEOUT = 3.0
 """Seconds a supervisor gets to answer a command."""
@@ -89,6 +90,7 @@ class Manager:
             return None
         sock = self.ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
+        Credentials(self.token).client(sock)  # the supervisor admits the token's holders only
         try:
             sock.connect(record.supervisor_endpoint)
             sock.send(msgpack.packb({**request, "token": self.token}))

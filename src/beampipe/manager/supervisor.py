@@ -30,7 +30,10 @@ Files in ``DIR`` (the pipeline's directory, ``HOME/pipelines/<id>``):
     ``failed`` (1) or ``stopped`` (130).
 
 Commands (one msgpack map per request, one per reply, on the command socket; any number of
-envelope frames before the body, so REQ and DEALER clients both work):
+envelope frames before the body, so REQ and DEALER clients both work). The socket admits only
+clients that present the manager's token as PLAIN credentials
+(:class:`beampipe.transport.security.Credentials`); others are refused at the handshake,
+counted and logged:
 
 * ``{"t": "status", "token": T}`` -> ``{"ok": true, "status": launcher.status()}``
 * ``{"t": "scale", "node": N, "replicas": R, "token": T}`` -> ``{"ok": true}``
@@ -38,7 +41,8 @@ envelope frames before the body, so REQ and DEALER clients both work):
   pipeline, a second one stops it at once)
 
 A refused request gets ``{"ok": false, "status": S, "error": text}``: ``S`` is 403 for a
-missing or wrong token, 400 for a malformed request, 422 for a ``scale`` the launcher refuses.
+missing or wrong token, 400 for a malformed request, 422 for a ``scale`` the launcher refuses,
+500 for an unexpected error; each is logged (``supervisor.log``, ``events.log``) and counted.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ from beampipe.config import Backend, Pipeline, PipelineError, parse_pipeline
 from beampipe.launch.backends import make_placement
 from beampipe.launch.launcher import DRAIN_TIMEOUT, Launcher, RunResult
 from beampipe.manager.auth import same_token
+from beampipe.transport.security import Credentials, Gate
 from beampipe.viewer import ViewerUnavailable, check_packages, open_viewer
 
 DEPLOYMENT = "deployment.json"
@@ -184,9 +189,12 @@ class Supervisor:
             placement=make_placement(d.backend, d.backend_options),
             rundir=rundir,
         )
-        self.ctx = zmq.Context()
+        self.events, self.ctx = events, zmq.Context()
+        self.gate = Gate(self.ctx, Credentials(self.token), on_refuse=self._refused)
         self.commands = self.ctx.socket(zmq.ROUTER)
         self.commands.setsockopt(zmq.LINGER, 0)
+        self.gate.serve(self.commands, "the supervisor's command socket")
+        self.refused_requests = 0  # answered with an error
 
     def run(self) -> RunResult:
         """Bind the command socket, start the viewer (if any), write ``supervisor.json``, run
@@ -213,7 +221,21 @@ class Supervisor:
             return result
         finally:
             self._stop_viewer()
+            self._tally()
+            self.gate.close()
             self.ctx.destroy(linger=0)
+
+    def _refused(self, text: str) -> None:
+        """A line in ``supervisor.log`` and ``events.log`` (from any thread)."""
+        print(text, file=sys.stderr, flush=True)
+        self.events.failure(text)
+
+    def _tally(self) -> None:
+        if self.gate.refused or self.refused_requests:  # said once more at the end
+            self._refused(
+                f"refused {self.gate.refused} connections without the manager's token and "
+                f"{self.refused_requests} malformed or unauthorised requests"
+            )
 
     def _stop_viewer(self) -> None:
         if self.viewer is not None:
@@ -221,14 +243,23 @@ class Supervisor:
             viewer.stop()
 
     def _serve(self) -> None:
+        """Answer the requests waiting; whatever a request holds, it gets an answer and the
+        pipeline goes on (a refused one is logged and counted)."""
         while self.commands.poll(0):
             *envelope, body = self.commands.recv_multipart()
-            self.commands.send_multipart([*envelope, msgpack.packb(self._answer(body))])
+            try:
+                answer = self._answer(body)
+            except Exception as exc:
+                answer = {"ok": False, "status": 500, "error": f"{type(exc).__name__}: {exc}"}
+            if not answer["ok"]:
+                self.refused_requests += 1
+                self._refused(f"refused a request ({answer['status']}): {answer['error']}")
+            self.commands.send_multipart([*envelope, msgpack.packb(answer)])
 
     def _answer(self, body: bytes) -> dict[str, Any]:
         try:
             request = msgpack.unpackb(body, raw=False)
-        except ValueError as exc:
+        except Exception as exc:  # msgpack raises ValueError, TypeError (unhashable keys)...
             return {"ok": False, "status": 400, "error": f"not a msgpack request: {exc}"}
         if not isinstance(request, dict):
             return {"ok": False, "status": 400, "error": "a request is a msgpack map"}

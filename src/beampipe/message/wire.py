@@ -46,55 +46,139 @@ def encode(item: Item) -> list[Any]:
     """Frames for ``item``: a header ``bytes``, then zero-copy buffers (numpy arrays or bytes).
 
     Raises:
-        TypeError: a data value is an object array or not an array/bytes.
+        TypeError: something in ``item`` cannot be carried (an object array, a data value that
+            is not an array or bytes, metadata that is not str, int, float, bool, None, lists
+            and dicts with str keys, a stream that is not a str); the text says what and where
+            (``metadata['gain']['value'] is a numpy.int64: ...``).
     """
-    if isinstance(item, Message):
-        entries: list[list[Any]] = []
-        buffers: list[Any] = []
-        for name, value in item.data.items():
-            if isinstance(value, bytes):
-                if len(value) < INLINE_LIMIT:
-                    entries.append([name, "bytes", [len(value)], value])
+    try:
+        if isinstance(item, Message):
+            entries: list[list[Any]] = []
+            buffers: list[Any] = []
+            for name, value in item.data.items():
+                if isinstance(value, bytes):
+                    if len(value) < INLINE_LIMIT:
+                        entries.append([name, "bytes", [len(value)], value])
+                    else:
+                        entries.append([name, "bytes", [len(value)], None])
+                        buffers.append(value)
+                    continue
+                dtype = value.dtype
+                if dtype.hasobject:  # tobytes() would give the pointers
+                    raise TypeError(name)
+                if not value.flags.c_contiguous:
+                    value = np.ascontiguousarray(value)
+                if value.nbytes < INLINE_LIMIT:
+                    entries.append([name, dtype.str, value.shape, value.tobytes()])
                 else:
-                    entries.append([name, "bytes", [len(value)], None])
+                    entries.append([name, dtype.str, value.shape, None])
                     buffers.append(value)
+            header = {
+                "v": PROTOCOL_VERSION,
+                "k": _DATA,
+                "s": item.stream,
+                "i": item.id,
+                "m": item.metadata,
+                "t": item.timestamps,
+                "a": entries,
+                "l": item.lineage,
+            }
+            return [msgpack.packb(header, use_bin_type=True), *buffers]
+        if isinstance(item, StreamStart):
+            header = {"v": PROTOCOL_VERSION, "k": _START, "s": item.stream, "m": item.metadata}
+        elif isinstance(item, EndOfStream):
+            header = {
+                "v": PROTOCOL_VERSION,
+                "k": _END,
+                "s": item.stream,
+                "i": item.last_id,
+                "n": item.next_stream,
+            }
+            if item.warnings:
+                header["w"] = item.warnings
+        else:
+            raise TypeError(f"cannot encode {type(item).__name__}")
+        return [msgpack.packb(header, use_bin_type=True)]
+    except (TypeError, ValueError, OverflowError, AttributeError) as exc:
+        raise TypeError(uncarried(item) or f"{type(exc).__name__}: {exc}") from exc
+
+
+CARRIED = "str, int, float, bool, None, lists and dicts with str keys"
+"""What metadata may hold (msgpack's types, and str keys, which the decoder requires)."""
+_NESTING = 511
+"""msgpack's default nesting limit (``Packer``)."""
+
+
+def uncarried(item: Item) -> str | None:
+    """What in ``item`` the wire format cannot carry, where and the likely fix (``data 'x':
+    object arrays cannot be sent ...``, ``metadata['gain'] is a numpy.int64: ...``); None if
+    nothing is found. Only for explaining a failed :func:`encode`: it walks the metadata."""
+    if not isinstance(item.stream, str):
+        return f"the stream is a {_kind(item.stream)}, not a str"
+    fields: tuple[tuple[str, Any], ...]
+    if isinstance(item, Message):
+        if not isinstance(item.data, dict):
+            return f"data is a {_kind(item.data)}: data is a dict {{name: numpy array or bytes}}"
+        for name, value in item.data.items():
+            if not isinstance(name, str):
+                return f"the data name {name!r} is a {_kind(name)}, not a str"
+            if isinstance(value, bytes):
                 continue
-            dtype = value.dtype
-            if dtype.hasobject:
-                raise TypeError(f"data {name!r}: object arrays cannot be sent")
-            if not value.flags.c_contiguous:
-                value = np.ascontiguousarray(value)
-            if value.nbytes < INLINE_LIMIT:
-                entries.append([name, dtype.str, value.shape, value.tobytes()])
-            else:
-                entries.append([name, dtype.str, value.shape, None])
-                buffers.append(value)
-        header = {
-            "v": PROTOCOL_VERSION,
-            "k": _DATA,
-            "s": item.stream,
-            "i": item.id,
-            "m": item.metadata,
-            "t": item.timestamps,
-            "a": entries,
-            "l": item.lineage,
-        }
-        return [msgpack.packb(header, use_bin_type=True), *buffers]
-    if isinstance(item, StreamStart):
-        header = {"v": PROTOCOL_VERSION, "k": _START, "s": item.stream, "m": item.metadata}
+            if not isinstance(value, np.ndarray):
+                return f"data {name!r} is a {_kind(value)}: data values are numpy arrays or bytes"
+            if value.dtype.hasobject:
+                return (
+                    f"data {name!r}: object arrays cannot be sent (give it a numeric or string "
+                    "dtype, or put the values into metadata)"
+                )
+        fields = (("id", item.id), ("metadata", item.metadata), ("timestamps", item.timestamps))
+    elif isinstance(item, StreamStart):
+        fields = (("metadata", item.metadata),)
     elif isinstance(item, EndOfStream):
-        header = {
-            "v": PROTOCOL_VERSION,
-            "k": _END,
-            "s": item.stream,
-            "i": item.last_id,
-            "n": item.next_stream,
-        }
-        if item.warnings:
-            header["w"] = item.warnings
+        fields = (("last_id", item.last_id), ("next_stream", item.next_stream))
     else:
-        raise TypeError(f"cannot encode {type(item).__name__}")
-    return [msgpack.packb(header, use_bin_type=True)]
+        return f"a {_kind(item)} is not a message or stream marker"
+    for path, value in fields:
+        found = _unpackable(value, path, 0)
+        if found is not None and path == "metadata":
+            return f"{found}: metadata holds {CARRIED} (numpy values: .item() or .tolist())"
+        if found is not None:
+            return found
+    return None
+
+
+def _unpackable(value: Any, path: str, depth: int) -> str | None:
+    """Where in ``value`` (found at ``path``) msgpack cannot pack, or the decoder would refuse
+    a key; None if nowhere."""
+    if value is None or isinstance(value, bool | str | bytes | float):
+        return None
+    if isinstance(value, int):
+        return None if -(2**63) <= value < 2**64 else f"{path} = {value} does not fit 64 bits"
+    if depth >= _NESTING:
+        return f"{path} nests more than {_NESTING} levels deep"
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if not isinstance(key, str):
+                return f"{path} has the key {key!r}, a {_kind(key)}"
+            found = _unpackable(inner, f"{path}[{key!r}]", depth + 1)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for i, inner in enumerate(value):
+            found = _unpackable(inner, f"{path}[{i}]", depth + 1)
+            if found is not None:
+                return found
+        return None
+    return f"{path} is a {_kind(value)}"
+
+
+def _kind(value: Any) -> str:
+    """The type of ``value`` as a user knows it: ``set``, ``numpy.int64``."""
+    kind = type(value)
+    if kind.__module__ == "builtins":
+        return kind.__name__
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def decode(frames: Sequence[Any]) -> Item:

@@ -10,6 +10,7 @@ import signal
 import sys
 
 from beampipe.runtime.node import NodeRuntime
+from beampipe.transport.security import CredentialsError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # The launcher coordinates shutdown: a terminal Ctrl-C must not kill nodes mid-message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return NodeRuntime(args.control, args.node, args.replica, args.incarnation).run()
+    try:
+        runtime = NodeRuntime(args.control, args.node, args.replica, args.incarnation)
+    except CredentialsError as exc:
+        print(f"beampipe node {args.node!r}: {exc}", file=sys.stderr)
+        return 2
+    return runtime.run()
 
 
 if __name__ == "__main__":

@@ -18,12 +18,16 @@ launcher -> node: :class:`Setup`, :class:`Connect`, :class:`Stop`, :class:`Drain
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import msgpack
 import zmq
+
+from beampipe.transport.security import Credentials
 
 
 class ControlError(ValueError):
@@ -269,12 +273,57 @@ def encode(msg: Control) -> bytes:
     return msgpack.packb({"t": msg.kind, **dataclasses.asdict(msg)})
 
 
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (decoded msgpack) is of the type ``hint`` of a control message field:
+    ``Any``, ``str``, ``int`` (not ``bool``), ``float`` (an ``int`` too), ``bool``, ``None``,
+    unions, ``dict[K, V]`` and ``list[T]``."""
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if origin is dict:
+        key, item = typing.get_args(hint)
+        return isinstance(value, dict) and all(
+            _fits(k, key) and _fits(v, item) for k, v in value.items()
+        )
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+_HINTS: dict[type[Control], dict[str, Any]] = {}
+"""The field types of each control message class (resolved once)."""
+
+
+def _check_types(cls: type[Control], data: dict[str, Any]) -> None:
+    """Raise :class:`ControlError` naming the first field of ``data`` that is not of its type."""
+    hints = _HINTS.get(cls)
+    if hints is None:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        hints = {k: v for k, v in typing.get_type_hints(cls).items() if k in fields}
+        _HINTS[cls] = hints
+    for name, value in data.items():
+        if name in hints and not _fits(value, hints[name]):
+            raise ControlError(
+                f"control message {cls.kind!r}: field {name!r} is a {type(value).__name__}, "
+                f"not {hints[name]}"
+            )
+
+
 def decode(frame: bytes) -> Control:
-    """The message in ``frame``.
+    """The message in ``frame``, its fields checked against their types.
 
     Raises:
-        ControlError: not msgpack, not a map, an unknown kind, or fields its class does not
-            have (missing or unknown).
+        ControlError: not msgpack, not a map, an unknown kind, fields its class does not
+            have (missing or unknown), or a field of another type.
     """
     try:
         data = msgpack.unpackb(frame, raw=False)
@@ -286,6 +335,7 @@ def decode(frame: bytes) -> Control:
     cls = KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ControlError(f"unknown control message kind {kind!r}")
+    _check_types(cls, data)
     try:
         return cls(**data)
     except TypeError as exc:
@@ -308,10 +358,19 @@ def dispatch(msg: Control, table: Mapping[type[Control], Handler], *args: Any) -
 
 
 class ControlClient:
-    """The node side of the control channel."""
+    """The node side of the control channel; it presents ``credentials`` to the launcher."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, node: str, replica: int) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        endpoint: str,
+        node: str,
+        replica: int,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.socket = ctx.socket(zmq.DEALER)
+        if credentials is not None:
+            credentials.client(self.socket)
         self.socket.setsockopt(zmq.ROUTING_ID, identity(node, replica))
         self.socket.setsockopt(zmq.LINGER, 5000)
         self.socket.connect(endpoint)

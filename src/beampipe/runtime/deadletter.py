@@ -11,7 +11,8 @@ Every node replica appends to the pipeline's file (``dead_letter:``, default
 is a text has no ``traceback``. A frame sequence
 that could not be decoded is recorded as ``{"time", "node", "replica", "upstream", "bytes",
 "error"}`` instead, and an id a source never issued (:mod:`beampipe.runtime.gaps`) as
-``{"time", "node", "replica", "stream", "id", "error": "missing: ..."}``. A line is written
+``{"time", "node", "replica", "stream", "id", "error": "missing: ..."}``, a range of them as one
+line with ``"last_id"`` too. A line is written
 with one ``write`` on a file opened for appending, so lines of concurrent replicas do not mix.
 """
 
@@ -76,9 +77,11 @@ def record_corrupt(
 
 
 def record_missing(
-    path: str | Path, node: str, replica: int, stream: str, msg_id: int, why: str
+    path: str | Path, node: str, replica: int, stream: str, first: int, last: int, why: str
 ) -> None:
-    """Append the line for id ``msg_id`` of ``stream`` that source ``node`` never issued.
+    """Append the line for ids ``first`` to ``last`` (both included) of ``stream`` that source
+    ``node`` never issued: ``"id": first``, and ``"last_id": last`` when the range holds more
+    than one id.
 
     Raises:
         OSError: the file cannot be written.
@@ -88,8 +91,9 @@ def record_missing(
         "node": node,
         "replica": replica,
         "stream": stream,
-        "id": msg_id,
-        "error": f"missing: {why}",
+        "id": first,
+        **({"last_id": last} if last > first else {}),
+        "error": f"missing: {why}" if last == first else f"missing: {last - first + 1} ids: {why}",
     }
     _append(path, line)
 

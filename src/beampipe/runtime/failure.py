@@ -21,7 +21,8 @@ class NodeFailure(Exception):
 
     Args:
         stream, msg_id: the stream and message id being handled (None if not known).
-        exc: the exception; its traceback is reported as it is (see :func:`in_hook`).
+        exc: the exception; its traceback is reported as it is (see :func:`in_hook`); none
+            if it has no frames (a :class:`~beampipe.ResultError`: its text says it all).
 
     Attributes:
         error: ``exc``, as the worker raised it (:mod:`beampipe.testing` raises it again).
@@ -32,7 +33,8 @@ class NodeFailure(Exception):
         self.error = exc
         self.stream = stream
         self.msg_id = msg_id
-        self.traceback = "".join(traceback.format_exception(exc))
+        frames = exc.__traceback__ is not None
+        self.traceback = "".join(traceback.format_exception(exc)) if frames else ""
 
     def report(self, control: ControlClient, node: str, replica: int, drained: bool) -> None:
         """Report the failure of ``node`` replica ``replica`` to the launcher; ``drained``:

@@ -101,6 +101,9 @@ class NodeMetrics:
         missing: ids a source skipped and never issued (recorded in the dead-letter file).
         rejected_frames: control frames an output port dropped: from no known peer, or not of
             the protocol (each one is named in the node's log).
+        refused_connections: connections to the node's output ports or tap refused because
+            the peer did not prove the run's credentials (:mod:`beampipe.transport.security`;
+            named in the node's log).
         warnings: warnings raised inside the node: Python ``warnings`` (numpy's floating-point
             warnings among them) and ``logging`` records at WARNING and above.
         dropped: inputs the node's own code dropped through :meth:`beampipe.Worker.dead_letter`
@@ -138,6 +141,7 @@ class NodeMetrics:
     restarts: int = 0
     missing: int = 0
     rejected_frames: int = 0
+    refused_connections: int = 0
     warnings: int = 0
     dropped: int = 0
     nonfinite: int = 0

@@ -11,8 +11,9 @@ A message through a worker: :meth:`~NodeRuntime._run_worker` receives it; ``_on_
 its :class:`~beampipe.runtime.acks.Receipt`, drops it if it is a duplicate
 (:mod:`~beampipe.runtime.durability`), opens its stream (:mod:`~beampipe.runtime.streams`) and
 hands it to :meth:`Intake.accept` (reorder buffer, event), which passes what is next in line to
-``_process``: :meth:`ErrorPolicy.process` calls the worker, :meth:`Emitter.emit` sends the
-results, the receipt gives the credit back, and the input is acknowledged once the results are.
+``_process``: :meth:`ErrorPolicy.process` calls the worker, :meth:`Emitter.emit` checks and
+sends the results (what cannot be sent goes to :meth:`ErrorPolicy.refused`), the receipt gives
+the credit back, and the input is acknowledged once the results are.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from beampipe.runtime.startup import Parts, build
 from beampipe.runtime.streams import StreamState
 from beampipe.runtime.wiring import Stopped, Wiring
 from beampipe.transport import InputChannel
-from beampipe.worker import Source
+from beampipe.transport.security import Credentials
+from beampipe.worker import ResultError, Source
 from beampipe.worker.base import Node
 
 RECEIVE_BATCH = 64
@@ -57,7 +59,7 @@ class NodeRuntime:
         self.incarnation = incarnation
         """How often this replica was restarted before this process."""
         self.ctx = zmq.Context()
-        self.wiring = Wiring(self.ctx, control_endpoint, node, replica)
+        self.wiring = Wiring(self.ctx, control_endpoint, node, replica, Credentials.from_env())
         self.worker: Node | None = None
         self.streams: dict[str, StreamState] = {}
         """The streams open here (kept by the stream book)."""
@@ -109,6 +111,7 @@ class NodeRuntime:
                     self.worker.close()
                 except Exception:  # the run is already failing or stopping: log it only
                     traceback.print_exc()
+            self.wiring.gate.close()
             self.ctx.destroy(linger=2000)
         return status
 
@@ -255,6 +258,8 @@ class NodeRuntime:
             self.metrics.process_time.add(elapsed)
             emitter.call_took(elapsed)
             emitter.emit(result, item, base)
+        except ResultError as exc:
+            parts.policy.refused(item, exc)
         finally:
             emitter.origin = previous
         origin.credit()

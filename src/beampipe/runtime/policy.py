@@ -6,7 +6,8 @@ records of what a node could not use (docs/reliability.md, "Errors inside a work
 apart; then the node's ``on_error`` applies: ``fail_fast`` stops the node with a
 :class:`~beampipe.runtime.failure.NodeFailure` (as an exception in any other hook does),
 ``skip`` records the message in the dead-letter file (:mod:`beampipe.runtime.deadletter`) and
-goes on. The dead-letter file also gets the inputs a worker drops
+goes on; so does a result that cannot be sent (:meth:`ErrorPolicy.refused`, a
+:class:`beampipe.ResultError`). The dead-letter file also gets the inputs a worker drops
 (:meth:`beampipe.Worker.dead_letter`, :meth:`ErrorPolicy.dropped`), the frame sequences that
 could not be decoded (:meth:`ErrorPolicy.corrupt`) and the ids a source never issued
 (:meth:`ErrorPolicy.missing`).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from types import GeneratorType
 
 from beampipe.config import NodeSpec
 from beampipe.message import Event, Message, WireError
@@ -26,7 +28,7 @@ from beampipe.runtime.progress import Progress
 from beampipe.runtime.wiring import Wiring, log
 from beampipe.transport import InputChannel
 from beampipe.worker import TransientError
-from beampipe.worker.base import Node, Output
+from beampipe.worker.base import Node, Output, ResultError
 
 
 class ErrorPolicy:
@@ -72,7 +74,10 @@ class ErrorPolicy:
         while True:
             self.notes.stream, self.notes.msg_id = item.stream, item.id  # what it warns
             try:
-                return self.worker.process(item)
+                result = self.worker.process(item)
+                if type(result) is GeneratorType:  # its code runs now, under the policy
+                    return list(result)
+                return result
             except Exception as raised:
                 exc = in_hook(raised)
                 if isinstance(exc, TransientError) and attempt < self.retries:
@@ -85,6 +90,18 @@ class ErrorPolicy:
                 self._skipped(item, exc)
                 return None
 
+    def refused(self, item: Message | Event, exc: ResultError) -> None:
+        """What ``process`` returned for ``item`` (or, from a source, the message ``item``
+        itself) cannot be sent: skip it (recorded in the dead-letter file) or fail.
+
+        Raises:
+            NodeFailure: the policy is ``fail_fast``.
+        """
+        exc = exc.with_traceback(None)  # the runtime's frames: the text says it all
+        if not self.skip:
+            raise NodeFailure(item.stream, item.id, exc)
+        self._skipped(item, exc)
+
     def stream_end(self, stream: str, last_id: int, hook: Callable[[str], Output]) -> Output:
         """``hook(stream)`` (the worker's ``on_stream_end``) under ``on_error``: with ``skip``,
         an exception records the stream's end (id ``last_id``) in the dead-letter file, is
@@ -95,7 +112,10 @@ class ErrorPolicy:
         """
         self.notes.stream, self.notes.msg_id = stream, None
         try:
-            return hook(stream)
+            result = hook(stream)
+            if type(result) is GeneratorType:  # its code runs now, under the policy
+                return list(result)
+            return result
         except Exception as raised:
             exc = in_hook(raised)
             if not self.skip:
@@ -111,8 +131,9 @@ class ErrorPolicy:
 
     def _skipped(self, item: Message | Event, exc: Exception) -> None:
         deadletter.record(self.path, self.node, self.replica, item, exc)
+        cause = f":{exc.cause}" if isinstance(exc, ResultError) else ""
         self.notes.add(
-            f"skipped:{type(exc).__name__}",
+            f"skipped:{type(exc).__name__}{cause}",
             f"messages skipped after {type(exc).__name__}: {exc} (on_error: skip)",
         )
         self.metrics.skipped += 1
@@ -137,11 +158,12 @@ class ErrorPolicy:
             self.path, self.node, self.replica, channel.upstream, channel.last_size, exc
         )
 
-    def missing(self, stream: str, msg_id: int, why: str) -> None:
-        """Id ``msg_id`` of ``stream`` was never issued by this source: count and record it."""
-        self.metrics.missing += 1
+    def missing(self, stream: str, first: int, last: int, why: str) -> None:
+        """Ids ``first`` to ``last`` (both included) of ``stream`` were never issued by this
+        source: count them and record them (one dead-letter line for the range)."""
+        self.metrics.missing += last - first + 1
         self.progress.changed = True
-        deadletter.record_missing(self.path, self.node, self.replica, stream, msg_id, why)
+        deadletter.record_missing(self.path, self.node, self.replica, stream, first, last, why)
 
 
 def note_drop(notes: NoteLog, item: Message | Event, reason: str | BaseException) -> str | None:

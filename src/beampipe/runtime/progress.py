@@ -52,6 +52,7 @@ class Progress:
         self.control = wiring.control
         self.inputs = wiring.inputs
         self.outputs = wiring.outputs
+        self.gate = wiring.gate
         self.intake = intake
         self.streams = streams
         self.metrics = NodeMetrics()
@@ -113,6 +114,7 @@ class Progress:
         m.retained = sum(o.retained for o in outputs)
         m.resent = sum(o.resent for o in outputs)
         m.rejected_frames = sum(o.rejected for o in outputs)
+        m.refused_connections = self.gate.refused
         m.in_flight_bytes = sum(o.in_flight_bytes for o in outputs)
         m.peak_in_flight = sum(o.peak_in_flight for o in outputs)
         m.peak_in_flight_bytes = sum(o.peak_in_flight_bytes for o in outputs)

@@ -23,13 +23,14 @@ from collections.abc import Callable
 from beampipe.config import NodeSpec
 from beampipe.message import EndOfStream, Item, Message, StreamStart
 from beampipe.runtime.acks import lineage
+from beampipe.runtime.emitter import check_message
 from beampipe.runtime.failure import NodeFailure, call, in_hook
 from beampipe.runtime.gaps import GapDetector
 from beampipe.runtime.policy import ErrorPolicy
 from beampipe.runtime.progress import PROGRESS_INTERVAL
 from beampipe.runtime.streams import StreamBook
 from beampipe.runtime.wiring import Wiring
-from beampipe.worker import Source
+from beampipe.worker import ResultError, Source
 
 SERVICE_EVERY = 64
 """A source services its sockets (credit, stop) at least every this many items."""
@@ -123,34 +124,62 @@ class SourceLoop:
         return len(got)
 
     def _item(self, item: Item, now: float) -> None:
-        """Send one item the source generated at monotonic time ``now``."""
+        """Send one item the source generated at monotonic time ``now``.
+
+        Raises:
+            NodeFailure: ``item`` is not an item, or a message that cannot be sent under
+                ``on_error: fail_fast``.
+        """
         if isinstance(item, StreamStart):
             self.book.open(item.stream, item.metadata)
         elif isinstance(item, Message):
             self.notes.stream, self.notes.msg_id = item.stream, item.id
-            state = self.book.open(item.stream)
-            if not self.gaps.issued(item.stream, item.id, now):
-                self.metrics.late += 1
-            item.lineage = lineage(self.node, item.stream, item.id)
-            item.stamp(self.node)
-            self.emitter.send(item.port or self.default, item)
-            self.progress.count(state, item.timestamps[0][1])
+            try:
+                self._message(item, now)
+            except ResultError as exc:
+                self.policy.refused(item, exc)
         elif isinstance(item, EndOfStream):
             state = self.book.open(item.stream)
             state.end = item
             why = f"the stream ended with id {item.last_id} without it"
-            for msg_id in self.gaps.end(item.stream, item.last_id):
-                self.policy.missing(item.stream, msg_id, why)
+            for first, last in self.gaps.end(item.stream, item.last_id):
+                self.policy.missing(item.stream, first, last, why)
             self.book.close(item.stream, state)
         else:
             raise NodeFailure(
                 None,
                 None,
-                TypeError(
+                ResultError(
                     f"generate() yielded a {type(item).__name__}: expected a Message, "
-                    "StreamStart, EndOfStream, a list of them (a burst) or None"
+                    "StreamStart, EndOfStream, a list of them (a burst) or None",
+                    f"type:{type(item).__name__}",
                 ),
             )
+
+    def _message(self, msg: Message, now: float) -> None:
+        """Send a message the source generated. An id it has (a valid one) counts as issued,
+        even if the message cannot be sent: it is not reported missing as well.
+
+        Raises:
+            ResultError: no stream, an id below 1, an output port the source does not have,
+                or data or metadata the wire format cannot carry; nothing was sent.
+        """
+        port = msg.port or self.default
+        check_message(msg, port, "generate()")
+        state = self.book.open(msg.stream)
+        if not self.gaps.issued(msg.stream, msg.id, now):
+            self.metrics.late += 1
+        if port not in self.source.outputs:
+            have = ", ".join(repr(p) for p in self.source.outputs) or "none"
+            raise ResultError(
+                f"generate() yielded a message for output port {port!r}, which node "
+                f"{self.node!r} does not have (its output ports: {have})",
+                f"port:{port}",
+            )
+        msg.lineage = lineage(self.node, msg.stream, msg.id)
+        msg.stamp(self.node)
+        self.emitter.send(port, msg)
+        self.progress.count(state, msg.timestamps[0][1])
 
     def _check_gaps(self, now: float) -> None:
         """Report the ids awaited for ``gap_timeout`` seconds as missing."""
@@ -158,5 +187,5 @@ class SourceLoop:
         deadline = gaps.next_deadline
         if deadline is not None and now >= deadline:
             why = f"not issued within gap_timeout = {gaps.timeout} s of a later id"
-            for stream, msg_id in gaps.expired(now):
-                self.policy.missing(stream, msg_id, why)
+            for stream, first, last in gaps.expired(now):
+                self.policy.missing(stream, first, last, why)

@@ -98,7 +98,9 @@ class StreamBook:
                 state.ended, state.end = pending
             result = call(self.notes, stream, None, self.worker.on_stream_start, stream, metadata)
             self.emitter.broadcast(StreamStart(stream, metadata))
-            self.emitter.emit(result, None, lineage("start", stream, self.replica))
+            self.emitter.emit_hook(
+                result, "on_stream_start()", stream, lineage("start", stream, self.replica)
+            )
         return state
 
     def reopen(self, pipe: int, stream: str) -> StreamState:
@@ -137,7 +139,8 @@ class StreamBook:
                 result = self.end_hook(stream, last_id, worker.on_stream_end)
         finally:
             del worker._stream_warnings[stream]
-        self.emitter.emit(result, None, lineage("end", stream, self.replica))
+        base = lineage("end", stream, self.replica)
+        self.emitter.emit_hook(result, "on_stream_end()", stream, base)
         self.emitter.broadcast(self._noted(state.end or EndOfStream(stream, state.messages)))
         del self.streams[stream]
         self.closed.add(stream)
@@ -210,7 +213,7 @@ class StreamBook:
             state.ended = set(range(len(self.inputs)))
             self.close(stream, state)
         result = call(self.notes, None, None, self.worker.on_finish)
-        self.emitter.emit(result, None, lineage("finish", self.replica))
+        self.emitter.emit_hook(result, "on_finish()", None, lineage("finish", self.replica))
         self.emitter.end_derived()
 
     def _all_ended(self, ended: set[int]) -> bool:

@@ -31,6 +31,7 @@ import zmq
 
 from beampipe.message import Item, Message
 from beampipe.transport import wire_size
+from beampipe.transport.security import Gate
 
 HWM = 1000
 """Messages queued per subscriber before the tap drops."""
@@ -48,8 +49,10 @@ def topic(port: str) -> bytes:
 class Tap:
     """The XPUB side of one node process. See the module docstring."""
 
-    def __init__(self, ctx: zmq.Context, address: str) -> None:
+    def __init__(self, ctx: zmq.Context, address: str, gate: Gate | None = None) -> None:
         self.socket = ctx.socket(zmq.XPUB)
+        if gate is not None:  # only viewers with the run's credentials subscribe
+            gate.serve(self.socket, "tap")
         self.socket.setsockopt(zmq.SNDHWM, HWM)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.bind(address)

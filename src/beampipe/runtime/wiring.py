@@ -37,6 +37,7 @@ from beampipe.runtime.control import (
     Connect,
     Control,
     ControlClient,
+    ControlError,
     Drain,
     Handler,
     Hello,
@@ -55,6 +56,7 @@ from beampipe.runtime.control import (
 from beampipe.runtime.tap import Tap
 from beampipe.transport import InputChannel, OutputPort, Route
 from beampipe.transport.address import advertised
+from beampipe.transport.security import Credentials, Gate
 
 M = TypeVar("M", bound=Control)
 
@@ -81,11 +83,22 @@ class Wiring:
             wake up for input.
     """
 
-    def __init__(self, ctx: zmq.Context, control_endpoint: str, node: str, replica: int) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        control_endpoint: str,
+        node: str,
+        replica: int,
+        credentials: Credentials,
+    ) -> None:
         self.ctx = ctx
         self.node = node
         self.replica = replica
-        self.control = ControlClient(ctx, control_endpoint, node, replica)
+        self.credentials = credentials
+        """The run's credentials, presented to the launcher and upstream ports."""
+        self.gate = Gate(ctx, credentials, on_refuse=log)
+        """Admits only the run's processes to the output ports and the tap."""
+        self.control = ControlClient(ctx, control_endpoint, node, replica, credentials)
         self.parent = os.getppid()
         self.outputs: dict[str, OutputPort] = {}
         self.inputs: list[InputChannel] = []
@@ -125,13 +138,13 @@ class Wiring:
                 if c.source_port == port
             ]
             address = setup.bind.format(name=f"{node}-{replica}-{port}")
-            out = OutputPort.bind(self.ctx, port, address, routes)
+            out = OutputPort.bind(self.ctx, port, address, routes, self.gate)
             out.on_reject = log
             self.outputs[port] = out
             self.poller.register(out.socket, zmq.POLLIN)
             self.out_poller.register(out.socket, zmq.POLLIN)
         if self.outputs:
-            self.tap = Tap(self.ctx, setup.bind.format(name=f"{node}-{replica}-tap"))
+            self.tap = Tap(self.ctx, setup.bind.format(name=f"{node}-{replica}-tap"), self.gate)
             self.poller.register(self.tap.socket, zmq.POLLIN)
             self.out_poller.register(self.tap.socket, zmq.POLLIN)
         endpoints = {p: advertised(o.endpoint) for p, o in self.outputs.items()}
@@ -153,7 +166,11 @@ class Wiring:
             Stopped: the launcher said :class:`Stop`, or is gone.
         """
         while True:
-            msg = self.control.recv(500)
+            try:
+                msg = self.control.recv(500)
+            except ControlError as exc:
+                log(f"ignored a control frame from the launcher: {exc}")
+                continue
             if msg is None:
                 self.check_parent()
                 continue
@@ -175,6 +192,7 @@ class Wiring:
             endpoint=spec["endpoint"],
             window=self.window,
             byte_window=self.window_bytes,
+            credentials=self.credentials,
         )
         self.index[channel] = len(self.inputs)
         self.inputs.append(channel)
@@ -182,6 +200,18 @@ class Wiring:
         return channel
 
     # -- while running -------------------------------------------------------------------------
+
+    def _on_control(self) -> None:
+        """Do what the launcher's waiting messages ask; one that is not of the protocol, or
+        not one a running node receives, is ignored with a line in the log."""
+        while True:
+            try:
+                msg = self.control.recv(0)
+                if msg is None:
+                    return
+                dispatch(msg, HANDLERS, self)
+            except ControlError as exc:
+                log(f"ignored a control message from the launcher: {exc}")
 
     def check_parent(self) -> None:
         """Raise :class:`Stopped` if the launcher process is gone."""
@@ -269,8 +299,7 @@ class Wiring:
                 tap.handle()
             tap.flush()
         if self.control.socket in events:
-            while (msg := self.control.recv(0)) is not None:
-                dispatch(msg, HANDLERS, self)
+            self._on_control()
         for out in self.outputs.values():
             if out.socket in events:
                 while out.socket.poll(0):

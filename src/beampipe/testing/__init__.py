@@ -19,7 +19,8 @@ worker with ``events = True`` gets the events the runtime's event builder forms;
 ``generate`` is run by the source loop (bursts, ``None`` while it waits, gaps in its ids). What
 is left to the pipeline: other processes, flow control, acknowledgements, replicas and ordered
 ports, snapshots of stateful workers, retries and ``on_error: skip`` (an exception in a hook or
-in ``process`` propagates here, as the worker raised it), event timeouts (an incomplete event
+in ``process`` propagates here, as the worker raised it; a result that cannot be sent raises a
+:class:`beampipe.ResultError`), event timeouts (an incomplete event
 goes on when its stream ends).
 A sink's ``checkpoint`` is called at each stream's end; ``close`` at the end of the run.
 """

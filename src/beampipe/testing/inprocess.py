@@ -1,14 +1,17 @@
 """What the runtime's parts need of a node's wiring and error policy, in-process: pipes that
-only have a port, output ports that take every item at once, receipts without credit, and a
-source's skipped ids kept as dead letters (:mod:`beampipe.testing`)."""
+only have a port, output ports that take every item at once, receipts without credit, a
+source's skipped ids kept as dead letters, and a message it yields that cannot be sent failing
+(:mod:`beampipe.testing`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from beampipe.message import Event, Item, Message
+from beampipe.runtime.failure import NodeFailure
 from beampipe.runtime.progress import Progress
+from beampipe.worker import ResultError
 
 
 def no_wait(timeout_ms: int) -> None:
@@ -39,6 +42,13 @@ class Port:
 
 
 @dataclass
+class Gate:
+    """In-process no process connects: none is refused."""
+
+    refused: int = 0
+
+
+@dataclass
 class Wiring:
     """What the runtime's parts read of a node's wiring, in-process."""
 
@@ -48,6 +58,7 @@ class Wiring:
     outputs: dict[str, Port]
     tap: None = None
     control: None = None
+    gate: Gate = field(default_factory=Gate)
     draining: bool = False
 
 
@@ -72,6 +83,14 @@ class SourcePolicy:
     progress: Progress
     dead_letter: Callable[[Message | Event, str | BaseException], None]
 
-    def missing(self, stream: str, msg_id: int, why: str) -> None:
-        self.progress.metrics.missing += 1
-        self.dead_letter(Message(stream=stream, id=msg_id), why)
+    def missing(self, stream: str, first: int, last: int, why: str) -> None:
+        """Ids ``first`` to ``last`` were never issued: counted, one dead letter per range
+        (for the first id; the text names the range when it holds more than one)."""
+        self.progress.metrics.missing += last - first + 1
+        text = why if last == first else f"ids {first}..{last} missing: {why}"
+        self.dead_letter(Message(stream=stream, id=first), text)
+
+    def refused(self, item: Message, exc: ResultError) -> None:
+        """A message the source yielded cannot be sent: the run fails, as under ``on_error:
+        fail_fast`` (the harness raises ``exc``)."""
+        raise NodeFailure(item.stream, item.id, exc)

@@ -22,6 +22,7 @@ from beampipe.transport.protocol import (
     encode_hello,
     wire_size,
 )
+from beampipe.transport.security import Credentials
 
 _SNDMORE = int(zmq.SNDMORE)
 _ACK, _CREDIT = Control.ACK, Control.CREDIT
@@ -46,6 +47,8 @@ class InputChannel:
     window: int
     byte_window: int
     hello: bytes
+    credentials: Credentials | None = None
+    """What the pipe presents to the upstream port (:mod:`beampipe.transport.security`)."""
     finished: bool = False
     last_size: int = 0
     """Wire bytes of the last item received."""
@@ -72,16 +75,21 @@ class InputChannel:
         endpoint: str,
         window: int,
         byte_window: int,
+        credentials: Credentials | None = None,
     ) -> InputChannel:
         """Connect to ``endpoint`` and introduce ourselves as ``target`` replica ``replica``
-        with a credit of ``window`` messages and ``byte_window`` bytes."""
+        with a credit of ``window`` messages and ``byte_window`` bytes, presenting
+        ``credentials`` if given."""
         hello = encode_hello(Hello(target, replica, window, byte_window))
-        channel = cls(port, upstream, ctx.socket(zmq.DEALER), window, byte_window, hello)
+        sock = ctx.socket(zmq.DEALER)
+        channel = cls(port, upstream, sock, window, byte_window, hello, credentials)
         channel._open(endpoint)
         return channel
 
     def _open(self, endpoint: str) -> None:
         sock = self.socket
+        if self.credentials is not None:
+            self.credentials.client(sock)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
         sock.setsockopt(zmq.LINGER, 1000)

@@ -51,6 +51,7 @@ from beampipe.transport.protocol import (
 )
 from beampipe.transport.redelivery import Redelivering
 from beampipe.transport.routing import Route
+from beampipe.transport.security import Gate
 
 _HELLO, _CREDIT, _ACK, _BYE = Control.HELLO, Control.CREDIT, Control.ACK, Control.BYE
 """Looked up once: an enum member costs about 80 ns to look up on its class (Python 3.11)."""
@@ -110,10 +111,20 @@ class OutputPort(Redelivering):
         self._sender = BatchedSender(self.socket)
 
     @classmethod
-    def bind(cls, ctx: zmq.Context, name: str, address: str, routes: list[Route]) -> OutputPort:
+    def bind(
+        cls,
+        ctx: zmq.Context,
+        name: str,
+        address: str,
+        routes: list[Route],
+        gate: Gate | None = None,
+    ) -> OutputPort:
         """Bind to ``address`` (``ipc://path`` or ``tcp://host:*``); the bound endpoint is
-        :attr:`endpoint`."""
+        :attr:`endpoint`. With a ``gate``, only peers with its credentials connect
+        (:mod:`beampipe.transport.security`)."""
         sock = ctx.socket(zmq.ROUTER)
+        if gate is not None:
+            gate.serve(sock, f"output {name!r}")
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)

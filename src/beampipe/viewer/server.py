@@ -112,7 +112,8 @@ class Viewer:
         """Start watching ``launcher`` (a :class:`~beampipe.launch.Launcher`, before or
         while it runs) and serving the page."""
         self.launcher = launcher
-        self._subscriber = Subscriber(self.run_status, self.previews)
+        credentials = launcher.credentials if launcher is not None else None
+        self._subscriber = Subscriber(self.run_status, self.previews, credentials)
         self._subscriber.start()
         config = uvicorn.Config(
             self.app,

@@ -19,6 +19,7 @@ from beampipe.config import Pipeline
 from beampipe.launch.status import RunStatus
 from beampipe.message import WireError, decode
 from beampipe.runtime.tap import topic
+from beampipe.transport.security import Credentials
 from beampipe.viewer.previews import PortPreview
 
 POLL_MS = 100
@@ -67,12 +68,20 @@ class Subscriber(threading.Thread):
             None): a replica's ``tap`` endpoint, once bound, is subscribed to; a new endpoint,
             e.g. after a restart, is reconnected.
         previews: where the items go.
+        credentials: the run's (:attr:`beampipe.launch.Launcher.credentials`): the taps admit
+            only subscribers that present them (None: no run, so no tap, is watched).
     """
 
-    def __init__(self, status: Callable[[], RunStatus | None], previews: Previews) -> None:
+    def __init__(
+        self,
+        status: Callable[[], RunStatus | None],
+        previews: Previews,
+        credentials: Credentials | None,
+    ) -> None:
         super().__init__(name="beampipe-viewer-subscriber", daemon=True)
         self.status = status
         self.previews = previews
+        self.credentials = credentials
         self._stopping = threading.Event()
         self._ctx = zmq.Context()
         self._sockets: dict[tuple[str, int], tuple[str, zmq.Socket]] = {}
@@ -98,6 +107,8 @@ class Subscriber(threading.Thread):
                 poller.unregister(known[1])
                 known[1].close(linger=0)
             sock = self._ctx.socket(zmq.SUB)
+            if self.credentials is not None:
+                self.credentials.client(sock)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RCVHWM, 1000)
             for port in ports:

@@ -3,7 +3,7 @@ checks import the rest from its modules: :mod:`~beampipe.worker.base` (``Node``,
 ``by_port``) and :mod:`~beampipe.worker.registry` (``resolve``, ``registered``,
 ``UnknownNodeType``)."""
 
-from beampipe.worker.base import Params, Source, TransientError, Worker
+from beampipe.worker.base import Params, ResultError, Source, TransientError, Worker
 from beampipe.worker.decorator import worker
 from beampipe.worker.paths import InputPath, OutputPath
 from beampipe.worker.reducer import Reducer, ReducerParams
@@ -14,6 +14,7 @@ __all__ = [
     "Params",
     "Reducer",
     "ReducerParams",
+    "ResultError",
     "Source",
     "TransientError",
     "Worker",

@@ -18,24 +18,81 @@ from pydantic import BaseModel, ConfigDict
 from beampipe.message import EndOfStream, Event, Item, Message, StreamStart
 
 Output = None | Item | Iterable[Item] | Mapping[str, "Item | Iterable[Item]"]
-"""What the hooks may return: nothing, one message or several for the single output port, or a
-mapping ``{output port: message(s)}``. A :class:`~beampipe.StreamStart` among them opens a stream
-of the worker's own with that header (it goes to every output port)."""
+"""What the hooks may return: nothing, one message or several (a list, or a generator) for the
+single output port, or a mapping ``{output port: message(s)}``. A :class:`~beampipe.StreamStart`
+among them opens a stream of the worker's own with that header (it goes to every output port).
+Anything else is refused with a :class:`ResultError` (:func:`by_port`)."""
+
+_ITEMS = (Message, StreamStart, EndOfStream)
+_RETURN = "return a Message, a list of Messages or a dict {output port: Message or list}"
 
 
-def by_port(out: Output, outputs: tuple[str, ...]) -> dict[str, list[Item]]:
-    """A hook's return value as ``{output port: [items]}`` (the first port is the default)."""
+class ResultError(ValueError):
+    """What a hook returned, or a source yielded, cannot be sent: a tuple or another type, an
+    output port the node does not have, a message without a stream or with an id below 1, two
+    messages with the same id on one stream and port, data or metadata the wire format cannot
+    carry. The text names the hook, the port, the message's stream and id and the likely
+    cause. It is handled under the node's ``on_error`` for what ``process`` returned or
+    ``generate`` yielded (docs/reliability.md, "Errors inside a worker"), and stops the node
+    for the other hooks.
+
+    Attributes:
+        cause: the kind of error without what varies from message to message (stream, id):
+            ``type:tuple``, ``port:outt``, ``id``, ``stream``, ``duplicate``, ``unsendable:``
+            and what cannot be carried; the skips of one cause are counted under one note.
+    """
+
+    def __init__(self, text: str, cause: str) -> None:
+        super().__init__(text)
+        self.cause = cause
+
+
+def by_port(
+    out: Output, outputs: tuple[str, ...], node: str = "", hook: str = "process()"
+) -> dict[str, list[Item]]:
+    """A hook's return value as ``{output port: [items]}`` (the first port is the default).
+
+    Raises:
+        ResultError: ``out`` (or a value of it) is not of the :data:`Output` types, or names a
+            port not in ``outputs`` (``node`` and ``hook`` are named in the text).
+    """
     if out is None:
         return {}
-    default = outputs[0] if outputs else ""
-    if isinstance(out, Message | StreamStart | EndOfStream):
-        return {default: [out]}
-    if isinstance(out, Mapping):
-        return {
-            p: [v] if isinstance(v, Message | StreamStart | EndOfStream) else list(v)
-            for p, v in out.items()
-        }
-    return {default: list(out)}
+    if not isinstance(out, Mapping):
+        items = _items(out, hook, "")
+        if items and not outputs:
+            raise ResultError(
+                f"{hook} returned a message, but node {node!r} has no output ports", "port:"
+            )
+        return {outputs[0] if outputs else "": items}
+    ports = {}
+    for port, value in out.items():
+        if port not in outputs:
+            have = ", ".join(repr(p) for p in outputs) if outputs else "none"
+            raise ResultError(
+                f"{hook} returned a dict naming output port {port!r}, which node {node!r} does "
+                f"not have (its output ports: {have}): a dict maps output ports to messages",
+                f"port:{port}",
+            )
+        ports[port] = _items(value, hook, f" for port {port!r}")
+    return ports
+
+
+def _items(value: object, hook: str, where: str) -> list[Item]:
+    """``value`` (a hook's result, or its value for one port) as a list of items."""
+    if isinstance(value, _ITEMS):
+        return [value]
+    if value is None:
+        return []
+    if isinstance(value, list | Iterator):
+        items = list(value)
+        for item in items:
+            if not isinstance(item, _ITEMS):
+                what = f"a list holding a {type(item).__name__}{where}"
+                raise ResultError(f"{hook} returned {what}: {_RETURN}", f"type:{what}")
+        return items
+    what = f"a {type(value).__name__}{where}"
+    raise ResultError(f"{hook} returned {what}: {_RETURN}", f"type:{what}")
 
 
 class TransientError(Exception):
@@ -174,8 +231,11 @@ class Worker(Node):
         """Handle one message; ``msg.port`` names the input port it came in on. A worker with
         ``events = True`` receives a :class:`~beampipe.Event` instead (its ``messages`` by port).
 
-        Messages returned without ``stream``/``id`` inherit those of ``msg``. An exception
-        raised here stops the run (fail fast) with node, stream, id and traceback.
+        Messages returned without ``stream``/``id`` inherit those of ``msg``. What is returned
+        must be of the :data:`Output` types, for the node's output ports, with ids of 1 or more
+        (once per stream and port) and data and metadata the wire format can carry, or it is a
+        :class:`ResultError`. An exception raised here, or a :class:`ResultError`, stops the run
+        (fail fast) with node, stream, id and traceback, or skips ``msg`` (``on_error: skip``).
         """
         raise NotImplementedError(f"{type(self).__name__}.process")
 

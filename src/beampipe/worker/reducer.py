@@ -129,7 +129,7 @@ class Reducer(Worker, Generic[State]):
         """:meth:`result`, with stream and id filled in where it left them empty: the group's
         name, and the highest id folded (a group of one stream) or 1, 2, 3, ... per emission
         (a group of several streams)."""
-        out = by_port(self.result(key, group.state, final), self.outputs)
+        out = by_port(self.result(key, group.state, final), self.outputs, self.name, "result()")
         group.emitted += 1
         single = group.streams == {key}
         for items in out.values():

@@ -27,13 +27,39 @@ from beampipe.nodes.nexus.columns import (
 from beampipe.nodes.nexus.meta import new_group
 from beampipe.nodes.nexus.space import NoSpace, ensure_space, no_space
 
-__all__ = ["LIBVER", "GroupFile"]
+__all__ = ["LIBVER", "Compression", "GroupFile", "filter_options"]
 
 LIBVER = ("v110", "v110")
 """HDF5 file-format bounds: 1.10 is the oldest format with SWMR; readers need HDF5 >= 1.10."""
 
 _CHUNK_BYTES = 1 << 20
 _MAX_CHUNK_ROWS = 1024
+
+Compression = Literal["none", "bitshuffle_lz4", "lz4", "gzip"]
+"""How a group's arrays (not its 0-d values) are compressed: bitshuffle-LZ4 (as DECTRIS EIGER
+writes its frames) and LZ4 through the HDF5 filters of ``hdf5plugin``, or HDF5's own gzip."""
+
+
+def filter_options(compression: Compression) -> dict[str, Any]:
+    """The ``create_dataset`` options for ``compression``.
+
+    Raises:
+        ImportError: ``hdf5plugin`` is needed and not installed (``pip install
+            'beampipe[hdf5]'``).
+    """
+    if compression == "none":
+        return {}
+    if compression == "gzip":
+        return {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+    try:
+        import hdf5plugin
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"compression {compression!r} needs hdf5plugin (pip install 'beampipe[hdf5]'): {exc}"
+        ) from exc
+    if compression == "lz4":
+        return dict(hdf5plugin.LZ4())
+    return dict(hdf5plugin.Bitshuffle(cname="lz4"))
 
 
 class GroupFile:
@@ -48,7 +74,9 @@ class GroupFile:
 
     Modes:
         append: an array of shape S is appended along a new first axis: dataset shape (n, *S),
-            chunked, unlimited first dimension; ``id`` (int64, shape (n,)) holds the message ids.
+            chunked (a 2-D or larger array, a detector frame: one chunk per frame; smaller ones
+            about 1 MiB per chunk), unlimited first dimension; ``id`` (int64, shape (n,)) holds
+            the message ids.
         replace: every message overwrites the datasets (resized to the new shapes, same rank);
             ``id`` (int64, 0-d) is the id of the message shown; numeric scalar metadata fields
             are updated when a message carries them.
@@ -86,6 +114,7 @@ class GroupFile:
         mode: Literal["append", "replace"],
         signal: str | None,
         axes: list[str] | None,
+        compression: Compression = "none",
     ) -> None:
         self.path = path
         self.name = name
@@ -97,6 +126,7 @@ class GroupFile:
         self._pending: list[tuple[int, dict[str, np.ndarray]]] = []
         self._shown: _Shown | None = None
         """Replace mode: the message last flushed (restored if a later write fails)."""
+        self._filters = filter_options(compression)
         arrays = numeric_arrays(msg)
         scalars = numeric_scalars(msg.metadata) if mode == "replace" else {}
         scalars = {k: v for k, v in scalars.items() if k not in arrays}
@@ -184,19 +214,26 @@ class GroupFile:
         return new_group(entry, self.name, "NXdata")
 
     def _create(self, group: h5py.Group, name: str, a: np.ndarray) -> h5py.Dataset:
+        filters = self._filters if a.ndim and name != "id" else {}
         if self.mode == "replace":
             if a.ndim == 0:
                 return group.create_dataset(name, shape=(), dtype=a.dtype)
             return group.create_dataset(
-                name, shape=a.shape, maxshape=(None,) * a.ndim, chunks=True, dtype=a.dtype
+                name,
+                shape=a.shape,
+                maxshape=(None,) * a.ndim,
+                chunks=True,
+                dtype=a.dtype,
+                **filters,
             )
-        rows = max(1, min(_MAX_CHUNK_ROWS, _CHUNK_BYTES // max(1, a.nbytes)))
+        rows = 1 if a.ndim >= 2 else max(1, min(_MAX_CHUNK_ROWS, _CHUNK_BYTES // max(1, a.nbytes)))
         return group.create_dataset(
             name,
             shape=(0, *a.shape),
             maxshape=(None, *a.shape),
             chunks=(rows, *a.shape),
             dtype=a.dtype,
+            **filters,
         )
 
     def _units(self, units: Any) -> None:

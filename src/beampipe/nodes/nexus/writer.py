@@ -18,7 +18,7 @@ import h5py
 from pydantic import Field
 
 import beampipe
-from beampipe.nodes.nexus.files import GroupFile
+from beampipe.nodes.nexus.files import Compression, GroupFile, filter_options
 from beampipe.nodes.nexus.master import edit_master
 from beampipe.nodes.nexus.meta import (
     new_group,
@@ -47,11 +47,14 @@ class GroupParams(beampipe.Params):
 
     ``mode``: ``append`` (each message adds a row) or ``replace`` (each message overwrites).
     ``signal`` and ``axes`` override the ``signal``/``axes`` of the message metadata.
+    ``compression``: of the group's arrays (not of 0-d values): ``none``, ``bitshuffle_lz4``
+    or ``lz4`` (HDF5 filters of hdf5plugin, ``beampipe[hdf5]``) or ``gzip``.
     """
 
     mode: Literal["append", "replace"] = "append"
     signal: str | None = None
     axes: list[str] | None = None
+    compression: Compression = "none"
 
 
 class XasParams(beampipe.Params):
@@ -129,6 +132,8 @@ class NexusWriter(beampipe.Worker):
 
     Raises:
         TypeError: message data that is bytes or not numeric.
+        ImportError: a group's ``compression`` needs hdf5plugin, which is not installed (when
+            the node is created).
         ValueError: a stream started twice; a message whose data names, shapes or ranks do not
             fit the port's first message.
         KeyError: a message or end of a stream that was never started.
@@ -158,6 +163,8 @@ class NexusWriter(beampipe.Worker):
     def __init__(self, params: NexusWriter.Params, name: str = "") -> None:
         super().__init__(params, name)
         self.path = Path(os.path.expanduser(params.path)).absolute()
+        for spec in params.groups.values():
+            filter_options(spec.compression)  # hdf5plugin missing: fail when the node starts
         self.data_dir = self.path.with_name(f"{self.path.stem}_data")
         self._streams: dict[str, _Stream] = {}
         self._entries: list[str] = []
@@ -252,7 +259,9 @@ class NexusWriter(beampipe.Worker):
                 entry = f[state.entry]
                 name = unique_name(nexus_name(msg.port, "data"), entry)
                 path = self.data_dir / state.entry / f"{name}.h5"
-                group = GroupFile(path, name, msg, spec.mode, *self._plot(spec, msg.metadata))
+                group = GroupFile(
+                    path, name, msg, spec.mode, *self._plot(spec, msg.metadata), spec.compression
+                )
                 link = os.path.relpath(path, self.path.parent)
                 entry[name] = h5py.ExternalLink(link, f"/entry/{name}")
                 entry.attrs["default"] = state.default_with(group)

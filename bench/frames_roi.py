@@ -1,0 +1,147 @@
+"""Frames/s of ``hdf5_replay`` -> ``frame.roi`` -> sink on bitshuffle-LZ4 HDF5 frames of EIGER 4M
+size, against a plain loop that reads the same frames with h5py and computes the same ROIs with
+numpy in one process, in the same invocation (issue 17's benchmark, its HDF5 half).
+
+Frames: the Pilatus 1M SAXS frame of NSLS-II LiX (``../shared/data/saxs-waxs-lix``, int32
+1043 x 981) tiled 2 x 2 and padded to 2167 x 2070 (EIGER 4M), as uint32, each frame a Poisson
+draw around it (seeded), in one HDF5 dataset chunked one frame per chunk and compressed with
+bitshuffle-LZ4 (``hdf5plugin``), as an EIGER data file.
+
+ROIs: three rectangles and one polygon, with no mask.
+
+Throughput is the steady-state rate at the sink: (n - 1) / (last receipt - first receipt), so
+process start-up is not counted; the plain loop's is measured the same way (per frame done).
+Runs alternate plain, 1 replica, 2 replicas, ``--repeat`` times.
+
+    nice python bench/frames_roi.py --frames 100 --repeat 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from beampipe.config import load_pipeline  # noqa: E402
+from beampipe.launch import Launcher  # noqa: E402
+from beampipe.nodes.frame.regions import Region, RoiSpec  # noqa: E402
+
+SAXS = REPO.parent / "shared" / "data" / "saxs-waxs-lix" / "AgBH-2020Aug16.h5"
+SHAPE = (2167, 2070)
+ROIS = {
+    "beam": {"rect": {"x": 400, "y": 700, "width": 200, "height": 150}},
+    "ring": {"rect": {"x": 1100, "y": 900, "width": 600, "height": 500}},
+    "edge": {"rect": {"x": 0, "y": 0, "width": 2070, "height": 20}},
+    "arc": {"polygon": [[100.5, 100.5], [900.5, 120.5], [500.5, 600.5]]},
+}
+
+
+def make_frames(path: Path, n: int) -> None:
+    with h5py.File(SAXS) as f:
+        base = f["AgBH_2020Aug16/primary/data/pil1M_image"][0].clip(0)
+    tiled = np.pad(np.tile(base, (2, 2)), [(0, SHAPE[0] - 2 * 1043), (0, SHAPE[1] - 2 * 981)])
+    rng = np.random.default_rng(17)
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset(
+            "entry/data/data",
+            shape=(n, *SHAPE),
+            dtype=np.uint32,
+            chunks=(1, *SHAPE),
+            **hdf5plugin.Bitshuffle(cname="lz4"),
+        )
+        for i in range(n):
+            ds[i] = rng.poisson(tiled).astype(np.uint32)
+
+
+def plain(path: Path) -> float:
+    """Frames/s of h5py reading + the same ROI statistics in one loop."""
+    regions = {k: Region.make(k, RoiSpec(**v), SHAPE, None) for k, v in ROIS.items()}
+    done = []
+    with h5py.File(path) as f:
+        ds = f["entry/data/data"]
+        for i in range(ds.shape[0]):
+            frame = ds[i]
+            for region in regions.values():
+                region.stats(frame)
+            done.append(time.perf_counter())
+    return (len(done) - 1) / (done[-1] - done[0])
+
+
+class Quiet:
+    """A launcher observer that keeps the failures only."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+
+    def progress(self, node: str, replica: int, streams: dict[str, int]) -> None:
+        pass
+
+    def stream_end(self, node: str, replica: int, report: dict) -> None:
+        pass
+
+    def failure(self, text: str) -> None:
+        self.failures.append(text)
+
+
+def pipeline(path: Path, folder: Path, replicas: int) -> float:
+    shutil.copy(REPO / "bench" / "bench_nodes.py", folder)
+    times = folder / f"sink-{replicas}.npy"
+    rois = json.dumps(ROIS)
+    (folder / "pipeline.yaml").write_text(
+        textwrap.dedent(f"""\
+        name: frames-roi
+        nodes:
+          frames: {{use: hdf5_replay, params: {{paths: "{path}", dataset: entry/data/data}}}}
+          roi: {{use: frame.roi, replicas: {replicas}, params: {{rois: {rois}}}}}
+          sink: {{use: "bench_nodes:Recorder", params: {{path: "{times}"}}}}
+        connections:
+          - frames -> roi
+          - roi -> sink
+        """)
+    )
+    sys.path.insert(0, str(folder))
+    observer = Quiet()
+    result = Launcher(load_pipeline(folder / "pipeline.yaml"), observer).run()
+    if result.exit_code != 0:
+        raise SystemExit(f"the pipeline failed: {result.errors} {observer.failures}")
+    t = np.load(times)[:, 0]
+    return (len(t) - 1) / (t[-1] - t[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        path = folder / "eiger4m.h5"
+        make_frames(path, args.frames)
+        print(
+            f"{args.frames} frames {SHAPE} uint32, bitshuffle-LZ4: "
+            f"{path.stat().st_size / args.frames / 2**20:.2f} MiB per frame on disk"
+        )
+        for run in range(1, args.repeat + 1):
+            loop = plain(path)
+            one = pipeline(path, folder, 1)
+            two = pipeline(path, folder, 2)
+            print(
+                f"run {run}: plain loop {loop:.1f} frames/s; pipeline 1 replica {one:.1f} "
+                f"({one / loop:.2f} x plain), 2 replicas {two:.1f} ({two / loop:.2f} x plain)"
+            )
+
+
+if __name__ == "__main__":
+    main()
