@@ -141,12 +141,15 @@ def rows(path: Path) -> list[dict]:
 
 WRITE_TIMES = ("@file_time", "@file_update_time")
 """Root attributes of a NeXus file that say when it was written (NXroot)."""
+PROCESSING_TIME = "/XAS_data_reduction/date"
+"""The end of the NXxasproc field saying when a spectrum was processed."""
 
 
 def hdf5_content(path: Path) -> dict[str, object]:
     """Every dataset's value and every attribute of the file, external links followed, by
-    path (``path@attr`` for attributes), except the :data:`WRITE_TIMES`: what two runs that
-    wrote the same results have in common."""
+    path (``path@attr`` for attributes), except the :data:`WRITE_TIMES` and the NXxasproc
+    processing dates (:data:`PROCESSING_TIME`): what two runs that wrote the same results have
+    in common."""
     out: dict[str, object] = {}
 
     def walk(group: h5py.Group, prefix: str) -> None:
@@ -165,6 +168,8 @@ def hdf5_content(path: Path) -> dict[str, object]:
         walk(f, "")
     for key in WRITE_TIMES:
         out.pop(key, None)
+    for key in [k for k in out if k.endswith(PROCESSING_TIME)]:
+        del out[key]
     return out
 
 

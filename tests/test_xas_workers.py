@@ -66,24 +66,24 @@ def test_transmission_equals_numpy_on_real_rows():
 
 def test_transmission_params_and_missing_column():
     p = Transmission.Params.model_validate({"if": "fluo", "i0": "I0"})
-    assert (p.if_, p.i0, p.it) == ("fluo", "I0", "VFC02")
+    assert (p.if_, p.i0, p.it) == ("fluo", "I0", "vfc02")
     assert Transmission.Params(if_="x").if_ == "x"
     with pytest.raises(ValueError):
         Transmission.Params.model_validate({"i_0": "x"})
     tx = Transmission(Transmission.Params(it="It"), name="mu")
-    msg = beampipe.Message(data={"enc_energy": 7000.0, "VFC01": 1.0, "VFC03": 1.0, "VFC04": 1.0})
+    msg = beampipe.Message(data={"enc_energy": 7000.0, "vfc01": 1.0, "vfc03": 1.0, "vfc04": 1.0})
     with pytest.raises(KeyError) as err:
         tx.process(msg)
     assert isinstance(err.value, MissingColumn)
     assert str(err.value) == (
-        "mu: no column 'It' in the message data; available: enc_energy, VFC01, VFC03, VFC04 "
+        "mu: no column 'It' in the message data; available: enc_energy, vfc01, vfc03, vfc04 "
         "(set the node's params to pick other columns)"
     )
 
 
 def test_transmission_bad_readings_give_nan_not_errors():
     tx = Transmission(Transmission.Params(), name="mu")
-    data = {"enc_energy": 7000.0, "VFC01": 0.0, "VFC02": 1.0, "VFC03": -1.0, "VFC04": 1.0}
+    data = {"enc_energy": 7000.0, "vfc01": 0.0, "vfc02": 1.0, "vfc03": -1.0, "vfc04": 1.0}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         out = tx.process(beampipe.Message(data=data))

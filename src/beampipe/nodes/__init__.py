@@ -1,8 +1,10 @@
 """The built-in nodes, one package per technique or format; their ``use:`` names are the entry
 points of the group ``beampipe.nodes`` (see ``pyproject.toml`` and ``docs/nodes.md``).
 
-* :mod:`~beampipe.nodes.xas`: ``xdi_replay``, ``xas.transmission``, ``xas.normalize``,
-  ``xas.merge`` (``xas.normalize`` needs the ``xas`` extra).
+* :mod:`~beampipe.nodes.xas`: ``xdi_replay``, ``spec_replay``, ``xas.transmission``,
+  ``xas.calibrate``, ``xas.deglitch``, ``xas.normalize``, ``xas.exafs``, ``xas.merge``,
+  ``xdi_writer`` (all but ``xas.transmission``, ``xas.merge`` and ``xdi_writer`` need the ``xas``
+  extra).
 * :mod:`~beampipe.nodes.files`: ``hdf5_replay``.
 * :mod:`~beampipe.nodes.images`: ``image_files`` (extra ``images``).
 * :mod:`~beampipe.nodes.record`: ``recorder`` and ``replay``.

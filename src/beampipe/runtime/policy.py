@@ -102,6 +102,27 @@ class ErrorPolicy:
             raise NodeFailure(item.stream, item.id, exc)
         self._skipped(item, exc)
 
+    def stream_end(self, stream: str, last_id: int, hook: Callable[[str], Output]) -> Output:
+        """``hook(stream)`` (the worker's ``on_stream_end``) under ``on_error``: with ``skip``,
+        an exception records the stream's end (id ``last_id``) in the dead-letter file, is
+        counted as skipped, and nothing is sent for it; the stream still ends downstream.
+
+        Raises:
+            NodeFailure: it raised and the policy is ``fail_fast``.
+        """
+        self.notes.stream, self.notes.msg_id = stream, None
+        try:
+            result = hook(stream)
+            if type(result) is GeneratorType:  # its code runs now, under the policy
+                return list(result)
+            return result
+        except Exception as raised:
+            exc = in_hook(raised)
+            if not self.skip:
+                raise NodeFailure(stream, None, exc) from exc
+            self._skipped(Message(stream=stream, id=last_id), exc)
+            return None
+
     def _pause(self, seconds: float) -> None:
         """Wait ``seconds`` while answering control and credit frames (not reading inputs)."""
         deadline = time.monotonic() + seconds

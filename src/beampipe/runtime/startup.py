@@ -76,7 +76,9 @@ def build(
     )
     is_worker = isinstance(worker, Worker)
     intake.set_up(spec, wiring.inputs, is_worker and worker.events)
-    book = StreamBook(wiring, streams, worker, emitter, intake, progress.notes, ended)
+    book = StreamBook(
+        wiring, streams, worker, emitter, intake, progress.notes, ended, policy.stream_end
+    )
     sink = not wiring.outputs and is_worker
     snapshots = None
     if is_worker and worker.stateful and setup.state_dir:

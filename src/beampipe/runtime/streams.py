@@ -53,6 +53,9 @@ class StreamBook:
         streams: where the open streams are kept (shared with the emitter and the progress
             reports).
         ended: told after a stream ended here and its end marker went out.
+        end_hook: calls the worker's ``on_stream_end`` as ``end_hook(stream, last_id, hook)``
+            (the node's error policy, :meth:`~beampipe.runtime.policy.ErrorPolicy.stream_end`);
+            None: an exception there stops the node.
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class StreamBook:
         intake: Intake,
         notes: NoteLog,
         ended: Callable[[str, StreamState], None],
+        end_hook: Callable[[str, int, Callable[[str], Any]], Any] | None = None,
     ) -> None:
         self.node = wiring.node
         self.replica = wiring.replica
@@ -74,6 +78,7 @@ class StreamBook:
         self.intake = intake
         self.notes = notes
         self.ended = ended
+        self.end_hook = end_hook
         self.closed: set[str] = set()
         """Streams that ended here."""
         self.pending_ends: dict[str, tuple[set[int], EndOfStream]] = {}
@@ -127,7 +132,11 @@ class StreamBook:
             {"node": node, "text": text, "count": count} for node, text, count in noted.warnings
         ]  # as beampipe.Worker.stream_warnings returns them
         try:
-            result = call(self.notes, stream, None, worker.on_stream_end, stream)
+            if self.end_hook is None:
+                result = call(self.notes, stream, None, worker.on_stream_end, stream)
+            else:
+                last_id = state.end.last_id if state.end else state.messages
+                result = self.end_hook(stream, last_id, worker.on_stream_end)
         finally:
             del worker._stream_warnings[stream]
         base = lineage("end", stream, self.replica)

@@ -7,7 +7,8 @@ folds each item into:
   next to the message ``id`` and the source timestamp ``t`` (unix s). Plotted against the axis
   the metadata names (``axes: [energy]`` -> mu(E)), else against time: a time series.
 * **curves**: 1-D data items; per stream the latest array of each name, plotted against the
-  1-D axis item of the same length if the metadata names one, else against the index.
+  first 1-D axis item of the same length the metadata names (``axes: [r, k, energy]``), else
+  against the index.
 * **images**: 2-D (or higher: the first 2-D slice) data items; only the latest frame of the
   port is kept and binned to at most :data:`MAX_SIDE` pixels on its long side, at most
   :data:`IMAGE_RATE` times per second (a frame that comes sooner waits, replaced by newer ones,
@@ -298,17 +299,22 @@ class PortPreview:
         return axis, traces
 
     def _curves(self, key: str) -> tuple[str | None, list[dict[str, Any]]]:
-        axis = self._axis("curves")
+        """Each stream's latest ``key`` against the first of ``axes`` of its length (``axes:
+        [r, k]``: |chi(R)| against r, chi(k) against k), else against the index."""
+        names = [a for a in self.axes if self.keys.get(a) == "curves"]
+        used: str | None = None
         traces = []
         for s in self.streams.values():
             y = s.curves.get(key)
             if y is None:
                 continue
-            x = s.curves.get(axis) if axis is not None else None
-            if x is None or x.shape != y.shape:
-                x = np.arange(y.size, dtype=np.float64)
+            axis = next(
+                (a for a in names if getattr(s.curves.get(a), "shape", None) == y.shape), None
+            )
+            x = s.curves[axis] if axis is not None else np.arange(y.size, dtype=np.float64)
+            used = used or axis
             traces.append(_trace(s, x, y))
-        return axis, traces
+        return used or self._axis("curves"), traces
 
 
 def _float64(a: np.ndarray) -> np.ndarray:

@@ -47,11 +47,15 @@ def numeric_scalars(metadata: Mapping[str, Any]) -> dict[str, int | float]:
 def plot_axes(rank: int, axes: list[str] | None, mode: str, known: set[str]) -> list[str]:
     """The ``axes`` attribute for a signal of rank ``rank`` (as stored).
 
-    In append mode a list one shorter than the rank gets ``id`` (the axis messages are stacked
-    along) in front. A list of another length than the rank, or none, is replaced by ``id``
-    then ``.`` (append mode) or all ``.`` (replace mode); names not in ``known`` become ``.``.
-    So the attribute always passes nxcheck.
+    In replace mode a list longer than the rank keeps its first ``rank`` names (the rest name
+    the axes of a message's other arrays: ``xas.exafs`` sends ``[r, k, energy]``). In append
+    mode a list one shorter than the rank gets ``id`` (the axis messages are stacked along) in
+    front. A list of another length than the rank, or none, is replaced by ``id`` then ``.``
+    (append mode) or all ``.`` (replace mode); names not in ``known`` become ``.``. So the
+    attribute always passes nxcheck.
     """
+    if axes is not None and mode == "replace" and len(axes) > rank:
+        axes = axes[:rank]
     if axes is not None and mode == "append" and len(axes) == rank - 1:
         axes = ["id", *axes]
     if axes is None or len(axes) != rank:

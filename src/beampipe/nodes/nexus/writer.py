@@ -29,8 +29,9 @@ from beampipe.nodes.nexus.meta import (
     write_warnings,
     write_xas,
 )
+from beampipe.nodes.nexus.xasproc import write_xasproc
 
-__all__ = ["GroupParams", "NexusWriter", "XasParams"]
+__all__ = ["GroupParams", "NexusWriter", "XasParams", "XasprocParams"]
 
 XasMode = Literal[
     "Transmission",
@@ -66,6 +67,17 @@ class XasParams(beampipe.Params):
     incoming_beam: str = "i0"
     absorbed_beam: str = "it"
     mode: XasMode = "Transmission"
+
+
+class XasprocParams(beampipe.Params):
+    """The NXxasproc view (an NXsubentry ``xasproc``): the replace-mode ``port`` whose messages
+    carry the processed spectrum, ``energy`` (eV) and ``data`` (e.g. ``xas.normalize``'s
+    ``norm``) as data names; the message metadata ``process`` names program, version and
+    parameters."""
+
+    port: str = "normalized"
+    energy: str = "energy"
+    data: str = "norm"
 
 
 @dataclass
@@ -135,13 +147,14 @@ class NexusWriter(beampipe.Worker):
         ``flush_interval``: seconds between flushes (>= 0; 0 = after every message).
         ``stream_metadata``: defaults for every stream's metadata (e.g. ``source_type``,
         ``monitor_mode``); the stream's own items win. ``xas``: the NXxas view, or None for
-        none."""
+        none. ``xasproc``: the NXxasproc view, or None for none."""
 
         path: beampipe.OutputPath
         groups: dict[str, GroupParams] = Field(default_factory=dict)
         flush_interval: float = Field(0.5, ge=0)
         stream_metadata: dict[str, Any] = Field(default_factory=dict)
         xas: XasParams | None = Field(default_factory=XasParams)
+        xasproc: XasprocParams | None = Field(default_factory=XasprocParams)
 
     params: NexusWriter.Params
     inputs: ClassVar[tuple[str, ...] | None] = None
@@ -253,6 +266,7 @@ class NexusWriter(beampipe.Worker):
                 entry[name] = h5py.ExternalLink(link, f"/entry/{name}")
                 entry.attrs["default"] = state.default_with(group)
                 self._add_xas(entry, state, msg.port, group, link)
+                self._add_xasproc(entry, state, msg, group, link)
         except BaseException:
             if group is not None:
                 group.close()
@@ -281,6 +295,19 @@ class NexusWriter(beampipe.Worker):
             return
         names = {k: group.columns[getattr(xas, k)] for k in keys} | {"mode": xas.mode}
         write_xas(entry, link, f"/entry/{group.name}", names, group.signal, state.meta)
+
+    def _add_xasproc(
+        self, entry: h5py.Group, state: _Stream, msg: beampipe.Message, group: GroupFile, link: str
+    ) -> None:
+        proc = self.params.xasproc
+        if proc is None or msg.port != proc.port or group.mode != "replace":
+            return
+        if not (proc.energy in group.names and proc.data in group.names):
+            return
+        process = msg.metadata.get("process")
+        names = {"energy": group.columns[proc.energy], "data": group.columns[proc.data]}
+        process = process if isinstance(process, dict) else {}
+        write_xasproc(entry, link, f"/entry/{group.name}", names, process, state.meta)
 
     def _flush_all(self) -> None:
         for state in self._streams.values():

@@ -13,7 +13,6 @@ import io
 import logging
 import math
 import warnings
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -21,6 +20,8 @@ from pydantic import Field, PositiveFloat, model_validator
 
 import beampipe
 from beampipe.nodes.columns import MissingColumn, column
+from beampipe.nodes.xas.scanfile import KEV_BELOW
+from beampipe.nodes.xas.spectrum import Spectrum
 
 __all__ = ["MissingColumn", "NormalizationError", "Normalize"]
 
@@ -28,30 +29,35 @@ log = logging.getLogger(__name__)
 
 
 class NormalizationError(RuntimeError):
-    """``pre_edge`` failed on the complete spectrum of a stream (the final emission)."""
+    """``pre_edge`` failed on the complete spectrum of a stream (the final emission), or its
+    result is degenerate (:func:`degenerate`, or keV energies); the message names the stream and
+    the cause."""
 
 
-@dataclass
-class _Spectrum:
-    """The points of one stream so far, in arrival order, in buffers grown by doubling."""
-
-    energy: np.ndarray = field(default_factory=lambda: np.empty(256))
-    mu: np.ndarray = field(default_factory=lambda: np.empty(256))
-    n: int = 0
-    last_id: int = 0
-    next_emit: int = 0
-
-    def append(self, energy: np.ndarray, mu: np.ndarray) -> None:
-        k = energy.size
-        if self.n + k > self.energy.size:
-            size = max(2 * self.energy.size, self.n + k)
-            for name in ("energy", "mu"):
-                grown = np.empty(size)
-                grown[: self.n] = getattr(self, name)[: self.n]
-                setattr(self, name, grown)
-        self.energy[self.n : self.n + k] = energy
-        self.mu[self.n : self.n + k] = mu
-        self.n += k
+def degenerate(energy: np.ndarray, group: Any, asked: dict[str, Any] | None = None) -> str | None:
+    """Why ``pre_edge``'s result in ``group`` (on the sorted ``energy``) is no normalised
+    spectrum, or None: a non-finite e0 or edge step, an edge step <= 0, fewer than 2 points in
+    the pre-edge or the post-edge window, NaN in ``norm``."""
+    e0, step = float(group.e0), float(group.edge_step)
+    if not (math.isfinite(e0) and math.isfinite(step)):
+        return f"non-finite result: e0={e0}, edge_step={step}"
+    d = {k: getattr(group.pre_edge_details, k) for k in ("pre1", "pre2", "norm1", "norm2")}
+    d.update({k: v for k, v in (asked or {}).items() if k in d})
+    for name, lo, hi, side, placed in (
+        ("pre-edge", d["pre1"], d["pre2"], f"starts at {energy[0]:g} eV", d["pre1"] < 0),
+        ("post-edge", d["norm1"], d["norm2"], f"ends at {energy[-1]:g} eV", d["norm2"] > 0),
+    ):
+        inside = np.count_nonzero((energy >= e0 + lo) & (energy <= e0 + hi))
+        if inside < 2 or not placed or hi <= lo:
+            return (
+                f"{inside} point(s) in the {name} window e0{lo:+g} to e0{hi:+g} eV "
+                f"(e0 = {e0:g} eV; the spectrum {side}): the scan does not cover it"
+            )
+    if step <= 0:
+        return f"edge step {step:g} <= 0: no absorption edge (or I0 and It swapped)"
+    if np.any(np.isnan(group.norm)):
+        return "NaN in the normalised spectrum"
+    return None
 
 
 class Normalize(beampipe.Worker):
@@ -72,13 +78,15 @@ class Normalize(beampipe.Worker):
       ``flat`` (flattened ``norm``; equal to ``norm`` if ``make_flat`` is false).
     * metadata: ``e0`` (eV) and ``edge_step`` (float), ``n_points`` (n), ``n_dropped``
       (non-finite points left out), ``final`` (bool), ``signal: "norm"``,
-      ``axes: ["energy"]``, ``units: {"energy": "eV", "e0": "eV"}``.
+      ``axes: ["energy"]``, ``units: {"energy": "eV", "e0": "eV"}``, ``process``
+      (``program``, ``version``, ``parameters``: for the NeXus writer's NXxasproc view).
 
-    An intermediate emission is skipped when ``pre_edge`` raises or warns or gives a non-finite
-    e0 or edge step (typical while the scan has not crossed the edge yet): counted in
-    :attr:`skipped`, logged at debug level. The final emission is not skipped: a failure there
-    raises. A stream without points emits nothing at its end. Whatever larch prints is logged at
-    debug level instead.
+    An intermediate emission is skipped when ``pre_edge`` raises or warns or its result is
+    degenerate (:func:`degenerate`; typical while the scan has not crossed the edge yet): counted
+    in :attr:`skipped`, logged at debug level. The final emission is not skipped: a failure or a
+    degenerate result there raises :class:`NormalizationError` (the node's ``on_error``
+    applies in a pipeline). A stream without points emits nothing at its end. Whatever larch
+    prints is logged at debug level instead.
 
     Attributes:
         skipped: number of intermediate emissions skipped, over all streams.
@@ -148,16 +156,23 @@ class Normalize(beampipe.Worker):
         self._group = Group
         self._pre_edge = pre_edge
         self._kwargs = self.params.larch_kwargs()
-        self._spectra: dict[str, _Spectrum] = {}
+        import larch
+
+        self._process = {
+            "program": "xraylarch (larch.xafs.pre_edge), via beampipe xas.normalize",
+            "version": str(larch.__version__),
+            "parameters": dict(self._kwargs),
+        }
+        self._spectra: dict[str, Spectrum] = {}
         self.skipped = 0
 
     def on_stream_start(self, stream: str, metadata: dict[str, Any]) -> None:
-        self._spectra[stream] = _Spectrum(next_emit=self.params.every)
+        self._spectra[stream] = Spectrum(next_emit=self.params.every)
 
     def process(self, msg: beampipe.Message) -> beampipe.Message | None:
         spectrum = self._spectra.get(msg.stream)
         if spectrum is None:  # no StreamStart seen: start the stream here
-            spectrum = self._spectra[msg.stream] = _Spectrum(next_emit=self.params.every)
+            spectrum = self._spectra[msg.stream] = Spectrum(next_emit=self.params.every)
         energy = column(msg, self.params.energy, self.name).ravel()
         mu = column(msg, self.params.mu, self.name).ravel()
         if energy.size != mu.size:
@@ -190,6 +205,10 @@ class Normalize(beampipe.Worker):
             return None
         try:
             out = self._normalize(spectrum, final=True)
+        except NormalizationError as exc:
+            raise NormalizationError(
+                f"{self.name}: stream {stream!r} ({spectrum.n} points): {exc}"
+            ) from None
         except Exception as exc:
             raise NormalizationError(
                 f"{self.name}: pre_edge failed on stream {stream!r} ({spectrum.n} points): {exc}"
@@ -201,14 +220,13 @@ class Normalize(beampipe.Worker):
     def close(self) -> None:
         self._spectra.clear()
 
-    def _normalize(self, spectrum: _Spectrum, final: bool) -> beampipe.Message:
-        energy = spectrum.energy[: spectrum.n]
-        mu = spectrum.mu[: spectrum.n]
-        good = np.isfinite(energy) & np.isfinite(mu)
-        energy, mu = energy[good], mu[good]  # copies: the buffers keep growing
-        if np.any(np.diff(np.argsort(energy)) != 1):  # larch's own test and sort
-            order = np.argsort(energy)
-            energy, mu = energy[order], mu[order]
+    def _normalize(self, spectrum: Spectrum, final: bool) -> beampipe.Message:
+        energy, mu = spectrum.points()
+        if energy.size and float(np.max(np.abs(energy))) < KEV_BELOW:
+            raise NormalizationError(
+                f"degenerate normalisation: energies {energy.min():g} to {energy.max():g} look "
+                "like keV, not eV (set the source's energy_units: keV or auto)"
+            )
 
         group = self._group()
         printed = io.StringIO()
@@ -218,12 +236,12 @@ class Normalize(beampipe.Worker):
         if printed.getvalue().strip():
             log.debug("%s: pre_edge printed: %s", self.name, printed.getvalue().strip())
         e0, step = float(group.e0), float(group.edge_step)
-        if not final:
-            if caught:
-                raise RuntimeError(f"pre_edge warned: {caught[0].message}")
-            if not (math.isfinite(e0) and math.isfinite(step)):
-                raise RuntimeError(f"non-finite result: e0={e0}, edge_step={step}")
-        else:
+        if not final and caught:
+            raise RuntimeError(f"pre_edge warned: {caught[0].message}")
+        cause = degenerate(energy, group, self._kwargs)
+        if cause:
+            raise NormalizationError(f"degenerate normalisation: {cause}")
+        if final:
             for w in {str(w.message) for w in caught}:
                 log.warning("%s: pre_edge: %s", self.name, w)
 
@@ -247,5 +265,6 @@ class Normalize(beampipe.Worker):
             "signal": "norm",
             "axes": ["energy"],
             "units": {"energy": "eV", "e0": "eV"},
+            "process": self._process,
         }
         return beampipe.Message(data=data, metadata=metadata)

@@ -1,16 +1,17 @@
-"""Replay of XDI (XAS Data Interchange) files as streams: ``use: xdi_replay``.
+"""Replay of XAS scan files as streams: ``use: xdi_replay``.
 
 Each file becomes one stream (one scan), each data line one :class:`~beampipe.Message`, sent at the
 scan's own pace or as fast as the pipeline takes them. This reproduces, offline, the point stream a
 beamline produces live (Dranspose's "record and replay").
 
-Two header dialects are read:
+The columns are read by xraylarch (:mod:`beampipe.nodes.xas.scanfile`: ``read_xdi`` for XDI 1.0,
+``read_ascii`` for any other column file). The header's comment lines are interpreted for the
+stream's metadata in two dialects:
 
 * XDI 1.0 (https://github.com/XraySpectroscopy/XAS-Data-Interchange): ``# Namespace.tag: value``
-  fields, columns named by ``# Column.N: name [units]``.
-* The files written by the PETRA III P65 control software: free-form ``# key = value unit`` lines,
-  a ``# Scan started at DD-MM-YYYY hh:mm:ss, finished at ...`` line and the column names on the last
-  comment line before the data (``#enc_energy mono_energy ... VFC01 VFC02 ...``).
+  fields.
+* The files written by the PETRA III P65 control software: free-form ``# key = value unit`` lines
+  and a ``# Scan started at DD-MM-YYYY hh:mm:ss, finished at ...`` line.
 """
 
 from __future__ import annotations
@@ -22,28 +23,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-import beampipe
 from beampipe.message import Item
-from beampipe.nodes.files.base import FileReplay, NoFilesMatched
+from beampipe.nodes.files.base import NoFilesMatched
+from beampipe.nodes.xas.scanfile import XdiFormatError, read_scan
+from beampipe.nodes.xas.scanreplay import ScanReplay
 
 __all__ = ["NoFilesMatched", "XdiFormatError", "XdiReplay", "parse_header", "stream_name"]
-
-
-class XdiFormatError(ValueError):
-    """A line of an XDI file cannot be read; the message starts with ``path:line:``.
-
-    Attributes:
-        path: the file.
-        line: 1-based line number (0 if the problem is not tied to a line).
-    """
-
-    def __init__(self, path: str | os.PathLike[str], line: int, problem: str) -> None:
-        self.path = str(path)
-        self.line = line
-        where = f"{self.path}:{line}" if line else self.path
-        super().__init__(f"{where}: {problem}")
 
 
 _XDI_FIELD = re.compile(r"^(?P<key>[A-Za-z_][\w-]*\.[\w-]+)\s*:\s*(?P<value>.*)$")
@@ -60,12 +45,6 @@ _BEAMLINE = re.compile(
 _MODE = re.compile(r"^XAS\b.*\bMODE$", re.IGNORECASE)
 _SEPARATOR = re.compile(r"^[-=/*\s]*$")
 _TIME_FORMATS = ("%d-%m-%Y %H:%M:%S", "%d-%m-%Y %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
-
-
-def _is_data(line: str) -> bool:
-    """Not blank and not a ``#`` comment."""
-    stripped = line.lstrip()
-    return bool(stripped) and not stripped.startswith("#")
 
 
 def stream_name(path: str | os.PathLike[str]) -> str:
@@ -107,14 +86,11 @@ def parse_header(comments: list[str], path: str | os.PathLike[str] = "") -> dict
         path: the file, used for the title and in error messages.
 
     Returns:
-        A JSON-able dict: ``columns`` (list of str, empty if the header names none), ``header``
+        A JSON-able dict: ``header``
         (the lines, stripped), ``fields`` (``{key: value}`` from ``key = value [unit]``,
         ``Namespace.tag: value`` and ``Key: value`` lines; value as written, unit included),
         ``start_time``, ``end_time`` (ISO 8601, local time as written; None if absent),
         ``beamline``, ``facility``, ``mono_crystal``, ``scan_mode``, ``title`` (str or None).
-
-    Raises:
-        XdiFormatError: the column names repeat a name.
     """
     header = [line.strip() for line in comments]
     fields: dict[str, str] = {}
@@ -130,15 +106,9 @@ def parse_header(comments: list[str], path: str | os.PathLike[str] = "") -> dict
         elif mode is None and _MODE.match(line):
             mode = line
 
-    columns = _column_names(header, fields)
-    if len(set(columns)) != len(columns):
-        dups = sorted({c for c in columns if columns.count(c) > 1})
-        raise XdiFormatError(path, 0, f"column names repeat: {', '.join(dups)}")
-
     stem = stream_name(path) if path else ""
     title = f"{stem} ({mode})" if stem and mode else (stem or mode)
     return {
-        "columns": columns,
         "header": header,
         "fields": fields,
         "start_time": start or _opt_iso(_field(fields, "Scan.start_time")),
@@ -155,43 +125,25 @@ def _opt_iso(text: str | None) -> str | None:
     return _iso(text) if text else None
 
 
-def _column_names(header: list[str], fields: dict[str, str]) -> list[str]:
-    """XDI ``Column.N: name [units]`` fields if present, else the words of the last header line
-    (unless that line is a separator, a field or empty: then no names, ``[]``)."""
-    numbered: dict[int, str] = {}
-    for key, value in fields.items():
-        ns, _, n = key.partition(".")
-        if ns.lower() == "column" and n.isdigit() and value.split():
-            numbered[int(n)] = value.split()[0]
-    if numbered:
-        return [numbered[n] for n in sorted(numbered)]
-    if not header:
-        return []
-    last = header[-1]
-    if _SEPARATOR.match(last) or _XDI_FIELD.match(last) or _EQ_FIELD.match(last):
-        return []
-    return last.split()
-
-
-class XdiReplay(FileReplay):
-    """Replays XDI files: one stream per file, one message per data line.
+class XdiReplay(ScanReplay):
+    """Replays XAS scan files (XDI or plain columns): one stream per file, one message per data
+    line.
 
     Streams, in the order of ``paths`` (the matches of each pattern sorted by path, a file matched
     twice replayed once):
 
     * :class:`~beampipe.StreamStart` named after the file (:func:`stream_name`, e.g.
-      ``20K_GOE_Fe_K_240.00000``), metadata = :func:`parse_header`'s dict plus ``file`` (absolute
-      path) and ``n_points`` (number of data lines).
+      ``20K_GOE_Fe_K_240.00000``), metadata = :func:`parse_header`'s dict plus ``file``
+      (absolute path), ``columns`` (larch's names), ``units`` (XDI column units), ``reader``
+      (``read_xdi`` or ``read_ascii``), ``n_points`` and, with ``params.energy``,
+      ``energy_column``, ``energy_units: "eV"``, ``energy_from`` (the units converted from).
     * One :class:`~beampipe.Message` per data line, ids 1..n: ``data`` maps every column name to a
-      0-d float64 array (units as in the file; at P65 ``enc_energy`` in eV, ``time_pp`` in s, the
-      ``VFC0n`` counters in arbitrary units); ``metadata`` is ``{}``. Lines starting with ``#``
-      and blank lines in the data section are skipped. Columns without a name in the header are
-      called ``col1``, ``col2``, ...
+      0-d float64 array (units as in the file), plus ``energy`` in eV with ``params.energy``
+      (see :class:`~beampipe.nodes.xas.scanreplay.ScanReplay`); ``metadata`` is ``{}``.
     * :class:`~beampipe.EndOfStream` with ``last_id = n`` and ``next_stream`` = the next file's
       stream (None after the last file).
 
-    A file is read when its stream begins; its lines are parsed and sent one at a time, so a bad
-    line stops the replay only when it is reached.
+    A file is read (with xraylarch) and checked when its stream begins.
 
     Pacing (``pace``): ``"max"`` sends as fast as downstream takes messages; ``"realtime"`` waits
     ``time_column / speedup`` seconds before each message after the first of a stream (the point's
@@ -205,75 +157,26 @@ class XdiReplay(FileReplay):
         NoFilesMatched: a pattern matches no file (also a ``FileNotFoundError`` and ``ValueError``).
         ValueError: two files would give the same stream name.
 
-    Raises (from :meth:`generate`):
-        XdiFormatError: a data line has the wrong number of columns or a value that is not a
-            number (``path:line: expected 16 columns, found 15``); ``pace: realtime`` and the
-            file has no ``time_column``; duplicate column names.
+    Raises (from :meth:`generate`), naming the file and line and the cause:
+        XdiFormatError: a SPEC file (use ``spec_replay``); a data row with another number of
+            values than the others; a line that is not numbers between data rows; ``columns`` /
+            ``labels_line`` that do not give one name per column; the energy column missing;
+            keV energies with ``energy_units: eV``; ``pace: realtime`` without the file's
+            ``time_column``.
         OSError: a file cannot be read.
     """
 
-    class Params(FileReplay.Params):
-        """``paths``: glob patterns (``**`` recursive; ``~`` expanded), or one pattern as a string;
-        relative ones are taken relative to the pipeline file's folder. ``pace``: ``"max"``,
-        ``"realtime"`` or a rate in Hz (at least 0.001). ``speedup`` (at least 0.001) divides
-        the realtime waits.
-        ``time_column``: the column holding each point's acquisition time in seconds."""
-
-        time_column: str = "time_pp"
-
-    params: XdiReplay.Params
+    params: ScanReplay.Params
 
     stream_name = staticmethod(stream_name)
 
     def replay(self, path: Path, stream: str) -> Generator[Item, None, int]:
         """The StreamStart and the messages of one file (see the class doc); returns n."""
         p = self.params
+        table = read_scan(path, p.columns, p.labels_line)
+        first = table.lines[0] - 1 if table.lines else 0
         with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read().split("\n")
-
-        data_lines = [i for i, line in enumerate(lines) if _is_data(line)]
-        first = data_lines[0] if data_lines else len(lines)
-        comments = [line.lstrip()[1:] for line in lines[:first] if line.lstrip().startswith("#")]
-        meta = parse_header(comments, path)
-        columns: list[str] = meta["columns"]
-        if not columns and first < len(lines):
-            columns = meta["columns"] = [f"col{j + 1}" for j in range(len(lines[first].split()))]
-        meta = {"file": str(path), **meta, "n_points": len(data_lines)}
-
-        tcol = -1  # the time column, for pace: realtime
-        if p.pace == "realtime":
-            if p.time_column not in columns:
-                raise XdiFormatError(
-                    path,
-                    0,
-                    f"pace 'realtime' needs time column {p.time_column!r}; "
-                    f"columns: {', '.join(columns)}",
-                )
-            tcol = columns.index(p.time_column)
-
-        yield beampipe.StreamStart(stream=stream, metadata=meta)
-        ncol = len(columns)
-        msg_id = 0
-        for i in data_lines:
-            values = self._parse(path, i + 1, lines[i], columns, ncol)
-            msg_id += 1
-            self.wait(float(values[tcol]) if tcol >= 0 else None)
-            yield beampipe.Message(
-                data=dict(zip(columns, values, strict=True)), stream=stream, id=msg_id
-            )
-        return msg_id
-
-    @staticmethod
-    def _parse(path: Path, lineno: int, line: str, columns: list[str], ncol: int) -> list[Any]:
-        tokens = line.split()
-        if len(tokens) != ncol:
-            raise XdiFormatError(path, lineno, f"expected {ncol} columns, found {len(tokens)}")
-        values = []
-        for j, token in enumerate(tokens):
-            try:
-                values.append(np.array(float(token)))
-            except ValueError:
-                raise XdiFormatError(
-                    path, lineno, f"column {j + 1} ({columns[j]}): {token!r} is not a number"
-                ) from None
-        return values
+            head = f.read().split("\n")[:first]
+        comments = [line.lstrip()[1:] for line in head if line.lstrip().startswith("#")]
+        meta = {"file": str(path), **parse_header(comments, path)}
+        return (yield from self.send(path, stream, table, meta))
