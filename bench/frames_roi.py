@@ -1,6 +1,8 @@
-"""Frames/s of ``hdf5_replay`` -> ``frame.roi`` -> sink on bitshuffle-LZ4 HDF5 frames of EIGER 4M
-size, against a plain loop that reads the same frames with h5py and computes the same ROIs with
-numpy in one process, in the same invocation (issue 17's benchmark, its HDF5 half).
+"""Frames/s of a source -> ``frame.roi`` -> sink on frames of EIGER 4M size, against a plain loop
+that reads the same frames and computes the same ROIs with numpy in one process, in the same
+invocation (issue 17's benchmark): ``hdf5`` (``hdf5_replay`` on bitshuffle-LZ4 HDF5, the loop
+reading with h5py) and ``cbf`` (``image_files`` on one CBF file per frame, byte-offset compressed
+as a PILATUS/EIGER writes them, int32; the loop reading with ``fabio.open(path).data``).
 
 Frames: the Pilatus 1M SAXS frame of NSLS-II LiX (``../shared/data/saxs-waxs-lix``, int32
 1043 x 981) tiled 2 x 2 and padded to 2167 x 2070 (EIGER 4M), as uint32, each frame a Poisson
@@ -11,9 +13,10 @@ ROIs: three rectangles and one polygon, with no mask.
 
 Throughput is the steady-state rate at the sink: (n - 1) / (last receipt - first receipt), so
 process start-up is not counted; the plain loop's is measured the same way (per frame done).
-Runs alternate plain, 1 replica, 2 replicas, ``--repeat`` times.
+Runs alternate plain, 1 replica, 2 replicas, ``--repeat`` times; the last line gives the medians.
 
-    nice python bench/frames_roi.py --frames 100 --repeat 2
+    nice python bench/frames_roi.py --frames 100 --repeat 2 --format hdf5
+    nice python bench/frames_roi.py --frames 40 --repeat 3 --format cbf
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ import textwrap
 import time
 from pathlib import Path
 
+import fabio
 import h5py
 import hdf5plugin
 import numpy as np
+from fabio.cbfimage import CbfImage
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -65,17 +70,35 @@ def make_frames(path: Path, n: int) -> None:
             ds[i] = rng.poisson(tiled).astype(np.uint32)
 
 
-def plain(path: Path) -> float:
-    """Frames/s of h5py reading + the same ROI statistics in one loop."""
-    regions = {k: Region.make(k, RoiSpec(**v), SHAPE, None) for k, v in ROIS.items()}
-    done = []
+def make_cbf(path: Path, folder: Path) -> None:
+    """The frames of the HDF5 file at ``path`` as CBF files ``folder/f_NNNNN.cbf`` (int32)."""
+    folder.mkdir()
     with h5py.File(path) as f:
         ds = f["entry/data/data"]
         for i in range(ds.shape[0]):
-            frame = ds[i]
-            for region in regions.values():
-                region.stats(frame)
-            done.append(time.perf_counter())
+            CbfImage(data=ds[i].astype(np.int32)).write(str(folder / f"f_{i:05d}.cbf"))
+
+
+def frames(kind: str, path: Path):
+    """The frames as the plain loop reads them: h5py ``ds[i]``, or fabio on each CBF file."""
+    if kind == "cbf":
+        for cbf in sorted(path.glob("*.cbf")):
+            yield fabio.open(str(cbf)).data
+        return
+    with h5py.File(path) as f:
+        ds = f["entry/data/data"]
+        for i in range(ds.shape[0]):
+            yield ds[i]
+
+
+def plain(kind: str, path: Path) -> float:
+    """Frames/s of reading + the same ROI statistics in one loop."""
+    regions = {k: Region.make(k, RoiSpec(**v), SHAPE, None) for k, v in ROIS.items()}
+    done = []
+    for frame in frames(kind, path):
+        for region in regions.values():
+            region.stats(frame)
+        done.append(time.perf_counter())
     return (len(done) - 1) / (done[-1] - done[0])
 
 
@@ -95,7 +118,13 @@ class Quiet:
         self.failures.append(text)
 
 
-def pipeline(path: Path, folder: Path, replicas: int) -> float:
+SOURCES = {
+    "hdf5": '{{use: hdf5_replay, params: {{paths: "{path}", dataset: entry/data/data}}}}',
+    "cbf": '{{use: image_files, params: {{paths: "{path}/*.cbf", stream_by: folder}}}}',
+}
+
+
+def pipeline(kind: str, path: Path, folder: Path, replicas: int) -> float:
     shutil.copy(REPO / "bench" / "bench_nodes.py", folder)
     times = folder / f"sink-{replicas}.npy"
     rois = json.dumps(ROIS)
@@ -103,7 +132,7 @@ def pipeline(path: Path, folder: Path, replicas: int) -> float:
         textwrap.dedent(f"""\
         name: frames-roi
         nodes:
-          frames: {{use: hdf5_replay, params: {{paths: "{path}", dataset: entry/data/data}}}}
+          frames: {SOURCES[kind].format(path=path)}
           roi: {{use: frame.roi, replicas: {replicas}, params: {{rois: {rois}}}}}
           sink: {{use: "bench_nodes:Recorder", params: {{path: "{times}"}}}}
         connections:
@@ -124,23 +153,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--format", choices=["hdf5", "cbf"], default="hdf5")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         path = folder / "eiger4m.h5"
         make_frames(path, args.frames)
+        if args.format == "cbf":
+            make_cbf(path, folder / "cbf")
+            path = folder / "cbf"
+        files = sorted(path.glob("*.cbf")) if args.format == "cbf" else [path]
+        size = sum(p.stat().st_size for p in files)
         print(
-            f"{args.frames} frames {SHAPE} uint32, bitshuffle-LZ4: "
-            f"{path.stat().st_size / args.frames / 2**20:.2f} MiB per frame on disk"
+            f"{args.frames} frames {SHAPE}, {args.format}: "
+            f"{size / args.frames / 2**20:.2f} MiB per frame on disk"
         )
+        ratios: list[tuple[float, float, float]] = []
         for run in range(1, args.repeat + 1):
-            loop = plain(path)
-            one = pipeline(path, folder, 1)
-            two = pipeline(path, folder, 2)
+            loop = plain(args.format, path)
+            one = pipeline(args.format, path, folder, 1)
+            two = pipeline(args.format, path, folder, 2)
+            ratios.append((loop, one / loop, two / loop))
             print(
                 f"run {run}: plain loop {loop:.1f} frames/s; pipeline 1 replica {one:.1f} "
-                f"({one / loop:.2f} x plain), 2 replicas {two:.1f} ({two / loop:.2f} x plain)"
+                f"({one / loop:.2f} x plain), 2 replicas {two:.1f} ({two / loop:.2f} x plain)",
+                flush=True,
             )
+        loop, one, two = np.median(ratios, axis=0)
+        print(
+            f"median of {args.repeat}: plain loop {loop:.1f} frames/s; "
+            f"1 replica {one:.2f} x plain, 2 replicas {two:.2f} x plain"
+        )
 
 
 if __name__ == "__main__":
