@@ -13,7 +13,8 @@ points of the group ``beampipe.nodes`` (see ``pyproject.toml`` and ``docs/nodes.
 * :mod:`~beampipe.nodes.asapo`: ``asapo_source``, ``asapo_sink`` (extra ``asapo``).
 * :mod:`~beampipe.nodes.epics`: ``epics_source``, ``epics_sink`` (extra ``epics``).
 * :mod:`~beampipe.nodes.sim`: ``detector_sim``.
-* :mod:`~beampipe.nodes.reduce`: ``sum``, ``mean``, ``max`` (their shared :mod:`fold`).
+* :mod:`~beampipe.nodes.reduce`: ``sum``, ``mean``, ``max`` (their shared :mod:`fold`),
+  ``map`` (values on a raster).
 * :mod:`~beampipe.nodes.frame`: ``frame.stats``, ``frame.roi``, ``frame.correct``, ``frame.bin``
   (extra ``frames``).
 * :mod:`~beampipe.nodes.xrf`: ``xrf.fit`` (extra ``xrf``).

@@ -1,2 +1,2 @@
-"""X-ray fluorescence: ``xrf.fit`` (:mod:`.fit`, fitting spectra with PyMca; extra ``xrf``) and
-``map`` (:mod:`.raster`, element maps on a regular raster)."""
+"""X-ray fluorescence: ``xrf.fit`` (:mod:`.fit`, fitting spectra with PyMca; extra ``xrf``).
+Its element maps are built by the ``map`` reducer (:mod:`beampipe.nodes.reduce.raster`)."""

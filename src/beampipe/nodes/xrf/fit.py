@@ -93,7 +93,7 @@ class XrfFit(beampipe.Worker):
         mapping) or ``full`` (the non-linear least-squares fit of calibration and shapes too);
         it overrides the file's ``[fit] linearfitflag``. ``spectrum``: input data name."""
 
-        config: Path
+        config: beampipe.InputPath
         mode: Literal["linear", "full"] = "linear"
         spectrum: str = "spectrum"
 
