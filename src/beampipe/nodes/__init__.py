@@ -17,7 +17,7 @@ points of the group ``beampipe.nodes`` (see ``pyproject.toml`` and ``docs/nodes.
   ``map`` (values on a raster).
 * :mod:`~beampipe.nodes.frame`: ``frame.stats``, ``frame.roi``, ``frame.correct``, ``frame.bin``
   (extra ``frames``).
-* :mod:`~beampipe.nodes.xrf`: ``xrf.fit`` (extra ``xrf``).
+* :mod:`~beampipe.nodes.xrf`: ``mca_files``, ``xrf.fit`` (extra ``xrf``).
 * :mod:`~beampipe.nodes.columns`: reading named numeric arrays from a message, for the workers.
 
 The packages import nothing on their own, so a pipeline needs only the dependencies of the nodes

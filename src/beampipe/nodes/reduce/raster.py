@@ -46,7 +46,9 @@ class Map(beampipe.Reducer):
     size n in every message of a stream, e.g. ``xrf.fit``'s ``area`` of n element lines), and
     whose position is, by the params:
 
-    * ``x`` and ``y`` set: metadata ``x`` (column, 0..nx-1) and ``y`` (row, 0..ny-1), integers;
+    * ``x`` and ``y`` set: metadata ``x`` (column, 0..nx-1) and ``y`` (row, 0..ny-1), integers
+      (or floats of integral value, as SPEC files store them); a dotted key (``positions.ix``)
+      looks into a dict of the metadata (``mca_files``' ``positions``);
     * ``index`` set: metadata ``index``, the 0-based pixel number in row-major order
       (``y * nx + x``);
     * neither: the message id: id 1 is pixel 0, in row-major order (a raster scan sending one
@@ -58,11 +60,12 @@ class Map(beampipe.Reducer):
     seconds, and at the end of the stream:
 
     * data: each of ``fields`` as float64 maps, shape (n, ny, nx) for 1-D values and (ny, nx)
-      for 0-d ones, NaN where no point was measured; ``measured`` (bool, (ny, nx));
+      for 0-d ones, NaN where no point was measured; ``measured`` (bool, (ny, nx)); ``y``
+      (int64, (ny,)) and ``x`` (int64, (nx,)): the pixel indices, the maps' axes;
     * metadata: ``names`` (the input's metadata ``lines``, e.g. ``["Fe K", ...]``, naming the
       first axis of the maps; None if it has none), ``shape`` ([ny, nx]), ``measured``,
       ``missing`` (pixels not measured), ``repeated`` (int), ``final`` (bool), ``signal`` (the
-      first field), ``axes`` (``["names", "y", "x"]`` or ``["y", "x"]``).
+      first field), ``axes`` (``[".", "y", "x"]`` or ``["y", "x"]``).
 
     At the end of a stream with missing pixels a warning names how many (the run report shows
     it).
@@ -92,6 +95,8 @@ class Map(beampipe.Reducer):
                 raise ValueError("give both x and y (the metadata keys of column and row)")
             if self.x is not None and self.index is not None:
                 raise ValueError("give either x and y or index, not both")
+            if clash := {"measured", "x", "y"} & set(self.fields):
+                raise ValueError(f"fields {sorted(clash)}: names the output uses itself")
             if min(self.shape) < 1:
                 raise ValueError(f"shape {list(self.shape)}: both sizes must be >= 1")
             return self
@@ -147,6 +152,9 @@ class Map(beampipe.Reducer):
             )
         data: dict[str, Any] = {k: v if final else v.copy() for k, v in state.maps.items()}
         data["measured"] = state.measured if final else state.measured.copy()
+        ny, nx = self.params.shape
+        data["y"] = np.arange(ny, dtype=np.int64)
+        data["x"] = np.arange(nx, dtype=np.int64)
         first = self.params.fields[0]
         vector = state.maps.get(first) is not None and state.maps[first].ndim == 3
         metadata = {
@@ -157,7 +165,7 @@ class Map(beampipe.Reducer):
             "repeated": state.repeated,
             "final": final,
             "signal": first,
-            "axes": ["names", "y", "x"] if vector else ["y", "x"],
+            "axes": [".", "y", "x"] if vector else ["y", "x"],
         }
         return beampipe.Message(data=data, metadata=metadata)
 
@@ -167,15 +175,18 @@ class Map(beampipe.Reducer):
         keys = [p.y, p.x] if p.x is not None else [p.index] if p.index is not None else []
         values = []
         for key in keys:
-            if key not in msg.metadata:
-                raise PositionError(
-                    f"{where}: no position {key!r} in the metadata; it has "
-                    f"{', '.join(msg.metadata) or '(none)'} (set the node's params x/y or index)"
-                )
-            value = msg.metadata[key]
-            if isinstance(value, bool) or not isinstance(value, int):
+            value: Any = msg.metadata
+            for part in key.split("."):
+                if not isinstance(value, dict) or part not in value:
+                    raise PositionError(
+                        f"{where}: no position {key!r} in the metadata; it has "
+                        f"{', '.join(msg.metadata) or '(none)'} (set the node's params x/y or "
+                        "index; a dotted key such as 'positions.ix' looks into a dict)"
+                    )
+                value = value[part]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
                 raise PositionError(f"{where}: position {key!r} = {value!r} is not an integer")
-            values.append(value)
+            values.append(int(value))
         if len(values) == 2:
             row, col = values
         else:
