@@ -37,6 +37,7 @@ def test_maps_equal_pymca_directly(done: tuple) -> None:
         maps = f["scan_mca/maps"]
         area, sigma, chisq = (maps[k][()] for k in ("area", "area_sigma", "chisq"))
         measured = maps["measured"][()]
+        fe = maps["area_Fe_Ka"][()]  # split: true, one map per line, named by it
         assert maps.attrs["signal"] == "area"
         assert list(maps.attrs["axes"]) == [".", "y", "x"]
     assert area.shape[1:] == (4, 5) and scan.nbmca() == 19
@@ -58,6 +59,8 @@ def test_maps_equal_pymca_directly(done: tuple) -> None:
         )
         np.testing.assert_allclose(chisq[iy, ix], ref["chisq"], rtol=1e-6)
     assert not measured[2, 3] and measured.sum() == 19
+    lines = list(ref["groups"])
+    np.testing.assert_array_equal(fe, area[lines.index("Fe Ka")])
     assert np.all(np.isnan(area[:, 2, 3])) and np.isnan(chisq[2, 3])
 
 

@@ -9,6 +9,7 @@ for one spectrum) at its pixel of a regular ``ny`` x ``nx`` raster, and emits th
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +61,9 @@ class Map(beampipe.Reducer):
     seconds, and at the end of the stream:
 
     * data: each of ``fields`` as float64 maps, shape (n, ny, nx) for 1-D values and (ny, nx)
-      for 0-d ones, NaN where no point was measured; ``measured`` (bool, (ny, nx)); ``y``
+      for 0-d ones, NaN where no point was measured; with ``split``, the first field's maps
+      one by one, (ny, nx), named ``<field>_<name>`` (``area_Fe_K``: the name's runs of other
+      characters than letters and digits become ``_``); ``measured`` (bool, (ny, nx)); ``y``
       (int64, (ny,)) and ``x`` (int64, (nx,)): the pixel indices, the maps' axes;
     * metadata: ``names`` (the input's metadata ``lines``, e.g. ``["Fe K", ...]``, naming the
       first axis of the maps; None if it has none), ``shape`` ([ny, nx]), ``measured``,
@@ -81,13 +84,15 @@ class Map(beampipe.Reducer):
     class Params(beampipe.ReducerParams):
         """``shape``: [ny, nx] pixels. ``fields``: the data names mapped. ``x``, ``y``: metadata
         keys of the column and row indices; ``index``: metadata key of the row-major pixel
-        number; none of them: the message id (1 = pixel 0)."""
+        number; none of them: the message id (1 = pixel 0). ``split``: also send each map of
+        the first field as a 2-D array of its own, named ``<field>_<name>`` (``area_Fe_K``)."""
 
         shape: tuple[int, int] = Field(..., description="[ny, nx]")
         fields: list[str] = Field(default_factory=lambda: ["area"], min_length=1)
         x: str | None = None
         y: str | None = None
         index: str | None = None
+        split: bool = False
 
         @model_validator(mode="after")
         def _one_position(self) -> Map.Params:
@@ -152,11 +157,14 @@ class Map(beampipe.Reducer):
             )
         data: dict[str, Any] = {k: v if final else v.copy() for k, v in state.maps.items()}
         data["measured"] = state.measured if final else state.measured.copy()
+        first = self.params.fields[0]
+        vector = state.maps.get(first) is not None and state.maps[first].ndim == 3
         ny, nx = self.params.shape
         data["y"] = np.arange(ny, dtype=np.int64)
         data["x"] = np.arange(nx, dtype=np.int64)
-        first = self.params.fields[0]
-        vector = state.maps.get(first) is not None and state.maps[first].ndim == 3
+        if self.params.split and state.names and vector:
+            for k, name in enumerate(state.names):
+                data[f"{first}_{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}"] = data[first][k]
         metadata = {
             "names": state.names,
             "shape": list(self.params.shape),
