@@ -6,6 +6,7 @@ object reused over several spectra; and the errors for bad configurations and sp
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,8 +29,9 @@ def read_spectrum(name: str) -> np.ndarray:
     return np.asarray(specfilewrapper.Specfile(str(DATA / name))[scan].mca(1))
 
 
-def direct_fit(name: str, mode: str, y: np.ndarray) -> dict:
-    """PyMca called directly on ``y``: a fresh fit object, as PyMca's own tests do."""
+def direct_fit(name: str, mode: str, y: np.ndarray, keep: bool = False) -> Any:
+    """PyMca called directly on ``y``: a fresh fit object, as PyMca's own tests do; its digested
+    result, or with ``keep`` the fit object (its ``result`` set to that)."""
     from PyMca5.PyMcaIO import ConfigDict
     from PyMca5.PyMcaPhysics.xrf import ClassMcaTheory
 
@@ -41,7 +43,11 @@ def direct_fit(name: str, mode: str, y: np.ndarray) -> dict:
     x = np.arange(y.size, dtype=np.float64)
     fit.setData(x, y, xmin=config["fit"]["xmin"], xmax=config["fit"]["xmax"])
     fit.estimate()
-    return fit.startfit(digest=1)[1]
+    result = fit.startfit(digest=1)[1]
+    if keep:
+        fit.result = result
+        return fit
+    return result
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -70,6 +76,34 @@ def test_fit_equals_pymca_directly(name: str, mode: str) -> None:
         assert msg.metadata["x"] == msg.id - 1 and msg.metadata["mode"] == mode
     big = np.argmax(out[0].data["area"])  # the fit follows the data
     assert out[1].data["area"][big] == pytest.approx(0.5 * out[0].data["area"][big], rel=0.02)
+
+
+@pytest.mark.parametrize("name", SPECTRA)
+def test_mass_fractions_equal_pymca_directly(name: str) -> None:
+    from PyMca5.PyMcaPhysics.xrf import ConcentrationsTool
+
+    y = read_spectrum(name)
+    params = {"config": str(DATA / SPECTRA[name][1]), "concentrations": True}
+    msg = beampipe.Message(data={"spectrum": y}, stream="scan", id=1)
+    out = run(XrfFit, [msg, msg.replace(id=2)], params=params, name="fit").messages()
+    fit = direct_fit(name, "linear", y, keep=True)
+    tool = ConcentrationsTool.ConcentrationsTool()
+    config = tool.configure()
+    config.update(fit.config["concentrations"])
+    ref = tool.processFitResult(
+        config=config,
+        fitresult={"result": fit.result},
+        elementsfrommatrix=False,
+        fluorates=fit._fluoRates,
+        addinfo=False,
+    )["mass fraction"]
+    lines = out[0].metadata["lines"]
+    want = [ref.get(g, np.nan) for g in lines]
+    for m in out:
+        np.testing.assert_allclose(m.data["mass_fraction"], want, rtol=1e-6)
+    assert np.isnan(want).sum() == sum(g.startswith("Scatter") for g in lines)
+    if name == "XRFSpectrum.mca":  # Co is the internal standard at 500 ppm (PyMca's own test)
+        assert out[0].data["mass_fraction"][lines.index("Co K")] == pytest.approx(0.0005, abs=1e-7)
 
 
 def test_config_that_does_not_parse(tmp_path: Path) -> None:
@@ -102,3 +136,15 @@ def test_spectrum_shorter_than_the_fit_range() -> None:
     text = str(info.value)
     for part in ("fit:", "stream 'scan7'", "id 12", "Steel.cfg", "(1024,)", "200 to 1432"):
         assert part in text, text
+
+
+def test_concentrations_without_their_section(tmp_path: Path) -> None:
+    text = (DATA / "Steel.cfg").read_text()
+    start = text.index("[concentrations]")
+    end = text.index("\n[", start + 1)
+    cfg = tmp_path / "noconc.cfg"
+    cfg.write_text(text[:start] + text[end + 1 :])
+    params = {"config": str(cfg), "concentrations": True}
+    with pytest.raises(XrfConfigError, match=r"fit: .*noconc\.cfg'?: no \[concentrations\]"):
+        run(XrfFit, [], params=params, name="fit")
+    run(XrfFit, [], params={"config": str(cfg)}, name="fit")  # without: fine

@@ -72,7 +72,9 @@ class XrfFit(beampipe.Worker):
 
     * data: ``area`` (float64, shape (n_lines,), counts: the fitted peak area of each element
       line group), ``area_sigma`` (float64, (n_lines,), counts: its one-sigma uncertainty),
-      ``chisq`` (float64, 0-d: PyMca's reduced chi-square);
+      ``chisq`` (float64, 0-d: PyMca's reduced chi-square); with ``concentrations``,
+      ``mass_fraction`` (float64, (n_lines,), dimensionless; NaN for lines without one, such as
+      the scatter peaks);
     * metadata: the input message's metadata (scan positions pass through), plus ``lines``
       (list of str, PyMca's group names, e.g. ``"Fe K"``, in the order of ``area``), ``mode``,
       ``units: {"area": "counts", "area_sigma": "counts"}``.
@@ -91,11 +93,14 @@ class XrfFit(beampipe.Worker):
         """``config``: path of the PyMca ``.cfg`` file. ``mode``: ``linear`` (PyMca's linear
         fit: peak areas only, energy calibration and peak shapes as configured; fast, for
         mapping) or ``full`` (the non-linear least-squares fit of calibration and shapes too);
-        it overrides the file's ``[fit] linearfitflag``. ``spectrum``: input data name."""
+        it overrides the file's ``[fit] linearfitflag``. ``spectrum``: input data name.
+        ``concentrations``: also compute mass fractions with PyMca's ``ConcentrationsTool`` and
+        the file's ``[concentrations]`` section (flux, time, solid angle or internal standard)."""
 
         config: beampipe.InputPath
         mode: Literal["linear", "full"] = "linear"
         spectrum: str = "spectrum"
+        concentrations: bool = False
 
     params: XrfFit.Params
 
@@ -114,6 +119,18 @@ class XrfFit(beampipe.Worker):
                 f"{self.name}: fit configuration {str(path)!r}: PyMca refuses it: {exc}"
             ) from exc
         self._xmin = int(self._config["fit"]["xmin"])
+        self._concentrations = None
+        if self.params.concentrations:
+            if not config.get("concentrations"):  # as read: PyMca fills in defaults
+                raise XrfConfigError(
+                    f"{self.name}: fit configuration {str(path)!r}: no [concentrations] section "
+                    "(set it in PyMca's fit configuration, or concentrations: false)"
+                )
+            from PyMca5.PyMcaPhysics.xrf import ConcentrationsTool
+
+            self._concentrations = ConcentrationsTool.ConcentrationsTool()
+            self._ctool_config = self._concentrations.configure()
+            self._ctool_config.update(self._config["concentrations"])
         self._xmax = int(self._config["fit"]["xmax"])
 
     def process(self, msg: beampipe.Message) -> beampipe.Message:
@@ -142,6 +159,17 @@ class XrfFit(beampipe.Worker):
             "area_sigma": np.array([result[g]["sigmaarea"] for g in lines], dtype=np.float64),
             "chisq": np.asarray(result["chisq"], dtype=np.float64),
         }
+        if self._concentrations is not None:
+            fractions = self._concentrations.processFitResult(
+                config=self._ctool_config,
+                fitresult={"result": result},
+                elementsfrommatrix=False,
+                fluorates=self._fit._fluoRates,
+                addinfo=False,
+            )["mass fraction"]
+            data["mass_fraction"] = np.array(
+                [fractions.get(g, np.nan) for g in lines], dtype=np.float64
+            )
         metadata = {
             **msg.metadata,
             "lines": lines,
