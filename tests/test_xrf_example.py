@@ -40,6 +40,9 @@ def test_maps_equal_pymca_directly(done: tuple) -> None:
         fe = maps["area_Fe_Ka"][()]  # split: true, one map per line, named by it
         assert maps.attrs["signal"] == "area"
         assert list(maps.attrs["axes"]) == [".", "y", "x"]
+        np.testing.assert_array_equal(maps["x"][()], [0.0, 0.5, 1.0, 1.5, 2.0])
+        np.testing.assert_array_equal(maps["y"][()], [0.0, 0.5, 1.0, 1.5])
+        assert maps["x"].attrs["units"] == "um" and maps["y"].attrs["units"] == "um"
     assert area.shape[1:] == (4, 5) and scan.nbmca() == 19
     for j in range(scan.nbmca()):
         fit = ClassMcaTheory.ClassMcaTheory()

@@ -99,3 +99,34 @@ def test_position_missing_or_outside(fits_xy: list[beampipe.Message]) -> None:
         assert part in text, text
     with pytest.raises(PositionError, match=r"maps: stream 's', id 4: .* outside the raster"):
         run(Map, [fits_xy[3]], params={"shape": [1, 2], "x": "x", "y": "y"}, name="maps")
+
+
+def test_motor_positions_binned_onto_the_grid(fits_xy: list[beampipe.Message]) -> None:
+    # irregular motor positions (um) near the pixel centres x = 10, 10.5, 11 and y = -2, -1.5:
+    # each goes to the nearest centre; the maps equal those placed by pixel index
+    jitter = [0.2, -0.24, 0.1, 0.249, -0.13]
+    moved = [
+        m.replace(
+            metadata={
+                **m.metadata,
+                "samx": 10.0 + 0.5 * m.metadata["x"] + 0.5 * j,
+                "samy": -2.0 + 0.5 * m.metadata["y"] - 0.5 * j,
+            }
+        )
+        for m, j in zip(fits_xy, jitter, strict=True)
+    ]
+    grid = {"x": [10.0, 0.5], "y": [-2.0, 0.5], "units": "um"}
+    params = {"shape": list(SHAPE), "x": "samx", "y": "samy", "grid": grid}
+    got = run(Map, moved, params=params, name="maps").messages()[-1]
+    want = run(Map, fits_xy, params={"shape": list(SHAPE), "x": "x", "y": "y"}).messages()[-1]
+    np.testing.assert_array_equal(got.data["area"], want.data["area"])
+    np.testing.assert_array_equal(got.data["x"], [10.0, 10.5, 11.0])
+    np.testing.assert_array_equal(got.data["y"], [-2.0, -1.5])
+    assert got.metadata["units"] == {"x": "um", "y": "um"} and got.metadata["missing"] == 1
+    # half-way goes to the higher pixel; more than half a step outside is an error
+    edge = fits_xy[0].replace(metadata={"samx": 10.25, "samy": -2.0})
+    out = run(Map, [edge], params=params, name="maps").messages()[-1]
+    assert out.data["measured"][0, 1]
+    far = fits_xy[0].replace(metadata={"samx": 11.26, "samy": -2.0})
+    with pytest.raises(PositionError, match=r"maps: stream 's', id 1: .*outside the raster"):
+        run(Map, [far], params=params, name="maps")

@@ -9,17 +9,18 @@ for one spectrum) at its pixel of a regular ``ny`` x ``nx`` raster, and emits th
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import beampipe
 from beampipe.nodes.columns import numeric
 
-__all__ = ["Map", "PositionError"]
+__all__ = ["Grid", "Map", "PositionError"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,22 @@ class _Raster:
     repeated: int = 0
 
 
+class Grid(BaseModel):
+    """Motor positions onto pixels: ``x``, ``y``: [centre of the first pixel, step] in the
+    positions' units (a step may be negative); ``units`` of the positions (``"um"``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    x: tuple[float, float]
+    y: tuple[float, float]
+    units: str | None = None
+
+    @model_validator(mode="after")
+    def _steps(self) -> Grid:
+        if self.x[1] == 0 or self.y[1] == 0 or not all(map(math.isfinite, (*self.x, *self.y))):
+            raise ValueError("grid: steps must be finite and not 0")
+        return self
+
+
 class Map(beampipe.Reducer):
     """Maps of per-point values on a regular raster of ``shape = [ny, nx]`` pixels.
 
@@ -55,6 +72,11 @@ class Map(beampipe.Reducer):
     * neither: the message id: id 1 is pixel 0, in row-major order (a raster scan sending one
       message per point, in order).
 
+    With ``grid``, ``x`` and ``y`` are motor positions (floats, in ``grid.units``): a point goes
+    to the pixel whose centre is nearest (``floor((pos - start) / step + 0.5)``: exactly half-way
+    goes to the pixel of higher index); a point more than half a step outside the raster is a
+    :class:`PositionError`. Irregular positions are binned the same way.
+
     A pixel measured twice keeps its last value; that is counted (``repeated``) and warned about.
 
     Output, per stream (id = the highest id folded), every ``every`` points, every ``interval``
@@ -64,7 +86,8 @@ class Map(beampipe.Reducer):
       for 0-d ones, NaN where no point was measured; with ``split``, the first field's maps
       one by one, (ny, nx), named ``<field>_<name>`` (``area_Fe_K``: the name's runs of other
       characters than letters and digits become ``_``); ``measured`` (bool, (ny, nx)); ``y``
-      (int64, (ny,)) and ``x`` (int64, (nx,)): the pixel indices, the maps' axes;
+      (int64, (ny,)) and ``x`` (int64, (nx,)): the pixel indices, the maps' axes (with ``grid``:
+      float64, the pixel centres in ``grid.units``, and metadata ``units``);
     * metadata: ``names`` (the input's metadata ``lines``, e.g. ``["Fe K", ...]``, naming the
       first axis of the maps; None if it has none), ``shape`` ([ny, nx]), ``measured``,
       ``missing`` (pixels not measured), ``repeated`` (int), ``final`` (bool), ``signal`` (the
@@ -84,8 +107,9 @@ class Map(beampipe.Reducer):
     class Params(beampipe.ReducerParams):
         """``shape``: [ny, nx] pixels. ``fields``: the data names mapped. ``x``, ``y``: metadata
         keys of the column and row indices; ``index``: metadata key of the row-major pixel
-        number; none of them: the message id (1 = pixel 0). ``split``: also send each map of
-        the first field as a 2-D array of its own, named ``<field>_<name>`` (``area_Fe_K``)."""
+        number; none of them: the message id (1 = pixel 0). ``grid``: with ``x``/``y``, they
+        are motor positions, binned onto the raster (:class:`Grid`). ``split``: also send each
+        map of the first field as a 2-D array of its own, ``<field>_<name>`` (``area_Fe_K``)."""
 
         shape: tuple[int, int] = Field(..., description="[ny, nx]")
         fields: list[str] = Field(default_factory=lambda: ["area"], min_length=1)
@@ -93,11 +117,14 @@ class Map(beampipe.Reducer):
         y: str | None = None
         index: str | None = None
         split: bool = False
+        grid: Grid | None = None
 
         @model_validator(mode="after")
         def _one_position(self) -> Map.Params:
             if (self.x is None) != (self.y is None):
                 raise ValueError("give both x and y (the metadata keys of column and row)")
+            if self.grid is not None and self.x is None:
+                raise ValueError("grid bins motor positions: give x and y (their metadata keys)")
             if self.x is not None and self.index is not None:
                 raise ValueError("give either x and y or index, not both")
             if clash := {"measured", "x", "y"} & set(self.fields):
@@ -160,8 +187,13 @@ class Map(beampipe.Reducer):
         first = self.params.fields[0]
         vector = state.maps.get(first) is not None and state.maps[first].ndim == 3
         ny, nx = self.params.shape
-        data["y"] = np.arange(ny, dtype=np.int64)
-        data["x"] = np.arange(nx, dtype=np.int64)
+        grid = self.params.grid
+        if grid is None:
+            data["y"] = np.arange(ny, dtype=np.int64)
+            data["x"] = np.arange(nx, dtype=np.int64)
+        else:
+            data["y"] = grid.y[0] + grid.y[1] * np.arange(ny, dtype=np.float64)
+            data["x"] = grid.x[0] + grid.x[1] * np.arange(nx, dtype=np.float64)
         if self.params.split and state.names and vector:
             for k, name in enumerate(state.names):
                 data[f"{first}_{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}"] = data[first][k]
@@ -175,6 +207,8 @@ class Map(beampipe.Reducer):
             "signal": first,
             "axes": [".", "y", "x"] if vector else ["y", "x"],
         }
+        if grid is not None and grid.units:
+            metadata["units"] = {"x": grid.units, "y": grid.units}
         return beampipe.Message(data=data, metadata=metadata)
 
     def _pixel(self, msg: beampipe.Message, where: str) -> tuple[int, int]:
@@ -192,7 +226,13 @@ class Map(beampipe.Reducer):
                         "index; a dotted key such as 'positions.ix' looks into a dict)"
                     )
                 value = value[part]
-            if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise PositionError(f"{where}: position {key!r} = {value!r} is not a number")
+            grid = self.params.grid
+            if grid is not None and math.isfinite(value):
+                start, step = grid.y if len(values) == 0 else grid.x
+                value = math.floor((value - start) / step + 0.5)  # the nearest pixel centre
+            elif not math.isfinite(value) or value != int(value):
                 raise PositionError(f"{where}: position {key!r} = {value!r} is not an integer")
             values.append(int(value))
         if len(values) == 2:
