@@ -13,9 +13,11 @@ points of the group ``beampipe.nodes`` (see ``pyproject.toml`` and ``docs/nodes.
 * :mod:`~beampipe.nodes.asapo`: ``asapo_source``, ``asapo_sink`` (extra ``asapo``).
 * :mod:`~beampipe.nodes.epics`: ``epics_source``, ``epics_sink`` (extra ``epics``).
 * :mod:`~beampipe.nodes.sim`: ``detector_sim``.
-* :mod:`~beampipe.nodes.reduce`: ``sum``, ``mean``, ``max`` (their shared :mod:`fold`).
+* :mod:`~beampipe.nodes.reduce`: ``sum``, ``mean``, ``max`` (their shared :mod:`fold`),
+  ``map`` (values on a raster).
 * :mod:`~beampipe.nodes.frame`: ``frame.stats``, ``frame.roi``, ``frame.correct``, ``frame.bin``
   (extra ``frames``).
+* :mod:`~beampipe.nodes.xrf`: ``mca_files``, ``xrf.fit`` (extra ``xrf``).
 * :mod:`~beampipe.nodes.columns`: reading named numeric arrays from a message, for the workers.
 
 The packages import nothing on their own, so a pipeline needs only the dependencies of the nodes

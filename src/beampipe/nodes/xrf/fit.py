@@ -1,0 +1,179 @@
+"""Fitting XRF spectra with PyMca: ``use: xrf.fit``.
+
+The fit is PyMca's own (``PyMca5.PyMcaPhysics.xrf.ClassMcaTheory``, http://pymca.sourceforge.net),
+configured by the ``.cfg`` file a beamline scientist saved from PyMca's fit window; the fit
+object is configured once per replica, then each spectrum is fitted with ``setData``,
+``estimate`` and ``startfit(digest=1)``, as PyMca's own tests and batch fit do.
+"""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+import beampipe
+from beampipe.nodes.columns import numeric
+
+__all__ = ["SpectrumMismatch", "XrfConfigError", "XrfFit", "load_config"]
+
+
+class XrfConfigError(ValueError):
+    """The fit configuration file is missing, does not parse, defines no element lines, or
+    PyMca refuses it; the message names the node, the file and the cause."""
+
+
+class SpectrumMismatch(ValueError):
+    """A spectrum is not 1-D or has too few channels for the configuration's fit range
+    (``[fit] xmin``/``xmax``); the message names node, stream, id, file and channel counts."""
+
+
+def load_config(path: str | Path, node: str = "") -> Any:
+    """The PyMca ``ConfigDict`` read from the ``.cfg`` file ``path``.
+
+    Raises:
+        XrfConfigError: missing file, a parse error (with PyMca's line), no ``[fit]`` section
+            or no element in ``[peaks]``.
+        ImportError: PyMca5 is not installed (``pip install 'beampipe[xrf]'``).
+    """
+    where = f"{node + ': ' if node else ''}fit configuration {str(path)!r}"
+    try:
+        from PyMca5.PyMcaIO import ConfigDict
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(f"{where}: xrf.fit needs PyMca5 (pip install 'beampipe[xrf]')") from exc
+    if not Path(path).is_file():
+        raise XrfConfigError(f"{where}: no such file")
+    config = ConfigDict.ConfigDict()
+    try:
+        config.read(str(path))
+    except (configparser.Error, ValueError, SyntaxError) as exc:
+        cause = " ".join(str(exc).split())
+        raise XrfConfigError(f"{where} does not parse as a PyMca .cfg file: {cause}") from None
+    if "fit" not in config:
+        raise XrfConfigError(f"{where}: no [fit] section (is it a PyMca fit configuration?)")
+    if not config.get("peaks"):
+        raise XrfConfigError(
+            f"{where}: [peaks] names no element lines to fit (add them in PyMca's fit "
+            "configuration, Elements tab)"
+        )
+    return config
+
+
+class XrfFit(beampipe.Worker):
+    """Fit of each XRF spectrum with PyMca, with the fit configuration of a ``.cfg`` file.
+
+    Input: one spectrum per message, data ``spectrum`` (name set by the param): 1-D, counts per
+    channel (any real numeric dtype), channel 0 first, at least ``xmax + 1`` channels of the
+    configuration's fit range.
+
+    Output, per spectrum (stream and id kept):
+
+    * data: ``area`` (float64, shape (n_lines,), counts: the fitted peak area of each element
+      line group), ``area_sigma`` (float64, (n_lines,), counts: its one-sigma uncertainty),
+      ``chisq`` (float64, 0-d: PyMca's reduced chi-square); with ``concentrations``,
+      ``mass_fraction`` (float64, (n_lines,), dimensionless; NaN for lines without one, such as
+      the scatter peaks);
+    * metadata: the input message's metadata (scan positions pass through), plus ``lines``
+      (list of str, PyMca's group names, e.g. ``"Fe K"``, in the order of ``area``), ``mode``,
+      ``units: {"area": "counts", "area_sigma": "counts"}``.
+
+    Raises:
+        XrfConfigError: (when the node is created) see :func:`load_config`; or PyMca refuses
+            the configuration.
+        SpectrumMismatch: a spectrum is not 1-D or is shorter than the fit range.
+        MissingColumn: (a ``KeyError``) no ``spectrum`` entry in a message.
+        RuntimeError: PyMca's fit fails on a spectrum (e.g. a singular matrix); names stream,
+            id and file.
+        ImportError: PyMca5 is not installed.
+    """
+
+    class Params(beampipe.Params):
+        """``config``: path of the PyMca ``.cfg`` file. ``mode``: ``linear`` (PyMca's linear
+        fit: peak areas only, energy calibration and peak shapes as configured; fast, for
+        mapping) or ``full`` (the non-linear least-squares fit of calibration and shapes too);
+        it overrides the file's ``[fit] linearfitflag``. ``spectrum``: input data name.
+        ``concentrations``: also compute mass fractions with PyMca's ``ConcentrationsTool`` and
+        the file's ``[concentrations]`` section (flux, time, solid angle or internal standard)."""
+
+        config: beampipe.InputPath
+        mode: Literal["linear", "full"] = "linear"
+        spectrum: str = "spectrum"
+        concentrations: bool = False
+
+    params: XrfFit.Params
+
+    def __init__(self, params: XrfFit.Params, name: str = "") -> None:
+        super().__init__(params, name)
+        path = self.params.config
+        config = load_config(path, self.name)
+        from PyMca5.PyMcaPhysics.xrf import ClassMcaTheory
+
+        config["fit"]["linearfitflag"] = 1 if self.params.mode == "linear" else 0
+        self._fit = ClassMcaTheory.ClassMcaTheory()
+        try:
+            self._config = self._fit.configure(config)
+        except Exception as exc:
+            raise XrfConfigError(
+                f"{self.name}: fit configuration {str(path)!r}: PyMca refuses it: {exc}"
+            ) from exc
+        self._xmin = int(self._config["fit"]["xmin"])
+        self._concentrations = None
+        if self.params.concentrations:
+            if not config.get("concentrations"):  # as read: PyMca fills in defaults
+                raise XrfConfigError(
+                    f"{self.name}: fit configuration {str(path)!r}: no [concentrations] section "
+                    "(set it in PyMca's fit configuration, or concentrations: false)"
+                )
+            from PyMca5.PyMcaPhysics.xrf import ConcentrationsTool
+
+            self._concentrations = ConcentrationsTool.ConcentrationsTool()
+            self._ctool_config = self._concentrations.configure()
+            self._ctool_config.update(self._config["concentrations"])
+        self._xmax = int(self._config["fit"]["xmax"])
+
+    def process(self, msg: beampipe.Message) -> beampipe.Message:
+        where = f"{self.name}: stream {msg.stream!r}, id {msg.id}"
+        y = numeric(msg, self.params.spectrum, where, kinds="biuf")
+        if y.ndim != 1 or y.size <= self._xmax:
+            raise SpectrumMismatch(
+                f"{where}: spectrum of shape {y.shape}; the fit configuration "
+                f"{str(self.params.config)!r} fits channels {self._xmin} to {self._xmax}, so it "
+                f"needs a 1-D spectrum of at least {self._xmax + 1} channels (wrong detector, "
+                "or the configuration of another setup?)"
+            )
+        x = np.arange(y.size, dtype=np.float64)
+        try:
+            self._fit.setData(x, y, xmin=self._xmin, xmax=self._xmax)
+            self._fit.estimate()
+            _, result = self._fit.startfit(digest=1)
+        except Exception as exc:
+            raise RuntimeError(
+                f"{where}: PyMca's {self.params.mode} fit failed with the configuration "
+                f"{str(self.params.config)!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+        lines = list(result["groups"])
+        data = {
+            "area": np.array([result[g]["fitarea"] for g in lines], dtype=np.float64),
+            "area_sigma": np.array([result[g]["sigmaarea"] for g in lines], dtype=np.float64),
+            "chisq": np.asarray(result["chisq"], dtype=np.float64),
+        }
+        if self._concentrations is not None:
+            fractions = self._concentrations.processFitResult(
+                config=self._ctool_config,
+                fitresult={"result": result},
+                elementsfrommatrix=False,
+                fluorates=self._fit._fluoRates,
+                addinfo=False,
+            )["mass fraction"]
+            data["mass_fraction"] = np.array(
+                [fractions.get(g, np.nan) for g in lines], dtype=np.float64
+            )
+        metadata = {
+            **msg.metadata,
+            "lines": lines,
+            "mode": self.params.mode,
+            "units": {"area": "counts", "area_sigma": "counts"},
+        }
+        return beampipe.Message(data=data, metadata=metadata)

@@ -1,0 +1,110 @@
+"""Replay of MCA spectrum files, one spectrum per message: ``use: mca_files``.
+
+Reads what PyMca's own reader reads (``PyMca5.PyMcaIO.specfilewrapper``): SPEC files with MCA
+lines (``@A``; a mapping scan with one spectrum per point), PyMca's ``.mca`` files (a single
+column of counts, comments ``#``) and ``.spe`` files (``$DATA:``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from pathlib import Path
+
+import numpy as np
+
+import beampipe
+from beampipe.message import Item
+from beampipe.nodes.files.base import FileReplay, NoFilesMatched
+
+__all__ = ["McaFiles", "McaFormatError", "NoFilesMatched"]
+
+
+class McaFormatError(ValueError):
+    """PyMca cannot read a file, or it holds no MCA spectrum; the message names node and file."""
+
+
+class McaFiles(FileReplay):
+    """Replays MCA spectrum files: one stream per file (named after the file), one message per
+    spectrum, scan after scan in file order, ids 1..n.
+
+    * :class:`~beampipe.StreamStart`: metadata ``file``, ``reader``
+      (``"PyMca5 specfilewrapper"``), ``n_spectra``.
+    * :class:`~beampipe.Message`: data ``spectrum`` (name set by ``key``; float64, 1-D, counts
+      per channel, as PyMca reads them); metadata ``file``, ``scan`` (the scan number, 1-based),
+      ``mca`` (the spectrum's number in its scan, 1-based), ``index`` (0-based number in the
+      stream), and ``positions`` (``{column label: value}`` of the scan's data row of the same
+      number, when a SPEC scan has as many data rows as spectra: its motor positions).
+    * :class:`~beampipe.EndOfStream` with ``next_stream`` the next file's stream.
+
+    Params ``paths``, ``pace`` (``max`` or a rate in Hz; ``realtime`` is refused: the files
+    hold no times) as for ``xdi_replay``; ``key``: the data name.
+
+    Raises:
+        NoFilesMatched: (when created) a ``paths`` pattern matches no file.
+        ValueError: (when created) ``pace: realtime``.
+        McaFormatError: (from :meth:`generate`) PyMca cannot read a file or it has no spectrum.
+        ImportError: PyMca5 is not installed.
+    """
+
+    class Params(FileReplay.Params):
+        """``key``: the data name of the spectra."""
+
+        key: str = "spectrum"
+
+    params: McaFiles.Params
+    stream_name = staticmethod(lambda path: Path(path).name)
+
+    def __init__(self, params: McaFiles.Params, name: str = "") -> None:
+        super().__init__(params, name)
+        if self.params.pace == "realtime":
+            raise ValueError(f"{self.name}: pace realtime: MCA files hold no times (give a rate)")
+
+    def replay(self, path: Path, stream: str) -> Generator[Item, None, int]:
+        spectra = read_mca(path, self.name)
+        meta = {"file": str(path), "reader": "PyMca5 specfilewrapper", "n_spectra": len(spectra)}
+        yield beampipe.StreamStart(stream=stream, metadata=meta)
+        for k, (counts, metadata) in enumerate(spectra):
+            self.wait(None)
+            yield beampipe.Message(
+                data={self.params.key: counts},
+                metadata={"file": str(path), **metadata, "index": k},
+                stream=stream,
+                id=k + 1,
+            )
+        return len(spectra)
+
+
+def read_mca(path: str | os.PathLike[str], node: str = "") -> list[tuple[np.ndarray, dict]]:
+    """The spectra of ``path`` in file order, each with its metadata ``scan``, ``mca`` and
+    (when the scan has one data row per spectrum) ``positions``; read with PyMca's reader.
+
+    Raises:
+        McaFormatError: PyMca cannot read the file, or it holds no spectrum.
+    """
+    from PyMca5.PyMcaIO import specfilewrapper
+
+    where = f"{node + ': ' if node else ''}{str(path)!r}"
+    try:
+        scans = list(specfilewrapper.Specfile(str(path)))
+    except Exception as exc:
+        raise McaFormatError(
+            f"{where}: PyMca cannot read it as an MCA file (.mca, .spe or SPEC with @A "
+            f"lines): {type(exc).__name__}: {exc}"
+        ) from None
+    spectra = []
+    for number, scan in enumerate(scans, start=1):
+        n = scan.nbmca()
+        labels = list(scan.alllabels()) if n else []
+        table = np.asarray(scan.data()) if labels else np.zeros((0, 0))
+        rows = table.shape[1] if table.ndim == 2 and table.shape[0] == len(labels) else 0
+        for j in range(1, n + 1):
+            metadata: dict = {"scan": number, "mca": j}
+            if rows == n:
+                metadata["positions"] = {
+                    k: float(v) for k, v in zip(labels, table[:, j - 1], strict=True)
+                }
+            spectra.append((np.asarray(scan.mca(j), dtype=np.float64), metadata))
+    if not spectra:
+        raise McaFormatError(f"{where}: no MCA spectrum in it ({len(scans)} scan(s) read)")
+    return spectra

@@ -1,0 +1,74 @@
+"""examples/xrf-map end to end with ``beampipe run`` (separate processes, 2 fit replicas): the
+maps in the NeXus file equal PyMca's fit run directly on each spectrum of the scan file, placed
+at the scan's pixel indices; the missing pixel is NaN and the run warns about it; nxcheck finds
+no error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import REPO, beampipe, nxcheck
+from PyMca5.PyMcaIO import ConfigDict, specfilewrapper
+from PyMca5.PyMcaPhysics.xrf import ClassMcaTheory
+
+EXAMPLE = REPO / "examples" / "xrf-map"
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    cwd = tmp_path_factory.mktemp("run")
+    result = beampipe("run", str(EXAMPLE / "pipeline.yaml"), "--set", "spectra.pace=max", cwd=cwd)
+    return result, cwd / "out" / "xrf-map.nxs"
+
+
+def test_maps_equal_pymca_directly(done: tuple) -> None:
+    result, path = done
+    assert result.returncode == 0, result.stderr
+    assert "1 of 20 pixels not measured" in result.stderr
+    config = ConfigDict.ConfigDict()
+    config.read(str(EXAMPLE / "data" / "Steel.cfg"))
+    config["fit"]["linearfitflag"] = 1
+    scan = specfilewrapper.Specfile(str(EXAMPLE / "data" / "scan.mca"))[0]
+    table = np.asarray(scan.data())
+    with h5py.File(path, "r") as f:
+        maps = f["scan_mca/maps"]
+        area, sigma, chisq = (maps[k][()] for k in ("area", "area_sigma", "chisq"))
+        measured = maps["measured"][()]
+        fe = maps["area_Fe_Ka"][()]  # split: true, one map per line, named by it
+        assert maps.attrs["signal"] == "area"
+        assert list(maps.attrs["axes"]) == [".", "y", "x"]
+        np.testing.assert_array_equal(maps["x"][()], [0.0, 0.5, 1.0, 1.5, 2.0])
+        np.testing.assert_array_equal(maps["y"][()], [0.0, 0.5, 1.0, 1.5])
+        assert maps["x"].attrs["units"] == "um" and maps["y"].attrs["units"] == "um"
+    assert area.shape[1:] == (4, 5) and scan.nbmca() == 19
+    for j in range(scan.nbmca()):
+        fit = ClassMcaTheory.ClassMcaTheory()
+        conf = fit.configure(config)
+        y = np.asarray(scan.mca(j + 1))
+        fit.setData(
+            np.arange(y.size, dtype=float), y, xmin=conf["fit"]["xmin"], xmax=conf["fit"]["xmax"]
+        )
+        fit.estimate()
+        ref = fit.startfit(digest=1)[1]
+        ix, iy = int(table[0, j]), int(table[1, j])
+        np.testing.assert_allclose(
+            area[:, iy, ix], [ref[g]["fitarea"] for g in ref["groups"]], rtol=1e-6
+        )
+        np.testing.assert_allclose(
+            sigma[:, iy, ix], [ref[g]["sigmaarea"] for g in ref["groups"]], rtol=1e-6
+        )
+        np.testing.assert_allclose(chisq[iy, ix], ref["chisq"], rtol=1e-6)
+    assert not measured[2, 3] and measured.sum() == 19
+    lines = list(ref["groups"])
+    np.testing.assert_array_equal(fe, area[lines.index("Fe Ka")])
+    assert np.all(np.isnan(area[:, 2, 3])) and np.isnan(chisq[2, 3])
+
+
+def test_nxcheck_finds_no_error(done: tuple) -> None:
+    result, path = done
+    assert result.returncode == 0, result.stderr
+    errors, text = nxcheck(Path(path))
+    assert errors == 0, text
