@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 
 import beampipe
-from beampipe.nodes.nexus.files import LIBVER
+from beampipe.nodes.nexus.meta import LIBVER
 from beampipe.nodes.nexus.space import ensure_space
 
 __all__ = ["edit_master"]

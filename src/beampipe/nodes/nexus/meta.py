@@ -14,6 +14,9 @@ from typing import Any
 import h5py
 import numpy as np
 
+LIBVER = ("v110", "v110")
+"""HDF5 file-format bounds of every file the writer makes: 1.10 is the oldest format with SWMR;
+readers need HDF5 >= 1.10."""
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 """Valid NeXus item names, as nexusformat checks them
 (https://manual.nexusformat.org/datarules.html#naming-conventions)."""

@@ -18,7 +18,8 @@ import h5py
 from pydantic import Field
 
 import beampipe
-from beampipe.nodes.nexus.files import Compression, GroupFile, filter_options
+from beampipe.nodes.nexus.compression import Compression, filter_options
+from beampipe.nodes.nexus.files import GroupFile
 from beampipe.nodes.nexus.master import edit_master
 from beampipe.nodes.nexus.meta import (
     new_group,
