@@ -1,6 +1,6 @@
 """Frames/s of a source -> ``frame.roi`` -> sink on frames of EIGER 4M size, against a plain loop
 that reads the same frames and computes the same ROIs with numpy in one process, in the same
-invocation (issue 17's benchmark): ``hdf5`` (``hdf5_replay`` on bitshuffle-LZ4 HDF5, the loop
+invocation (issue 17's benchmark): ``hdf5`` (``image_files`` on bitshuffle-LZ4 HDF5, the loop
 reading with h5py) and ``cbf`` (``image_files`` on one CBF file per frame, byte-offset compressed
 as a PILATUS/EIGER writes them, int32; the loop reading with ``fabio.open(path).data``).
 
@@ -119,7 +119,7 @@ class Quiet:
 
 
 SOURCES = {
-    "hdf5": '{{use: hdf5_replay, params: {{paths: "{path}", dataset: entry/data/data}}}}',
+    "hdf5": '{{use: image_files, params: {{paths: "{path}", dataset: entry/data/data}}}}',
     "cbf": '{{use: image_files, params: {{paths: "{path}/*.cbf", stream_by: folder}}}}',
 }
 
