@@ -264,6 +264,7 @@ def test_the_example_deployed_through_the_cli_writes_what_run_writes(home, tmp_p
     assert done.returncode == 0, done.stderr
     pipeline_id = done.stdout.strip()
     assert home.manager_info() is not None
+    assert home.path.stat().st_mode & 0o777 == 0o700  # made by deploy: its owner's only
 
     status = home.finished(pipeline_id)
     assert (status["state"], status["exit_code"], status.get("errors")) == ("done", 0, []), status

@@ -43,7 +43,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from beampipe.manager.auth import same_token
+from beampipe.manager.auth import ensure_home, same_token
 from beampipe.manager.logs import follow_log, log_files, tail_lines
 from beampipe.manager.models import DeployRequest, PipelineSummary, ScaleRequest
 from beampipe.manager.service import Manager, _read_json
@@ -216,7 +216,7 @@ def serve(
         ValueError: an ``extra_hosts`` entry is not a host name.
     """
     hosts = allowed_hosts(host, extra_hosts)
-    home.mkdir(parents=True, exist_ok=True)
+    ensure_home(home)
     lock = open(home / MANAGER_LOCK, "a+")  # noqa: SIM115 - held for the whole run
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -21,13 +21,24 @@ def token_path(home: Path) -> Path:
     return home / TOKEN_FILE
 
 
+def ensure_home(home: Path) -> None:
+    """Create the state home ``home`` if it does not exist, readable by its owner only (mode
+    0700: the pipelines' run directories, logs and supervisor records are inside). An existing
+    folder keeps its mode.
+
+    Raises:
+        OSError: it cannot be created.
+    """
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
 def ensure_token(home: Path) -> str:
     """The token of ``home``, created (mode 0600) if there is none yet.
 
     Raises:
         OSError: ``home`` cannot be created or the token file written or read.
     """
-    home.mkdir(parents=True, exist_ok=True)
+    ensure_home(home)
     path = token_path(home)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

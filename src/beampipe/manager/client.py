@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from beampipe.config import read_pipeline_file
-from beampipe.manager.auth import read_token, token_path
+from beampipe.manager.auth import ensure_home, read_token, token_path
 from beampipe.manager.store import FINAL, MANAGER_JSON, MANAGER_LOG
 
 START_TIMEOUT = 60.0
@@ -62,7 +62,7 @@ def start_manager(home: Path, timeout: float = START_TIMEOUT) -> str:
         ManagerError: it exited, or did not answer within ``timeout`` seconds (the message
             holds the end of its log).
     """
-    home.mkdir(parents=True, exist_ok=True)
+    ensure_home(home)
     log = home / MANAGER_LOG
     with open(log, "ab") as out:
         proc = subprocess.Popen(

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from beampipe.manager.auth import ensure_home
+
 MANAGER_JSON = "manager.json"
 MANAGER_LOCK = "manager.lock"
 MANAGER_LOG = "manager.log"
@@ -95,7 +97,7 @@ class Store:
     so a store may be used from any thread (the API's handlers run in a thread pool)."""
 
     def __init__(self, home: Path) -> None:
-        home.mkdir(parents=True, exist_ok=True)
+        ensure_home(home)
         self.path = home / "pipelines.db"
         with closing(self._connect()) as db, db:
             db.execute(SCHEMA)
