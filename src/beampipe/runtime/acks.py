@@ -62,14 +62,14 @@ class Receipt:
         self.channel.complete(self.seq, self.epoch)
 
 
-class Origin:
-    """The inputs of one worker call, acknowledged when the call is over and its results are
-    acknowledged downstream (see the module docstring)."""
+class Held:
+    """Work whose results are held by downstream peers: told each hold and release
+    (:class:`beampipe.transport.peer.Token`), and :meth:`done` when everything was sent; once
+    both are over, :meth:`_complete` runs, once."""
 
-    __slots__ = ("outstanding", "receipts", "running")
+    __slots__ = ("outstanding", "running")
 
-    def __init__(self, receipts: list[Receipt]) -> None:
-        self.receipts = receipts
+    def __init__(self) -> None:
         self.outstanding = 0
         self.running = True
 
@@ -81,17 +81,31 @@ class Origin:
         if not self.outstanding and not self.running:
             self._complete()
 
+    def done(self) -> None:
+        """The work is over and its results were sent."""
+        self.running = False
+        if not self.outstanding:
+            self._complete()
+
+    def _complete(self) -> None:
+        raise NotImplementedError
+
+
+class Origin(Held):
+    """The inputs of one worker call, acknowledged when the call is over and its results are
+    acknowledged downstream (see the module docstring)."""
+
+    __slots__ = ("receipts",)
+
+    def __init__(self, receipts: list[Receipt]) -> None:
+        super().__init__()
+        self.receipts = receipts
+
     def credit(self) -> None:
         """The worker call returned: give the inputs' credit back (their acknowledgement
         waits for :meth:`done` and the results')."""
         for receipt in self.receipts:
             receipt.credit()
-
-    def done(self) -> None:
-        """The worker call returned and its results were sent."""
-        self.running = False
-        if not self.outstanding:
-            self._complete()
 
     def _complete(self) -> None:
         for receipt in self.receipts:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from beampipe.config import NodeSpec
 from beampipe.message import EndOfStream, Item, Message, StreamStart
-from beampipe.runtime.acks import lineage
+from beampipe.runtime.acks import Held, lineage
 from beampipe.runtime.emitter import check_message
 from beampipe.runtime.failure import NodeFailure, call, in_hook
 from beampipe.runtime.faults import Faults
@@ -227,28 +227,16 @@ class SourceLoop:
                 self.policy.missing(stream, first, last, why)
 
 
-class Acked:
+class Acked(Held):
     """The token of an item a source sent (:class:`beampipe.transport.peer.Token`): once every
     peer it went to has acknowledged it, the source's ``acknowledged`` is told."""
 
-    __slots__ = ("item", "outstanding", "running", "source")
+    __slots__ = ("item", "source")
 
     def __init__(self, source: Source, item: Message | EndOfStream) -> None:
+        super().__init__()
         self.source = source
         self.item = item
-        self.outstanding = 0
-        self.running = True
 
-    def hold(self) -> None:
-        self.outstanding += 1
-
-    def release(self) -> None:
-        self.outstanding -= 1
-        if not self.outstanding and not self.running:
-            self.source.acknowledged(self.item)
-
-    def done(self) -> None:
-        """The item was handed to every output port."""
-        self.running = False
-        if not self.outstanding:
-            self.source.acknowledged(self.item)
+    def _complete(self) -> None:
+        self.source.acknowledged(self.item)
