@@ -39,8 +39,8 @@ from fabio.cbfimage import CbfImage
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from beampipe.config import load_pipeline  # noqa: E402
-from beampipe.launch import Launcher  # noqa: E402
+from pipeline_run import run_quietly, sink_rate  # noqa: E402
+
 from beampipe.nodes.frame.regions import Region, RoiSpec  # noqa: E402
 
 SAXS = REPO.parent / "shared" / "data" / "saxs-waxs-lix" / "AgBH-2020Aug16.h5"
@@ -102,22 +102,6 @@ def plain(kind: str, path: Path) -> float:
     return (len(done) - 1) / (done[-1] - done[0])
 
 
-class Quiet:
-    """A launcher observer that keeps the failures only."""
-
-    def __init__(self) -> None:
-        self.failures: list[str] = []
-
-    def progress(self, node: str, replica: int, streams: dict[str, int]) -> None:
-        pass
-
-    def stream_end(self, node: str, replica: int, report: dict) -> None:
-        pass
-
-    def failure(self, text: str) -> None:
-        self.failures.append(text)
-
-
 SOURCES = {
     "hdf5": '{{use: image_files, params: {{paths: "{path}", dataset: entry/data/data}}}}',
     "cbf": '{{use: image_files, params: {{paths: "{path}/*.cbf", stream_by: folder}}}}',
@@ -141,12 +125,8 @@ def pipeline(kind: str, path: Path, folder: Path, replicas: int) -> float:
         """)
     )
     sys.path.insert(0, str(folder))
-    observer = Quiet()
-    result = Launcher(load_pipeline(folder / "pipeline.yaml"), observer).run()
-    if result.exit_code != 0:
-        raise SystemExit(f"the pipeline failed: {result.errors} {observer.failures}")
-    t = np.load(times)[:, 0]
-    return (len(t) - 1) / (t[-1] - t[0])
+    run_quietly(folder / "pipeline.yaml")
+    return sink_rate(times)
 
 
 def main() -> None:

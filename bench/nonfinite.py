@@ -30,9 +30,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from pipeline_run import run_quietly
 
-from beampipe.config import load_pipeline
-from beampipe.launch import Launcher
 from beampipe.message import Message, encode
 from beampipe.runtime.notes import NoteLog
 
@@ -56,22 +55,6 @@ connections:
   - det.out -> work.in
   - work.out -> sink.in
 """
-
-
-class Quiet:
-    """A launcher observer that keeps only failures."""
-
-    def __init__(self) -> None:
-        self.failures: list[str] = []
-
-    def progress(self, node: str, replica: int, streams: dict[str, int]) -> None:
-        pass
-
-    def stream_end(self, node: str, replica: int, report: dict) -> None:
-        pass
-
-    def failure(self, text: str) -> None:
-        self.failures.append(text)
 
 
 def per_call(function, loops: int, repeat: int) -> float:
@@ -113,10 +96,7 @@ def pipeline_rate(folder: Path, frames: int, check: bool) -> float:
     text = PIPELINE.format(frames=frames, check=str(check).lower(), path=out)
     path = folder / "pipeline.yaml"
     path.write_text(text)
-    observer = Quiet()
-    result = Launcher(load_pipeline(path), observer).run()
-    if result.exit_code != 0:
-        sys.exit(f"the pipeline failed: {observer.failures}")
+    run_quietly(path)
     t = np.load(out)[:, 0]
     half = t[len(t) // 2 :]
     return (len(half) - 1) / (half[-1] - half[0])

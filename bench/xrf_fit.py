@@ -31,8 +31,7 @@ from PyMca5.PyMcaPhysics.xrf import ClassMcaTheory
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from beampipe.config import load_pipeline  # noqa: E402
-from beampipe.launch import Launcher  # noqa: E402
+from pipeline_run import run_quietly, sink_rate  # noqa: E402
 
 DATA = REPO / "tests" / "data" / "xrf"
 CONFIG = DATA / "Steel.cfg"
@@ -72,22 +71,6 @@ def direct(spectra: list[np.ndarray], mode: str) -> float:
     return (len(done) - 1) / (done[-1] - done[0])
 
 
-class Quiet:
-    """A launcher observer that keeps the failures only."""
-
-    def __init__(self) -> None:
-        self.failures: list[str] = []
-
-    def progress(self, node: str, replica: int, streams: dict[str, int]) -> None:
-        pass
-
-    def stream_end(self, node: str, replica: int, report: dict) -> None:
-        pass
-
-    def failure(self, text: str) -> None:
-        self.failures.append(text)
-
-
 def pipeline(scan: Path, folder: Path, replicas: int, mode: str) -> float:
     shutil.copy(REPO / "bench" / "bench_nodes.py", folder)
     times = folder / f"sink-{replicas}.npy"
@@ -104,12 +87,8 @@ def pipeline(scan: Path, folder: Path, replicas: int, mode: str) -> float:
         """)
     )
     sys.path.insert(0, str(folder))
-    observer = Quiet()
-    result = Launcher(load_pipeline(folder / "pipeline.yaml"), observer).run()
-    if result.exit_code != 0:
-        raise SystemExit(f"the pipeline failed: {result.errors} {observer.failures}")
-    t = np.load(times)[:, 0]
-    return (len(t) - 1) / (t[-1] - t[0])
+    run_quietly(folder / "pipeline.yaml")
+    return sink_rate(times)
 
 
 def main() -> None:
