@@ -20,8 +20,8 @@ import numpy as np
 from pydantic import Field, PositiveFloat, model_validator
 
 import beampipe
-from beampipe.nodes.columns import MissingColumn, column
-from beampipe.nodes.xas.spectrum import Spectrum
+from beampipe.nodes.columns import MissingColumn
+from beampipe.nodes.xas.spectrum import Spectrum, collect
 
 __all__ = ["Exafs", "ExafsError", "MissingColumn"]
 
@@ -124,18 +124,9 @@ class Exafs(beampipe.Worker):
 
     def process(self, msg: beampipe.Message) -> beampipe.Message | None:
         p = self.params
-        spectrum = self._spectra.setdefault(msg.stream, Spectrum(next_emit=p.every))
-        energy = column(msg, p.energy, self.name).ravel()
-        mu = column(msg, p.mu, self.name).ravel()
-        if energy.size != mu.size:
-            raise ValueError(
-                f"{self.name}: {p.energy!r} has {energy.size} values, {p.mu!r} {mu.size}"
-            )
-        spectrum.append(energy, mu)
-        spectrum.last_id = max(spectrum.last_id, msg.id)
-        if spectrum.n < spectrum.next_emit:
+        spectrum = collect(self._spectra, msg, p.energy, p.mu, p.every, self.name)
+        if spectrum is None:
             return None
-        spectrum.next_emit = (spectrum.n // p.every + 1) * p.every
         try:
             return self._exafs(spectrum, final=False)
         except Exception as exc:

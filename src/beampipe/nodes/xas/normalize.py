@@ -19,9 +19,9 @@ import numpy as np
 from pydantic import Field, PositiveFloat, model_validator
 
 import beampipe
-from beampipe.nodes.columns import MissingColumn, column
+from beampipe.nodes.columns import MissingColumn
 from beampipe.nodes.xas.scanfile import KEV_BELOW
-from beampipe.nodes.xas.spectrum import Spectrum
+from beampipe.nodes.xas.spectrum import Spectrum, collect
 
 __all__ = ["MissingColumn", "NormalizationError", "Normalize"]
 
@@ -170,22 +170,10 @@ class Normalize(beampipe.Worker):
         self._spectra[stream] = Spectrum(next_emit=self.params.every)
 
     def process(self, msg: beampipe.Message) -> beampipe.Message | None:
-        spectrum = self._spectra.get(msg.stream)
-        if spectrum is None:  # no StreamStart seen: start the stream here
-            spectrum = self._spectra[msg.stream] = Spectrum(next_emit=self.params.every)
-        energy = column(msg, self.params.energy, self.name).ravel()
-        mu = column(msg, self.params.mu, self.name).ravel()
-        if energy.size != mu.size:
-            raise ValueError(
-                f"{self.name}: {self.params.energy!r} has {energy.size} values, "
-                f"{self.params.mu!r} {mu.size}"
-            )
-        spectrum.append(energy, mu)
-        spectrum.last_id = max(spectrum.last_id, msg.id)
-        if spectrum.n < spectrum.next_emit:
+        p = self.params
+        spectrum = collect(self._spectra, msg, p.energy, p.mu, p.every, self.name)
+        if spectrum is None:
             return None
-        every = self.params.every
-        spectrum.next_emit = (spectrum.n // every + 1) * every
         try:
             return self._normalize(spectrum, final=False)
         except Exception as exc:

@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Spectrum"]
+import beampipe
+from beampipe.nodes.columns import column
+
+__all__ = ["Spectrum", "collect"]
 
 
 @dataclass
@@ -50,3 +53,29 @@ class Spectrum:
             order = np.argsort(energy)
             energy, mu = energy[order], mu[order]
         return energy, mu
+
+
+def collect(
+    spectra: dict[str, Spectrum], msg: beampipe.Message, energy: str, mu: str, every: int, node: str
+) -> Spectrum | None:
+    """Append the points of ``msg`` (its columns ``energy`` and ``mu``, any shape, raveled) to
+    its stream's spectrum in ``spectra`` (started here if no StreamStart was seen). Returns the
+    spectrum when an intermediate result is due (every ``every`` points), else None.
+
+    Raises:
+        MissingColumn: a column is not in the message.
+        ValueError: the two columns hold different numbers of values.
+    """
+    spectrum = spectra.get(msg.stream)
+    if spectrum is None:
+        spectrum = spectra[msg.stream] = Spectrum(next_emit=every)
+    e = column(msg, energy, node).ravel()
+    m = column(msg, mu, node).ravel()
+    if e.size != m.size:
+        raise ValueError(f"{node}: {energy!r} has {e.size} values, {mu!r} {m.size}")
+    spectrum.append(e, m)
+    spectrum.last_id = max(spectrum.last_id, msg.id)
+    if spectrum.n < spectrum.next_emit:
+        return None
+    spectrum.next_emit = (spectrum.n // every + 1) * every
+    return spectrum
