@@ -39,6 +39,8 @@ class Harness:
         replica, restarts: what the node's :attr:`~beampipe.Worker.replica` and
             :attr:`~beampipe.Worker.restarts` say.
         events: the node's ``events:`` options (``timeout`` has no effect here).
+        ports: the worker's input ports that are connected (None: all it declares), as a
+            pipeline may leave an optional port unconnected.
         check_finite: count the NaN and infinite values sent, as the node option does.
 
     Raises:
@@ -57,6 +59,7 @@ class Harness:
         replica: int = 0,
         restarts: int = 0,
         events: dict[str, Any] | None = None,
+        ports: Iterable[str] | None = None,
         check_finite: bool = True,
     ) -> None:
         self.node = node = _instance(node, params, name, base_dir)
@@ -64,7 +67,8 @@ class Harness:
         self._into = [self.results]
         self._closed = False
         worker = isinstance(node, Worker)
-        ports = () if not worker else ("in",) if node.inputs is None else node.inputs
+        if ports is None:
+            ports = () if not worker else ("in",) if node.inputs is None else node.inputs
         outputs = {port: Port(port, self._sent) for port in node.outputs}
         self._wiring = Wiring(node.name, replica, [Pipe(p) for p in ports], outputs)
         self._spec = NodeSpec(
@@ -239,7 +243,7 @@ def run(
 
     Args:
         node, params, options: as for :class:`Harness` (``name``, ``base_dir``, ``replica``,
-            ``restarts``, ``events``, ``check_finite``).
+            ``restarts``, ``events``, ``ports``, ``check_finite``).
         items: for a worker, what arrives on its inputs (see :meth:`Harness.feed`); ``None``
             for a source.
 
