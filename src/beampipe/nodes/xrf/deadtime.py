@@ -150,8 +150,14 @@ class XrfDeadTime(beampipe.Worker):
                     f"{', '.join(msg.data)}); correction 'auto' looks for dt_factor, icr and "
                     "ocr, or real_time and live_time (set correction: none to sum uncorrected)"
                 )
+        needed = FACTORS[correction]
+        if not all(k in msg.data for k in needed):
+            raise DeadTimeError(
+                f"{where}: correction {correction!r} needs {' and '.join(needed)}; the message "
+                f"has {', '.join(msg.data)} (set correction to what the detector file holds)"
+            )
         values = []
-        for name in FACTORS[correction]:
+        for name in needed:
             value = column(msg, name, where).reshape(-1)
             if value.shape != (n,):
                 raise DeadTimeError(
