@@ -66,7 +66,8 @@ class Map(beampipe.Reducer):
 
     * ``x`` and ``y`` set: metadata ``x`` (column, 0..nx-1) and ``y`` (row, 0..ny-1), integers
       (or floats of integral value, as SPEC files store them); a dotted key (``positions.ix``)
-      looks into a dict of the metadata (``mca_files``' ``positions``);
+      looks into a dict of the metadata (``mca_files``' ``positions``, ``xrf.deadtime``'s
+      joined positions); a key not in the metadata may be a 0-d numeric data item;
     * ``index`` set: metadata ``index``, the 0-based pixel number in row-major order
       (``y * nx + x``);
     * neither: the message id: id 1 is pixel 0, in row-major order (a raster scan sending one
@@ -219,15 +220,7 @@ class Map(beampipe.Reducer):
         keys = [p.y, p.x] if p.x is not None else [p.index] if p.index is not None else []
         values = []
         for key in keys:
-            value: Any = msg.metadata
-            for part in key.split("."):
-                if not isinstance(value, dict) or part not in value:
-                    raise PositionError(
-                        f"{where}: no position {key!r} in the metadata; it has "
-                        f"{', '.join(msg.metadata) or '(none)'} (set the node's params x/y or "
-                        "index; a dotted key such as 'positions.ix' looks into a dict)"
-                    )
-                value = value[part]
+            value = self._lookup(msg, key, where)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise PositionError(f"{where}: position {key!r} = {value!r} is not a number")
             grid = self.params.grid
@@ -248,3 +241,21 @@ class Map(beampipe.Reducer):
                 f"{where}: position {given} is outside the raster of shape [ny, nx] = {[ny, nx]}"
             )
         return row, col
+
+    @staticmethod
+    def _lookup(msg: beampipe.Message, key: str, where: str) -> Any:
+        """The position ``key`` of ``msg``: in its metadata (a dotted key looks into a dict),
+        else a 0-d data item of that name (a source sending scan columns as data)."""
+        value: Any = msg.metadata
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                item = msg.data.get(key)
+                if isinstance(item, np.ndarray) and item.ndim == 0 and item.dtype.kind in "iuf":
+                    return item.item()
+                raise PositionError(
+                    f"{where}: no position {key!r} in the metadata nor as a 0-d data item; "
+                    f"the metadata has {', '.join(msg.metadata) or '(none)'} (set the node's "
+                    "params x/y or index; a dotted key such as 'positions.ix' looks into a dict)"
+                )
+            value = value[part]
+        return value
