@@ -264,3 +264,26 @@ def test_hdf5_replay_carries_1d_spectra_into_xrf_fit(tmp_path: Path) -> None:
             fit.data["area"], [ref[g]["fitarea"] for g in ref["groups"]], rtol=1e-6
         )
         np.testing.assert_allclose(fit.data["chisq"], ref["chisq"], rtol=1e-6)
+
+
+def test_xspress3_factor_from_the_sca_counters(tmp_path: Path) -> None:
+    # a file without CHAN{k}DTFactor: the factor from the clock, reset and event counters, as
+    # xraylarch computes it (elements 1 and 2 with an EventWidth, 3 and 4 without)
+    from larch.io import read_xsp3_hdf5
+
+    counts, _ = maker().spectra()
+    path = tmp_path / "sca.h5"
+    rng = np.random.default_rng(5)
+    with h5py.File(path, "w") as f:
+        f["entry/instrument/detector/data"] = counts
+        for k in range(1, 5):
+            f[f"entry/instrument/NDAttributes/CHAN{k}SCA0"] = np.full(20, 8.0e6)
+            f[f"entry/instrument/NDAttributes/CHAN{k}SCA1"] = rng.uniform(1e4, 5e4, 20)
+            f[f"entry/instrument/NDAttributes/CHAN{k}SCA3"] = rng.uniform(1e4, 1e5, 20)
+            if k < 3:
+                f[f"entry/instrument/NDAttributes/CHAN{k}EventWidth"] = np.full(20, 5.0 + k)
+    msgs = run(McaFiles, params={"paths": [str(path)]}, name="mca").messages()
+    ref = read_xsp3_hdf5(str(path))
+    got = np.stack([m.data["dt_factor"] for m in msgs])
+    np.testing.assert_allclose(got, ref.inputCounts / ref.outputCounts, rtol=1e-12)
+    assert (got > 1.0).all()

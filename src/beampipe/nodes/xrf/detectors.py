@@ -8,8 +8,9 @@ Two layouts are read (``mca_files`` picks one with its ``layout`` param):
   ``/entry/instrument/detector/data``, shape (points, elements, channels) (or (points,
   channels) for one element), and the per-frame NDAttributes of each element ``k`` (1-based) in
   ``/entry/instrument/NDAttributes`` (older files: ``/entry/instrument/detector/NDAttributes``):
-  ``CHAN{k}DTFactor`` (the driver's dead-time correction factor) and ``CHAN{k}SCA0`` (clock
-  ticks of the 80 MHz clock: the real time is ``SCA0 * 12.5 ns``), each of shape (points,).
+  ``CHAN{k}DTFactor`` (the driver's dead-time correction factor; without it, computed from the
+  SCA counters as xraylarch does: :func:`_sca_factor`) and ``CHAN{k}SCA0`` (clock ticks of the
+  80 MHz clock: the real time is ``SCA0 * 12.5 ns``), each of shape (points,).
 * ``nxdetector``: one NeXus NXdetector group per element, each with ``data`` of shape (points,
   channels) and, of shape (points,), the input and output count rates or the live and real
   times under the names PyMca's HDF5 reader (``PyMca5.PyMcaCore.NexusTools.getMcaObjectPaths``:
@@ -134,7 +135,34 @@ def _xspress3(f: h5py.File, where: str) -> DetectorFile:
                 stats[name] = (
                     np.stack([_per_point(c, points, where) for c in columns], axis=1) * scale
                 )
+        if "dt_factor" not in stats:
+            factor = _sca_factor(group, elements, points, where)
+            if factor is not None:
+                stats["dt_factor"] = factor
     return DetectorFile("xspress3", elements, [ds], points, channels, stats)
+
+
+def _sca_factor(
+    group: h5py.Group, elements: list[str], points: int, where: str
+) -> np.ndarray | None:
+    """The Xspress3 dead-time factor of each point and element from its SCA counters, for files
+    without ``CHAN{k}DTFactor``, as xraylarch computes it (``larch.io.read_xsp3_hdf5``):
+    ticks / (ticks - (all events x event width + reset ticks)), with ticks = ``SCA0`` (at
+    least 10), reset ticks = ``SCA1``, all events = ``SCA3``, event width = 1 +
+    ``EventWidth`` (6 without it), and a denominator under 2 taken as 1. None without
+    ``SCA0``, ``SCA1`` and ``SCA3``."""
+    factors = []
+    for e in elements:
+        sca = [group.get(f"{e}SCA{n}") for n in (0, 1, 3)]
+        if not all(isinstance(c, h5py.Dataset) for c in sca):
+            return None
+        ticks, reset, events = (_per_point(c, points, where) for c in sca)
+        ticks = np.maximum(ticks, 10.0)
+        width = group.get(f"{e}EventWidth")
+        width = 1.0 + _per_point(width, points, where) if isinstance(width, h5py.Dataset) else 6.0
+        denominator = ticks - (events * width + reset)
+        factors.append(ticks / np.where(denominator < 2.0, 1.0, denominator))
+    return np.stack(factors, axis=1)
 
 
 def _nxdetector(f: h5py.File, pattern: str | None, where: str) -> DetectorFile:
