@@ -287,3 +287,85 @@ def test_xspress3_factor_from_the_sca_counters(tmp_path: Path) -> None:
     got = np.stack([m.data["dt_factor"] for m in msgs])
     np.testing.assert_allclose(got, ref.inputCounts / ref.outputCounts, rtol=1e-12)
     assert (got > 1.0).all()
+
+
+def xmap_buffer(counts: np.ndarray, counters: np.ndarray, slots: int = 124) -> np.ndarray:
+    """One module's mapping-mode buffer (XIA xMAP, full spectra): 16-bit words, a 256-word
+    buffer header, then per pixel a 256-word pixel header with each channel's real time, live
+    time, triggers and events (32 bit, low word first) and the 4 spectra; ``slots`` pixel
+    blocks (124 for 2048 bins: the xMAP's 1 Mword buffer)."""
+    pixels, channels, bins = counts.shape
+    block = 256 + channels * bins
+    words = np.zeros(256 + slots * block, dtype=np.uint16)
+    words[[0, 1, 2, 3, 8]] = [0x55AA, 0xAA55, 256, 1, pixels]
+    words[20:24] = bins
+    for p in range(pixels):
+        start = 256 + p * block
+        words[start : start + 4] = [0x33CC, 0xCC33, 256, 1]
+        words[start + 32 : start + 64] = counters[p].astype(np.uint32).ravel().view(np.uint16)
+        words[start + 256 : start + block] = counts[p].ravel()
+    return words
+
+
+@pytest.mark.filterwarnings("ignore:Cannot close a netcdf_file:RuntimeWarning")  # larch's reader
+def test_xmap_buffers_read_as_larch_reads_them(tmp_path: Path) -> None:
+    # the same buffers in HDF5 (as the areaDetector HDF5 plugin stores them) for mca_files and
+    # in netCDF for xraylarch's reader of xMAP mapping files, the reference
+    from larch.io import read_xrf_netcdf
+    from scipy.io import netcdf_file
+
+    raw, _ = maker().spectra()
+    counts = np.round(0.1 * raw[:, :, :]).astype(np.uint16)  # 16-bit bins (larch: int16)
+    rng = np.random.default_rng(7)
+    real = np.full((20, 4), 312500)  # 0.1 s in 320 ns ticks
+    live = (real / rng.uniform(1.05, 1.4, (20, 4))).astype(np.int64)
+    events = counts.astype(np.int64).sum(axis=2)
+    triggers = (events * rng.uniform(1.1, 1.5, (20, 4))).astype(np.int64)
+    counters = np.stack([real, live, triggers, events], axis=2)
+    buffer = xmap_buffer(counts, counters)
+    with h5py.File(tmp_path / "xmap_0001.h5", "w") as f:
+        f["entry/data/data"] = buffer[None, None, :]
+    with netcdf_file(tmp_path / "xmap_0001.nc", "w") as nc:
+        nc.createDimension("array", 1)
+        nc.createDimension("module", 1)
+        nc.createDimension("word", buffer.size)
+        var = nc.createVariable("array_data", "h", ("array", "module", "word"))
+        var[:] = buffer.view(np.int16)[None, None, :]
+    ref = read_xrf_netcdf(str(tmp_path / "xmap_0001.nc"))
+    out = run(McaFiles, params={"paths": [str(tmp_path / "xmap_0001.h5")]}, name="mca")
+    msgs = out.messages()
+    assert len(msgs) == 20 and msgs[0].metadata["elements"][3] == "module0/channel3"
+    for i, msg in enumerate(msgs):
+        np.testing.assert_array_equal(msg.data["spectrum"], ref.counts[i])
+        np.testing.assert_array_equal(msg.data["spectrum"], counts[i])
+        np.testing.assert_allclose(msg.data["real_time"], ref.realTime[i] * 1e-6, rtol=1e-12)
+        np.testing.assert_allclose(msg.data["live_time"], ref.liveTime[i] * 1e-6, rtol=1e-12)
+        # ICR / OCR is larch's dead-time factor: triggers x real time / (events x live time)
+        larch = ref.inputCounts[i] * ref.realTime[i] / (ref.outputCounts[i] * ref.liveTime[i])
+        np.testing.assert_allclose(msg.data["icr"] / msg.data["ocr"], larch, rtol=1e-12)
+    summed = run(XrfDeadTime, msgs[:2], name="dt", ports=["in"]).messages()
+    assert summed[0].metadata["correction"] == "icr_ocr"
+    # two modules (8 elements), two buffers (the second holds the last 5 pixels)
+    two = np.stack(
+        [
+            np.stack(
+                [xmap_buffer(counts[:15], counters[:15]), xmap_buffer(counts[:15], counters[:15])]
+            ),
+            np.stack(
+                [xmap_buffer(counts[15:], counters[15:]), xmap_buffer(counts[15:], counters[15:])]
+            ),
+        ]
+    )
+    with h5py.File(tmp_path / "xmap_0002.h5", "w") as f:
+        f["entry/data/data"] = two
+    msgs = run(McaFiles, params={"paths": [str(tmp_path / "xmap_0002.h5")]}, name="mca").messages()
+    assert len(msgs) == 20
+    np.testing.assert_array_equal(msgs[17].data["spectrum"], np.concatenate([counts[17]] * 2))
+    np.testing.assert_array_equal(msgs[17].data["real_time"], np.full(8, 0.1))
+    # ROI mapping (mode 2) is not read
+    roi = xmap_buffer(counts[:2], counters[:2], slots=2)
+    roi[3] = 2
+    with h5py.File(tmp_path / "roi.h5", "w") as f:
+        f["entry/data/data"] = roi[None, None, :]
+    with pytest.raises(DetectorFileError, match=r"mca: '.*roi\.h5': .*mapping mode \[2\]"):
+        run(McaFiles, params={"paths": [str(tmp_path / "roi.h5")]}, name="mca")

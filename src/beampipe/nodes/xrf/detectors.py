@@ -1,6 +1,6 @@
 """Spectra of (multi-element) XRF detectors in HDF5/NeXus files, one scan point at a time.
 
-Two layouts are read (``mca_files`` picks one with its ``layout`` param):
+Three layouts are read (``mca_files`` picks one with its ``layout`` param):
 
 * ``xspress3``: the file the areaDetector HDF5 plugin (NDFileHDF5) writes for the Quantum
   Detectors Xspress3 (EPICS xspress3 driver, as at NSLS-II, APS and Diamond; read this way by
@@ -16,6 +16,8 @@ Two layouts are read (``mca_files`` picks one with its ``layout`` param):
   times under the names PyMca's HDF5 reader (``PyMca5.PyMcaCore.NexusTools.getMcaObjectPaths``:
   ``live_time``, ``elapsed_time``) and ESRF BLISS's writer of XIA (FalconX, xMAP) and other MCA
   detectors use (``icr``, ``ocr``, ``trigger_livetime``, ``realtime``); see :data:`STATS`.
+* ``xmap``: the raw mapping-mode buffers of XIA xMAP electronics as the areaDetector HDF5 plugin
+  stores them (:mod:`.xmap`).
 
 A point's dead-time data are float64 arrays of shape (elements,), under the names ``dt_factor``
 (Xspress3), ``icr``, ``ocr`` (counts/s), ``live_time``, ``real_time`` (s): whichever the file
@@ -34,11 +36,14 @@ from typing import Literal
 import h5py
 import numpy as np
 
+from beampipe.nodes.xrf.xmap import XmapFile, is_xmap
+
 __all__ = ["STATS", "DetectorFile", "DetectorFileError", "Layout", "open_detector_file"]
 
-Layout = Literal["auto", "xspress3", "nxdetector"]
+Layout = Literal["auto", "xspress3", "nxdetector", "xmap"]
 
 XSPRESS3_DATA = "entry/instrument/detector/data"
+XMAP_DATA = ("entry/data/data", "entry/instrument/detector/data")
 XSPRESS3_ATTRIBUTES = ("entry/instrument/NDAttributes", "entry/instrument/detector/NDAttributes")
 XSPRESS3_CLOCK = 12.5e-9
 """Seconds per tick of the Xspress3 80 MHz clock (``CHAN{k}SCA0``)."""
@@ -88,12 +93,19 @@ class DetectorFile:
         """The dead-time data of point ``i``: name -> float64 (elements,)."""
         return {name: values[i] for name, values in self.stats.items()}
 
+    @property
+    def stat_names(self) -> list[str]:
+        """The names of the dead-time data, sorted."""
+        return sorted(self.stats)
+
 
 @contextmanager
 def open_detector_file(
     path: str | os.PathLike[str], layout: Layout, detectors: str | None, node: str = ""
 ) -> Iterator[DetectorFile]:
-    """``path`` opened read-only as a :class:`DetectorFile` of ``layout`` (``auto``:
+    """``path`` opened read-only as a :class:`DetectorFile` (or, ``xmap``, an
+    :class:`~beampipe.nodes.xrf.xmap.XmapFile`) of ``layout`` (``auto``: ``xmap`` if
+    ``/entry/data/data`` or ``/entry/instrument/detector/data`` holds xMAP buffers, else
     ``xspress3`` if the file has ``/entry/instrument/detector/data``, else ``nxdetector``);
     ``detectors``: an ``fnmatch`` pattern of the NXdetector group paths to read
     (``nxdetector``; None: every NXdetector whose ``data`` is 2-D).
@@ -104,9 +116,21 @@ def open_detector_file(
     """
     where = f"{node + ': ' if node else ''}{str(path)!r}"
     with h5py.File(path, "r") as f:
+        buffers = next((f[p] for p in XMAP_DATA if is_xmap(f.get(p))), None)
         if layout == "auto":
-            layout = "xspress3" if isinstance(f.get(XSPRESS3_DATA), h5py.Dataset) else "nxdetector"
-        if layout == "xspress3":
+            xspress3 = isinstance(f.get(XSPRESS3_DATA), h5py.Dataset)
+            layout = "xmap" if buffers else "xspress3" if xspress3 else "nxdetector"
+        if layout == "xmap":
+            if buffers is None:
+                raise DetectorFileError(
+                    f"{where}: no xMAP mapping buffers in {' or '.join(XMAP_DATA)} (16-bit "
+                    "words starting with the tags 0x55AA 0xAA55)"
+                )
+            try:
+                yield XmapFile.open(buffers, where)
+            except ValueError as exc:
+                raise DetectorFileError(str(exc)) from None
+        elif layout == "xspress3":
             yield _xspress3(f, where)
         else:
             yield _nxdetector(f, detectors, where)

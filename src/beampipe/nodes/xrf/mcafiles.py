@@ -76,9 +76,9 @@ class McaFiles(FileReplay):
 
     class Params(FileReplay.Params):
         """``key``: the data name of the spectra. ``layout`` of HDF5 files: ``auto``,
-        ``xspress3`` or ``nxdetector`` (:mod:`.detectors`). ``detectors``: ``nxdetector``: an
-        ``fnmatch`` pattern of the element groups' paths (``"1.1/instrument/falconx_det*"``);
-        None: every NXdetector whose ``data`` is 2-D."""
+        ``xspress3``, ``nxdetector`` or ``xmap`` (:mod:`.detectors`). ``detectors``:
+        ``nxdetector``: an ``fnmatch`` pattern of the element groups' paths
+        (``"1.1/instrument/falconx_det*"``); None: every NXdetector whose ``data`` is 2-D."""
 
         key: str = "spectrum"
         layout: Layout = "auto"
@@ -118,7 +118,7 @@ class McaFiles(FileReplay):
                 "layout": det.layout,
                 "elements": det.elements,
                 "channels": det.channels,
-                "stats": sorted(det.stats),
+                "stats": det.stat_names,
             }
             yield beampipe.StreamStart(stream=stream, metadata=meta)
             for i in range(det.points):
