@@ -81,3 +81,40 @@ def test_positions_missing_for_a_point(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     for part in ("PositionsMissing", "deadtime: stream 'scan_0002', id 20", "port 'positions'"):
         assert part in result.stderr, result.stderr
+
+
+def test_each_element_fitted(tmp_path: Path) -> None:
+    # elements: each: every element's corrected spectrum fitted; maps (elements, lines, ny, nx)
+    result = beampipe(
+        "run",
+        str(PIPELINE),
+        "--set",
+        "spectra.pace=max",
+        "--set",
+        "deadtime.elements=each",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "out" / "xrf-map-xspress3.nxs"
+    with h5py.File(SPECTRA, "r") as f:
+        counts = f["entry/instrument/detector/data"][()].astype(np.float64)
+        factors = np.stack(
+            [f[f"entry/instrument/NDAttributes/CHAN{k}DTFactor"][()] for k in range(1, 5)], 1
+        )
+    with h5py.File(POSITIONS, "r") as f:
+        table = f["entry/scan/positions"][()]
+    with h5py.File(path, "r") as f:
+        maps = f["scan_0002/maps"]
+        area, chisq = maps["area"][()], maps["chisq"][()]
+        assert list(maps.attrs["axes"]) == [".", ".", "y", "x"]
+    assert area.shape[0] == 4 and area.shape[2:] == (4, 5) and chisq.shape == (4, 4, 5)
+    for i in (0, 7, 19):
+        ix, iy = (int(np.floor(v / 0.5 + 0.5)) for v in table[i])
+        for k in range(4):
+            ref = direct_fit("Steel.spe", "linear", counts[i, k] * factors[i, k])
+            np.testing.assert_allclose(
+                area[k, :, iy, ix], [ref[g]["fitarea"] for g in ref["groups"]], rtol=1e-6
+            )
+            np.testing.assert_allclose(chisq[k, iy, ix], ref["chisq"], rtol=1e-6)
+    errors, text = nxcheck(path)
+    assert errors == 0, text
