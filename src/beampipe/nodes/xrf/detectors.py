@@ -127,9 +127,10 @@ def open_detector_file(
                     "words starting with the tags 0x55AA 0xAA55)"
                 )
             try:
-                yield XmapFile.open(buffers, where)
+                xmap = XmapFile.open(buffers, where)
             except ValueError as exc:
                 raise DetectorFileError(str(exc)) from None
+            yield xmap
         elif layout == "xspress3":
             yield _xspress3(f, where)
         else:
