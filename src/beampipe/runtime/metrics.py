@@ -74,8 +74,8 @@ class NodeMetrics:
         process_time: seconds spent in the worker's ``process`` per message.
         latency: seconds from the source's timestamp to this node's receipt, per message (at a
             sink: the end-to-end latency).
-        held: messages received and not yet processed (waiting in a reorder buffer or for the
-            other parts of an event).
+        held: messages received and not yet processed (waiting in a reorder buffer, for the
+            other parts of an event, or in the batch of a batching worker).
         unacknowledged: input items received and not yet acknowledged upstream (being
             processed, held, or with results not yet acknowledged downstream): what the
             launcher's hang detection calls holding messages (docs/reliability.md, "Hangs").
