@@ -185,6 +185,9 @@ class Worker(Node):
     Per-stream state belongs in :meth:`on_stream_start` / :meth:`on_stream_end`, because several
     streams (scans) flow through one running worker, one after the other or interleaved.
 
+    A worker that is faster on several messages at once (a model's inference) sets
+    :attr:`max_batch` and :attr:`max_wait` and implements :meth:`process_batch`.
+
     Class attributes (besides :class:`Node`'s):
         reducer: ``True`` for a node that must run as one replica (see
             :class:`~beampipe.Reducer`).
