@@ -392,7 +392,7 @@ def test_validate_names_node_and_param(tmp_path: Path) -> None:
     shutil.copy(NODES / "capture.py", tmp_path)
     result = beampipe("validate", "pipeline.yaml", cwd=tmp_path)
     assert result.returncode != 0
-    assert "ml" in result.stderr + result.stdout
-    assert "param 'shapes.x': [1024], but model input 'x' is declared [batch, 2048]" in (
-        result.stderr + result.stdout
+    assert (
+        "pipeline.yaml:8: node 'ml': params: param 'shapes.x': [1024], but model input 'x' is "
+        "declared [batch, 2048] ([2048] per message)" in (result.stderr + result.stdout)
     )

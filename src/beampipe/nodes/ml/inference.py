@@ -7,9 +7,17 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
+from pydantic_core import PydanticCustomError
 
 import beampipe
-from beampipe.nodes.ml.model import Feed, check, open_session, read_signature, signature_of
+from beampipe.nodes.ml.model import (
+    Feed,
+    ModelError,
+    check,
+    open_session,
+    read_signature,
+    signature_of,
+)
 
 __all__ = ["InputMismatch", "OnnxInference"]
 
@@ -79,7 +87,10 @@ class OnnxInference(beampipe.Worker):
                     np.dtype(dtype)
                 except TypeError:
                     raise ValueError(f"param 'dtypes.{name}': {dtype!r}: not a dtype") from None
-            check(self, read_signature(self.model))
+            try:
+                check(self, read_signature(self.model))
+            except ModelError as exc:  # its text names the param: no "Value error" before it
+                raise PydanticCustomError("value_error", "{text}", {"text": str(exc)}) from None
             return self
 
     params: OnnxInference.Params
