@@ -23,6 +23,7 @@ from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 import beampipe as bp
 from beampipe.nodes.azint.geometry import GeometryError, load_pyfai
 from beampipe.nodes.azint.integrate import Integrate1d, Integrate2d
+from beampipe.nodes.frame.pixels import PixelFileError
 from beampipe.nodes.reduce.mean import Mean
 from beampipe.testing import run
 
@@ -363,3 +364,21 @@ def test_params_need_one_geometry_and_a_wavelength_for_q(tmp_path):
         distance=0.2, poni1=0.1, poni2=0.1, detector="Pilatus1M", unit="2th_deg"
     )
     assert ok.method == ("bbox", "csr", "cython")
+
+
+def test_a_mask_of_another_shape_than_the_detector_is_an_error_when_the_node_starts(tmp_path):
+    np.save(tmp_path / "mask.npy", np.zeros((512, 512), np.uint8))
+    params = {"poni": str(PONI), "mask": "mask.npy"}
+    wrong = r"azint: the mask .*mask\.npy' has shape \(512, 512\), the detector .* \(2048, 2048\)"
+    with pytest.raises(PixelFileError, match=wrong):
+        run(Integrate1d, [], params, base_dir=tmp_path, name="azint")
+
+
+def test_a_given_detector_shape_is_checked_against_the_frames():
+    g, frames = geometry(), binned()
+    params = {**g, "shape": [512, 512], "npt": 300}
+    (msg,) = run(Integrate1d, stream(frames[:1]), params).messages()
+    close(msg.data["intensity"], direct(g).integrate1d(frames[0], 300, error_model="poisson")[1])
+    wrong = r"id 1: the frame has shape \(256, 512\).*\(512, 512\)"
+    with pytest.raises(GeometryError, match=wrong):
+        run(Integrate1d, stream([frames[0][:256]]), params)
