@@ -382,3 +382,49 @@ def test_a_given_detector_shape_is_checked_against_the_frames():
     wrong = r"id 1: the frame has shape \(256, 512\).*\(512, 512\)"
     with pytest.raises(GeometryError, match=wrong):
         run(Integrate1d, stream([frames[0][:256]]), params)
+
+
+def test_pipeline_monitor_from_a_counter_port_frames_without_one_are_dead_letters(tmp_path):
+    """Frames and I0 of one scan file replayed by two sources into the frame and monitor ports:
+    the node forms the events; the last frame has no I0 and is listed, counted and warned
+    about; the others are the direct patterns divided by their I0."""
+    g, frames = geometry(), binned()
+    i0 = np.array([[2.5e4], [1.25e4]])  # one per row; the third frame has none
+    with h5py.File(tmp_path / "scan.h5", "w") as f:
+        f["entry/data/data"] = np.stack(frames)
+        f["entry/monitor/i0"] = i0
+    params = ", ".join(f"{k}: {v!r}" for k, v in g.items())
+    (tmp_path / "pipeline.yaml").write_text(
+        textwrap.dedent(f"""\
+        name: azint-i0
+        nodes:
+          frames: {{use: hdf5_replay, params: {{paths: scan.h5, dataset: entry/data/data}}}}
+          counters:
+            use: hdf5_replay
+            params: {{paths: scan.h5, dataset: entry/monitor/i0, key: i0, rows: true}}
+          azint:
+            use: azint.integrate1d
+            events: {{timeout: 2.0}}
+            params: {{{params}, npt: 300, monitor: i0}}
+          nexus: {{use: nexus_writer, params: {{path: out/azint.nxs, xas: null}}}}
+        connections:
+          - frames -> azint.in
+          - counters -> azint.monitor
+          - azint -> nexus.pattern
+        """)
+    )
+    done = beampipe("run", "pipeline.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    err = " ".join(done.stderr.split())
+    assert "1 inputs dropped by nodes (azint: 1)" in err, err
+    assert "azint: stream 'scan', id 3: no monitor 'i0'" in err, err
+    (line,) = (tmp_path / "azint-i0.dead-letters.jsonl").read_text().splitlines()
+    assert '"id": 3' in line
+    ai = direct(g)
+    with h5py.File(tmp_path / "out" / "azint.nxs") as f:
+        pattern = f["scan/pattern"]
+        assert list(pattern["id"]) == [1, 2]
+        for k in range(2):
+            want = ai.integrate1d(frames[k], 300, error_model="poisson")
+            close(pattern["intensity"][k], want.intensity / i0[k, 0])
+            close(pattern["sigma"][k], want.sigma / i0[k, 0])
