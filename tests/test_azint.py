@@ -428,3 +428,31 @@ def test_pipeline_monitor_from_a_counter_port_frames_without_one_are_dead_letter
             want = ai.integrate1d(frames[k], 300, error_model="poisson")
             close(pattern["intensity"][k], want.intensity / i0[k, 0])
             close(pattern["sigma"][k], want.sigma / i0[k, 0])
+
+
+def test_the_viewer_plots_each_stream_latest_i_of_q_against_q():
+    from beampipe.viewer.previews import PortPreview
+
+    g, frames = geometry(), binned()
+    results = run(Integrate1d, stream(frames), {**g, "npt": 300, "unit": "q_A^-1"})
+    preview = PortPreview()
+    for item in results.items():
+        preview.add(item)
+    plot = preview.payload(None)
+    assert (plot["kind"], plot["key"], plot["axis"]) == ("curves", "intensity", "q")
+    (trace,) = plot["traces"]
+    last = results.messages()[-1]
+    np.testing.assert_array_equal(trace["x"], last.data["q"])
+    np.testing.assert_array_equal(trace["y"], last.data["intensity"])
+
+
+def test_nan_pixels_of_frame_correct_are_left_out_as_masked_pixels():
+    g, frames = geometry(), binned()
+    mask = np.zeros((512, 512), bool)
+    mask[100:140, 300:420] = True
+    marked = np.where(mask, np.float32(np.nan), frames[0])
+    (msg,) = run(Integrate1d, stream([marked]), {**g, "npt": 300}, check_finite=True).messages()
+    want = direct(g).integrate1d(frames[0], 300, mask=mask, error_model="poisson")
+    assert np.isfinite(msg.data["intensity"]).all()
+    close(msg.data["intensity"], want.intensity)
+    close(msg.data["sigma"], want.sigma)
