@@ -13,11 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
 import beampipe
 from beampipe.nodes.columns import numeric
 
-__all__ = ["SpectrumMismatch", "XrfConfigError", "XrfFit", "load_config"]
+__all__ = ["OUTPUTS", "SpectrumMismatch", "XrfConfigError", "XrfFit", "load_config"]
+
+OUTPUTS = ("area", "area_sigma", "chisq", "mass_fraction")
+"""The data names of ``xrf.fit``'s results."""
 
 
 class XrfConfigError(ValueError):
@@ -76,6 +80,9 @@ class XrfFit(beampipe.Worker):
       ``chisq`` (float64, 0-d: PyMca's reduced chi-square); with ``concentrations``,
       ``mass_fraction`` (float64, (n_lines,), dimensionless; NaN for lines without one, such as
       the scatter peaks); for 2-D input, (elements, n_lines) and ``chisq`` (elements,);
+    * data, with ``positions``: each of those input data items (0-d numbers, e.g. the motor
+      positions ``epics_source`` sends as data) as float64, 0-d, unchanged in value, so that
+      ``map`` can place the fit;
     * metadata: the input message's metadata (scan positions pass through), plus ``lines``
       (list of str, PyMca's group names, e.g. ``"Fe K"``, in the order of ``area``), ``mode``,
       ``units: {"area": "counts", "area_sigma": "counts"}``.
@@ -84,7 +91,9 @@ class XrfFit(beampipe.Worker):
         XrfConfigError: (when the node is created) see :func:`load_config`; or PyMca refuses
             the configuration.
         SpectrumMismatch: a spectrum is neither 1-D nor 2-D or is shorter than the fit range.
-        MissingColumn: (a ``KeyError``) no ``spectrum`` entry in a message.
+        MissingColumn: (a ``KeyError``) no ``spectrum`` entry, or no entry of ``positions``, in
+            a message.
+        ValueError: an entry of ``positions`` holds more than one value.
         RuntimeError: PyMca's fit fails on a spectrum (e.g. a singular matrix); names stream,
             id (and element) and file.
         ImportError: PyMca5 is not installed.
@@ -96,12 +105,24 @@ class XrfFit(beampipe.Worker):
         mapping) or ``full`` (the non-linear least-squares fit of calibration and shapes too);
         it overrides the file's ``[fit] linearfitflag``. ``spectrum``: input data name.
         ``concentrations``: also compute mass fractions with PyMca's ``ConcentrationsTool`` and
-        the file's ``[concentrations]`` section (flux, time, solid angle or internal standard)."""
+        the file's ``[concentrations]`` section (flux, time, solid angle or internal standard).
+        ``positions``: input data items passed on with the results (0-d numbers: motor
+        positions that a source such as ``epics_source`` sends as data, not metadata)."""
 
         config: beampipe.InputPath
         mode: Literal["linear", "full"] = "linear"
         spectrum: str = "spectrum"
         concentrations: bool = False
+        positions: list[str] = Field(default_factory=list)
+
+        @field_validator("positions")
+        @classmethod
+        def _not_outputs(cls, value: list[str]) -> list[str]:
+            if clash := sorted(set(value) & set(OUTPUTS)):
+                raise ValueError(f"positions {clash}: names the output uses itself")
+            if len(set(value)) != len(value):
+                raise ValueError(f"positions {value}: a name is listed twice")
+            return value
 
     params: XrfFit.Params
 
@@ -151,6 +172,7 @@ class XrfFit(beampipe.Worker):
             fits = [self._fit_one(row, f"{where}, element {k}") for k, row in enumerate(y)]
             lines = fits[0][0]
             data = {name: np.stack([d[name] for _, d in fits]) for name in fits[0][1]}
+        data.update(self._positions(msg, where))
         metadata = {
             **msg.metadata,
             "lines": lines,
@@ -158,6 +180,19 @@ class XrfFit(beampipe.Worker):
             "units": {"area": "counts", "area_sigma": "counts"},
         }
         return beampipe.Message(data=data, metadata=metadata)
+
+    def _positions(self, msg: beampipe.Message, where: str) -> dict[str, np.ndarray]:
+        """The ``positions`` data items of ``msg``, 0-d float64."""
+        out = {}
+        for name in self.params.positions:
+            value = numeric(msg, name, where, kinds="iuf")
+            if value.size != 1:
+                raise ValueError(
+                    f"{where}: position {name!r} has shape {value.shape}: not one value (the "
+                    "param positions names 0-d data items such as motor positions)"
+                )
+            out[name] = np.asarray(value, dtype=np.float64).reshape(())
+        return out
 
     def _fit_one(self, y: np.ndarray, where: str) -> tuple[list[str], dict[str, np.ndarray]]:
         """PyMca's fit of one 1-D spectrum: its line groups and the output arrays."""

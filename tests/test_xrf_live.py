@@ -1,0 +1,204 @@
+"""XRF spectra arriving live, fitted and mapped by a real ``beampipe run``:
+
+* over EPICS Channel Access: the soft IOC of examples/xrf-map/scan_ioc.py (caproto, loopback
+  only, ports chosen free) plays the mesh scan data/scan.mca point by point (motor positions,
+  then the MCA spectrum, then the point counter); examples/xrf-map/pipeline-epics.yaml
+  (``epics_source`` snapshot -> ``xrf.fit`` with ``positions`` -> ``map`` -> ``nexus_writer``);
+* over ASAP::O (the FAKE of its documented client API, tests/fakes/asapo_fake): one message per
+  spectrum (PyMca's XRFSpectrum.mca scaled per point, int32, ``dtype``/``shape`` meta) with the
+  motor positions in the message's meta -> ``asapo_source`` -> ``xrf.fit`` -> ``map``.
+
+In both, the written maps equal PyMca's fit called directly on the same spectra, placed at the
+same positions (rtol 1e-6); the pixel never measured is NaN and counted.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from caproto import CaprotoTimeoutError
+from caproto.sync.client import read
+from conftest import REPO, nxcheck
+from conftest import beampipe as run_cli
+from test_asapo import Fake, source
+from test_asapo import broker as broker  # the fake broker fixture, used by name
+from test_epics import _free_port, _stop, _udp_port_taken
+from test_xrf_fit import DATA, direct_fit, read_spectrum
+
+import beampipe
+from beampipe.nodes.xrf.fit import XrfFit
+from beampipe.testing import run
+
+EXAMPLE = REPO / "examples" / "xrf-map"
+READY_TIMEOUT = 60.0
+
+
+def place(
+    maps: h5py.Group, points: list[tuple[int, int, np.ndarray]], name: str, shape: tuple[int, int]
+) -> None:
+    """Assert that the maps of ``maps`` equal PyMca's direct fit of each ``(row, col, counts)``
+    at its pixel (rtol 1e-6) and are NaN at the pixels of no point."""
+    area, sigma, chisq = (maps[k][()] for k in ("area", "area_sigma", "chisq"))
+    measured = maps["measured"][()]
+    assert area.shape[1:] == shape
+    for row, col, counts in points:
+        ref = direct_fit(name, "linear", counts)
+        lines = list(ref["groups"])
+        np.testing.assert_allclose(area[:, row, col], [ref[g]["fitarea"] for g in lines], rtol=1e-6)
+        np.testing.assert_allclose(
+            sigma[:, row, col], [ref[g]["sigmaarea"] for g in lines], rtol=1e-6
+        )
+        np.testing.assert_allclose(chisq[row, col], ref["chisq"], rtol=1e-6)
+    want = np.zeros(shape, dtype=bool)
+    for row, col, _ in points:
+        want[row, col] = True
+    np.testing.assert_array_equal(measured, want)
+    assert np.all(np.isnan(area[:, ~want])) and np.all(np.isnan(chisq[~want]))
+
+
+# -- xrf.fit passes positions on -------------------------------------------------------------
+
+
+def test_fit_passes_positions_given_as_data() -> None:
+    y = read_spectrum("Steel.spe")
+    msg = beampipe.Message(
+        data={"mca": y.astype(np.int32), "samx": np.float64(1.5), "samy": np.int32(2)},
+        stream="s",
+        id=1,
+    )
+    params = {"config": str(DATA / "Steel.cfg"), "spectrum": "mca", "positions": ["samx", "samy"]}
+    (out,) = run(XrfFit, [msg], params=params, name="fit").messages()
+    assert out.data["samx"] == 1.5 and out.data["samx"].dtype == np.float64
+    assert out.data["samy"] == 2.0 and out.data["samy"].shape == ()
+    with pytest.raises(KeyError, match=r"fit: stream 's', id 1.*'samz'"):
+        run(XrfFit, [msg], params={**params, "positions": ["samz"]}, name="fit")
+    with pytest.raises(ValueError, match=r"fit: stream 's', id 1: position 'mca' has shape"):
+        run(XrfFit, [msg], params={**params, "positions": ["mca"]}, name="fit")
+    with pytest.raises(ValueError, match=r"positions \['area'\]: names the output uses itself"):
+        XrfFit.Params(config=str(DATA / "Steel.cfg"), positions=["area"])
+
+
+# -- EPICS -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def scan_ioc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A repeater and examples/xrf-map/scan_ioc.py on free ports, with this test's Channel
+    Access environment in ``os.environ`` (inherited by ``beampipe run``); yields the folder."""
+    server_port = _free_port()
+    repeater_port = _free_port(avoid=server_port)
+    env = {
+        "EPICS_CA_ADDR_LIST": "127.0.0.1",
+        "EPICS_CA_AUTO_ADDR_LIST": "NO",
+        "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
+        "EPICS_CA_SERVER_PORT": str(server_port),
+        "EPICS_CA_REPEATER_PORT": str(repeater_port),
+        "EPICS_CAS_BEACON_PORT": str(repeater_port),
+        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+        "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    log = tmp_path / "ioc.log"
+    with open(log, "w") as out:
+        repeater = subprocess.Popen(
+            [sys.executable, "-m", "caproto.commandline.repeater", "--quiet"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        ioc = subprocess.Popen(
+            [sys.executable, str(EXAMPLE / "scan_ioc.py"), "--interfaces", "127.0.0.1", "-q"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            assert ioc.poll() is None, f"the scan IOC exited:\n{log.read_text()}"
+            try:
+                read("XRF:point", repeater=False, timeout=5)
+                break
+            except (CaprotoTimeoutError, TimeoutError, ConnectionError):
+                assert time.monotonic() < deadline, f"IOC not ready:\n{log.read_text()}"
+        yield tmp_path
+    finally:
+        _stop(ioc)
+        _stop(repeater)
+    assert not _udp_port_taken(repeater_port), "a Channel Access repeater is left running"
+
+
+def test_epics_spectra_are_fitted_and_mapped(scan_ioc: Path) -> None:
+    from PyMca5.PyMcaIO import specfilewrapper
+
+    done = run_cli("run", str(EXAMPLE / "pipeline-epics.yaml"), cwd=scan_ioc, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 of 20 pixels not measured" in done.stderr
+    scan = specfilewrapper.Specfile(str(EXAMPLE / "data" / "scan.mca"))[0]
+    table = np.asarray(scan.data())  # ix iy samx samy I0
+    points = [
+        (round(table[3, j] / 0.5), round(table[2, j] / 0.5), np.asarray(scan.mca(j + 1)))
+        for j in range(scan.nbmca())
+    ]
+    path = scan_ioc / "out" / "xrf-map-epics.nxs"
+    with h5py.File(path, "r") as f:
+        maps = f["scan_0001/maps"]
+        place(maps, points, "Steel.spe", (4, 5))
+        np.testing.assert_array_equal(maps["x"][()], [0.0, 0.5, 1.0, 1.5, 2.0])
+        assert maps["x"].attrs["units"] == "um"
+    errors, text = nxcheck(path)
+    assert errors == 0, text
+
+
+# -- ASAP::O ---------------------------------------------------------------------------------
+
+SCALE = {(0, 0): 1.0, (0, 1): 0.5, (0, 2): 0.25, (1, 0): 2.0, (1, 2): 0.75}  # (1, 1) never sent
+
+
+def test_asapo_spectra_are_fitted_and_mapped(folder: Path, broker) -> None:
+    fake: Fake = broker()
+    y = read_spectrum("XRFSpectrum.mca")
+    points, items = [], []
+    for i, ((row, col), factor) in enumerate(SCALE.items(), start=1):
+        counts = np.round(factor * y).astype(np.int32)
+        points.append((row, col, counts))
+        meta = {"dtype": "<i4", "shape": [counts.size], "samx": 10.0 + 2.0 * col, "samy": -row}
+        items.append((i, counts, meta))
+    fake.produce("scan_0007", items, finish=(len(items), None))
+    (folder / "pipeline.yaml").write_text(f"""\
+name: xrf-map-asapo
+nodes:
+  spectra: {{use: asapo_source, params: {source(fake.endpoint, data_name="spectrum")}}}
+  fit:
+    use: xrf.fit
+    replicas: 2
+    params: {{config: {DATA / "XRFSpectrum.cfg"}, mode: linear}}
+  maps:
+    use: map
+    check_finite: false
+    params:
+      shape: [2, 3]
+      fields: [area, area_sigma, chisq]
+      x: samx
+      y: samy
+      grid: {{x: [10.0, 2.0], y: [0.0, -1.0], units: mm}}
+      every: 2
+  nexus:
+    use: nexus_writer
+    params: {{path: out/maps.nxs, groups: {{maps: {{mode: replace}}}}, xas: null}}
+connections:
+  - spectra.out -> fit.in
+  - fit.out -> maps.in
+  - maps.out -> nexus.maps
+""")
+    done = run_cli("run", "pipeline.yaml", cwd=folder, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 of 6 pixels not measured" in done.stderr
+    with h5py.File(folder / "out" / "maps.nxs", "r") as f:
+        place(f["scan_0007/maps"], points, "XRFSpectrum.mca", (2, 3))
