@@ -6,10 +6,13 @@
   (``epics_source`` snapshot -> ``xrf.fit`` with ``positions`` -> ``map`` -> ``nexus_writer``);
 * over ASAP::O (the FAKE of its documented client API, tests/fakes/asapo_fake): one message per
   spectrum (PyMca's XRFSpectrum.mca scaled per point, int32, ``dtype``/``shape`` meta) with the
-  motor positions in the message's meta -> ``asapo_source`` -> ``xrf.fit`` -> ``map``.
+  motor positions in the message's meta -> ``asapo_source`` -> ``xrf.fit`` -> ``map``; a
+  message without its position stops the run, naming node, stream and id;
+* from an HDF5 spectrum stack (one row per point, raster order) -> ``hdf5_replay`` ->
+  ``xrf.fit`` -> ``map`` (pixels by message id).
 
-In both, the written maps equal PyMca's fit called directly on the same spectra, placed at the
-same positions (rtol 1e-6); the pixel never measured is NaN and counted.
+In each, the written maps equal PyMca's fit called directly on the same spectra, placed at the
+same positions (rtol 1e-6); a pixel never measured is NaN and counted.
 """
 
 from __future__ import annotations
@@ -161,24 +164,17 @@ def test_epics_spectra_are_fitted_and_mapped(scan_ioc: Path) -> None:
 SCALE = {(0, 0): 1.0, (0, 1): 0.5, (0, 2): 0.25, (1, 0): 2.0, (1, 2): 0.75}  # (1, 1) never sent
 
 
-def test_asapo_spectra_are_fitted_and_mapped(folder: Path, broker) -> None:
-    fake: Fake = broker()
-    y = read_spectrum("XRFSpectrum.mca")
-    points, items = [], []
-    for i, ((row, col), factor) in enumerate(SCALE.items(), start=1):
-        counts = np.round(factor * y).astype(np.int32)
-        points.append((row, col, counts))
-        meta = {"dtype": "<i4", "shape": [counts.size], "samx": 10.0 + 2.0 * col, "samy": -row}
-        items.append((i, counts, meta))
-    fake.produce("scan_0007", items, finish=(len(items), None))
-    (folder / "pipeline.yaml").write_text(f"""\
+def asapo_pipeline(endpoint: str, config: str) -> str:
+    """asapo_source -> xrf.fit (2 replicas) -> map (samx, samy in mm on a 2 x 3 grid) ->
+    nexus_writer (out/maps.nxs)."""
+    return f"""\
 name: xrf-map-asapo
 nodes:
-  spectra: {{use: asapo_source, params: {source(fake.endpoint, data_name="spectrum")}}}
+  spectra: {{use: asapo_source, params: {source(endpoint, data_name="spectrum")}}}
   fit:
     use: xrf.fit
     replicas: 2
-    params: {{config: {DATA / "XRFSpectrum.cfg"}, mode: linear}}
+    params: {{config: {DATA / config}, mode: linear}}
   maps:
     use: map
     check_finite: false
@@ -196,9 +192,75 @@ connections:
   - spectra.out -> fit.in
   - fit.out -> maps.in
   - maps.out -> nexus.maps
-""")
+"""
+
+
+def test_asapo_spectra_are_fitted_and_mapped(folder: Path, broker) -> None:
+    fake: Fake = broker()
+    y = read_spectrum("XRFSpectrum.mca")
+    points, items = [], []
+    for i, ((row, col), factor) in enumerate(SCALE.items(), start=1):
+        counts = np.round(factor * y).astype(np.int32)
+        points.append((row, col, counts))
+        meta = {"dtype": "<i4", "shape": [counts.size], "samx": 10.0 + 2.0 * col, "samy": -row}
+        items.append((i, counts, meta))
+    fake.produce("scan_0007", items, finish=(len(items), None))
+    (folder / "pipeline.yaml").write_text(asapo_pipeline(fake.endpoint, "XRFSpectrum.cfg"))
     done = run_cli("run", "pipeline.yaml", cwd=folder, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 of 6 pixels not measured" in done.stderr
     with h5py.File(folder / "out" / "maps.nxs", "r") as f:
         place(f["scan_0007/maps"], points, "XRFSpectrum.mca", (2, 3))
+
+
+def test_asapo_spectrum_without_its_position_stops_the_run(folder: Path, broker) -> None:
+    fake: Fake = broker()
+    counts = read_spectrum("Steel.spe").astype(np.int32)
+    meta = {"dtype": "<i4", "shape": [counts.size]}
+    items = [(1, counts, {**meta, "samx": 10.0, "samy": 0.0}), (2, counts, {**meta, "samx": 12.0})]
+    fake.produce("scan_0008", items, finish=(2, None))
+    (folder / "pipeline.yaml").write_text(asapo_pipeline(fake.endpoint, "Steel.cfg"))
+    done = run_cli("run", "pipeline.yaml", cwd=folder, timeout=600)
+    assert done.returncode != 0
+    text = done.stdout + done.stderr
+    assert "maps: stream 'scan_0008', id 2: no position 'samy'" in text, text
+
+
+# -- HDF5 replay -----------------------------------------------------------------------------
+
+
+def test_hdf5_replay_of_a_spectrum_stack_is_fitted_and_mapped(tmp_path: Path) -> None:
+    # a raster of 2 x 3 points, one spectrum per row of the stack, in row-major order
+    y = read_spectrum("Steel.spe")
+    factors = [1.0, 0.5, 0.25, 2.0, 1.5, 0.75]
+    stack = np.stack([np.round(f * y) for f in factors]).astype(np.uint32)
+    with h5py.File(tmp_path / "scan_0003.h5", "w") as f:
+        ds = f.create_dataset("entry/fluo/data", data=stack)
+        ds.attrs["interpretation"] = "spectrum"
+    (tmp_path / "pipeline.yaml").write_text(f"""\
+name: xrf-map-replay
+nodes:
+  spectra:
+    use: hdf5_replay
+    params: {{paths: [scan_0003.h5], dataset: entry/fluo/data, key: spectrum}}
+  fit:
+    use: xrf.fit
+    replicas: 2
+    params: {{config: {DATA / "Steel.cfg"}}}
+  maps:
+    use: map
+    check_finite: false
+    params: {{shape: [2, 3], fields: [area, area_sigma, chisq]}}
+  nexus:
+    use: nexus_writer
+    params: {{path: out/maps.nxs, groups: {{maps: {{mode: replace}}}}, xas: null}}
+connections:
+  - spectra.out -> fit.in
+  - fit.out -> maps.in
+  - maps.out -> nexus.maps
+""")
+    done = run_cli("run", "pipeline.yaml", cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    points = [(k // 3, k % 3, stack[k]) for k in range(len(factors))]
+    with h5py.File(tmp_path / "out" / "maps.nxs", "r") as f:
+        place(f["scan_0003/maps"], points, "Steel.spe", (2, 3))
