@@ -88,6 +88,23 @@ def test_fit_passes_positions_given_as_data() -> None:
         XrfFit.Params(config=str(DATA / "Steel.cfg"), positions=["area"])
 
 
+def test_positions_that_clash_with_the_output_fail_at_validate(tmp_path: Path) -> None:
+    (tmp_path / "pipeline.yaml").write_text(f"""\
+nodes:
+  spectra: {{use: hdf5_replay, params: {{paths: [scan.h5], key: spectrum}}}}
+  fit:
+    use: xrf.fit
+    params: {{config: {DATA / "Steel.cfg"}, positions: [samx, chisq]}}
+connections:
+  - spectra.out -> fit.in
+""")
+    done = run_cli("validate", "pipeline.yaml", cwd=tmp_path)
+    assert done.returncode != 0
+    err = " ".join(done.stderr.split())
+    assert "pipeline.yaml:5: node 'fit': param 'positions'" in err, err
+    assert "positions ['chisq']: names the output uses itself" in err, err
+
+
 # -- EPICS -----------------------------------------------------------------------------------
 
 
