@@ -5,7 +5,8 @@ by py4xs (``py4xs.detector_config.DetectorConfig.pack_dict``): ``ImageWidth``/``
 ``extension`` (``_SAXS``, ``_WAXS2``) and ``exp_para``, the py4xs ``ExpPara`` (geometry of Yang,
 J. Synchrotron Rad. 20 (2013) 211-218) with its mask. This script writes, next to itself,
 ``saxs.poni`` and ``waxs2.poni`` (pyFAI PONI files) and ``masks.h5`` (``saxs`` and ``waxs2``:
-uint8, 1 = masked, in the frames' own orientation)::
+uint8, 1 = masked, in the frames' own orientation: the py4xs mask, and the pixels that the
+Pilatus marks -1 (module gaps) or -2 (bad pixels) in the file's frame)::
 
     python examples/saxs-lix/lix_geometry.py            # write them
     python examples/saxs-lix/lix_geometry.py --check    # print the AgBH rings they give
@@ -142,14 +143,15 @@ def write(out: Path = HERE, path: Path = DATA) -> None:
             shape = f[f"{FRAMES}/{frames}"].shape[1:]
             (out / f"{name}.poni").unlink(missing_ok=True)
             geometry(detectors[extension], shape).save(str(out / f"{name}.poni"))
-            data = mask(detectors[extension]).astype(np.uint8)
+            bad = f[f"{FRAMES}/{frames}"][0] < 0
+            data = (mask(detectors[extension]) | bad).astype(np.uint8)
             masks.create_dataset(name, data=data, compression="gzip", shuffle=True)
 
 
 def ring_positions(path: Path = DATA, out: Path = HERE) -> dict[str, list[tuple[int, float]]]:
     """``{name: [(order n, q of the intensity maximum near n q1, 1/A)]}``: the silver behenate
     (00l) rings in the frames integrated (pyFAI, 3000 bins) with the written PONIs and masks
-    (and every negative pixel), for the orders whose ring is on the detector; q1 = 2 pi / d001
+    for the orders whose ring is on the detector; q1 = 2 pi / d001
     of pyFAI's ``AgBh`` calibrant (d001 = 58.380 A)."""
     q1 = 2 * np.pi / get_calibrant("AgBh").dspacing[0]
     found: dict[str, list[tuple[int, float]]] = {}
@@ -158,9 +160,7 @@ def ring_positions(path: Path = DATA, out: Path = HERE) -> dict[str, list[tuple[
             frame = f[f"{FRAMES}/{frames}"][0]
             ai = AzimuthalIntegrator()
             ai.load(str(out / f"{name}.poni"))
-            pattern = ai.integrate1d(
-                frame, 3000, unit="q_A^-1", mask=(masks[name][()] != 0) | (frame < 0)
-            )
+            pattern = ai.integrate1d(frame, 3000, unit="q_A^-1", mask=masks[name][()] != 0)
             q, intensity = pattern.radial, pattern.intensity
             found[name] = []
             for n in range(1, 10):
