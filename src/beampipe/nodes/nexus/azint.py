@@ -22,17 +22,19 @@ __all__ = ["AzintLayout", "AzintParams", "azint_layout", "write_azint"]
 HC_KEV_ANGSTROM = 12.398419843320026
 """h c in keV Angstrom (CODATA 2018), for the X-ray energy from the wavelength."""
 RADIAL_NAMES = {"q": "q", "2th": "2theta"}
-"""Radial axis data name -> NXazint ``long_name``; other radial axes (``r``) get no view."""
+"""Radial axis data name -> NXazint ``long_name``: NXazint takes q and 2theta; patterns on
+another radial axis (``r``) get their axes stored once, but no view."""
 APPLIED = ("solid_angle", "polarization", "normalization", "monitor")
 """Keys of ``process["applied"]`` -> the NXazint ``<key>_applied`` booleans."""
 
 
 class AzintParams(beampipe.Params):
-    """The NXazint1d / NXazint2d view (an NXsubentry ``<port>_azint`` per port): the
-    append-mode ports whose first message carries ``intensity`` (one pattern (npt,) or one cake
-    (npt_azim, npt)), optionally ``sigma`` (same shape) and ``monitor`` (0-d, the I0 divided
-    out), with the metadata ``axes`` naming the radial axis last (``q`` or ``2th``, a 1-D data
-    array of npt values) and, for a cake, the azimuthal axis before it (``chi``)."""
+    """Azimuthally integrated patterns: the append-mode ports whose first message carries
+    ``intensity`` (one pattern (npt,) or one cake (npt_azim, npt)), optionally ``sigma`` (same
+    shape) and ``monitor`` (0-d, the I0 divided out), with the metadata ``axes`` naming the
+    radial axis last (a 1-D data array of npt values) and, for a cake, the azimuthal axis
+    before it (``chi``). Their axes are stored once per stream; on a ``q`` or ``2th`` axis
+    they get the NXazint1d / NXazint2d view (an NXsubentry ``<port>_azint`` per port)."""
 
     intensity: str = "intensity"
     sigma: str = "sigma"
@@ -52,6 +54,11 @@ class AzintLayout:
     monitor: str | None
 
     @property
+    def long_name(self) -> str | None:
+        """NXazint's name of the radial axis, None if NXazint does not take it."""
+        return RADIAL_NAMES.get(self.radial)
+
+    @property
     def axes(self) -> frozenset[str]:
         """The axes: the same in every message of a stream, stored once."""
         return frozenset(a for a in (self.radial, self.azimuthal) if a is not None)
@@ -60,7 +67,8 @@ class AzintLayout:
         """``long_name`` (and ``units`` of the intensities) of the datasets, as NXazint names
         them."""
         attrs = {self.intensity: {"long_name": "intensity", "units": "arbitrary units"}}
-        attrs[self.radial] = {"long_name": RADIAL_NAMES[self.radial]}
+        if self.long_name is not None:
+            attrs[self.radial] = {"long_name": self.long_name}
         if self.sigma is not None:
             attrs[self.sigma] = {"long_name": "estimated intensity error"}
             attrs[self.sigma]["units"] = "arbitrary units"
@@ -70,9 +78,8 @@ class AzintLayout:
 
 
 def azint_layout(msg: beampipe.Message, params: AzintParams | None) -> AzintLayout | None:
-    """The NXazint layout of a port whose first message is ``msg``, or None if its data is not
-    an azimuthally integrated pattern or cake on a ``q`` or ``2th`` axis (see
-    :class:`AzintParams`)."""
+    """The layout of a port whose first message is ``msg``, or None if its data is not an
+    azimuthally integrated pattern or cake (see :class:`AzintParams`)."""
     axes = msg.metadata.get("axes")
     if params is None or not isinstance(axes, list) or not axes:
         return None
@@ -81,7 +88,7 @@ def azint_layout(msg: beampipe.Message, params: AzintParams | None) -> AzintLayo
     if not isinstance(intensity, np.ndarray) or intensity.ndim not in (1, 2):
         return None
     names = [str(a) for a in axes[-intensity.ndim :]]
-    if len(names) != intensity.ndim or names[-1] not in RADIAL_NAMES:
+    if len(names) != intensity.ndim:
         return None
     for name, n in zip(names, intensity.shape, strict=True):
         axis = data.get(name)

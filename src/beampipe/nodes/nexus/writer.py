@@ -331,7 +331,7 @@ class NexusWriter(beampipe.Worker):
         link: str,
         azint: AzintLayout | None,
     ) -> None:
-        if azint is None:
+        if azint is None or azint.long_name is None:
             return
         process = msg.metadata.get("process")
         process = process if isinstance(process, dict) else {}
