@@ -23,6 +23,7 @@ from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 import beampipe as bp
 from beampipe.nodes.azint.geometry import GeometryError, load_pyfai
 from beampipe.nodes.azint.integrate import Integrate1d, Integrate2d
+from beampipe.nodes.frame.pixels import PixelFileError
 from beampipe.nodes.reduce.mean import Mean
 from beampipe.testing import run
 
@@ -363,3 +364,95 @@ def test_params_need_one_geometry_and_a_wavelength_for_q(tmp_path):
         distance=0.2, poni1=0.1, poni2=0.1, detector="Pilatus1M", unit="2th_deg"
     )
     assert ok.method == ("bbox", "csr", "cython")
+
+
+def test_a_mask_of_another_shape_than_the_detector_is_an_error_when_the_node_starts(tmp_path):
+    np.save(tmp_path / "mask.npy", np.zeros((512, 512), np.uint8))
+    params = {"poni": str(PONI), "mask": "mask.npy"}
+    wrong = r"azint: the mask .*mask\.npy' has shape \(512, 512\), the detector .* \(2048, 2048\)"
+    with pytest.raises(PixelFileError, match=wrong):
+        run(Integrate1d, [], params, base_dir=tmp_path, name="azint")
+
+
+def test_a_given_detector_shape_is_checked_against_the_frames():
+    g, frames = geometry(), binned()
+    params = {**g, "shape": [512, 512], "npt": 300}
+    (msg,) = run(Integrate1d, stream(frames[:1]), params).messages()
+    close(msg.data["intensity"], direct(g).integrate1d(frames[0], 300, error_model="poisson")[1])
+    wrong = r"id 1: the frame has shape \(256, 512\).*\(512, 512\)"
+    with pytest.raises(GeometryError, match=wrong):
+        run(Integrate1d, stream([frames[0][:256]]), params)
+
+
+def test_pipeline_monitor_from_a_counter_port_frames_without_one_are_dead_letters(tmp_path):
+    """Frames and I0 of one scan file replayed by two sources into the frame and monitor ports:
+    the node forms the events; the last frame has no I0 and is listed, counted and warned
+    about; the others are the direct patterns divided by their I0."""
+    g, frames = geometry(), binned()
+    i0 = np.array([[2.5e4], [1.25e4]])  # one per row; the third frame has none
+    with h5py.File(tmp_path / "scan.h5", "w") as f:
+        f["entry/data/data"] = np.stack(frames)
+        f["entry/monitor/i0"] = i0
+    params = ", ".join(f"{k}: {v!r}" for k, v in g.items())
+    (tmp_path / "pipeline.yaml").write_text(
+        textwrap.dedent(f"""\
+        name: azint-i0
+        nodes:
+          frames: {{use: hdf5_replay, params: {{paths: scan.h5, dataset: entry/data/data}}}}
+          counters:
+            use: hdf5_replay
+            params: {{paths: scan.h5, dataset: entry/monitor/i0, key: i0, rows: true}}
+          azint:
+            use: azint.integrate1d
+            events: {{timeout: 2.0}}
+            params: {{{params}, npt: 300, monitor: i0}}
+          nexus: {{use: nexus_writer, params: {{path: out/azint.nxs, xas: null}}}}
+        connections:
+          - frames -> azint.in
+          - counters -> azint.monitor
+          - azint -> nexus.pattern
+        """)
+    )
+    done = beampipe("run", "pipeline.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    err = " ".join(done.stderr.split())
+    assert "1 inputs dropped by nodes (azint: 1)" in err, err
+    assert "azint: stream 'scan', id 3: no monitor 'i0'" in err, err
+    (line,) = (tmp_path / "azint-i0.dead-letters.jsonl").read_text().splitlines()
+    assert '"id": 3' in line
+    ai = direct(g)
+    with h5py.File(tmp_path / "out" / "azint.nxs") as f:
+        pattern = f["scan/pattern"]
+        assert list(pattern["id"]) == [1, 2]
+        for k in range(2):
+            want = ai.integrate1d(frames[k], 300, error_model="poisson")
+            close(pattern["intensity"][k], want.intensity / i0[k, 0])
+            close(pattern["sigma"][k], want.sigma / i0[k, 0])
+
+
+def test_the_viewer_plots_each_stream_latest_i_of_q_against_q():
+    from beampipe.viewer.previews import PortPreview
+
+    g, frames = geometry(), binned()
+    results = run(Integrate1d, stream(frames), {**g, "npt": 300, "unit": "q_A^-1"})
+    preview = PortPreview()
+    for item in results.items():
+        preview.add(item)
+    plot = preview.payload(None)
+    assert (plot["kind"], plot["key"], plot["axis"]) == ("curves", "intensity", "q")
+    (trace,) = plot["traces"]
+    last = results.messages()[-1]
+    np.testing.assert_array_equal(trace["x"], last.data["q"])
+    np.testing.assert_array_equal(trace["y"], last.data["intensity"])
+
+
+def test_nan_pixels_of_frame_correct_are_left_out_as_masked_pixels():
+    g, frames = geometry(), binned()
+    mask = np.zeros((512, 512), bool)
+    mask[100:140, 300:420] = True
+    marked = np.where(mask, np.float32(np.nan), frames[0])
+    (msg,) = run(Integrate1d, stream([marked]), {**g, "npt": 300}, check_finite=True).messages()
+    want = direct(g).integrate1d(frames[0], 300, mask=mask, error_model="poisson")
+    assert np.isfinite(msg.data["intensity"]).all()
+    close(msg.data["intensity"], want.intensity)
+    close(msg.data["sigma"], want.sigma)

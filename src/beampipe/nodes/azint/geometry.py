@@ -4,7 +4,8 @@ The geometry is pyFAI's (https://pyfai.readthedocs.io/en/stable/geometry.html): 
 file as pyFAI-calib2 saves it, or the same numbers as params: ``distance`` (sample to the point
 of normal incidence, m), ``poni1``/``poni2`` (that point on the detector, m, along the slow and
 the fast axis), ``rot1``..``rot3`` (rad), ``wavelength`` (m), and the detector by pyFAI name
-(``Pilatus1M``, ``Eiger4M``, ``Perkin``) or by its pixel sizes ``pixel1``/``pixel2`` (m).
+(``Pilatus1M``, ``Eiger4M``, ``Perkin``) or by its pixel sizes ``pixel1``/``pixel2`` (m) and,
+optionally, its ``shape`` (rows, columns; else the first frame's).
 
 What can be known before a frame arrives is checked when the params are validated (``beampipe
 validate``): the PONI file exists and parses, the detector name is known to pyFAI, the unit and
@@ -80,6 +81,7 @@ class AzintParams(FrameParams):
     detector: str | None = None
     pixel1: float | None = Field(None, gt=0)
     pixel2: float | None = Field(None, gt=0)
+    shape: tuple[PositiveInt, PositiveInt] | None = None
     unit: Literal["q_nm^-1", "q_A^-1", "2th_deg", "2th_rad", "r_mm"] = "q_nm^-1"
     npt: PositiveInt = 1000
     method: tuple[Split, Algo, Impl] = ("bbox", "csr", "cython")
@@ -115,7 +117,7 @@ class AzintParams(FrameParams):
         given = [k for k in ("distance", "poni1", "poni2") if getattr(self, k) is not None]
         numbers = [
             k
-            for k in ("wavelength", "detector", "pixel1", "pixel2")
+            for k in ("wavelength", "detector", "pixel1", "pixel2", "shape")
             if getattr(self, k) is not None
         ]
         if self.poni is not None:
@@ -134,6 +136,8 @@ class AzintParams(FrameParams):
                 raise ValueError("give the detector (a pyFAI name) or both pixel1 and pixel2 (m)")
             if self.detector is not None and self.pixel1 is not None:
                 raise ValueError("give the detector or pixel1/pixel2, not both")
+            if self.detector is not None and self.shape is not None:
+                raise ValueError("a named detector has its own shape: leave shape out")
             wavelength = self.wavelength
         if self.unit.startswith("q") and not wavelength:
             where = f"the PONI file {self.poni!r}" if self.poni else "the params"
@@ -225,7 +229,7 @@ def integrator(params: AzintParams) -> Any:
     if params.detector is not None:
         det = detector(params.detector)
     else:
-        det = Detector(pixel1=params.pixel1, pixel2=params.pixel2)
+        det = Detector(pixel1=params.pixel1, pixel2=params.pixel2, max_shape=params.shape)
     return AzimuthalIntegrator(
         dist=params.distance,
         poni1=params.poni1,

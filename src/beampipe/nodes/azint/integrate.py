@@ -52,14 +52,26 @@ class Integrator(FrameWorker):
         super().__init__(params, name)
         self.integrator = integrator(params)
         """pyFAI's ``AzimuthalIntegrator``, made once: it keeps pyFAI's look-up tables."""
-        if self.mask is not None:  # pyFAI's mask argument, set once: its checksum is cached
-            self.integrator.detector.mask = self.mask
         self.dark = read_image(params.dark, "dark") if params.dark else None
         self.flat = read_image(params.flat, "flat") if params.flat else None
         self.radial, self.radial_units = RADIAL[params.unit]
         self.provenance = process_metadata(params, self.integrator)
         """How the patterns are made, for the NeXus writer's NXazint view (metadata ``process``)."""
         self._checked: set[str] = set()
+        shape = self.integrator.detector.shape
+        for what in ("mask", "dark", "flat"):
+            image = getattr(self, what)
+            if image is not None and shape is not None and image.shape != tuple(shape):
+                raise PixelFileError(
+                    f"{self.name}: the {what} {getattr(params, what)!r} has shape {image.shape}, "
+                    f"the detector of {self._geometry()} {tuple(shape)}"
+                )
+        if self.mask is not None:  # pyFAI's mask argument, set once: its checksum is cached
+            self.integrator.detector.mask = self.mask
+        if shape is not None:
+            # pyFAI builds its look-up table at its first call (seconds for 4 M pixels): here,
+            # as the node starts, not in the first frame's process(), a hang past hang_timeout
+            self.integrate(np.zeros(shape, np.float32), self.options(1.0))
 
     def on_stream_end(self, stream: str) -> None:
         super().on_stream_end(stream)
@@ -75,8 +87,8 @@ class Integrator(FrameWorker):
         if found is None:
             return None
         _, frame = found
-        if not frame.flags.writeable:  # pyFAI's Cython preprocessing takes writable arrays
-            frame = frame.copy()
+        if frame.dtype == np.float32 and not frame.flags.writeable:
+            frame = frame.copy()  # pyFAI's preprocessing takes float32 as is, writable only
         if event.stream not in self._checked:
             self._check(frame, where)
             self._checked.add(event.stream)
@@ -128,12 +140,14 @@ class Integrator(FrameWorker):
         """``(data, axes, units)`` of the integrated ``frame``."""
         raise NotImplementedError(f"{type(self).__name__}.integrate")
 
+    def _geometry(self) -> str:
+        return f"the PONI file {self.params.poni!r}" if self.params.poni else "the params"
+
     def _check(self, frame: np.ndarray, where: str) -> None:
         shape = self.integrator.detector.shape
         if shape is not None and tuple(shape) != frame.shape:
-            source = f"the PONI file {self.params.poni!r}" if self.params.poni else "the params"
             raise GeometryError(
-                f"{where}: the frame has shape {frame.shape}, the detector of {source} "
+                f"{where}: the frame has shape {frame.shape}, the detector of {self._geometry()} "
                 f"({self.integrator.detector.name}) {tuple(shape)}: a geometry of another "
                 "detector, or binned or cropped frames"
             )
