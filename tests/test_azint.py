@@ -385,9 +385,10 @@ def test_a_given_detector_shape_is_checked_against_the_frames():
 
 
 def test_pipeline_monitor_from_a_counter_port_frames_without_one_are_dead_letters(tmp_path):
-    """Frames and I0 of one scan file replayed by two sources into the frame and monitor ports:
-    the node forms the events; the last frame has no I0 and is listed, counted and warned
-    about; the others are the direct patterns divided by their I0."""
+    """Frames and I0 of one scan file replayed by two sources into the frame and monitor ports
+    of 2 replicas, both routed by id so that the parts of an event meet: the node forms the
+    events; the last frame has no I0 and is listed, counted and warned about; the others are
+    the direct patterns divided by their I0."""
     g, frames = geometry(), binned()
     i0 = np.array([[2.5e4], [1.25e4]])  # one per row; the third frame has none
     with h5py.File(tmp_path / "scan.h5", "w") as f:
@@ -404,12 +405,13 @@ def test_pipeline_monitor_from_a_counter_port_frames_without_one_are_dead_letter
             params: {{paths: scan.h5, dataset: entry/monitor/i0, key: i0, rows: true}}
           azint:
             use: azint.integrate1d
+            replicas: 2
             events: {{timeout: 2.0}}
             params: {{{params}, npt: 300, monitor: i0}}
           nexus: {{use: nexus_writer, params: {{path: out/azint.nxs, xas: null}}}}
         connections:
-          - frames -> azint.in
-          - counters -> azint.monitor
+          - {{connect: frames -> azint.in, routing: by_key, key: id}}
+          - {{connect: counters -> azint.monitor, routing: by_key, key: id}}
           - azint -> nexus.pattern
         """)
     )
@@ -423,11 +425,11 @@ def test_pipeline_monitor_from_a_counter_port_frames_without_one_are_dead_letter
     ai = direct(g)
     with h5py.File(tmp_path / "out" / "azint.nxs") as f:
         pattern = f["scan/pattern"]
-        assert list(pattern["id"]) == [1, 2]
-        for k in range(2):
-            want = ai.integrate1d(frames[k], 300, error_model="poisson")
-            close(pattern["intensity"][k], want.intensity / i0[k, 0])
-            close(pattern["sigma"][k], want.sigma / i0[k, 0])
+        assert sorted(pattern["id"]) == [1, 2]
+        for row, i in enumerate(pattern["id"]):
+            want = ai.integrate1d(frames[i - 1], 300, error_model="poisson")
+            close(pattern["intensity"][row], want.intensity / i0[i - 1, 0])
+            close(pattern["sigma"][row], want.sigma / i0[i - 1, 0])
 
 
 def test_the_viewer_plots_each_stream_latest_i_of_q_against_q():

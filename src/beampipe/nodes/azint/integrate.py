@@ -37,8 +37,8 @@ class Integrator(FrameWorker):
     Raises:
         GeometryError: (a ``ValueError``) at a stream's first frame, a frame whose shape is not
             the detector's (naming node, stream, id and both shapes).
-        PixelFileError: (a ``ValueError``) a mask, dark or flat file that cannot be read (at
-            creation) or does not fit the frames (at a stream's first frame).
+        PixelFileError: (a ``ValueError``) a mask, dark or flat file that cannot be read or
+            does not fit the detector (at creation), or the frames (at a stream's first frame).
         ValueError: a message arrives on the ``monitor`` port without ``monitor`` set.
         MissingColumn, TypeError: see :class:`~beampipe.nodes.frame.frames.FrameWorker`.
     """
