@@ -153,3 +153,26 @@ def test_a_group_file_with_an_axis_stored_once_is_resumed(tmp_path):
         assert f["entry/p/id"][()].tolist() == [1, 2, 3]
         assert f["entry/p/intensity"][:, 0].tolist() == [1.0, 2.0, 3.0]
         np.testing.assert_array_equal(f["entry/p/q"][()], q)
+
+
+def test_without_process_metadata_the_view_leaves_out_what_it_is_not_told(tmp_path):
+    """Patterns from an integrator that gives no ``process`` metadata: the NXazint1d view holds
+    the data and nothing invented; nxcheck names the required items it lacks."""
+    w = writer(tmp_path / "bare.nxs")
+    q = np.linspace(0.1, 10, 50)
+    run(w, [bp.StreamStart("s", {}), pattern(1, q), pattern(2, q), bp.EndOfStream("s", 2)])
+    with h5py.File(tmp_path / "bare.nxs") as f:
+        sub = f["s/p_azint"]
+        assert sub["definition"].asstr()[()] == "NXazint1d"
+        assert "program" not in sub["reduction"] and "solid_angle_applied" not in sub
+        assert "monochromator" not in sub["instrument"] and "name" not in sub["instrument"]
+        np.testing.assert_array_equal(sub["data/radial_axis"][()], q)
+        assert sub["data/I"].shape == (2, 50)
+    errors, report = nxcheck(tmp_path / "bare.nxs", "-a", "-p", "/s/p_azint")
+    assert errors == 10, report  # the 10 items below, and nothing else
+    for item in ("reduction/program", "reduction/version", "reduction/reference"):
+        assert f"/s/p_azint/{item}\n        This required field is not in" in report, report
+    for name in ("solid_angle", "polarization", "normalization"):
+        assert f"/s/p_azint/{name}_applied\n    This required field is not" in report, report
+    assert "NXmonochromator\n        This required group is not in the NeXus file" in report
+    assert nxcheck(tmp_path / "bare.nxs")[0] == 0
