@@ -10,6 +10,7 @@ equal exactly; hit counts and rates are counted here from the reference.
 from __future__ import annotations
 
 import importlib.util
+import sys
 import textwrap
 
 import fabio
@@ -98,7 +99,9 @@ def stream(frames, name="run1") -> list:
     for i, frame in enumerate(frames, 1):
         frame = np.ascontiguousarray(frame)
         frame.setflags(write=False)  # as from the wire
-        items.append(bp.Message(data={"image": frame}, metadata={"signal": "image"}, id=i))
+        items.append(
+            bp.Message(data={"image": frame}, metadata={"signal": "image"}, stream=name, id=i)
+        )
     items.append(bp.EndOfStream(name, len(frames)))
     return items
 
@@ -221,6 +224,27 @@ def test_beam_center_from_a_poni_file(tmp_path):
         run(PeaksFind, [], {**params, "poni": "missing.poni"}, base_dir=tmp_path)
 
 
+def test_the_beam_center_of_a_tilted_poni_is_where_pyfai_puts_the_direct_beam():
+    poni = REPO.parent / "shared" / "data" / "powder-ni-xpd" / "Ni_poni_file.poni"
+    if not poni.is_file():
+        pytest.skip(f"no shared data {poni}")
+    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+    node = PeaksFind(PeaksFind.Params(poni=str(poni)), "peaks")
+    ai = AzimuthalIntegrator()
+    ai.load(str(poni))
+    assert ai.rot1 or ai.rot2  # a tilted detector
+    tth = ai.center_array((2048, 2048), unit="2th_rad")
+    row, col = np.unravel_index(np.argmin(tth), tth.shape)
+    assert abs(node.center[0] - col) <= 0.5 and abs(node.center[1] - row) <= 0.5
+
+
+def test_without_om_the_node_says_which_extra_installs_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "om.algorithms._crystallography", None)
+    with pytest.raises(ImportError, match=r"pip install 'beampipe\[peaks\]'"):
+        PeaksFind(PeaksFind.Params(center=(1.0, 2.0)), "peaks")
+
+
 @pytest.mark.parametrize(
     ("params", "error"),
     [
@@ -302,6 +326,25 @@ def test_cxi_writer_pads_the_peaks_of_the_hits_and_stacks_their_frames(tmp_path)
         np.testing.assert_array_equal(stack[()], [m.data["image"] for m in hits])
         ids = [s.decode() for s in f["entry_1/experiment_identifier"][()]]
         assert ids == [f"run 1//{m.id}" for m in hits]
+
+
+def test_cxi_writer_every_frame_peaks_only(tmp_path):
+    frames = simulated(4, hit_fraction=0.5, seed=3)
+    messages = run(PeaksFind, stream([f for f, _ in frames]), PARAMS).messages()
+    items = [bp.StreamStart("run1", {}), *messages, bp.EndOfStream("run1", len(messages))]
+    params = {"directory": str(tmp_path), "hits_only": False, "frames": False, "max_peaks": 80}
+    run(CxiWriter, items, params)
+    with h5py.File(tmp_path / "run1.cxi") as f:
+        assert "data" not in f["entry_1/data_1"]
+        result = f["entry_1/result_1"]
+        assert list(result["nPeaks"][()]) == [int(m.data["n_peaks"]) for m in messages]
+        for row, m in enumerate(messages):
+            n = int(m.data["n_peaks"])
+            np.testing.assert_array_equal(result["peakYPosRaw"][row, :n], m.data["peak_ss"])
+            np.testing.assert_array_equal(result["peakMaximumValue"][row, :n], m.data["peak_max"])
+    items[1].data["n_peaks"] = np.asarray(81, np.int64)
+    with pytest.raises(ValueError, match=r"81 peaks, more than params\.max_peaks \(80\)"):
+        run(CxiWriter, items, params)
 
 
 def test_cxi_writer_refuses_a_hit_without_its_frame(tmp_path):
