@@ -147,18 +147,24 @@ def test_peaks_equal_om_peakfinder8_on_integer_frames_with_a_mask_file(tmp_path)
     assert results.warnings == {} and results.dead_letters == []
 
 
-def test_peaks_of_float_frames_leave_nan_pixels_out_and_send_the_hits_frames():
+def test_peaks_of_float_frames_leave_nan_pixels_out_and_the_hits_go_on_with_their_frames():
     frames = simulated(6, hit_fraction=0.5, seed=3)
     floats = [np.where(f < 0, np.nan, f).astype(np.float32) for f, _ in frames]
-    results = run(PeaksFind, stream(floats), {**PARAMS, "frames": "hits"})
+    results = run(PeaksFind, stream(floats), PARAMS)
+    hits = {m.id: m for m in results.messages("hits")}
+    assert 0 < len(hits) < 6
     for m, frame in zip(results.messages(), floats, strict=True):
         ref = reference(np.nan_to_num(frame), np.isfinite(frame))
         assert_equal_peaks(m.data, ref)
-        if bool(m.data["hit"]):
-            assert m.metadata["frame"] == "image"
-            np.testing.assert_array_equal(m.data["image"], frame)
-        else:
-            assert "image" not in m.data and "frame" not in m.metadata
+        assert "image" not in m.data and "frame" not in m.metadata
+        assert bool(m.data["hit"]) == (m.id in hits)
+        if m.id in hits:
+            hit = hits[m.id]
+            assert hit.metadata == {**m.metadata, "frame": "image"}
+            assert_equal_peaks(hit.data, ref)
+            np.testing.assert_array_equal(hit.data["image"], frame)
+    markers = results.items("hits")
+    assert isinstance(markers[0], bp.StreamStart) and isinstance(markers[-1], bp.EndOfStream)
 
 
 def test_peaks_with_panels_resolution_limits_and_other_settings():
@@ -253,7 +259,7 @@ def test_without_om_the_node_says_which_extra_installs_it(monkeypatch):
         ({"center": [1, 2], "min_pixels": 5, "max_pixels": 4}, "min_pixels"),
         ({"center": [1, 2], "min_res": 10, "max_res": 5}, "min_res"),
         ({"center": [1, 2], "panels": [0, 1]}, "panels"),
-        ({"center": [1, 2], "frames": "some"}, "frames"),
+        ({"center": [1, 2], "frames": "hits"}, "frames"),
     ],
 )
 def test_bad_params_are_refused(params, error):
@@ -303,12 +309,12 @@ def test_hit_rate_needs_the_hit_flag():
 
 def test_cxi_writer_pads_the_peaks_of_the_hits_and_stacks_their_frames(tmp_path):
     frames = simulated(6, hit_fraction=0.5, seed=3)
-    found = run(PeaksFind, stream([f for f, _ in frames]), {**PARAMS, "frames": "hits"})
-    messages = found.messages()
-    hits = [m for m in messages if bool(m.data["hit"])]
-    assert 0 < len(hits) < len(messages)
-    items = [bp.StreamStart("run 1", {}), *messages, bp.EndOfStream("run 1", len(messages))]
-    for m in messages:
+    found = run(PeaksFind, stream([f for f, _ in frames]), PARAMS)
+    hits = found.messages("hits")
+    assert [m.id for m in hits] == [m.id for m in found.messages() if bool(m.data["hit"])]
+    assert 0 < len(hits) < len(frames)
+    items = [bp.StreamStart("run 1", {}), *hits, bp.EndOfStream("run 1", len(frames))]
+    for m in hits:
         m.stream = "run 1"
     writer = CxiWriter(CxiWriter.Params(directory=str(tmp_path / "cxi"), max_peaks=100))
     run(writer, items)
@@ -351,7 +357,7 @@ def test_cxi_writer_refuses_a_hit_without_its_frame(tmp_path):
     frame, _ = simulated(1, hit_fraction=1.0)[0]
     messages = run(PeaksFind, stream([frame]), PARAMS).messages()
     items = [bp.StreamStart("run1", {}), *messages, bp.EndOfStream("run1", 1)]
-    with pytest.raises(ValueError, match=r"set frames: hits on the peaks\.find node"):
+    with pytest.raises(ValueError, match=r"connect the peaks\.find node's port 'hits'"):
         run(CxiWriter, items, {"directory": str(tmp_path)})
 
 

@@ -69,14 +69,15 @@ class CxiWriter(beampipe.Worker):
     name become ``_``). An existing file is overwritten.
 
     Input: ``peaks.find``'s messages (``hit``, ``n_peaks``, the ``peak_*`` arrays) with, for the
-    hits, the frame (``peaks.find``'s ``frames: hits``; its name is the metadata ``frame``).
-    Only hits are written (``hits_only: false``: every frame). Rows are in arrival order (with
+    hits, the frame (``peaks.find``'s port ``hits``; its name is the metadata ``frame``). Only
+    hits are written (``hits_only: false``: every frame, from ``peaks.find``'s port ``out``, with
+    ``frames: false``). Rows are in arrival order (with
     several ``peaks.find`` replicas, not the id order: ``experiment_identifier`` names each).
     The file is flushed at ``checkpoint`` and closed at the end of its stream.
 
     Raises:
-        ValueError: a written message has no frame (set ``peaks.find``'s ``frames``) or one of
-            another shape than the stream's first; more than ``max_peaks`` peaks.
+        ValueError: a written message has no frame (connect ``peaks.find``'s port ``hits``) or
+            one of another shape than the stream's first; more than ``max_peaks`` peaks.
         MissingColumn: (a ``KeyError``) a ``peak_*``, ``hit`` or ``n_peaks`` entry is missing.
         OSError: the file cannot be written.
     """
@@ -157,8 +158,9 @@ class CxiWriter(beampipe.Worker):
         name = msg.metadata.get("frame")
         if not isinstance(name, str) or name not in msg.data:
             raise ValueError(
-                f"{where}: a hit without its frame (no metadata 'frame' naming one): set "
-                "frames: hits on the peaks.find node, or frames: false on this node"
+                f"{where}: a hit without its frame (no metadata 'frame' naming one): connect "
+                "the peaks.find node's port 'hits' to this node (peaks.hits -> cxi), or set "
+                "frames: false on this node"
             )
         frame = numeric(msg, name, where)
         if frame.ndim != 2:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -36,15 +36,17 @@ class PeaksFind(FrameWorker):
     frames, NaN or infinite ones (``frame.correct`` masks with NaN). The radial bins are the
     integer distances in pixels from the beam centre: ``center`` or a PONI file's.
 
-    Input: one 2-D frame per message (any real dtype; peakfinder8 works in float32). Output,
-    per frame (stream and id kept), data: the peak list, 1-D arrays of ``n_peaks`` values:
+    Input: one 2-D frame per message (any real dtype; peakfinder8 works in float32). Output on
+    port ``out``, per frame (stream and id kept), data: the peak list, 1-D arrays of ``n_peaks``
+    values:
     ``peak_fs``, ``peak_ss`` (float32, pixels: column and row of the peak's centre of mass),
     ``peak_intensity`` (float32, counts above the local background), ``peak_max`` (float32,
     the highest pixel above the local background), ``peak_sigma`` (float32, the local
     background's standard deviation), ``peak_snr`` (float32, ``peak_intensity / peak_sigma``),
-    ``peak_npix`` (int32); ``n_peaks`` (int64, 0-d), ``hit`` (bool, 0-d); with ``frames`` the
-    frame itself (under its own name) for hits or for every frame. Metadata: the input's, with
-    ``n_peaks``, ``hit``, ``signal: n_peaks`` and ``frame`` (the frame's name, when sent).
+    ``peak_npix`` (int32); ``n_peaks`` (int64, 0-d), ``hit`` (bool, 0-d). Metadata: the input's,
+    with ``n_peaks``, ``hit`` and ``signal: n_peaks``. On port ``hits``, for the hits only: the
+    same and the frame itself (under its own name; metadata ``frame`` names it), for
+    ``cxi_writer``: frames travel only where this port is connected.
 
     A frame with ``max_peaks`` peaks may have had more (peakfinder8 keeps the first found): that
     is warned about, so the run's report counts it.
@@ -60,8 +62,7 @@ class PeaksFind(FrameWorker):
     class Params(FrameParams):
         """peakfinder8's parameters (defaults: CrystFEL's ``indexamajig`` for peakfinder8),
         the beam centre (``center`` [fs, ss] in pixels, or ``poni``), ``panels`` [rows,
-        columns] of equal panels, ``max_peaks`` kept per frame, ``min_peaks`` for a hit and
-        ``frames`` (``none``, ``hits``, ``all``): which frames are sent on with their peaks."""
+        columns] of equal panels, ``max_peaks`` kept per frame, ``min_peaks`` for a hit."""
 
         center: tuple[float, float] | None = None
         poni: beampipe.InputPath | None = None
@@ -75,7 +76,6 @@ class PeaksFind(FrameWorker):
         panels: tuple[int, int] = (1, 1)
         max_peaks: int = Field(2048, ge=1, le=1_000_000)
         min_peaks: int = Field(10, ge=0)
-        frames: Literal["none", "hits", "all"] = "none"
 
         @model_validator(mode="after")
         def _check(self) -> PeaksFind.Params:
@@ -95,6 +95,7 @@ class PeaksFind(FrameWorker):
             return self
 
     params: PeaksFind.Params
+    outputs: ClassVar[tuple[str, ...]] = ("out", "hits")
 
     def __init__(self, params: PeaksFind.Params, name: str = "") -> None:
         super().__init__(params, name)
@@ -122,7 +123,7 @@ class PeaksFind(FrameWorker):
         )
         self._finders: dict[tuple[int, ...], Peakfinder8] = {}
 
-    def process(self, msg: beampipe.Message) -> beampipe.Message | None:
+    def process(self, msg: beampipe.Message) -> dict[str, beampipe.Message] | None:
         found = self.frame(msg)
         if found is None:
             return None
@@ -147,10 +148,12 @@ class PeaksFind(FrameWorker):
         data["hit"] = np.asarray(hit)
         metadata: dict[str, Any] = {**msg.metadata, "n_peaks": n, "hit": hit}
         metadata["signal"] = "n_peaks"
-        if self.params.frames == "all" or (self.params.frames == "hits" and hit):
-            data[name] = frame
-            metadata["frame"] = name
-        return beampipe.Message(data=data, metadata=metadata)
+        out = {"out": beampipe.Message(data=data, metadata=metadata)}
+        if hit:
+            out["hits"] = beampipe.Message(
+                data={**data, name: frame}, metadata={**metadata, "frame": name}
+            )
+        return out
 
     def _finder(self, shape: tuple[int, ...], msg: beampipe.Message) -> Peakfinder8:
         where = f"{self.name}: stream {msg.stream!r}, id {msg.id}"
