@@ -10,8 +10,14 @@ equal exactly; hit counts and rates are counted here from the reference.
 from __future__ import annotations
 
 import importlib.util
+import json
+import re
+import signal
+import subprocess
 import sys
 import textwrap
+import time
+import urllib.request
 
 import fabio
 import h5py
@@ -422,3 +428,33 @@ def test_validate_names_the_node_and_param_of_a_bad_peaks_setting(tmp_path):
     assert done.returncode != 0
     assert "peaks" in done.stdout + done.stderr
     assert "give exactly one of center" in done.stdout + done.stderr
+
+
+def test_example_under_ui_shows_the_final_hit_rate_in_the_viewer(tmp_path):
+    pytest.importorskip("fastapi")
+    log = tmp_path / "run.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "beampipe", "run", str(EXAMPLE / "pipeline.yaml"), "--ui"],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while not (m := re.search(r"viewer: still serving (\S+)", log.read_text())):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        with urllib.request.urlopen(f"{m[1]}api/plot/hitrate/out?key=hit_rate", timeout=10) as r:
+            plot = json.loads(r.read())
+        (trace,) = plot["traces"]
+        assert trace["finished"] and trace["last_id"] == 60
+        # the frames given spots: the hits peakfinder8 finds (the test above)
+        assert trace["y"][-1] == sum(1 for _, spots in simulated(60) if spots) / 60
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
