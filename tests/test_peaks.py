@@ -273,10 +273,12 @@ def test_bad_params_are_refused(params, error):
         PeaksFind.Params.model_validate(params)
 
 
-def test_frames_that_do_not_divide_into_panels_are_an_error():
+def test_frames_that_do_not_divide_into_panels_or_a_far_beam_center_are_errors():
     frame, _ = simulated(1)[0]
     with pytest.raises(ValueError, match=r"619 rows x 487 columns .* 2 x 1 panels.*panels"):
         run(PeaksFind, stream([frame]), {**PARAMS, "panels": [2, 1]})
+    with pytest.raises(ValueError, match=r"beam centre far off the detector .*params\.center"):
+        run(PeaksFind, stream([frame]), {**PARAMS, "center": [1e6, 0]})
 
 
 # -- hit_rate -----------------------------------------------------------------------------------

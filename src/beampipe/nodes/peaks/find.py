@@ -168,7 +168,7 @@ class PeaksFind(FrameWorker):
         try:
             finder = Peakfinder8(self.settings, radius, valid)
         except ValueError as exc:
-            raise ValueError(f"{where}: {exc} (params.panels)") from None
+            raise ValueError(f"{where}: {exc} (params.center, poni or panels)") from None
         self._finders[shape] = finder
         return finder
 

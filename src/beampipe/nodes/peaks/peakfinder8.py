@@ -14,7 +14,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PeakList", "Peakfinder8", "Settings", "load_peakfinder8"]
+__all__ = ["MAX_RADIUS", "PeakList", "Peakfinder8", "Settings", "load_peakfinder8"]
+
+MAX_RADIUS = 100_000
+"""Largest distance of a pixel from the beam centre, in pixels: peakfinder8 allocates one
+radial bin per pixel of radius (and does not check the allocation)."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,7 @@ class Peakfinder8:
 
     Raises:
         ValueError: the shapes differ, the frame is not divisible into ``panels``, or a radius
-            is negative or not finite.
+            is negative, not finite or over :data:`MAX_RADIUS`.
     """
 
     def __init__(self, settings: Settings, radius: np.ndarray, valid: np.ndarray | None) -> None:
@@ -100,6 +104,12 @@ class Peakfinder8:
             raise ValueError("peakfinder8: the radius map and the mask differ in shape")
         if not np.all(np.isfinite(radius)) or radius.min() < 0:
             raise ValueError("peakfinder8: the radius map has negative or non-finite values")
+        if radius.max() > MAX_RADIUS:
+            raise ValueError(
+                f"peakfinder8: pixels {radius.max():.0f} pixels from the beam centre, more than "
+                f"{MAX_RADIUS}: a beam centre far off the detector (one radial bin per pixel "
+                "of radius is allocated)"
+            )
         rows, cols = settings.panels
         ny, nx = radius.shape
         if ny % rows or nx % cols:
