@@ -23,7 +23,7 @@ import fabio
 import h5py
 import numpy as np
 import pytest
-from conftest import REPO, beampipe
+from conftest import REPO, beampipe, nxcheck
 from om.algorithms._crystallography import peakfinder_8
 
 import beampipe as bp
@@ -397,6 +397,7 @@ def test_example_hits_and_hit_rate_equal_peakfinder8_directly(example):
         assert list(g["hits"][()]) == want
         assert g["hit_rate"][-1] == len(hit_ids) / 60
         assert g["peaks"][-1] == sum(r["fs"].size for r in refs)
+    assert nxcheck(out / "serial-hits.nxs")[0] == 0
     with h5py.File(out / "run1.cxi") as f:
         ids = [int(s.decode().split("//")[1]) for s in f["entry_1/experiment_identifier"][()]]
         assert sorted(ids) == hit_ids  # 2 replicas: in arrival order
