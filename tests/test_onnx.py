@@ -13,14 +13,18 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import NODES, REPO, beampipe
+from conftest import NODES, REPO, Recorder, beampipe
 from onnx import TensorProto, helper, numpy_helper
+from prometheus_client import generate_latest
 from pydantic import ValidationError
 
 import beampipe as bp
+from beampipe.config import load_pipeline
+from beampipe.launch import Launcher
 from beampipe.nodes.ml.inference import InputMismatch, OnnxInference
 from beampipe.nodes.ml.model import ModelError
 from beampipe.testing import Harness, run
+from beampipe.viewer.prometheus import RunCollector, registry
 
 RNG = np.random.default_rng(18)
 PROVIDER = (
@@ -332,6 +336,33 @@ def test_pipeline_on_real_spectra_equals_onnxruntime(folder: Path) -> None:
         (expected,) = session.run(None, {"x": spectrum.data["spectrum"][None].astype(np.float32)})
         same(item[5]["features"], expected[0])  # a row of a batch, and a batch of one
         assert item[4]["onnx_provider"] == PROVIDER
+    assert f"ml: execution_provider {PROVIDER}" in result.stderr.splitlines()  # the summary
+
+
+def test_the_execution_provider_of_each_replica_is_in_the_metrics_status_and_prometheus(
+    folder: Path,
+) -> None:
+    shutil.copy(REPO / "examples" / "xrf-map" / "data" / "scan.mca", folder)
+    shutil.copy(NODES / "capture.py", folder)
+    linear_model(folder / "linear.onnx", n_in=2048, n_out=8)
+    path = folder / "pipeline.yaml"
+    path.write_text(
+        PIPELINE.replace("  ml:\n    use: ml.onnx\n", "  ml:\n    use: ml.onnx\n    replicas: 2\n")
+    )
+    launcher = Launcher(load_pipeline(path), Recorder())
+    result = launcher.run()
+    assert result.exit_code == 0, result.errors
+    assert result.metrics["ml"].info == {"execution_provider": PROVIDER}  # both replicas: once
+    assert result.metrics["ml"].messages_in == 19
+    status = [r for r in launcher.status()["replicas"] if r["node"] == "ml"]
+    assert [r["info"] for r in status] == [{"execution_provider": PROVIDER}] * 2
+    text = generate_latest(registry(RunCollector("onnx", lambda: launcher.published, dict)))
+    for replica in (0, 1):
+        line = (
+            f'beampipe_node_info{{key="execution_provider",node="ml",pipeline="onnx",'
+            f'replica="{replica}",value="{PROVIDER}"}} 1.0'
+        )
+        assert line in text.decode().splitlines()
 
 
 def bp_node(name: str) -> type:

@@ -140,6 +140,8 @@ class Node:
         """Outside a pipeline (a node called directly): what :meth:`dead_letter` was given. In
         a pipeline the runtime takes them instead, and :mod:`beampipe.testing` collects them in
         its results."""
+        self.info: dict[str, str] = {}
+        """What the node reported about itself with :meth:`report_info`: ``{key: value}``."""
         self._drop: Callable[[Message | Event, str | BaseException], None] = self._keep
         self._stream_warnings: dict[str, list[dict[str, Any]]] = {}
 
@@ -157,6 +159,26 @@ class Node:
 
     def _keep(self, item: Message | Event, reason: str | BaseException) -> None:
         self.dead_letters.append((item, reason))
+
+    def report_info(self, key: str, value: str) -> None:
+        """Report a fact about this node that is not a count, e.g. ``report_info(
+        "execution_provider", "CUDAExecutionProvider")``: the device or library version it
+        runs on, the model it loaded. It goes into the node's metrics (``info``, shown by
+        ``beampipe status``, the end of ``beampipe run``, the viewer's node tooltip and
+        ``/metrics`` as ``beampipe_node_info{key=..., value=...} 1``) within a second, and
+        stays until the run ends or it is reported again with another value. Call it from
+        ``__init__`` or any hook. Where replicas report different values of a key, the node
+        shows them all, separated by ``", "`` (so a value should not hold ``", "`` itself).
+
+        Raises:
+            TypeError: ``key`` or ``value`` is not a ``str``, or ``key`` is empty.
+        """
+        if not (isinstance(key, str) and key and isinstance(value, str)):
+            raise TypeError(
+                f"node {self.name!r}: report_info() takes a non-empty str key and a str value, "
+                f"not {key!r}: {value!r} (convert the value with str())"
+            )
+        self.info[key] = value
 
     def stream_warnings(self, stream: str) -> list[dict[str, Any]]:
         """In :meth:`on_stream_end` of ``stream``: what the nodes it went through (this one
