@@ -143,3 +143,25 @@ def _write(folder: Path) -> Path:
     path = folder / "pipeline.yaml"
     path.write_text(PIPELINE)
     return path
+
+
+def test_the_viewer_shows_the_info_in_the_nodes_tooltip(folder: Path):
+    from test_viewer import run_watched, wait_until
+
+    dev = "#graph g.node[data-node=dev] title"
+
+    def script(page, thread) -> str:
+        page.wait_for_selector("#graph g.node")
+        thread.ready.set()
+        thread.run_done.wait(120)
+        wait_until(page, "() => window.beampipe.status?.run.state === 'done'")
+        wait_until(page, f"() => document.querySelector('{dev}').textContent.includes('r0')")
+        return page.evaluate(f"() => document.querySelector('{dev}').textContent")
+
+    result, shown, viewer, _ = run_watched(_write(folder), script)
+    assert viewer is not None
+    viewer.stop()
+    assert result.exit_code == 0, result.errors
+    info = result.metrics["dev"].info
+    assert shown.splitlines()[1:] == ["device: cpu", f"replica: {info['replica']}"]
+    assert shown.startswith("dev: 20 messages")

@@ -427,3 +427,26 @@ def test_validate_names_node_and_param(tmp_path: Path) -> None:
         "pipeline.yaml:8: node 'ml': params: param 'shapes.x': [1024], but model input 'x' is "
         "declared [batch, 2048] ([2048] per message)" in (result.stderr + result.stdout)
     )
+
+
+def test_beampipe_status_of_a_deployed_pipeline_shows_the_execution_provider(tmp_path: Path):
+    from test_manager import Home
+
+    shutil.copy(REPO / "examples" / "xrf-map" / "data" / "scan.mca", tmp_path)
+    shutil.copy(NODES / "capture.py", tmp_path)
+    linear_model(tmp_path / "linear.onnx", n_in=2048, n_out=8)
+    (tmp_path / "pipeline.yaml").write_text(PIPELINE)
+    home = Home(tmp_path / "home")
+    try:
+        done = home.run("deploy", "pipeline.yaml", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        pipeline_id = done.stdout.strip()
+        status = home.finished(pipeline_id)
+        assert status["state"] == "done", status
+        (ml,) = [r for r in status["replicas"] if r["node"] == "ml"]
+        assert ml["info"] == {"execution_provider": PROVIDER}
+        table = home.run("status", pipeline_id, cwd=tmp_path)
+        assert table.returncode == 0, table.stderr
+        assert f"ml#0: execution_provider {PROVIDER}" in table.stdout.splitlines()
+    finally:
+        home.cleanup()
