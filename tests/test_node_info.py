@@ -93,6 +93,14 @@ def test_report_info_takes_text_only_and_the_harness_shows_it(folder: Path):
         results.node.report_info("threads", 4)
     with pytest.raises(TypeError, match="report_info"):
         results.node.report_info("", "x")
+    with pytest.raises(ValueError, match="1000 characters at most"):
+        results.node.report_info("model", "x" * 1001)
+    for i in range(30):
+        results.node.report_info(f"k{i}", "v")
+    results.node.report_info("k0", "again")  # a key reported again: not a new one
+    with pytest.raises(ValueError, match=r"node 'dev': report_info\('k30', ...\): 32 keys at most"):
+        results.node.report_info("k30", "v")
+    assert len(results.info) == 32 and results.info["k0"] == "again"
 
 
 PIPELINE = """\

@@ -24,6 +24,10 @@ single output port, or a mapping ``{output port: message(s)}``. A :class:`~beamp
 among them opens a stream of the worker's own with that header (it goes to every output port).
 Anything else is refused with a :class:`ResultError` (:func:`by_port`)."""
 
+MAX_INFO_KEYS = 32
+"""Keys a node may report with :meth:`Node.report_info`."""
+MAX_INFO_TEXT = 1000
+"""Characters of a key or value of :meth:`Node.report_info` at most."""
 _ITEMS = (Message, StreamStart, EndOfStream)
 _RETURN = "return a Message, a list of Messages or a dict {output port: Message or list}"
 
@@ -172,11 +176,24 @@ class Node:
 
         Raises:
             TypeError: ``key`` or ``value`` is not a ``str``, or ``key`` is empty.
+            ValueError: a new key beyond :data:`MAX_INFO_KEYS`, or ``key`` or ``value`` longer
+                than :data:`MAX_INFO_TEXT` characters (info is sent with every progress
+                report: a count belongs in a message or a metric).
         """
         if not (isinstance(key, str) and key and isinstance(value, str)):
             raise TypeError(
                 f"node {self.name!r}: report_info() takes a non-empty str key and a str value, "
                 f"not {key!r}: {value!r} (convert the value with str())"
+            )
+        if len(key) > MAX_INFO_TEXT or len(value) > MAX_INFO_TEXT:
+            raise ValueError(
+                f"node {self.name!r}: report_info({key[:40]!r}, ...): key and value may have "
+                f"{MAX_INFO_TEXT} characters at most"
+            )
+        if key not in self.info and len(self.info) >= MAX_INFO_KEYS:
+            raise ValueError(
+                f"node {self.name!r}: report_info({key!r}, ...): {MAX_INFO_KEYS} keys at most "
+                f"(it has {', '.join(self.info)}); report a changing fact under one key"
             )
         self.info[key] = value
 
