@@ -9,7 +9,6 @@ See docs/nexus.md for the layout, the reader procedure and what a full disk leav
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -26,6 +25,7 @@ from beampipe.nodes.nexus.columns import (
 )
 from beampipe.nodes.nexus.compression import Compression, filter_options
 from beampipe.nodes.nexus.meta import LIBVER, new_group
+from beampipe.nodes.nexus.salvage import copy_flushed
 from beampipe.nodes.nexus.space import NoSpace, ensure_space, no_space
 
 __all__ = ["GroupFile"]
@@ -53,6 +53,10 @@ class GroupFile:
             ``id`` (int64, 0-d) is the id of the message shown; numeric scalar metadata fields
             are updated when a message carries them.
 
+    Append mode stores the data names in ``fixed`` (a pattern's q axis) once, as the first
+    message has them; later messages must carry the same. ``attributes`` (``{data name:
+    {attribute: text}}``) are set on the datasets besides ``units`` (``metadata["units"]``).
+
     Writes are kept in memory until :meth:`flush`, which writes the data, flushes it, and only
     then writes the ids (and flushes again): an id in the file always names a row whose data is
     on disk. If a write fails (a full disk: checked before writing, see
@@ -64,6 +68,7 @@ class GroupFile:
     Attributes:
         columns: ``{data or metadata key: dataset name}``.
         signal: the dataset named by the ``signal`` attribute.
+        fixed: append mode: ``{data name: array}`` of the data stored once.
         count: messages written (or pending).
         rows: append mode: rows in the file with their ids (flushed).
         failed: the error of a failed write, or None.
@@ -72,7 +77,8 @@ class GroupFile:
         TypeError: non-numeric data (see :func:`~beampipe.nodes.nexus.columns.numeric_arrays`).
         ValueError: a later message has other data names than the first, a shape that cannot be
             appended (append mode) or another rank (replace mode); in append mode, an array
-            with a dimension of length 0 (cannot be chunked).
+            with a dimension of length 0 (cannot be chunked), or a ``fixed`` one whose values
+            differ from the first message's.
         OSError: the file cannot be created or written; its text names the file, the free
             space needed and the free space there is (:func:`~beampipe.nodes.nexus.space.no_space`;
             a :class:`~beampipe.nodes.nexus.space.NoSpace` when the disk is full).
@@ -87,6 +93,9 @@ class GroupFile:
         signal: str | None,
         axes: list[str] | None,
         compression: Compression = "none",
+        *,
+        fixed: frozenset[str] = frozenset(),
+        attributes: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.path = path
         self.name = name
@@ -105,6 +114,7 @@ class GroupFile:
         self.columns = column_names([*arrays, *scalars])
         self.names = frozenset(arrays)
         self.scalars = tuple(scalars)
+        self.fixed = {k: a for k, a in arrays.items() if k in fixed and mode == "append"}
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.file = h5py.File(path, "w", libver=LIBVER)
@@ -113,12 +123,11 @@ class GroupFile:
             raise no_space(path, "creating the file", 0, exc) from exc
         try:
             group = self._skeleton()
-            self.datasets = {k: self._create(group, self.columns[k], a) for k, a in arrays.items()}
-            self.datasets.update(
-                {k: group.create_dataset(self.columns[k], data=v) for k, v in scalars.items()}
-            )
+            made = {k: self._create(group, self.columns[k], a, k) for k, a in arrays.items()}
+            fields = {k: group.create_dataset(self.columns[k], data=v) for k, v in scalars.items()}
+            self.datasets = made | fields
             self.id = self._create(group, "id", np.array(0, dtype=np.int64))
-            self._units(msg.metadata.get("units"))
+            self._attributes(msg.metadata.get("units"), attributes or {})
             self._plot_attributes(group, signal, axes)
             self.file.swmr_mode = True
         except BaseException as exc:
@@ -152,7 +161,7 @@ class GroupFile:
         try:
             file = h5py.File(path, "r+", libver=LIBVER)
         except OSError:  # left open for writing by the process that died
-            _copy_flushed(path)
+            copy_flushed(path)
             file = h5py.File(path, "r+", libver=LIBVER)
         gf = cls.__new__(cls)
         gf.path, gf.name, gf.mode, gf.file = path, name, mode, file
@@ -168,9 +177,11 @@ class GroupFile:
         gf.id = group["id"]
         gf.signal = group.attrs["signal"]
         gf.rows, gf.written, gf._shown = 0, set(), None
+        fixed = {k: d for k, d in gf.datasets.items() if d.maxshape[:1] != (None,)}
+        gf.fixed = {k: d[()] for k, d in fixed.items()} if mode == "append" else {}
         if mode == "append":
-            gf.rows = min(d.shape[0] for d in [gf.id, *gf.datasets.values()])
-            for dataset in [gf.id, *gf.datasets.values()]:
+            gf.rows = min(d.shape[0] for d in gf._grown())
+            for dataset in gf._grown():
                 dataset.resize(gf.rows, axis=0)  # a row without its id or its data is dropped
             gf.written = set(gf.id[()].tolist())
         else:
@@ -185,7 +196,9 @@ class GroupFile:
         entry.attrs["default"] = self.name
         return new_group(entry, self.name, "NXdata")
 
-    def _create(self, group: h5py.Group, name: str, a: np.ndarray) -> h5py.Dataset:
+    def _create(self, group: h5py.Group, name: str, a: np.ndarray, key: str = "") -> h5py.Dataset:
+        if key in self.fixed:
+            return group.create_dataset(name, data=a)
         filters = self._filters if a.ndim and name != "id" else {}
         if self.mode == "replace":
             if a.ndim == 0:
@@ -208,11 +221,16 @@ class GroupFile:
             **filters,
         )
 
-    def _units(self, units: Any) -> None:
-        if isinstance(units, Mapping):
-            for k, dataset in self.datasets.items():
-                if isinstance(units.get(k), str):
-                    dataset.attrs["units"] = units[k]
+    def _attributes(self, units: Any, attributes: Mapping[str, Mapping[str, str]]) -> None:
+        for k, dataset in self.datasets.items():
+            if isinstance(units, Mapping) and isinstance(units.get(k), str):
+                dataset.attrs["units"] = units[k]
+            dataset.attrs.update(attributes.get(k, {}))
+
+    def _grown(self) -> list[h5py.Dataset]:
+        """Append mode: the datasets that get a row per message (not the fixed ones), ``id``
+        last."""
+        return [d for k, d in self.datasets.items() if k not in self.fixed] + [self.id]
 
     def _plot_attributes(
         self, group: h5py.Group, signal: str | None, axes: list[str] | None
@@ -254,7 +272,9 @@ class GroupFile:
         where = f"stream {msg.stream!r} id {msg.id} port {msg.port!r}"
         for k, a in arrays.items():
             dataset = self.datasets[k]
-            if self.mode == "append" and a.shape != dataset.shape[1:]:
+            if k in self.fixed and not np.array_equal(a, self.fixed[k], equal_nan=True):
+                raise ValueError(f"{where}: {k!r} differs from the stream's first {k!r}")
+            if self.mode == "append" and k not in self.fixed and a.shape != dataset.shape[1:]:
                 raise ValueError(
                     f"{where}: {k!r} has shape {a.shape}, earlier messages {dataset.shape[1:]}"
                 )
@@ -292,8 +312,9 @@ class GroupFile:
         n, new = self.rows, len(self._pending)
         ensure_space(self.path, self._doing(), self._needed())
         for k, dataset in self.datasets.items():
-            dataset.resize(n + new, axis=0)
-            dataset[n:] = np.stack([arrays[k] for _, arrays in self._pending])
+            if k not in self.fixed:
+                dataset.resize(n + new, axis=0)
+                dataset[n:] = np.stack([arrays[k] for _, arrays in self._pending])
         self.file.flush()  # the rows' data is on disk before any id names it
         self.id.resize((n + new,))
         self.id[n:] = [msg_id for msg_id, _ in self._pending]
@@ -330,7 +351,7 @@ class GroupFile:
         if self.mode == "replace":
             return sum(a.nbytes for _, arrays in self._pending for a in arrays.values())
         total, n, new = 0, self.rows, len(self._pending)
-        for dataset in [*self.datasets.values(), self.id]:
+        for dataset in self._grown():
             rows = dataset.chunks[0]
             chunks = -(-(n + new) // rows) - -(-n // rows)
             total += chunks * int(np.prod(dataset.chunks)) * dataset.dtype.itemsize
@@ -347,7 +368,7 @@ class GroupFile:
         text = f"{error.strerror}; the file keeps {kept} and was closed"
         try:
             if self.mode == "append":
-                for dataset in [*self.datasets.values(), self.id]:
+                for dataset in self._grown():
                     dataset.resize(self.rows, axis=0)
             elif self._shown is not None:
                 self._show(self._shown.values)
@@ -376,24 +397,3 @@ class _Shown(NamedTuple):
 
     id: int
     values: dict[str, np.ndarray]
-
-
-def _copy_flushed(path: Path) -> None:
-    """Replace ``path``, a group file left open for writing by a process that died, by a copy
-    of its flushed content (written as ``.<name>.resume``, then renamed; removed on failure).
-
-    Raises:
-        NoSpace: the copy would not fit on the disk (nothing was written).
-        OSError: the file cannot be read, or the copy cannot be written.
-    """
-    tmp = path.with_name(f".{path.name}.resume")
-    size = path.stat().st_size
-    ensure_space(path, "copying the file to resume it", size)
-    try:
-        with h5py.File(path, "r", swmr=True) as old, h5py.File(tmp, "w", libver=LIBVER) as new:
-            new.attrs.update(old.attrs)
-            old.copy("entry", new)
-        os.replace(tmp, path)
-    except Exception as exc:
-        tmp.unlink(missing_ok=True)
-        raise no_space(path, "copying the file to resume it", size, exc) from exc

@@ -18,6 +18,7 @@ import h5py
 from pydantic import Field
 
 import beampipe
+from beampipe.nodes.nexus.azint import AzintLayout, AzintParams, azint_layout, write_azint
 from beampipe.nodes.nexus.compression import Compression, filter_options
 from beampipe.nodes.nexus.files import GroupFile
 from beampipe.nodes.nexus.master import edit_master
@@ -32,7 +33,7 @@ from beampipe.nodes.nexus.meta import (
 )
 from beampipe.nodes.nexus.xasproc import write_xasproc
 
-__all__ = ["GroupParams", "NexusWriter", "XasParams", "XasprocParams"]
+__all__ = ["AzintParams", "GroupParams", "NexusWriter", "XasParams", "XasprocParams"]
 
 XasMode = Literal[
     "Transmission",
@@ -50,12 +51,15 @@ class GroupParams(beampipe.Params):
     ``signal`` and ``axes`` override the ``signal``/``axes`` of the message metadata.
     ``compression``: of the group's arrays (not of 0-d values): ``none``, ``bitshuffle_lz4``
     or ``lz4`` (HDF5 filters of hdf5plugin, ``beampipe[hdf5]``) or ``gzip``.
+    ``fixed``: append mode: data names whose value is the same in every message of a stream
+    (an axis): stored once, not per message; a message with other values is an error.
     """
 
     mode: Literal["append", "replace"] = "append"
     signal: str | None = None
     axes: list[str] | None = None
     compression: Compression = "none"
+    fixed: list[str] = Field(default_factory=list)
 
 
 class XasParams(beampipe.Params):
@@ -148,7 +152,8 @@ class NexusWriter(beampipe.Worker):
         ``flush_interval``: seconds between flushes (>= 0; 0 = after every message).
         ``stream_metadata``: defaults for every stream's metadata (e.g. ``source_type``,
         ``monitor_mode``); the stream's own items win. ``xas``: the NXxas view, or None for
-        none. ``xasproc``: the NXxasproc view, or None for none."""
+        none. ``xasproc``: the NXxasproc view, or None for none. ``azint``: the NXazint1d /
+        NXazint2d view of azimuthally integrated patterns, or None for none."""
 
         path: beampipe.OutputPath
         groups: dict[str, GroupParams] = Field(default_factory=dict)
@@ -156,6 +161,7 @@ class NexusWriter(beampipe.Worker):
         stream_metadata: dict[str, Any] = Field(default_factory=dict)
         xas: XasParams | None = Field(default_factory=XasParams)
         xasproc: XasprocParams | None = Field(default_factory=XasprocParams)
+        azint: AzintParams | None = Field(default_factory=AzintParams)
 
     params: NexusWriter.Params
     inputs: ClassVar[tuple[str, ...] | None] = None
@@ -255,19 +261,25 @@ class NexusWriter(beampipe.Worker):
             state.groups[msg.port] = group
             return group
         group: GroupFile | None = None
+        azint = azint_layout(msg, self.params.azint) if spec.mode == "append" else None
+        fixed = frozenset(spec.fixed) | (azint.axes if azint else frozenset())
         try:
             with edit_master(self.path) as f:
                 entry = f[state.entry]
                 name = unique_name(nexus_name(msg.port, "data"), entry)
                 path = self.data_dir / state.entry / f"{name}.h5"
                 group = GroupFile(
-                    path, name, msg, spec.mode, *self._plot(spec, msg.metadata), spec.compression
+                    *(path, name, msg, spec.mode, *self._plot(spec, msg.metadata)),
+                    spec.compression,
+                    fixed=fixed,
+                    attributes=azint.attributes() if azint else None,
                 )
                 link = os.path.relpath(path, self.path.parent)
                 entry[name] = h5py.ExternalLink(link, f"/entry/{name}")
                 entry.attrs["default"] = state.default_with(group)
                 self._add_xas(entry, state, msg.port, group, link)
                 self._add_xasproc(entry, state, msg, group, link)
+                self._add_azint(entry, state, msg, group, link, azint)
         except BaseException:
             if group is not None:
                 group.close()
@@ -309,6 +321,25 @@ class NexusWriter(beampipe.Worker):
         names = {"energy": group.columns[proc.energy], "data": group.columns[proc.data]}
         process = process if isinstance(process, dict) else {}
         write_xasproc(entry, link, f"/entry/{group.name}", names, process, state.meta)
+
+    @staticmethod
+    def _add_azint(
+        entry: h5py.Group,
+        state: _Stream,
+        msg: beampipe.Message,
+        group: GroupFile,
+        link: str,
+        azint: AzintLayout | None,
+    ) -> None:
+        if azint is None or azint.long_name is None:
+            return
+        process = msg.metadata.get("process")
+        process = process if isinstance(process, dict) else {}
+
+        def target(name: str) -> h5py.ExternalLink:
+            return h5py.ExternalLink(link, f"/entry/{group.name}/{group.columns[name]}")
+
+        write_azint(entry, group.name, target, azint, process, state.meta)
 
     def _flush_all(self) -> None:
         for state in self._streams.values():
