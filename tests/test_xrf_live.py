@@ -2,7 +2,8 @@
 
 * over EPICS Channel Access: the soft IOC of examples/xrf-map/scan_ioc.py (caproto, loopback
   only, ports chosen free) plays the mesh scan data/scan.mca point by point (motor positions,
-  then the MCA spectrum, then the point counter); examples/xrf-map/pipeline-epics.yaml
+  then the MCA spectrum, then the point counter; the points back to back, no wait between
+  them); examples/xrf-map/pipeline-epics.yaml
   (``epics_source`` snapshot -> ``xrf.fit`` with ``positions`` -> ``map`` -> ``nexus_writer``);
 * over ASAP::O (the FAKE of its documented client API, tests/fakes/asapo_fake): one message per
   spectrum (PyMca's XRFSpectrum.mca scaled per point, int32, ``dtype``/``shape`` meta) with the
@@ -134,7 +135,10 @@ def scan_ioc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
             stderr=subprocess.STDOUT,
         )
         ioc = subprocess.Popen(
-            [sys.executable, str(EXAMPLE / "scan_ioc.py"), "--interfaces", "127.0.0.1", "-q"],
+            [
+                *(sys.executable, str(EXAMPLE / "scan_ioc.py"), "--interfaces", "127.0.0.1"),
+                *("-q", "--period", "0"),  # the points back to back: none may be lost or merged
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
         )

@@ -22,11 +22,10 @@ loopback interface only with ``EPICS_CAS_INTF_ADDR_LIST=127.0.0.1`` (see README.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
-from caproto.server import PVGroup, ioc_arg_parser, pvproperty, run
+from caproto.server import PVGroup, pvproperty, run, template_arg_parser
 
 HERE = Path(__file__).resolve().parent
 CHANNELS = 2048
@@ -85,13 +84,11 @@ class ScanIOC(PVGroup):
 
 
 def main() -> None:
-    ours = argparse.ArgumentParser(add_help=False)
-    ours.add_argument("--scan", type=Path, default=HERE / "data" / "scan.mca")
-    ours.add_argument("--period", type=float, default=0.1, help="seconds between points")
-    args, rest = ours.parse_known_args()
-    ioc_options, run_options = ioc_arg_parser(
-        default_prefix="XRF:", desc=ScanIOC.__doc__, argv=rest
-    )
+    parser, split_args = template_arg_parser(default_prefix="XRF:", desc=ScanIOC.__doc__)
+    parser.add_argument("--scan", type=Path, default=HERE / "data" / "scan.mca")
+    parser.add_argument("--period", type=float, default=0.1, help="seconds between points")
+    args = parser.parse_args()
+    ioc_options, run_options = split_args(args)
     ioc = ScanIOC(points=read_scan(args.scan), period=args.period, **ioc_options)
     run(ioc.pvdb, **run_options)
 
