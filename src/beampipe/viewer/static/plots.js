@@ -80,8 +80,8 @@ function traces(p) {
     if (t.sigma) {
       const band = { type: "scatter", mode: "lines", line: { width: 0 }, hoverinfo: "skip",
         showlegend: false, legendgroup: t.stream, x: t.x };
-      out.push({ ...band, name: `${t.stream} +σ`, y: t.y.map((v, k) => v + t.sigma[k]) });
-      out.push({ ...band, name: `${t.stream} -σ`, y: t.y.map((v, k) => v - t.sigma[k]),
+      out.push({ ...band, name: `${t.stream} + sigma`, y: t.y.map((v, k) => v + t.sigma[k]) });
+      out.push({ ...band, name: `${t.stream} - sigma`, y: t.y.map((v, k) => v - t.sigma[k]),
         fill: "tonexty", fillcolor: rgba(colour, 0.25) });
     }
     const markers = t.y.length <= 200;

@@ -1,0 +1,150 @@
+"""The viewer's diffraction plots (issue 18), with stand-in nodes sending messages of the shapes
+the azimuthal integration, peak finding and hit-rate nodes send (tests/nodes/diffraction.py),
+watched in Debian's Chromium through Playwright: I(q) against q in nm^-1 with a band of
++- sigma and a log y scale, the peak counts as a time series, and the hit rate as a number that
+is there while the run goes.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import NODES
+from playwright.sync_api import Page
+from test_viewer import PageThread, run_watched, select_node, wait_until
+
+import beampipe
+from beampipe.viewer.previews import PortPreview
+
+PIPELINE = """
+name: diffraction
+nodes:
+  azint: {use: diffraction:Patterns, params: {streams: 2, frames: 40, rate: 15}}
+  peaks: {use: diffraction:Peaks, params: {min_peaks: 10}}
+  rate: {use: diffraction:HitRate, params: {every: 5}}
+  watch: {use: diffraction:Discard}
+connections:
+  - azint.out -> peaks.in
+  - peaks.out -> rate.in
+  - rate.out -> watch.in
+"""
+STREAMS = ["run_00001", "run_00002"]
+FRAMES = 40
+
+CARD = '.plot-card[data-port="out"]'
+TRACES = """() => document.getElementById("plot-out").data.map(t => ({
+  name: t.name, x: Array.from(t.x), y: Array.from(t.y), fill: t.fill || null}))"""
+
+
+def script(page: Page, thread: PageThread) -> dict[str, Any]:
+    """What the page shows of ``rate`` while the run goes, then of each node at the end."""
+    shown: dict[str, Any] = {}
+    select_node(page, "rate")
+    thread.ready.set()
+    wait_until(page, f"() => document.querySelector('{CARD} .value')?.textContent")
+    shown["live"] = page.evaluate(
+        f"""() => ({{value: document.querySelector('{CARD} .value').textContent,
+                    state: window.beampipe.status.run.state}})"""
+    )
+    thread.run_done.wait(120)
+    wait_until(page, "() => window.beampipe.status?.run.state === 'done'")
+    wait_until(
+        page,
+        "n => window.beampipe.payloads.out?.traces?.filter(t => t.finished).length === n",
+        len(STREAMS),
+    )
+    shown["rate"] = page.locator(f"{CARD} .value").text_content()
+
+    select_node(page, "azint")
+    wait_until(
+        page,
+        "n => window.beampipe.payloads.out?.traces?.filter(t => t.finished).length === n",
+        len(STREAMS),
+    )
+    wait_until(page, "() => document.getElementById('plot-out')?.data?.length === 6")
+    shown["patterns"] = page.evaluate(TRACES)
+    shown["titles"] = [
+        page.locator("#plot-out .xtitle").text_content(),
+        page.locator("#plot-out .ytitle").text_content(),
+        page.locator(f"{CARD} label.log").text_content(),
+    ]
+    page.check('input[type="checkbox"][data-port="out"]')
+    wait_until(page, "() => document.getElementById('plot-out').layout.yaxis.type === 'log'")
+    page.screenshot(path=Path.cwd() / "viewer-patterns.png", full_page=True)
+
+    select_node(page, "peaks")
+    page.wait_for_selector('select.key[data-port="out"] option[value="n_peaks"]', state="attached")
+    page.select_option('select.key[data-port="out"]', "n_peaks")
+    wait_until(
+        page,
+        "() => window.beampipe.payloads.out?.key === 'n_peaks'"
+        " && document.getElementById('plot-out')?.data?.length === 2",
+    )
+    shown["peaks"] = page.evaluate(TRACES)
+    shown["peak_keys"] = page.evaluate("() => window.beampipe.payloads.out.keys")
+    shown["peak_axis"] = page.locator("#plot-out .xtitle").text_content()
+    return shown
+
+
+@pytest.fixture
+def watched(folder):
+    shutil.copy(NODES / "diffraction.py", folder)
+    path = folder / "pipeline.yaml"
+    path.write_text(PIPELINE)
+    result, shown, viewer, _ = run_watched(path, script)
+    assert viewer is not None
+    viewer.stop()
+    assert result.exit_code == 0, result.errors
+    print(f"screenshot: {folder / 'viewer-patterns.png'}")
+    return shown
+
+
+def test_patterns_peaks_and_the_hit_rate_as_the_page_shows_them(watched):
+    from diffraction import n_peaks, pattern
+
+    shown = watched
+    # I(q): per stream, the last frame's pattern against q, with a band of +- sigma.
+    assert shown["titles"] == ["q (nm^-1)", "intensity", " log y"]
+    lines = {t["name"]: t for t in shown["patterns"]}
+    suffixes = ("", " + sigma", " - sigma")
+    assert set(lines) == {f"{s}{suffix}" for s in STREAMS for suffix in suffixes}
+    for s, stream in enumerate(STREAMS):
+        q, intensity, sigma = pattern(s, FRAMES)
+        np.testing.assert_array_equal(lines[stream]["x"], q)
+        np.testing.assert_array_equal(lines[stream]["y"], intensity)
+        np.testing.assert_allclose(lines[f"{stream} + sigma"]["y"], intensity + sigma, rtol=1e-15)
+        np.testing.assert_allclose(lines[f"{stream} - sigma"]["y"], intensity - sigma, rtol=1e-15)
+        assert lines[f"{stream} - sigma"]["fill"] == "tonexty"
+
+    # Peaks: 0-d items per frame, a time series per stream; the hit (bool) is one too.
+    assert shown["peak_keys"] == {"n_peaks": "points", "hit": "points"}
+    assert shown["peak_axis"] == "time"
+    expected = [n_peaks(i) for i in range(1, FRAMES + 1)]
+    assert {t["name"]: t["y"] for t in shown["peaks"]} == {s: expected for s in STREAMS}
+
+    # The hit rate: shown as a number while the run goes, and at the end the last stream's.
+    assert shown["live"]["state"] in ("running", "draining"), shown["live"]
+    assert re.fullmatch(r"hit_rate = [\d.e-]+ \(run_0000[12], #\d+\)", shown["live"]["value"])
+    hits = sum(n >= 10 for n in expected)
+    value = float(f"{hits / FRAMES:.4g}")
+    assert shown["rate"] == f"hit_rate = {value:g} ({STREAMS[-1]}, #{FRAMES})"
+
+
+def test_uncertainty_and_units_of_a_pattern_in_the_payload():
+    """Without a browser: the band comes from ``sigma`` for the signal only, or from
+    ``<item>_sigma``, of the same shape; units from the metadata."""
+    preview = PortPreview()
+    q = np.linspace(1, 2, 5)
+    meta = {"signal": "intensity", "axes": ["q"], "units": {"q": "nm^-1"}}
+    data = {"q": q, "intensity": q * 2, "sigma": q / 10, "bkg": q, "bkg_sigma": q / 5}
+    preview.add(beampipe.Message(data=data, metadata=meta, stream="s", id=1))
+    plot = preview.payload("intensity")
+    assert plot["axis"] == "q" and plot["units"] == {"q": "nm^-1"}
+    np.testing.assert_array_equal(plot["traces"][0]["sigma"], q / 10)
+    np.testing.assert_array_equal(preview.payload("bkg")["traces"][0]["sigma"], q / 5)
+    assert preview.payload("q")["traces"][0]["sigma"] is None  # sigma is the signal's only
