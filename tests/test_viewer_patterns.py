@@ -19,7 +19,9 @@ from playwright.sync_api import Page
 from test_viewer import PageThread, run_watched, select_node, wait_until
 
 import beampipe
+from beampipe.viewer.images import bin_image
 from beampipe.viewer.previews import PortPreview
+from beampipe.viewer.waterfall import MAX_ROWS, Waterfall
 
 PIPELINE = """
 name: diffraction
@@ -77,6 +79,26 @@ def script(page: Page, thread: PageThread) -> dict[str, Any]:
     wait_until(page, "() => document.getElementById('plot-out').layout.yaxis.type === 'log'")
     page.screenshot(path=Path.cwd() / "viewer-patterns.png", full_page=True)
 
+    # The waterfall (frame x q) of the first stream, linear colour scale.
+    page.uncheck('input[type="checkbox"][data-port="out"]')
+    page.select_option('select.key[data-port="out"]', "intensity waterfall")
+    wait_until(page, "() => document.getElementById('plot-out').data[0].type === 'heatmap'")
+    page.select_option('select.slice[data-port="out"]', label=STREAMS[0])
+    wait_until(
+        page,
+        "s => document.getElementById('plot-out').data[0].colorbar.title.text === 'intensity ' + s",
+        STREAMS[0],
+    )
+    shown["waterfall"] = page.evaluate(
+        """() => { const t = document.getElementById("plot-out").data[0];
+                   return {z: t.z, x: Array.from(t.x), y: Array.from(t.y)}; }"""
+    )
+    shown["waterfall_titles"] = [
+        page.locator("#plot-out .xtitle").text_content(),
+        page.locator("#plot-out .ytitle").text_content(),
+    ]
+    page.screenshot(path=Path.cwd() / "viewer-waterfall.png", full_page=True)
+
     select_node(page, "peaks")
     page.wait_for_selector('select.key[data-port="out"] option[value="n_peaks"]', state="attached")
     page.select_option('select.key[data-port="out"]', "n_peaks")
@@ -121,11 +143,24 @@ def test_patterns_peaks_and_the_hit_rate_as_the_page_shows_them(watched):
         np.testing.assert_allclose(lines[f"{stream} - sigma"]["y"], intensity - sigma, rtol=1e-15)
         assert lines[f"{stream} - sigma"]["fill"] == "tonexty"
 
+    # The waterfall of the first stream: one row per frame, in frame order, against q (the tap
+    # may miss the first frames, sent before the viewer had subscribed: ids says which rows).
+    waterfall = shown["waterfall"]
+    assert shown["waterfall_titles"] == ["q (nm^-1)", "id"]
+    ids = waterfall["y"]
+    assert ids == list(range(FRAMES - len(ids) + 1, FRAMES + 1)) and len(ids) > FRAMES / 2
+    np.testing.assert_array_equal(waterfall["x"], pattern(0, 1)[0])
+    rows = [pattern(0, int(i))[1].astype(np.float32) for i in ids]
+    np.testing.assert_array_equal(np.array(waterfall["z"]), rows)
+
     # Peaks: 0-d items per frame, a time series per stream; the hit (bool) is one too.
     assert shown["peak_keys"] == {"n_peaks": "points", "hit": "points"}
     assert shown["peak_axis"] == "time"
     expected = [n_peaks(i) for i in range(1, FRAMES + 1)]
-    assert {t["name"]: t["y"] for t in shown["peaks"]} == {s: expected for s in STREAMS}
+    peaks = {t["name"]: t["y"] for t in shown["peaks"]}
+    assert set(peaks) == set(STREAMS)
+    for y in peaks.values():  # the last frames at least (see the waterfall)
+        assert len(y) > FRAMES / 2 and y == expected[-len(y) :]
 
     # The hit rate: shown as a number while the run goes, and at the end the last stream's.
     assert shown["live"]["state"] in ("running", "draining"), shown["live"]
@@ -148,3 +183,21 @@ def test_uncertainty_and_units_of_a_pattern_in_the_payload():
     np.testing.assert_array_equal(plot["traces"][0]["sigma"], q / 10)
     np.testing.assert_array_equal(preview.payload("bkg")["traces"][0]["sigma"], q / 5)
     assert preview.payload("q")["traces"][0]["sigma"] is None  # sigma is the signal's only
+
+
+def test_a_waterfall_keeps_its_whole_extent_in_bounded_rows():
+    """600 curves of 1000 points: 500 columns (block means of 2), at most MAX_ROWS rows, every
+    4th message kept once 512 have come; a curve of another length starts again."""
+    curves = np.random.default_rng(2).poisson(50.0, (600, 1000)).astype(np.float64)
+    w = Waterfall()
+    for i, curve in enumerate(curves, 1):
+        w.add(i, curve)
+    assert w.stride == 4 and w.n == 150 and w.rows.shape == (MAX_ROWS, 500)
+    np.testing.assert_array_equal(w.ids[: w.n], np.arange(1, 601, 4))
+    for row, i in zip(w.rows[: w.n], w.ids[: w.n], strict=True):
+        np.testing.assert_array_equal(row, bin_image(curves[i - 1][None, :], 512)[0][0])
+    image = w.payload("intensity", "s", "q", np.arange(1000.0))
+    assert image["shape"] == [600, 1000] and image["rows"] == 150 and image["columns"] == 500
+    np.testing.assert_array_equal(image["x"], np.arange(0.5, 1000, 2))
+    w.add(601, np.ones(10))
+    assert (w.n, w.stride, w.size, w.rows.shape) == (1, 1, 10, (MAX_ROWS, 10))

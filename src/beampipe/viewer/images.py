@@ -59,7 +59,7 @@ def bin_image(image: np.ndarray, max_side: int = MAX_SIDE) -> tuple[np.ndarray, 
     return (sums / counts).astype(np.float32), f
 
 
-def _bin_axis(values: np.ndarray, f: int) -> np.ndarray:
+def bin_axis(values: np.ndarray, f: int) -> np.ndarray:
     """Means of ``f`` consecutive values (the centres of the binned pixels), float64."""
     values = np.asarray(values, dtype=np.float64)
     if f == 1:
@@ -110,7 +110,7 @@ class ImagePreview:
         for axis, size in zip(axes[-2:] if len(axes) >= 2 else [], (rows, cols), strict=False):
             item = msg.data.get(axis)
             ok = isinstance(item, np.ndarray) and item.shape == (size,) and item.dtype.kind in "iuf"
-            found.append((axis, _bin_axis(item, f)) if ok else (None, None))
+            found.append((axis, bin_axis(item, f)) if ok else (None, None))
         (ay, cy), (ax, cx) = found if len(found) == 2 else [(None, None), (None, None)]
         return cls(
             name, msg.stream, msg.id, value.shape, slices, f, len(stack), labels, (ay, ax), (cy, cx)
@@ -120,20 +120,13 @@ class ImagePreview:
         """The JSON-able heat map of slice ``index`` (None or not kept: the first); see
         docs/viewer.md, "plot"."""
         index = index if index is not None and 0 <= index < len(self.slices) else 0
-        z = np.ascontiguousarray(self.slices[index], dtype="<f4")
-        finite = z[np.isfinite(z)]
         return {
             "name": self.name,
             "stream": self.stream,
             "id": self.id,
             "shape": list(self.shape),
             "binning": self.binning,
-            "rows": int(z.shape[0]),
-            "columns": int(z.shape[1]),
-            "z": base64.b64encode(z.tobytes()).decode("ascii"),
-            "min": float(finite.min()) if finite.size else None,
-            "max": float(finite.max()) if finite.size else None,
-            "missing": int(z.size - finite.size),
+            **encode(self.slices[index]),
             "slice": index,
             "slices": self.count,
             "labels": self.labels,
@@ -143,3 +136,19 @@ class ImagePreview:
             "y": self.coords[0],
             "x": self.coords[1],
         }
+
+
+def encode(image: np.ndarray) -> dict[str, Any]:
+    """The pixels of a 2-D image as sent to the page: ``rows``, ``columns``, ``z`` (base64 of
+    little-endian float32, row-major), ``min`` and ``max`` of the finite pixels (None if none)
+    and ``missing`` (the non-finite ones)."""
+    z = np.ascontiguousarray(image, dtype="<f4")
+    finite = z[np.isfinite(z)]
+    return {
+        "rows": int(z.shape[0]),
+        "columns": int(z.shape[1]),
+        "z": base64.b64encode(z.tobytes()).decode("ascii"),
+        "min": float(finite.min()) if finite.size else None,
+        "max": float(finite.max()) if finite.size else None,
+        "missing": int(z.size - finite.size),
+    }

@@ -34,7 +34,9 @@ from typing import Any
 import numpy as np
 
 from beampipe.message import EndOfStream, Item, Message, StreamStart
+from beampipe.viewer import waterfall
 from beampipe.viewer.images import ImagePreview
+from beampipe.viewer.waterfall import Waterfall
 
 IMAGE_RATE = 2.0
 """Image previews binned per second and port, at most."""
@@ -95,6 +97,8 @@ class StreamPreview:
     points: _Columns = field(default_factory=_Columns)
     curves: dict[str, np.ndarray] = field(default_factory=dict)
     """Latest 1-D array per name (read-only views of the received buffers, never changed)."""
+    waterfall: Waterfall = field(default_factory=Waterfall)
+    """The curves of the port's signal, one row per message."""
 
 
 class PortPreview:
@@ -181,6 +185,9 @@ class PortPreview:
                 row[name] = float(value.reshape(-1)[0])
             elif kind == "curves":
                 stream.curves[name] = value
+                if name == self.signal:
+                    stream.waterfall.add(msg.id, value)
+                    self.keys.setdefault(waterfall.key(name), "waterfall")
             else:
                 image = True
         if row:
@@ -241,6 +248,8 @@ class PortPreview:
             out["axis"], out["traces"] = self._points(key)  # type: ignore[arg-type]
         elif kind == "curves":
             out["axis"], out["traces"] = self._curves(key)  # type: ignore[arg-type]
+        elif kind == "waterfall":
+            out["image"] = self._waterfall(index)
         return out
 
     def _axis(self, kind: str) -> str | None:
@@ -289,6 +298,20 @@ class PortPreview:
             sigma = next((e for e in errors if e is not None and e.shape == y.shape), None)
             traces.append(_trace(s, x, y, sigma))
         return used or self._axis("curves"), traces
+
+    def _waterfall(self, index: int | None) -> dict[str, Any] | None:
+        """The waterfall of the signal of stream number ``index`` of those that have one
+        (None: the newest), with the slice fields naming the streams."""
+        streams = [s for s in self.streams.values() if s.waterfall.n]
+        if not streams or self.signal is None:
+            return None
+        index = index if index is not None and 0 <= index < len(streams) else len(streams) - 1
+        s = streams[index]
+        size = (s.waterfall.size,)
+        axis = next((a for a in self.axes if getattr(s.curves.get(a), "shape", None) == size), None)
+        image = s.waterfall.payload(self.signal, s.name, axis, s.curves.get(axis or ""))
+        labels = [s.name for s in streams]
+        return {**image, "slice": index, "slices": len(streams), "labels": labels, "label": s.name}
 
 
 def _float64(a: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 // The live plot of one output port, drawn from the server's plot payload (docs/viewer.md,
-// "plot"): a heat map of an image or of one slice of a stack (element maps, chosen by name),
-// or curves per stream (0-d items as a time series or against an axis, 1-D items against
+// "plot"): a heat map of an image or of one slice of a stack (element maps, chosen by name)
+// or of a stream's waterfall (a row per message), or curves per stream (0-d items as a time series or against an axis, 1-D items against
 // their axis), with uncertainty bands, units in the axis titles and a log scale on demand.
 
 const CONFIG = { responsive: true, displaylogo: false };
@@ -55,9 +55,15 @@ export function heatmap(im, log) {
 function showImage(div, info, p, log) {
   const im = p.image;
   const stack = im.slices > 1 ? ` [${im.label}]${im.labels.length < im.slices ? `, first ${im.labels.length} of ${im.slices} kept` : ""}` : "";
-  info.textContent = `${im.stream} #${im.id}: ${im.shape.join("×")}${stack}` +
-    (im.binning > 1 ? `, shown binned ${im.binning}×${im.binning}` : "") +
-    (im.missing ? `, ${im.missing} px not measured (grey)` : "");
+  if (p.kind === "waterfall") {
+    info.textContent = `${im.stream}: ${im.rows} of ${im.shape[0]} messages` +
+      (im.stride > 1 ? ` (every ${im.stride}th)` : "") + ` × ${im.shape[1]} points` +
+      (im.binning > 1 ? `, binned by ${im.binning}` : "");
+  } else {
+    info.textContent = `${im.stream} #${im.id}: ${im.shape.join("×")}${stack}` +
+      (im.binning > 1 ? `, shown binned ${im.binning}×${im.binning}` : "") +
+      (im.missing ? `, ${im.missing} px not measured (grey)` : "");
+  }
   const axes = !!(im.x && im.y);
   const units = p.units || {};
   const same = !axes || units[im.x_axis] === units[im.y_axis];
@@ -110,7 +116,7 @@ function latest(p) {
 export function showPayload(div, info, value, p, log) {
   info.textContent = `${p.messages} messages seen`;
   value.textContent = "";
-  if (p.kind === "images") {
+  if (p.kind === "images" || p.kind === "waterfall") {
     if (p.image) showImage(div, info, p, log);
     return;
   }

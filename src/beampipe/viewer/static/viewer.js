@@ -250,13 +250,13 @@ function select(name) {
       choose();
     });
     label.append(item);
-    const sliceLabel = el("label", { class: "slice" }, "map ");
+    const sliceLabel = el("label", { class: "slice" });
     const slice = el("select", { class: "slice", "data-port": port });
     slice.addEventListener("change", () => {
       state.slices[port] = Number(slice.value);
       choose();
     });
-    sliceLabel.append(slice);
+    sliceLabel.append(el("span"), slice);
     sliceLabel.style.display = "none";
     const logLabel = el("label", { class: "log" });
     const log = el("input", { type: "checkbox", "data-port": port });
@@ -274,12 +274,13 @@ function select(name) {
 }
 
 // The slice chooser of a stack of images: one option per slice kept, named by the metadata's
-// `names` (element lines) where the payload has them.
+// `names` (element lines) where the payload has them; of a waterfall: the streams.
 function showSlices(card, p) {
   const label = card.querySelector("label.slice");
-  const im = p.kind === "images" ? p.image : null;
+  const im = p.kind === "images" || p.kind === "waterfall" ? p.image : null;
   label.style.display = im && im.slices > 1 ? "" : "none";
   if (!im || im.slices <= 1) return;
+  label.querySelector("span").textContent = p.kind === "waterfall" ? "stream " : "map ";
   const chooser = label.querySelector("select");
   const wanted = im.labels.join("\n");
   if (chooser.dataset.labels !== wanted) {
@@ -296,14 +297,15 @@ function showPlot(port, p) {
   const choose = card.querySelector("select.key");
   const keys = Object.keys(p.keys);
   if (choose.options.length !== keys.length) {
-    choose.replaceChildren(...keys.map((k) => el("option", { value: k }, `${k} (${p.keys[k]})`)));
+    choose.replaceChildren(...keys.map((k) => el("option", { value: k }, p.keys[k] === "waterfall" ? k : `${k} (${p.keys[k]})`)));
   }
   if (p.key) choose.value = p.key;
   card.dataset.kind = p.kind || "";
   showSlices(card, p);
   const logLabel = card.querySelector("label.log");
   logLabel.style.display = p.kind ? "" : "none";
-  logLabel.querySelector("span").textContent = p.kind === "images" ? " log colour scale" : " log y";
+  const heat = p.kind === "images" || p.kind === "waterfall";
+  logLabel.querySelector("span").textContent = heat ? " log colour scale" : " log y";
   showPayload(card.querySelector(".plot"), card.querySelector(".info"), card.querySelector(".value"), p, !!state.log[port]);
 }
 
