@@ -10,6 +10,9 @@ process:
   message, so the rate limit of two binnings per second never holds one back: the worst case);
 * one update's plot: ``payload("area", slice)`` and its JSON (what a page is sent, at most
   four times a second, whatever the message rate);
+* an I(q) message (``intensity``, ``sigma``, ``q`` of ``--npt`` points, ``signal:
+  intensity``, as ``azint.integrate1d`` sends them): :meth:`PortPreview.add`, which also adds
+  the pattern to the stream's waterfall;
 * baselines in the same run: decoding the message from the wire (what the viewer's subscriber
   does to every message it gets anyway), encoding it (what the reducer does to send it), and
   binning only the first slice of each item (what the viewer did before it kept every slice).
@@ -76,6 +79,7 @@ def main() -> None:
     parser.add_argument("--elements", type=int, default=10)
     parser.add_argument("--ny", type=int, default=100)
     parser.add_argument("--nx", type=int, default=100)
+    parser.add_argument("--npt", type=int, default=1000, help="points of an I(q) pattern")
     parser.add_argument("--loops", type=int, default=50, help="calls per timing")
     parser.add_argument("--repeat", type=int, default=7, help="timings")
     args = parser.parse_args()
@@ -110,6 +114,21 @@ def main() -> None:
             args.repeat,
         ),
     }
+    q = np.linspace(0.5, 40.0, args.npt)
+    pattern = Message(
+        data={"intensity": 1e3 / q, "sigma": np.sqrt(1e3 / q), "q": q},
+        metadata={"signal": "intensity", "axes": ["q"], "units": {"q": "nm^-1"}},
+        stream="run",
+        id=1,
+    )
+    curves = PortPreview()
+    pattern_frames = encode(pattern)
+    timings["I(q): PortPreview.add (+ waterfall)"] = per_call(
+        lambda: curves.add(pattern), args.loops, args.repeat
+    )
+    timings["I(q) baseline: decode"] = per_call(
+        lambda: decode(pattern_frames), args.loops, args.repeat
+    )
     shape = (args.elements, args.ny, args.nx)
     print(
         f"map message {shape}: {len(msg.data)} items, {wire / 1e6:.2f} MB on the wire; "

@@ -18,6 +18,10 @@ from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 from test_viewer import VIEWPORT, Cli, chromium, need_chromium, select_node, wait_until
 
+import beampipe
+from beampipe.viewer.images import MAX_SLICES, MAX_STACK_PIXELS, bin_image
+from beampipe.viewer.previews import PortPreview
+
 EXAMPLE = REPO / "examples" / "xrf-map"
 PACE = 5
 """Spectra per second: 4 s for the 19 points, so the page sees the maps of 5, 10, 15 points."""
@@ -163,3 +167,31 @@ def test_the_pixel_not_measured_shows_grey_and_the_map_grows(xrf_map):
     missing = shown["missing"]
     assert missing[-1] == 1 and len(missing) >= 2, (missing, output)  # it grew on screen
     assert missing == sorted(missing, reverse=True)
+
+
+def test_stacks_keep_their_first_slices_within_the_budget():
+    """Without a browser: which slices of a stack are kept and how they are named."""
+    rng = np.random.default_rng(4)
+    cases = [  # (shape, names) -> slices kept, labels of the first two
+        ((100, 300, 300), None, MAX_STACK_PIXELS // (300 * 300), ["0", "1"]),
+        ((200, 20, 30), None, MAX_SLICES, ["0", "1"]),
+        ((3, 2000, 2100), ["a", "b", "c"], 1, ["a"]),
+        ((2, 3, 4, 5), None, 6, ["0,0", "0,1"]),
+        ((3, 4, 5), ["Fe K", "Cr K"], 3, ["0", "1"]),  # names of another length: indices
+    ]
+    for shape, names, kept, first in cases:
+        stack = rng.poisson(9.0, shape).astype(np.float64)
+        preview = PortPreview()
+        meta = {"names": names} if names else {}
+        preview.add(beampipe.Message(data={"maps": stack}, metadata=meta, stream="s", id=1))
+        image = preview.images["maps"]
+        assert len(image.slices) == len(image.labels) == kept, shape
+        assert image.labels[:2] == first and image.count == int(np.prod(shape[:-2]))
+        last = stack.reshape(-1, *shape[-2:])[kept - 1]
+        np.testing.assert_array_equal(image.slices[-1], bin_image(last)[0])
+        plot = preview.payload("maps", kept - 1)["image"]
+        assert plot["slice"] == kept - 1 and plot["slices"] == image.count
+        assert preview.payload("maps", kept)["image"]["slice"] == 0  # not kept: the first
+    empty = PortPreview()
+    empty.add(beampipe.Message(data={"maps": np.zeros((0, 4, 5))}, stream="s", id=1))
+    assert empty.keys == {} and empty.payload(None)["kind"] is None

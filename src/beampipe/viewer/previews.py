@@ -9,6 +9,8 @@ folds each item into:
 * **curves**: 1-D data items; per stream the latest array of each name, plotted against the
   first 1-D axis item of the same length the metadata names (``axes: [r, k, energy]``), else
   against the index.
+* **waterfall**: the port's signal, when it is a 1-D item, per stream as rows of a heat map
+  (:mod:`beampipe.viewer.waterfall`), offered as the item ``<signal> waterfall``.
 * **images**: 2-D (or higher: a stack of 2-D slices, e.g. element maps) data items; only the
   latest of the port is kept, binned (:mod:`beampipe.viewer.images`), at most
   :data:`IMAGE_RATE` times per second (an item that comes sooner waits, replaced by newer ones,
@@ -54,7 +56,7 @@ def _kind(value: Any) -> str | None:
         return "points"
     if value.ndim == 1:
         return "curves"
-    return "images"
+    return "images" if value.size else None
 
 
 @dataclass
@@ -116,7 +118,8 @@ class PortPreview:
         self.streams: dict[str, StreamPreview] = {}
         self.images: dict[str, ImagePreview] = {}
         self.keys: dict[str, str] = {}
-        """Data name -> ``points``, ``curves`` or ``images``, in order of appearance."""
+        """Data name -> ``points``, ``curves``, ``images`` or ``waterfall``, in order of
+        appearance."""
         self.signal: str | None = None
         self.axes: list[str] = []
         self.units: dict[str, str] = {}
