@@ -106,15 +106,11 @@ class ImagePreview:
             labels = [str(n) for n in names[:kept]]
         else:
             labels = [",".join(map(str, i)) for i in islice(np.ndindex(value.shape[:-2]), kept)]
-        found: list[tuple[str | None, np.ndarray | None]] = []
-        for axis, size in zip(axes[-2:] if len(axes) >= 2 else [], (rows, cols), strict=False):
-            item = msg.data.get(axis)
-            ok = isinstance(item, np.ndarray) and item.shape == (size,) and item.dtype.kind in "iuf"
-            found.append((axis, bin_axis(item, f)) if ok else (None, None))
-        (ay, cy), (ax, cx) = found if len(found) == 2 else [(None, None), (None, None)]
-        return cls(
-            name, msg.stream, msg.id, value.shape, slices, f, len(stack), labels, (ay, ax), (cy, cx)
-        )
+        pair = axes[-2:] if len(axes) >= 2 else [None, None]
+        y, x = (_coords(msg, a, n, f) for a, n in zip(pair, (rows, cols), strict=True))
+        shown = (pair[0] if y is not None else None, pair[1] if x is not None else None)
+        count = len(stack)
+        return cls(name, msg.stream, msg.id, value.shape, slices, f, count, labels, shown, (y, x))
 
     def payload(self, index: int | None) -> dict[str, Any]:
         """The JSON-able heat map of slice ``index`` (None or not kept: the first); see
@@ -136,6 +132,15 @@ class ImagePreview:
             "y": self.coords[0],
             "x": self.coords[1],
         }
+
+
+def _coords(msg: Any, axis: Any, size: int, f: int) -> np.ndarray | None:
+    """The values of item ``axis`` of ``msg`` binned by ``f`` if it is a numeric 1-D item of
+    ``size`` values; else None."""
+    item = msg.data.get(axis) if isinstance(axis, str) else None
+    if isinstance(item, np.ndarray) and item.shape == (size,) and item.dtype.kind in "iuf":
+        return bin_axis(item, f)
+    return None
 
 
 def encode(image: np.ndarray) -> dict[str, Any]:
