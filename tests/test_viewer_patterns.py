@@ -201,3 +201,21 @@ def test_a_waterfall_keeps_its_whole_extent_in_bounded_rows():
     np.testing.assert_array_equal(image["x"], np.arange(0.5, 1000, 2))
     w.add(601, np.ones(10))
     assert (w.n, w.stride, w.size, w.rows.shape) == (1, 1, 10, (MAX_ROWS, 10))
+
+
+def test_a_cake_is_a_heat_map_on_chi_and_q():
+    """Without a browser: ``azint.integrate2d``'s ``intensity`` (chi x q) with ``axes: [chi, q]``
+    is drawn on those axes, binned with the image (1200 q points: by 3)."""
+    q, chi = np.linspace(0.5, 40.0, 1200), np.linspace(-180.0, 180.0, 36)
+    cake = np.outer(np.cos(np.radians(chi)) + 2, 1 / q)
+    meta = {"signal": "intensity", "axes": ["chi", "q"], "units": {"q": "nm^-1", "chi": "deg"}}
+    preview = PortPreview()
+    data = {"intensity": cake, "chi": chi, "q": q}
+    preview.add(beampipe.Message(data=data, metadata=meta, stream="s", id=1))
+    plot = preview.payload(None)
+    image = plot["image"]
+    assert plot["key"] == "intensity" and plot["units"] == meta["units"]
+    assert (image["y_axis"], image["x_axis"], image["binning"]) == ("chi", "q", 3)
+    np.testing.assert_allclose(image["y"], [chi[i : i + 3].mean() for i in range(0, 36, 3)])
+    np.testing.assert_allclose(image["x"], q.reshape(400, 3).mean(axis=1))
+    assert image["rows"] == 12 and image["columns"] == 400 and image["label"] is None
