@@ -26,7 +26,7 @@ class XrfConfigError(ValueError):
 
 
 class SpectrumMismatch(ValueError):
-    """A spectrum is not 1-D or has too few channels for the configuration's fit range
+    """A spectrum is neither 1-D nor 2-D or has too few channels for the configuration's fit range
     (``[fit] xmin``/``xmax``); the message names node, stream, id, file and channel counts."""
 
 
@@ -66,7 +66,8 @@ class XrfFit(beampipe.Worker):
 
     Input: one spectrum per message, data ``spectrum`` (name set by the param): 1-D, counts per
     channel (any real numeric dtype), channel 0 first, at least ``xmax + 1`` channels of the
-    configuration's fit range.
+    configuration's fit range; or 2-D, (elements, channels): each element's spectrum is fitted
+    (``xrf.deadtime`` with ``elements: each``), and the outputs get a first axis of elements.
 
     Output, per spectrum (stream and id kept):
 
@@ -74,7 +75,7 @@ class XrfFit(beampipe.Worker):
       line group), ``area_sigma`` (float64, (n_lines,), counts: its one-sigma uncertainty),
       ``chisq`` (float64, 0-d: PyMca's reduced chi-square); with ``concentrations``,
       ``mass_fraction`` (float64, (n_lines,), dimensionless; NaN for lines without one, such as
-      the scatter peaks);
+      the scatter peaks); for 2-D input, (elements, n_lines) and ``chisq`` (elements,);
     * metadata: the input message's metadata (scan positions pass through), plus ``lines``
       (list of str, PyMca's group names, e.g. ``"Fe K"``, in the order of ``area``), ``mode``,
       ``units: {"area": "counts", "area_sigma": "counts"}``.
@@ -82,10 +83,10 @@ class XrfFit(beampipe.Worker):
     Raises:
         XrfConfigError: (when the node is created) see :func:`load_config`; or PyMca refuses
             the configuration.
-        SpectrumMismatch: a spectrum is not 1-D or is shorter than the fit range.
+        SpectrumMismatch: a spectrum is neither 1-D nor 2-D or is shorter than the fit range.
         MissingColumn: (a ``KeyError``) no ``spectrum`` entry in a message.
         RuntimeError: PyMca's fit fails on a spectrum (e.g. a singular matrix); names stream,
-            id and file.
+            id (and element) and file.
         ImportError: PyMca5 is not installed.
     """
 
@@ -136,13 +137,30 @@ class XrfFit(beampipe.Worker):
     def process(self, msg: beampipe.Message) -> beampipe.Message:
         where = f"{self.name}: stream {msg.stream!r}, id {msg.id}"
         y = numeric(msg, self.params.spectrum, where, kinds="biuf")
-        if y.ndim != 1 or y.size <= self._xmax:
+        if y.ndim not in (1, 2) or y.shape[-1] <= self._xmax:
             raise SpectrumMismatch(
                 f"{where}: spectrum of shape {y.shape}; the fit configuration "
                 f"{str(self.params.config)!r} fits channels {self._xmin} to {self._xmax}, so it "
-                f"needs a 1-D spectrum of at least {self._xmax + 1} channels (wrong detector, "
-                "or the configuration of another setup?)"
+                f"needs a 1-D spectrum (or one per element: (elements, channels)) of at least "
+                f"{self._xmax + 1} channels (wrong detector, or the configuration of another "
+                "setup?)"
             )
+        if y.ndim == 1:
+            lines, data = self._fit_one(y, where)
+        else:
+            fits = [self._fit_one(row, f"{where}, element {k}") for k, row in enumerate(y)]
+            lines = fits[0][0]
+            data = {name: np.stack([d[name] for _, d in fits]) for name in fits[0][1]}
+        metadata = {
+            **msg.metadata,
+            "lines": lines,
+            "mode": self.params.mode,
+            "units": {"area": "counts", "area_sigma": "counts"},
+        }
+        return beampipe.Message(data=data, metadata=metadata)
+
+    def _fit_one(self, y: np.ndarray, where: str) -> tuple[list[str], dict[str, np.ndarray]]:
+        """PyMca's fit of one 1-D spectrum: its line groups and the output arrays."""
         x = np.arange(y.size, dtype=np.float64)
         try:
             self._fit.setData(x, y, xmin=self._xmin, xmax=self._xmax)
@@ -170,10 +188,4 @@ class XrfFit(beampipe.Worker):
             data["mass_fraction"] = np.array(
                 [fractions.get(g, np.nan) for g in lines], dtype=np.float64
             )
-        metadata = {
-            **msg.metadata,
-            "lines": lines,
-            "mode": self.params.mode,
-            "units": {"area": "counts", "area_sigma": "counts"},
-        }
-        return beampipe.Message(data=data, metadata=metadata)
+        return lines, data
