@@ -177,7 +177,9 @@ def test_stacks_keep_their_first_slices_within_the_budget():
         ((200, 20, 30), None, MAX_SLICES, ["0", "1"]),
         ((3, 2000, 2100), ["a", "b", "c"], 1, ["a"]),
         ((2, 3, 4, 5), None, 6, ["0,0", "0,1"]),
+        ((2, 3, 4, 5), ["Fe K", "Cr K", "Mn K"], 6, ["0, Fe K", "0, Cr K"]),  # element, line
         ((3, 4, 5), ["Fe K", "Cr K"], 3, ["0", "1"]),  # names of another length: indices
+        ((4, 5), ["Fe K", "Cr K"], 1, [""]),  # a 2-D item of a message with names
     ]
     for shape, names, kept, first in cases:
         stack = rng.poisson(9.0, shape).astype(np.float64)

@@ -83,8 +83,7 @@ class ImagePreview:
     count: int
     """Slices in the stack (1 for a 2-D item); :attr:`slices` holds the first of them."""
     labels: list[str]
-    """One per slice kept: the metadata's ``names`` when they count the first axis of an
-    (n, ny, nx) stack, else the slice's indices (``"3"``, ``"0,3"``)."""
+    """One per slice kept (:func:`_labels`): ``"Fe Ka"``, ``"0, Fe Ka"``, ``"3"``, ``"0,3"``."""
     axes: tuple[str | None, str | None]
     """Names of the (row, column) axes; None: pixel index."""
     coords: tuple[np.ndarray | None, np.ndarray | None]
@@ -101,11 +100,7 @@ class ImagePreview:
         for frame in stack[:kept]:
             binned, f = bin_image(frame)
             slices.append(binned)
-        names = msg.metadata.get("names")
-        if value.ndim == 3 and isinstance(names, list) and len(names) == len(stack):
-            labels = [str(n) for n in names[:kept]]
-        else:
-            labels = [",".join(map(str, i)) for i in islice(np.ndindex(value.shape[:-2]), kept)]
+        labels = _labels(value.shape[:-2], msg.metadata.get("names"), kept)
         pair = axes[-2:] if len(axes) >= 2 else [None, None]
         y, x = (_coords(msg, a, n, f) for a, n in zip(pair, (rows, cols), strict=True))
         shown = (pair[0] if y is not None else None, pair[1] if x is not None else None)
@@ -132,6 +127,21 @@ class ImagePreview:
             "y": self.coords[0],
             "x": self.coords[1],
         }
+
+
+def _labels(lead: tuple[int, ...], names: Any, kept: int) -> list[str]:
+    """Labels of the first ``kept`` slices of a stack whose leading axes are ``lead``: their
+    indices (``"0,3"``), the last one replaced by its name when ``names`` (the metadata's,
+    naming the values' last axis: the ``map`` reducer's element lines) has that axis's length
+    (``"Fe Ka"``; ``"0, Fe Ka"`` for maps per detector element and line)."""
+    named = bool(lead) and isinstance(names, list) and len(names) == lead[-1]
+    labels = []
+    for index in islice(np.ndindex(lead), kept):
+        if named:
+            labels.append(", ".join([*map(str, index[:-1]), str(names[index[-1]])]))
+        else:
+            labels.append(",".join(map(str, index)))
+    return labels
 
 
 def _coords(msg: Any, axis: Any, size: int, f: int) -> np.ndarray | None:
