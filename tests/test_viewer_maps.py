@@ -23,8 +23,9 @@ from beampipe.viewer.images import MAX_SLICES, MAX_STACK_PIXELS, bin_image
 from beampipe.viewer.previews import PortPreview
 
 EXAMPLE = REPO / "examples" / "xrf-map"
-PACE = 5
-"""Spectra per second: 4 s for the 19 points, so the page sees the maps of 5, 10, 15 points."""
+PACE = 2
+"""Spectra per second: 10 s for the 19 points, with a map every 2 points (``maps.every``), so
+the page sees the map grow even when it subscribes to the taps a few seconds into the run."""
 GREY = (0xC8, 0xCC, 0xD2)
 """The plot background seen through pixels not measured (plots.js, NOT_MEASURED)."""
 
@@ -47,7 +48,8 @@ def xrf_map(tmp_path_factory):
     run's output folder, what the page showed)."""
     need_chromium()
     cwd = tmp_path_factory.mktemp("xrf-map")
-    cli = Cli([str(EXAMPLE / "pipeline.yaml"), "--set", f"spectra.pace={PACE}"], cwd)
+    pace = ["--set", f"spectra.pace={PACE}", "--set", "maps.every=2"]
+    cli = Cli([str(EXAMPLE / "pipeline.yaml"), *pace], cwd)
     try:
         url = cli.wait_for(r"viewer: (http://\S+)")[1]
         with sync_playwright() as playwright:
