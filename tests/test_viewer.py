@@ -48,7 +48,8 @@ from beampipe.nodes.sim.detector import DetectorSim
 from beampipe.runtime.metrics import EDGES
 from beampipe.viewer import Viewer
 from beampipe.viewer.hosts import LOCAL_NAMES, allowed_hosts
-from beampipe.viewer.previews import MAX_SIDE, PortPreview, bin_image
+from beampipe.viewer.images import MAX_SIDE, bin_image
+from beampipe.viewer.previews import PortPreview
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -310,7 +311,7 @@ def test_normalize_shows_mu_of_e_whose_last_point_is_what_the_sink_wrote(p65, tm
             np.testing.assert_array_equal(c["y"], normalized["mu"][()])
             np.testing.assert_array_equal(c["x"], normalized["energy"][()])
     title = page.locator("#plot-out .xtitle").text_content()
-    assert title == "energy"
+    assert title == "energy (eV)"  # the unit from the metadata's units
     shot = tmp_path / "viewer-xas.png"
     page.screenshot(path=shot, full_page=True)
     print(f"screenshot: {shot}")

@@ -9,20 +9,24 @@ folds each item into:
 * **curves**: 1-D data items; per stream the latest array of each name, plotted against the
   first 1-D axis item of the same length the metadata names (``axes: [r, k, energy]``), else
   against the index.
-* **images**: 2-D (or higher: the first 2-D slice) data items; only the latest frame of the
-  port is kept and binned to at most :data:`MAX_SIDE` pixels on its long side, at most
-  :data:`IMAGE_RATE` times per second (a frame that comes sooner waits, replaced by newer ones,
-  and the last frame of a stream is always binned).
+* **waterfall**: the port's signal, when it is a 1-D item, per stream as rows of a heat map
+  (:mod:`beampipe.viewer.waterfall`), offered as the item ``<signal> waterfall``.
+* **images**: 2-D (or higher: a stack of 2-D slices, e.g. element maps) data items; only the
+  latest of the port is kept, binned (:mod:`beampipe.viewer.images`), at most
+  :data:`IMAGE_RATE` times per second (an item that comes sooner waits, replaced by newer ones,
+  and the last of a stream is always binned).
 
-``bytes`` items are not shown. Metadata ``signal`` names the item plotted first and ``axes`` the
-x axis (the NeXus plotting conventions, https://manual.nexusformat.org/datarules.html).
+``bytes`` items are not shown. Metadata ``signal`` names the item plotted first, ``axes`` the
+x axis (the NeXus plotting conventions, https://manual.nexusformat.org/datarules.html) and
+``units`` (``{q: "nm^-1"}``) the units of items, shown in the axis titles. The uncertainty of an
+item ``K`` (drawn as a band) is item ``K_sigma`` or ``K_errors``, or ``sigma`` or ``errors``
+when ``K`` is the signal (``azint``'s ``intensity`` and ``sigma``), of the same shape.
 The newest :data:`MAX_STREAMS` streams are kept per port, each with at most :data:`MAX_POINTS`
 points per column (beyond that every second point is dropped: the curve keeps its shape).
 """
 
 from __future__ import annotations
 
-import base64
 import math
 import time
 from collections.abc import Callable
@@ -32,44 +36,16 @@ from typing import Any
 import numpy as np
 
 from beampipe.message import EndOfStream, Item, Message, StreamStart
+from beampipe.viewer import waterfall
+from beampipe.viewer.images import ImagePreview
+from beampipe.viewer.waterfall import Waterfall
 
-MAX_SIDE = 512
-"""Pixels on the long side of a binned image at most."""
 IMAGE_RATE = 2.0
 """Image previews binned per second and port, at most."""
 MAX_STREAMS = 10
 """Streams kept per port (the oldest is forgotten)."""
 MAX_POINTS = 50_000
 """Points kept per stream and column; beyond that every second point is dropped."""
-
-
-def bin_image(image: np.ndarray, max_side: int = MAX_SIDE) -> tuple[np.ndarray, int]:
-    """Block means of ``f x f`` pixels, ``f = ceil(max(rows, columns) / max_side)``.
-
-    Args:
-        image: a 2-D numeric array (rows, columns), any dtype.
-        max_side: pixels on the long side of the result at most.
-
-    Returns:
-        ``(binned, f)``: float32 array of shape ``(ceil(rows / f), ceil(columns / f))`` (the
-        last row and column of blocks average the pixels there are); a non-finite pixel makes
-        its block non-finite. Sums are taken in float32 (exact for 16-bit counts up to f = 16;
-        a preview, not a measurement): a 4-megapixel frame takes about 20 ms.
-
-    Raises:
-        ValueError: ``image`` is not 2-D or ``max_side`` < 1.
-    """
-    if image.ndim != 2 or max_side < 1:
-        raise ValueError(f"bin_image needs a 2-D image and max_side >= 1, got {image.shape}")
-    rows, cols = image.shape
-    f = max(1, math.ceil(max(rows, cols) / max_side))
-    if f == 1:
-        return image.astype(np.float32), 1
-    r, c = np.arange(0, rows, f), np.arange(0, cols, f)
-    # Along the rows first: contiguous memory, so the large pass is the fast one.
-    sums = np.add.reduceat(np.add.reduceat(image, c, axis=1, dtype=np.float32), r, axis=0)
-    counts = np.outer(np.diff(r, append=rows), np.diff(c, append=cols))
-    return (sums / counts).astype(np.float32), f
 
 
 def _kind(value: Any) -> str | None:
@@ -80,7 +56,7 @@ def _kind(value: Any) -> str | None:
         return "points"
     if value.ndim == 1:
         return "curves"
-    return "images"
+    return "images" if value.size else None
 
 
 @dataclass
@@ -123,19 +99,8 @@ class StreamPreview:
     points: _Columns = field(default_factory=_Columns)
     curves: dict[str, np.ndarray] = field(default_factory=dict)
     """Latest 1-D array per name (read-only views of the received buffers, never changed)."""
-
-
-@dataclass
-class ImagePreview:
-    """The latest binned frame of a port."""
-
-    name: str
-    stream: str
-    id: int
-    shape: tuple[int, int]
-    """Of the frame received."""
-    binned: np.ndarray
-    binning: int
+    waterfall: Waterfall = field(default_factory=Waterfall)
+    """The curves of the port's signal, one row per message."""
 
 
 class PortPreview:
@@ -153,9 +118,12 @@ class PortPreview:
         self.streams: dict[str, StreamPreview] = {}
         self.images: dict[str, ImagePreview] = {}
         self.keys: dict[str, str] = {}
-        """Data name -> ``points``, ``curves`` or ``images``, in order of appearance."""
+        """Data name -> ``points``, ``curves``, ``images`` or ``waterfall``, in order of
+        appearance."""
         self.signal: str | None = None
         self.axes: list[str] = []
+        self.units: dict[str, str] = {}
+        """Item name -> unit, from the metadata's ``units``."""
         self.version = 0
         self.messages = 0
         self.images_binned = 0
@@ -200,6 +168,9 @@ class PortPreview:
             axes = [axes]
         if isinstance(axes, list) and all(isinstance(a, str) for a in axes):
             self.axes = axes
+        units = metadata.get("units")
+        if isinstance(units, dict):
+            self.units.update({str(k): str(v) for k, v in units.items() if isinstance(v, str)})
 
     def _message(self, msg: Message) -> None:
         self.messages += 1
@@ -217,6 +188,9 @@ class PortPreview:
                 row[name] = float(value.reshape(-1)[0])
             elif kind == "curves":
                 stream.curves[name] = value
+                if name == self.signal:
+                    stream.waterfall.add(msg.id, value)
+                    self.keys.setdefault(waterfall.key(name), "waterfall")
             else:
                 image = True
         if row:
@@ -234,13 +208,11 @@ class PortPreview:
     def _bin(self, msg: Message) -> None:
         self._pending = None
         self._last_binned = self.clock()
+        axes = msg.metadata.get("axes")
+        axes = axes if isinstance(axes, list) else self.axes
         for name, value in msg.data.items():
-            if _kind(value) != "images":
-                continue
-            frame = value.reshape(-1, *value.shape[-2:])[0]
-            binned, f = bin_image(frame)
-            shape = (int(frame.shape[0]), int(frame.shape[1]))
-            self.images[name] = ImagePreview(name, msg.stream, msg.id, shape, binned, f)
+            if _kind(value) == "images":
+                self.images[name] = ImagePreview.make(name, value, msg, axes)
         self.images_binned += 1
         self.version += 1
 
@@ -257,14 +229,16 @@ class PortPreview:
                     return name
         return None
 
-    def payload(self, key: str | None) -> dict[str, Any]:
+    def payload(self, key: str | None, index: int | None = None) -> dict[str, Any]:
         """The JSON-able plot of data item ``key`` (None: :meth:`default_key`), as sent to the
-        browser (see docs/viewer.md, "plot"). Arrays are numpy arrays (for ``orjson``)."""
+        browser (see docs/viewer.md, "plot"); of a stack of images, slice ``index`` (None: the
+        first). Arrays are numpy arrays (for ``orjson``)."""
         key = key if key in self.keys else self.default_key()
         out: dict[str, Any] = {
             "keys": self.keys,
             "key": key,
             "signal": self.signal,
+            "units": self.units,
             "messages": self.messages,
             "version": self.version,
         }
@@ -272,16 +246,23 @@ class PortPreview:
         out["kind"] = kind
         if kind == "images":
             image = self.images.get(key)  # type: ignore[arg-type]
-            out["image"] = None if image is None else _image_payload(image)
+            out["image"] = None if image is None else image.payload(index)
         elif kind == "points":
             out["axis"], out["traces"] = self._points(key)  # type: ignore[arg-type]
         elif kind == "curves":
             out["axis"], out["traces"] = self._curves(key)  # type: ignore[arg-type]
+        elif kind == "waterfall":
+            out["image"] = self._waterfall(index)
         return out
 
     def _axis(self, kind: str) -> str | None:
         """The first name of ``axes`` that is an item of this kind."""
         return next((a for a in self.axes if self.keys.get(a) == kind), None)
+
+    def _errors(self, key: str) -> list[str]:
+        """The names the uncertainty of ``key`` may have (module docstring)."""
+        own = ["sigma", "errors"] if key == self.signal else []
+        return [f"{key}_sigma", f"{key}_errors", *own]
 
     def _points(self, key: str) -> tuple[str, list[dict[str, Any]]]:
         axis = self._axis("points") or "time"
@@ -295,7 +276,10 @@ class PortPreview:
                 x = t * 1000.0 if t is not None else s.points.column("id")
             else:
                 x = s.points.column(axis)
-            traces.append(_trace(s, x, y))
+            sigma = next(
+                (c for c in map(s.points.column, self._errors(key)) if c is not None), None
+            )
+            traces.append(_trace(s, x, y, sigma))
         return axis, traces
 
     def _curves(self, key: str) -> tuple[str | None, list[dict[str, Any]]]:
@@ -313,15 +297,33 @@ class PortPreview:
             )
             x = s.curves[axis] if axis is not None else np.arange(y.size, dtype=np.float64)
             used = used or axis
-            traces.append(_trace(s, x, y))
+            errors = (s.curves.get(name) for name in self._errors(key))
+            sigma = next((e for e in errors if e is not None and e.shape == y.shape), None)
+            traces.append(_trace(s, x, y, sigma))
         return used or self._axis("curves"), traces
+
+    def _waterfall(self, index: int | None) -> dict[str, Any] | None:
+        """The waterfall of the signal of stream number ``index`` of those that have one
+        (None: the newest), with the slice fields naming the streams."""
+        streams = [s for s in self.streams.values() if s.waterfall.n]
+        if not streams or self.signal is None:
+            return None
+        index = index if index is not None and 0 <= index < len(streams) else len(streams) - 1
+        s = streams[index]
+        size = (s.waterfall.size,)
+        axis = next((a for a in self.axes if getattr(s.curves.get(a), "shape", None) == size), None)
+        image = s.waterfall.payload(self.signal, s.name, axis, s.curves.get(axis or ""))
+        labels = [s.name for s in streams]
+        return {**image, "slice": index, "slices": len(streams), "labels": labels, "label": s.name}
 
 
 def _float64(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float64)
 
 
-def _trace(s: StreamPreview, x: np.ndarray | None, y: np.ndarray) -> dict[str, Any]:
+def _trace(
+    s: StreamPreview, x: np.ndarray | None, y: np.ndarray, sigma: np.ndarray | None
+) -> dict[str, Any]:
     x = np.arange(y.size, dtype=np.float64) if x is None else x
     return {
         "stream": s.name,
@@ -329,21 +331,5 @@ def _trace(s: StreamPreview, x: np.ndarray | None, y: np.ndarray) -> dict[str, A
         "last_id": s.last_id,
         "x": _float64(x),
         "y": _float64(y),
-    }
-
-
-def _image_payload(image: ImagePreview) -> dict[str, Any]:
-    z = np.ascontiguousarray(image.binned, dtype="<f4")
-    finite = z[np.isfinite(z)]
-    return {
-        "name": image.name,
-        "stream": image.stream,
-        "id": image.id,
-        "shape": list(image.shape),
-        "binning": image.binning,
-        "rows": int(z.shape[0]),
-        "columns": int(z.shape[1]),
-        "z": base64.b64encode(z.tobytes()).decode("ascii"),
-        "min": float(finite.min()) if finite.size else None,
-        "max": float(finite.max()) if finite.size else None,
+        "sigma": None if sigma is None else _float64(sigma),
     }

@@ -8,7 +8,8 @@ docs/viewer.md):
 
 * ``/``: the page (``static/``), ``/vendor/plotly.min.js`` (from the ``plotly`` package);
 * ``/ws``: the websocket of the page (:mod:`beampipe.viewer.websocket`);
-* ``/api/pipeline``, ``/api/status``, ``/api/plot/{node}/{port}``: the same data as JSON;
+* ``/api/pipeline``, ``/api/status``, ``/api/plot/{node}/{port}?key=&slice=``: the same data
+  as JSON;
 * ``/api/files`` and ``/api/files/{node}/meta|attr|data|stats``: the sinks' HDF5 files (h5grove);
 * ``/metrics``: Prometheus (:mod:`beampipe.viewer.prometheus`).
 
@@ -284,12 +285,17 @@ def create_app(viewer: Viewer) -> FastAPI:
         return _json(viewer.status())
 
     @app.get("/api/plot/{node}/{port}")
-    def plot(node: str, port: str, key: str | None = None) -> Response:
+    def plot(
+        node: str,
+        port: str,
+        key: str | None = None,
+        index: Annotated[int | None, Query(alias="slice")] = None,
+    ) -> Response:
         with viewer.previews.locked() as previews:
             preview = previews.get((node, port))
             if preview is None:
                 return _json({"message": f"no output port {node}.{port}"}, 404)
-            return _json(preview.payload(key))
+            return _json(preview.payload(key, index))
 
     _file_routes(app, viewer)
 

@@ -51,6 +51,8 @@ class _Page:
     node: str | None = None
     keys: dict[str, str] = field(default_factory=dict)
     """Per output port of the node: the data item to plot (default: the port's signal)."""
+    slices: dict[str, int] = field(default_factory=dict)
+    """Per output port: the slice of a stack of images to show (default: the first)."""
     acked: int = 0
     selection: int = 0
     """Incremented at each ``select`` from the page."""
@@ -88,12 +90,14 @@ class Hub:
         with self.viewer.previews.locked() as previews:
             return {p: previews[node, p].version for p in ports}
 
-    def _plots(self, node: str, keys: dict[str, str]) -> tuple[dict[str, int], dict[str, Any]]:
-        """(versions, plots) of the output ports of ``node``, read together."""
+    def _plots(self, node: str, page: _Page) -> tuple[dict[str, int], dict[str, Any]]:
+        """(versions, plots) of the output ports of ``node``, read together, as ``page``
+        chose them."""
         ports = self.viewer.previews.ports.get(node, [])
+        keys, slices = dict(page.keys), dict(page.slices)
         with self.viewer.previews.locked() as previews:
             versions = {p: previews[node, p].version for p in ports}
-            plots = {p: previews[node, p].payload(keys.get(p)) for p in ports}
+            plots = {p: previews[node, p].payload(keys.get(p), slices.get(p)) for p in ports}
         return versions, plots
 
     async def serve(self, ws: WebSocket) -> None:
@@ -122,9 +126,7 @@ class Hub:
                 update: dict[str, Any] = {"type": "update", "seq": seq, "node": node, **status}
                 if plots_due:
                     assert node is not None
-                    versions, update["plots"] = await asyncio.to_thread(
-                        self._plots, node, dict(page.keys)
-                    )
+                    versions, update["plots"] = await asyncio.to_thread(self._plots, node, page)
                     page.versions_sent, page.selection_sent = versions, selection
                 page.status_sent = t_status
                 await ws.send_text(await asyncio.to_thread(_text, update))
@@ -150,6 +152,12 @@ class Hub:
                     keys = msg.get("keys")
                     page.keys = (
                         {str(k): str(v) for k, v in keys.items()} if isinstance(keys, dict) else {}
+                    )
+                    slices = msg.get("slices")
+                    page.slices = (
+                        {str(k): v for k, v in slices.items() if isinstance(v, int)}
+                        if isinstance(slices, dict)
+                        else {}
                     )
                     page.selection += 1
         except (WebSocketDisconnect, orjson.JSONDecodeError, RuntimeError):

@@ -2,13 +2,15 @@
 // Talks to the server over /ws (protocol: docs/viewer.md); every message is acknowledged
 // after it has been handled, and the server sends the next one only then.
 import { openEntry, openFile, refreshFile } from "./files.js";
+import { showPayload } from "./plots.js";
 
 const state = {
   graph: null,
   status: null,
   selected: null,
   keys: {},        // port -> data item chosen
-  log: {},         // port -> log colour scale for images
+  slices: {},      // port -> slice of a stack of images chosen (an element map)
+  log: {},         // port -> log scale (colours of images, y of curves)
   payloads: {},    // port -> last plot payload
   updates: 0,
   plotsReceived: 0,
@@ -220,6 +222,10 @@ function showNodes(nodes) {
 
 // -- plots --------------------------------------------------------------------------------
 
+function choose() {
+  send({ type: "select", node: state.selected, keys: state.keys, slices: state.slices });
+}
+
 function select(name) {
   state.selected = name;
   document.querySelectorAll("#graph g.node").forEach((n) => n.classList.toggle("selected", n.dataset.node === name));
@@ -239,13 +245,20 @@ function select(name) {
     const head = el("div", { class: "plot-head" });
     head.append(el("b", {}, port));
     const label = el("label", {}, "item ");
-    const choose = el("select", { class: "key", "data-port": port });
-    choose.addEventListener("change", () => {
-      state.keys[port] = choose.value;
-      send({ type: "select", node: name, keys: state.keys });
+    const item = el("select", { class: "key", "data-port": port });
+    item.addEventListener("change", () => {
+      state.keys[port] = item.value;
+      choose();
     });
-    label.append(choose);
-    head.append(label);
+    label.append(item);
+    const sliceLabel = el("label", { class: "slice" });
+    const slice = el("select", { class: "slice", "data-port": port });
+    slice.addEventListener("change", () => {
+      state.slices[port] = Number(slice.value);
+      choose();
+    });
+    sliceLabel.append(el("span"), slice);
+    sliceLabel.style.display = "none";
     const logLabel = el("label", { class: "log" });
     const log = el("input", { type: "checkbox", "data-port": port });
     log.checked = !!state.log[port];
@@ -253,13 +266,29 @@ function select(name) {
       state.log[port] = log.checked;
       if (state.payloads[port]) showPlot(port, state.payloads[port]);
     });
-    logLabel.append(log, " log colour scale");
-    head.append(logLabel);
-    head.append(el("span", { class: "info" }));
+    logLabel.append(log, el("span", {}, " log scale"));
+    head.append(label, sliceLabel, logLabel, el("span", { class: "value" }), el("span", { class: "info" }));
     card.append(head, el("div", { class: "plot", id: `plot-${port}` }));
     plots.append(card);
   }
-  send({ type: "select", node: name, keys: state.keys });
+  choose();
+}
+
+// The slice chooser of a stack of images: one option per slice kept, named by the metadata's
+// `names` (element lines) where the payload has them; of a waterfall: the streams.
+function showSlices(card, p) {
+  const label = card.querySelector("label.slice");
+  const im = p.kind === "images" || p.kind === "waterfall" ? p.image : null;
+  label.style.display = im && im.slices > 1 ? "" : "none";
+  if (!im || im.slices <= 1) return;
+  label.querySelector("span").textContent = p.kind === "waterfall" ? "stream " : "map ";
+  const chooser = label.querySelector("select");
+  const wanted = im.labels.join("\n");
+  if (chooser.dataset.labels !== wanted) {
+    chooser.replaceChildren(...im.labels.map((l, i) => el("option", { value: i }, l)));
+    chooser.dataset.labels = wanted;
+  }
+  chooser.value = String(im.slice);
 }
 
 function showPlot(port, p) {
@@ -269,64 +298,16 @@ function showPlot(port, p) {
   const choose = card.querySelector("select.key");
   const keys = Object.keys(p.keys);
   if (choose.options.length !== keys.length) {
-    choose.replaceChildren(...keys.map((k) => el("option", { value: k }, `${k} (${p.keys[k]})`)));
+    choose.replaceChildren(...keys.map((k) => el("option", { value: k }, p.keys[k] === "waterfall" ? k : `${k} (${p.keys[k]})`)));
   }
   if (p.key) choose.value = p.key;
   card.dataset.kind = p.kind || "";
-  card.querySelector("label.log").style.display = p.kind === "images" ? "" : "none";
-  const div = card.querySelector(".plot");
-  const info = card.querySelector(".info");
-  info.textContent = `${p.messages} messages seen`;
-  const config = { responsive: true, displaylogo: false };
-  if (p.kind === "images") {
-    if (!p.image) return;
-    const im = p.image;
-    info.textContent = `${im.stream} #${im.id}: ${im.shape[0]}×${im.shape[1]} px` +
-      (im.binning > 1 ? `, shown binned ${im.binning}×${im.binning}` : "");
-    Plotly.react(div, [heatmap(im, !!state.log[port])], {
-      margin: { t: 10, r: 10, b: 30, l: 40 },
-      yaxis: { autorange: "reversed", scaleanchor: "x", constrain: "domain" },
-      xaxis: { constrain: "domain" },
-    }, config);
-    return;
-  }
-  if (p.kind !== "points" && p.kind !== "curves") {
-    Plotly.purge(div);
-    info.textContent = p.messages ? `${p.messages} messages seen, nothing to plot in them` : "nothing seen yet";
-    return;
-  }
-  const time = p.axis === "time";
-  const traces = p.traces.map((t) => ({
-    type: "scatter",
-    mode: "lines",
-    name: t.stream,
-    x: t.x,
-    y: t.y,
-    line: { width: t.finished ? 1.5 : 2.5 },
-  }));
-  Plotly.react(div, traces, {
-    margin: { t: 10, r: 10, b: 40, l: 60 },
-    xaxis: { title: { text: time ? "time" : p.axis || "index" }, type: time ? "date" : "-" },
-    yaxis: { title: { text: p.key } },
-    legend: { orientation: "h", y: -0.25 },
-    uirevision: `${state.selected}/${port}/${p.key}`,
-  }, config);
-}
-
-function heatmap(im, log) {
-  const bytes = Uint8Array.from(atob(im.z), (c) => c.charCodeAt(0));
-  const values = new Float32Array(bytes.buffer);
-  const z = [];
-  for (let r = 0; r < im.rows; r++) {
-    const row = Array.from(values.subarray(r * im.columns, (r + 1) * im.columns));
-    z.push(log ? row.map((v) => (v > 0 ? Math.log10(v) : null)) : row);
-  }
-  return {
-    type: "heatmap",
-    z,
-    colorscale: "Viridis",
-    colorbar: { title: { text: log ? `log10 ${im.name}` : im.name } },
-  };
+  showSlices(card, p);
+  const logLabel = card.querySelector("label.log");
+  logLabel.style.display = p.kind ? "" : "none";
+  const heat = p.kind === "images" || p.kind === "waterfall";
+  logLabel.querySelector("span").textContent = heat ? " log colour scale" : " log y";
+  showPayload(card.querySelector(".plot"), card.querySelector(".info"), card.querySelector(".value"), p, !!state.log[port]);
 }
 
 // -- streams ------------------------------------------------------------------------------
