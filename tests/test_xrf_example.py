@@ -39,7 +39,20 @@ def test_maps_equal_pymca_directly(done: tuple) -> None:
         measured = maps["measured"][()]
         fe = maps["area_Fe_Ka"][()]  # split: true, one map per line, named by it
         assert maps.attrs["signal"] == "area"
-        assert list(maps.attrs["axes"]) == [".", "y", "x"]
+        assert list(maps.attrs["axes"]) == ["names", "y", "x"]
+        names = list(maps["names"].asstr()[()])  # the element lines, the maps' first axis
+        images = {  # one NXdata per element line, its map hard-linked, for viewers
+            f[f"scan_mca/{k}/title"].asstr()[()]: f[f"scan_mca/{k}"]
+            for k in f["scan_mca"]
+            if k.startswith("maps_")
+        }
+        assert list(images) == names
+        for k, name in enumerate(names):
+            image = images[name]
+            signal = image.attrs["signal"]
+            assert image[signal] == maps[signal] and image["x"] == maps["x"]  # the same objects
+            np.testing.assert_array_equal(image[signal][()], maps["area"][k])
+            assert list(image.attrs["axes"]) == ["y", "x"]
         np.testing.assert_array_equal(maps["x"][()], [0.0, 0.5, 1.0, 1.5, 2.0])
         np.testing.assert_array_equal(maps["y"][()], [0.0, 0.5, 1.0, 1.5])
         assert maps["x"].attrs["units"] == "um" and maps["y"].attrs["units"] == "um"
@@ -62,8 +75,8 @@ def test_maps_equal_pymca_directly(done: tuple) -> None:
         )
         np.testing.assert_allclose(chisq[iy, ix], ref["chisq"], rtol=1e-6)
     assert not measured[2, 3] and measured.sum() == 19
-    lines = list(ref["groups"])
-    np.testing.assert_array_equal(fe, area[lines.index("Fe Ka")])
+    assert names == list(ref["groups"])
+    np.testing.assert_array_equal(fe, area[names.index("Fe Ka")])
     assert np.all(np.isnan(area[:, 2, 3])) and np.isnan(chisq[2, 3])
 
 

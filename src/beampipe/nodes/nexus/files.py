@@ -9,7 +9,6 @@ See docs/nexus.md for the layout, the reader procedure and what a full disk leav
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -25,7 +24,9 @@ from beampipe.nodes.nexus.columns import (
     plot_axes,
 )
 from beampipe.nodes.nexus.compression import Compression, filter_options
+from beampipe.nodes.nexus.labels import string_lists, write_images, write_strings
 from beampipe.nodes.nexus.meta import LIBVER, new_group
+from beampipe.nodes.nexus.resume import copy_flushed
 from beampipe.nodes.nexus.space import NoSpace, ensure_space, no_space
 
 __all__ = ["GroupFile"]
@@ -38,8 +39,10 @@ class GroupFile:
     """One input port of one stream: ``/entry/<name>`` (NXdata) in its own HDF5 file.
 
     The file is created from the first message of the port: one dataset per data name, ``id``,
-    and in replace mode one 0-d field per numeric scalar of the metadata; then ``signal``,
-    ``axes``, ``<axis>_indices`` and ``units`` attributes are set and SWMR mode is switched on.
+    in replace mode one 0-d field per numeric scalar of the metadata, and one string dataset per
+    metadata list of strings (``names``: an axis; :mod:`~beampipe.nodes.nexus.labels`); then
+    ``signal``, ``axes``, ``<axis>_indices`` and ``units`` attributes are set, one NXdata per
+    image the metadata ``images`` names is made beside the group, and SWMR mode is switched on.
     From then on the structure is fixed. Dataset names are the data names made valid NeXus names
     (:func:`~beampipe.nodes.nexus.meta.nexus_name`; ``id`` is reserved): see
     :attr:`columns`.
@@ -67,10 +70,12 @@ class GroupFile:
         count: messages written (or pending).
         rows: append mode: rows in the file with their ids (flushed).
         failed: the error of a failed write, or None.
+        images: the per-image NXdata groups made in the file's ``/entry``.
 
     Raises (constructor, :meth:`write`, :meth:`flush`, :meth:`close`):
         TypeError: non-numeric data (see :func:`~beampipe.nodes.nexus.columns.numeric_arrays`).
-        ValueError: a later message has other data names than the first, a shape that cannot be
+        ValueError: metadata ``images`` that names no 2-D array of the message; a later message
+            has other data names than the first, a shape that cannot be
             appended (append mode) or another rank (replace mode); in append mode, an array
             with a dimension of length 0 (cannot be chunked).
         OSError: the file cannot be created or written; its text names the file, the free
@@ -102,7 +107,8 @@ class GroupFile:
         arrays = numeric_arrays(msg)
         scalars = numeric_scalars(msg.metadata) if mode == "replace" else {}
         scalars = {k: v for k, v in scalars.items() if k not in arrays}
-        self.columns = column_names([*arrays, *scalars])
+        labels = string_lists(msg.metadata)
+        self.columns = column_names([*arrays, *scalars, *labels])
         self.names = frozenset(arrays)
         self.scalars = tuple(scalars)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +125,12 @@ class GroupFile:
             )
             self.id = self._create(group, "id", np.array(0, dtype=np.int64))
             self._units(msg.metadata.get("units"))
-            self._plot_attributes(group, signal, axes)
+            for k, values in labels.items():
+                write_strings(group, self.columns[k], values)
+            self._plot_attributes(group, signal, axes, set(labels))
+            where = f"stream {msg.stream!r} id {msg.id} port {msg.port!r}"
+            images, plot = msg.metadata.get("images"), list(group.attrs["axes"])
+            self.images = write_images(group, images, self.datasets, plot, where)
             self.file.swmr_mode = True
         except BaseException as exc:
             with contextlib.suppress(Exception):  # the file is removed: it holds nothing yet
@@ -152,7 +163,7 @@ class GroupFile:
         try:
             file = h5py.File(path, "r+", libver=LIBVER)
         except OSError:  # left open for writing by the process that died
-            _copy_flushed(path)
+            copy_flushed(path)
             file = h5py.File(path, "r+", libver=LIBVER)
         gf = cls.__new__(cls)
         gf.path, gf.name, gf.mode, gf.file = path, name, mode, file
@@ -167,7 +178,7 @@ class GroupFile:
         gf.datasets = {k: group[gf.columns[k]] for k in [*arrays, *gf.scalars]}
         gf.id = group["id"]
         gf.signal = group.attrs["signal"]
-        gf.rows, gf.written, gf._shown = 0, set(), None
+        gf.rows, gf.written, gf._shown, gf.images = 0, set(), None, []
         if mode == "append":
             gf.rows = min(d.shape[0] for d in [gf.id, *gf.datasets.values()])
             for dataset in [gf.id, *gf.datasets.values()]:
@@ -215,7 +226,7 @@ class GroupFile:
                     dataset.attrs["units"] = units[k]
 
     def _plot_attributes(
-        self, group: h5py.Group, signal: str | None, axes: list[str] | None
+        self, group: h5py.Group, signal: str | None, axes: list[str] | None, labels: set[str]
     ) -> None:
         """NXdata ``signal`` (the given one if it names data, else the first data name that is
         not an axis), ``axes`` (:func:`~beampipe.nodes.nexus.columns.plot_axes`) and
@@ -224,7 +235,7 @@ class GroupFile:
             candidates = (k for k in self.columns if k in self.names and k not in (axes or ()))
             signal = next(candidates, "id")
         rank = self.datasets[signal].ndim if signal in self.datasets else 1
-        known = {*self.datasets, "id"}
+        known = {*self.datasets, "id", *labels}
         names = [self.columns.get(a, a) for a in plot_axes(rank, axes, self.mode, known)]
         self.signal = self.columns.get(signal, signal)
         group.attrs["signal"] = self.signal
@@ -376,24 +387,3 @@ class _Shown(NamedTuple):
 
     id: int
     values: dict[str, np.ndarray]
-
-
-def _copy_flushed(path: Path) -> None:
-    """Replace ``path``, a group file left open for writing by a process that died, by a copy
-    of its flushed content (written as ``.<name>.resume``, then renamed; removed on failure).
-
-    Raises:
-        NoSpace: the copy would not fit on the disk (nothing was written).
-        OSError: the file cannot be read, or the copy cannot be written.
-    """
-    tmp = path.with_name(f".{path.name}.resume")
-    size = path.stat().st_size
-    ensure_space(path, "copying the file to resume it", size)
-    try:
-        with h5py.File(path, "r", swmr=True) as old, h5py.File(tmp, "w", libver=LIBVER) as new:
-            new.attrs.update(old.attrs)
-            old.copy("entry", new)
-        os.replace(tmp, path)
-    except Exception as exc:
-        tmp.unlink(missing_ok=True)
-        raise no_space(path, "copying the file to resume it", size, exc) from exc

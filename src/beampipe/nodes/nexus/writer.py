@@ -265,6 +265,8 @@ class NexusWriter(beampipe.Worker):
                 )
                 link = os.path.relpath(path, self.path.parent)
                 entry[name] = h5py.ExternalLink(link, f"/entry/{name}")
+                for image in group.images:  # one NXdata per element map, for viewers
+                    entry[unique_name(image, entry)] = h5py.ExternalLink(link, f"/entry/{image}")
                 entry.attrs["default"] = state.default_with(group)
                 self._add_xas(entry, state, msg.port, group, link)
                 self._add_xasproc(entry, state, msg, group, link)

@@ -38,6 +38,7 @@ class _Raster:
     maps: dict[str, np.ndarray] = field(default_factory=dict)
     measured: np.ndarray | None = None
     names: list[str] | None = None
+    process: dict[str, Any] | None = None
     repeated: int = 0
 
 
@@ -91,7 +92,10 @@ class Map(beampipe.Reducer):
     * metadata: ``names`` (the input's metadata ``lines``, e.g. ``["Fe K", ...]``, naming the
       first axis of the maps; None if it has none), ``shape`` ([ny, nx]), ``measured``,
       ``missing`` (pixels not measured), ``repeated`` (int), ``final`` (bool), ``signal`` (the
-      first field), ``axes`` (``[".", "y", "x"]`` or ``["y", "x"]``).
+      first field), ``axes`` (``["names", "y", "x"]`` (``"."`` first without names) or
+      ``["y", "x"]``); with ``split``, ``images`` (``{name: data name}``: the NeXus writer makes
+      one NXdata per element map); ``process`` (the first input's, e.g. ``xrf.fit``'s fit
+      program, parameters and configuration file), if it has one.
 
     At the end of a stream with missing pixels a warning names how many (the run report shows
     it).
@@ -152,6 +156,8 @@ class Map(beampipe.Reducer):
                 state.maps[name] = np.full((*value.shape, ny, nx), np.nan)
             lines = msg.metadata.get("lines")
             state.names = [str(v) for v in lines] if isinstance(lines, list) else None
+            process = msg.metadata.get("process")
+            state.process = process if isinstance(process, dict) else None
         for name, image in state.maps.items():
             value = numeric(msg, name, where)
             if value.shape != image.shape[:-2]:
@@ -194,9 +200,11 @@ class Map(beampipe.Reducer):
         else:
             data["y"] = grid.y[0] + grid.y[1] * np.arange(ny, dtype=np.float64)
             data["x"] = grid.x[0] + grid.x[1] * np.arange(nx, dtype=np.float64)
+        images = {}
         if self.params.split and state.names and vector:
             for k, name in enumerate(state.names):
-                data[f"{first}_{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}"] = data[first][k]
+                key = f"{first}_{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}"
+                data[key], images[name] = data[first][k], key
         metadata = {
             "names": state.names,
             "shape": list(self.params.shape),
@@ -205,8 +213,12 @@ class Map(beampipe.Reducer):
             "repeated": state.repeated,
             "final": final,
             "signal": first,
-            "axes": [".", "y", "x"] if vector else ["y", "x"],
+            "axes": [("names" if state.names else "."), "y", "x"] if vector else ["y", "x"],
         }
+        if images:
+            metadata["images"] = images
+        if state.process is not None:
+            metadata["process"] = state.process
         if grid is not None and grid.units:
             metadata["units"] = {"x": grid.units, "y": grid.units}
         return beampipe.Message(data=data, metadata=metadata)
