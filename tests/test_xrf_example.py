@@ -85,3 +85,27 @@ def test_nxcheck_finds_no_error(done: tuple) -> None:
     assert result.returncode == 0, result.stderr
     errors, text = nxcheck(Path(path))
     assert errors == 0, text
+
+
+def test_nxprocess_holds_pymca_and_the_cfg(done: tuple) -> None:
+    import PyMca5
+
+    result, path = done
+    assert result.returncode == 0, result.stderr
+    with h5py.File(path, "r") as f:
+        process = f["scan_mca/xrf_fit"]
+        assert process.attrs["NX_class"] == "NXprocess"
+        assert process["program"].asstr()[()] == "PyMca"
+        assert process["version"].asstr()[()] == PyMca5.version()
+        config = process["config"]  # NXnote: the .cfg file's text, byte for byte
+        assert config.attrs["NX_class"] == "NXnote"
+        assert config["data"].asstr()[()].encode() == (EXAMPLE / "data" / "Steel.cfg").read_bytes()
+        assert config["type"].asstr()[()] == "text/plain; charset=utf-8"
+        assert config["file_name"].asstr()[()].endswith("Steel.cfg")
+        parameters = process["parameters"]
+        assert parameters.attrs["NX_class"] == "NXparameters"
+        assert parameters["mode"].asstr()[()] == "linear"
+        assert (parameters["xmin"][()], parameters["xmax"][()]) == (200, 1432)
+        assert parameters["energy"][()] == 16.0 and parameters["energy"].attrs["units"] == "keV"
+        assert not parameters["concentrations"][()]
+        assert process["data"] == f["scan_mca/maps"]  # the results: the maps

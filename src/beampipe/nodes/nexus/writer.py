@@ -30,6 +30,7 @@ from beampipe.nodes.nexus.meta import (
     write_warnings,
     write_xas,
 )
+from beampipe.nodes.nexus.process import write_process
 from beampipe.nodes.nexus.xasproc import write_xasproc
 
 __all__ = ["GroupParams", "NexusWriter", "XasParams", "XasprocParams"]
@@ -269,7 +270,11 @@ class NexusWriter(beampipe.Worker):
                     entry[unique_name(image, entry)] = h5py.ExternalLink(link, f"/entry/{image}")
                 entry.attrs["default"] = state.default_with(group)
                 self._add_xas(entry, state, msg.port, group, link)
-                self._add_xasproc(entry, state, msg, group, link)
+                process = msg.metadata.get("process")
+                xasproc = self._add_xasproc(entry, state, msg, group, link)
+                if isinstance(process, dict) and not xasproc:  # NXxasproc holds it otherwise
+                    data = h5py.ExternalLink(link, f"/entry/{name}")
+                    write_process(entry, msg.port, process, data)
         except BaseException:
             if group is not None:
                 group.close()
@@ -301,16 +306,18 @@ class NexusWriter(beampipe.Worker):
 
     def _add_xasproc(
         self, entry: h5py.Group, state: _Stream, msg: beampipe.Message, group: GroupFile, link: str
-    ) -> None:
+    ) -> bool:
+        """Add the NXxasproc view if ``msg``'s port is ``xasproc.port``; whether it was."""
         proc = self.params.xasproc
         if proc is None or msg.port != proc.port or group.mode != "replace":
-            return
+            return False
         if not (proc.energy in group.names and proc.data in group.names):
-            return
+            return False
         process = msg.metadata.get("process")
         names = {"energy": group.columns[proc.energy], "data": group.columns[proc.data]}
         process = process if isinstance(process, dict) else {}
         write_xasproc(entry, link, f"/entry/{group.name}", names, process, state.meta)
+        return True
 
     def _flush_all(self) -> None:
         for state in self._streams.values():

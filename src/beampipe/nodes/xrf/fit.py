@@ -77,7 +77,14 @@ class XrfFit(beampipe.Worker):
       the scatter peaks);
     * metadata: the input message's metadata (scan positions pass through), plus ``lines``
       (list of str, PyMca's group names, e.g. ``"Fe K"``, in the order of ``area``), ``mode``,
-      ``units: {"area": "counts", "area_sigma": "counts"}``.
+      ``units: {"area": "counts", "area_sigma": "counts"}``, and ``process`` (the same dict
+      for every spectrum: ``name`` ``"xrf_fit"``, ``program`` ``"PyMca"``, ``version``,
+      ``parameters`` (``config`` path, ``mode``, ``concentrations``, ``spectrum``, ``xmin``,
+      ``xmax`` (channels), ``zero`` and ``gain`` (keV: channel -> energy calibration),
+      ``energy`` (keV: the excitation energy, if set)), ``units``, ``notes.config`` (the
+      ``.cfg`` file's whole text, about 11 kB, and its ``type``, ``text/plain; charset=...``),
+      and with ``concentrations`` the ``[concentrations]`` settings used), which the NeXus
+      writer stores as an NXprocess.
 
     Raises:
         XrfConfigError: (when the node is created) see :func:`load_config`; or PyMca refuses
@@ -132,6 +139,54 @@ class XrfFit(beampipe.Worker):
             self._ctool_config = self._concentrations.configure()
             self._ctool_config.update(self._config["concentrations"])
         self._xmax = int(self._config["fit"]["xmax"])
+        self._process = self._describe(Path(path))
+
+    def _describe(self, path: Path) -> dict[str, Any]:
+        """The metadata ``process``: PyMca and its version, the fit's parameters, the
+        ``[concentrations]`` settings when used, and the ``.cfg`` file's text."""
+        import PyMca5
+
+        raw = path.read_bytes()
+        try:
+            text, charset = raw.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:  # written by an older PyMca on Windows
+            text, charset = raw.decode("latin-1"), "iso-8859-1"
+        fit, detector = self._config["fit"], self._config["detector"]
+        energies = fit.get("energy") or [None]
+        energy = energies[0] if isinstance(energies, list) else energies
+        parameters: dict[str, Any] = {
+            "config": str(path),
+            "mode": self.params.mode,
+            "concentrations": self.params.concentrations,
+            "spectrum": self.params.spectrum,
+            "xmin": self._xmin,
+            "xmax": self._xmax,
+            "zero": float(detector["zero"]),
+            "gain": float(detector["gain"]),
+        }
+        if isinstance(energy, int | float):
+            parameters["energy"] = float(energy)
+        process: dict[str, Any] = {
+            "name": "xrf_fit",
+            "program": "PyMca",
+            "version": PyMca5.version(),
+            "parameters": parameters,
+            "units": {"zero": "keV", "gain": "keV", "energy": "keV"},
+            "notes": {
+                "config": {
+                    "type": f"text/plain; charset={charset}",
+                    "file_name": str(path),
+                    "description": "the PyMca fit configuration (.cfg) used for the fit",
+                    "data": text,
+                }
+            },
+        }
+        if self.params.concentrations:
+            settings = self._config["concentrations"].items()
+            process["concentrations"] = {
+                k: v for k, v in settings if isinstance(v, bool | int | float | str)
+            }
+        return process
 
     def process(self, msg: beampipe.Message) -> beampipe.Message:
         where = f"{self.name}: stream {msg.stream!r}, id {msg.id}"
@@ -175,5 +230,6 @@ class XrfFit(beampipe.Worker):
             "lines": lines,
             "mode": self.params.mode,
             "units": {"area": "counts", "area_sigma": "counts"},
+            "process": self._process,
         }
         return beampipe.Message(data=data, metadata=metadata)
