@@ -5,6 +5,7 @@ no error."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import h5py
@@ -108,4 +109,59 @@ def test_nxprocess_holds_pymca_and_the_cfg(done: tuple) -> None:
         assert (parameters["xmin"][()], parameters["xmax"][()]) == (200, 1432)
         assert parameters["energy"][()] == 16.0 and parameters["energy"].attrs["units"] == "keV"
         assert not parameters["concentrations"][()]
-        assert process["data"] == f["scan_mca/maps"]  # the results: the maps
+        # the results: the fits (port fit) and the maps made of them (port maps)
+        assert process["fit"] == f["scan_mca/fit"] and process["maps"] == f["scan_mca/maps"]
+
+
+def test_fitted_spectra_as_nxfluo(done: tuple) -> None:
+    # port fit: one row per spectrum (xrf.fit with keep_spectrum), equal to PyMca run directly;
+    # the NXfluo view links the spectra and gives their energy from the .cfg's calibration
+    result, path = done
+    assert result.returncode == 0, result.stderr
+    config = ConfigDict.ConfigDict()
+    config.read(str(EXAMPLE / "data" / "Steel.cfg"))
+    scan = specfilewrapper.Specfile(str(EXAMPLE / "data" / "scan.mca"))[0]
+    with h5py.File(path, "r") as f:
+        fit = f["scan_mca/fit"]
+        ids, spectra, area = fit["id"][()], fit["spectrum"][()], fit["area"][()]
+        lines = list(fit["lines"].asstr()[()])
+        assert list(fit.attrs["axes"]) == ["id", "lines"]
+        fluo = f["scan_mca/fluo"]
+        assert fluo["definition"].asstr()[()] == "NXfluo"
+        detector = fluo["instrument/fluorescence"]
+        np.testing.assert_array_equal(detector["data"][()], spectra)
+        energy = detector["energy"][()]
+        assert detector["energy"].attrs["units"] == "keV"
+        np.testing.assert_array_equal(fluo["data/data"][()], spectra)
+        assert fluo["data/energy"] == detector["energy"]
+        wavelength = fluo["instrument/monochromator/wavelength"]
+        assert wavelength.attrs["units"] == "angstrom"
+        assert wavelength[()] == pytest.approx(12.398419843320026 / 16.0, rel=1e-12)
+        assert fluo["instrument/source/probe"].asstr()[()] == "x-ray"
+        assert fluo["sample/name"].asstr()[()].startswith("steel")
+    assert sorted(ids) == list(range(1, 20))
+    channel = np.arange(spectra.shape[1], dtype=float)
+    zero, gain = config["detector"]["zero"], config["detector"]["gain"]
+    np.testing.assert_allclose(energy, zero + gain * channel, rtol=1e-12)
+    config["fit"]["linearfitflag"] = 1
+    for row, spectrum_id in enumerate(ids):
+        y = np.asarray(scan.mca(int(spectrum_id)))
+        np.testing.assert_array_equal(spectra[row], y)
+        pymca = ClassMcaTheory.ClassMcaTheory()
+        conf = pymca.configure(config)
+        pymca.setData(channel, y, xmin=conf["fit"]["xmin"], xmax=conf["fit"]["xmax"])
+        pymca.estimate()
+        ref = pymca.startfit(digest=1)[1]
+        assert lines == list(ref["groups"])
+        np.testing.assert_allclose(area[row], [ref[g]["fitarea"] for g in lines], rtol=1e-6)
+
+
+def test_nxfluo_check(done: tuple) -> None:
+    # what the scan file cannot give: its start time (no #D line) and the monitor counts (the
+    # I0 column reaches the fit as metadata, not as data); everything else is there
+    result, path = done
+    assert result.returncode == 0, result.stderr
+    errors, text = nxcheck(Path(path), "-a", "-p", "/scan_mca/fluo")
+    missing = re.findall(r"Field: (\S+)\s+This required field is not in the NeXus file", text)
+    assert sorted(missing) == ["/scan_mca/fluo/monitor/data", "/scan_mca/fluo/start_time"], text
+    assert errors == len(missing), text

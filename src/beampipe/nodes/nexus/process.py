@@ -13,7 +13,7 @@ from typing import Any
 
 import h5py
 
-from beampipe.nodes.nexus.meta import new_group, nexus_name, put, write_collection
+from beampipe.nodes.nexus.meta import new_group, nexus_name, put, unique_name, write_collection
 
 __all__ = ["write_process"]
 
@@ -24,8 +24,9 @@ _OTHER = frozenset({"name", "program", "version", "units", "notes"})
 def write_process(
     entry: h5py.Group, port: str, process: Mapping[str, Any], data: h5py.ExternalLink
 ) -> str | None:
-    """Add the NXprocess described by ``process`` to ``entry``, unless the entry has a member
-    of that name already (another port carrying the same processing: written once).
+    """Add the NXprocess described by ``process`` to ``entry``; if the entry has an NXprocess
+    of that name already (another port carrying the same processing: ``xrf.fit``'s results and
+    the maps made of them), only link this port's results into it.
 
     Layout: ``<name>:NXprocess`` (``process["name"]``, else ``<port>_process``, made a valid
     NeXus name) with ``program``, ``version``, ``date`` (now, UTC); one NXparameters group per
@@ -33,20 +34,25 @@ def write_process(
     lists as fields (:func:`~beampipe.nodes.nexus.meta.write_collection`), with the units of
     ``process["units"]`` (``{field: unit}``); one NXnote per item of ``process["notes"]``
     (``{name: {type, file_name, description, data}}``: ``xrf.fit``'s ``config`` holds the
-    ``.cfg`` text); and ``data``, the link to the port's NXdata (the results).
+    ``.cfg`` text); and, named after the port's group, the link to its NXdata (the results).
 
     Args:
         entry: the stream's NXentry in the master file.
-        port: the input port (names the group when ``process`` has no ``name``).
+        port: the port's group name in the entry (names the NXprocess when ``process`` has no
+            ``name``).
         process: the metadata ``process`` of the port's first message.
         data: the external link to the port's NXdata group.
 
     Returns:
-        The NXprocess's name, or None when it was not written.
+        The NXprocess's name, or None when another member of the entry has that name.
     """
     name = nexus_name(str(process.get("name") or f"{port}_process"), "process")
     if name in entry:
-        return None
+        existing = entry.get(name, getclass=True)
+        if existing is not h5py.Group or entry[name].attrs.get("NX_class") != "NXprocess":
+            return None
+        entry[name][unique_name(port, entry[name])] = data
+        return name
     group = new_group(entry, name, "NXprocess")
     for field in _FIELDS:
         if process.get(field) is not None:
@@ -65,7 +71,7 @@ def write_process(
     for key, note in notes.items() if isinstance(notes, Mapping) else ():
         if isinstance(note, Mapping):
             _write_note(new_group(group, nexus_name(str(key), "note"), "NXnote"), note)
-    group["data"] = data
+    group[unique_name(port, group)] = data
     return name
 
 

@@ -20,6 +20,7 @@ from pydantic import Field
 import beampipe
 from beampipe.nodes.nexus.compression import Compression, filter_options
 from beampipe.nodes.nexus.files import GroupFile
+from beampipe.nodes.nexus.fluo import write_fluo
 from beampipe.nodes.nexus.master import edit_master
 from beampipe.nodes.nexus.meta import (
     new_group,
@@ -33,7 +34,7 @@ from beampipe.nodes.nexus.meta import (
 from beampipe.nodes.nexus.process import write_process
 from beampipe.nodes.nexus.xasproc import write_xasproc
 
-__all__ = ["GroupParams", "NexusWriter", "XasParams", "XasprocParams"]
+__all__ = ["FluoParams", "GroupParams", "NexusWriter", "XasParams", "XasprocParams"]
 
 XasMode = Literal[
     "Transmission",
@@ -80,6 +81,17 @@ class XasprocParams(beampipe.Params):
     port: str = "normalized"
     energy: str = "energy"
     data: str = "norm"
+
+
+class FluoParams(beampipe.Params):
+    """The NXfluo view (an NXsubentry ``fluo``): the append-mode ``port`` whose messages carry
+    the spectra as ``data`` (``xrf.fit`` with ``keep_spectrum: true``: ``spectrum``) and the
+    metadata ``process`` of ``xrf.fit`` (calibration and excitation energy); ``monitor``: the
+    data name of the incident-flux counts, if the messages carry them."""
+
+    port: str = "fit"
+    data: str = "spectrum"
+    monitor: str | None = None
 
 
 @dataclass
@@ -149,7 +161,8 @@ class NexusWriter(beampipe.Worker):
         ``flush_interval``: seconds between flushes (>= 0; 0 = after every message).
         ``stream_metadata``: defaults for every stream's metadata (e.g. ``source_type``,
         ``monitor_mode``); the stream's own items win. ``xas``: the NXxas view, or None for
-        none. ``xasproc``: the NXxasproc view, or None for none."""
+        none. ``xasproc``: the NXxasproc view, or None for none. ``fluo``: the NXfluo view of
+        fitted XRF spectra, None (the default) for none."""
 
         path: beampipe.OutputPath
         groups: dict[str, GroupParams] = Field(default_factory=dict)
@@ -157,6 +170,7 @@ class NexusWriter(beampipe.Worker):
         stream_metadata: dict[str, Any] = Field(default_factory=dict)
         xas: XasParams | None = Field(default_factory=XasParams)
         xasproc: XasprocParams | None = Field(default_factory=XasprocParams)
+        fluo: FluoParams | None = None
 
     params: NexusWriter.Params
     inputs: ClassVar[tuple[str, ...] | None] = None
@@ -270,11 +284,12 @@ class NexusWriter(beampipe.Worker):
                     entry[unique_name(image, entry)] = h5py.ExternalLink(link, f"/entry/{image}")
                 entry.attrs["default"] = state.default_with(group)
                 self._add_xas(entry, state, msg.port, group, link)
+                self._add_fluo(entry, state, msg, group, link)
                 process = msg.metadata.get("process")
                 xasproc = self._add_xasproc(entry, state, msg, group, link)
                 if isinstance(process, dict) and not xasproc:  # NXxasproc holds it otherwise
                     data = h5py.ExternalLink(link, f"/entry/{name}")
-                    write_process(entry, msg.port, process, data)
+                    write_process(entry, name, process, data)
         except BaseException:
             if group is not None:
                 group.close()
@@ -318,6 +333,22 @@ class NexusWriter(beampipe.Worker):
         process = process if isinstance(process, dict) else {}
         write_xasproc(entry, link, f"/entry/{group.name}", names, process, state.meta)
         return True
+
+    def _add_fluo(
+        self, entry: h5py.Group, state: _Stream, msg: beampipe.Message, group: GroupFile, link: str
+    ) -> None:
+        fluo = self.params.fluo
+        if fluo is None or msg.port != fluo.port or group.mode != "append":
+            return
+        if fluo.data not in group.names or msg.data[fluo.data].ndim != 1:
+            return
+        names = {"data": group.columns[fluo.data], "monitor": None}
+        if fluo.monitor is not None and fluo.monitor in group.names:
+            names["monitor"] = group.columns[fluo.monitor]
+        process = msg.metadata.get("process")
+        process = process if isinstance(process, dict) else {}
+        channels = msg.data[fluo.data].shape[0]
+        write_fluo(entry, link, f"/entry/{group.name}", names, channels, process, state.meta)
 
     def _flush_all(self) -> None:
         for state in self._streams.values():

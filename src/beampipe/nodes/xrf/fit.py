@@ -74,10 +74,11 @@ class XrfFit(beampipe.Worker):
       line group), ``area_sigma`` (float64, (n_lines,), counts: its one-sigma uncertainty),
       ``chisq`` (float64, 0-d: PyMca's reduced chi-square); with ``concentrations``,
       ``mass_fraction`` (float64, (n_lines,), dimensionless; NaN for lines without one, such as
-      the scatter peaks);
+      the scatter peaks); with ``keep_spectrum``, ``spectrum`` (the input spectrum, as received);
     * metadata: the input message's metadata (scan positions pass through), plus ``lines``
       (list of str, PyMca's group names, e.g. ``"Fe K"``, in the order of ``area``), ``mode``,
-      ``units: {"area": "counts", "area_sigma": "counts"}``, and ``process`` (the same dict
+      ``units: {"area": "counts", "area_sigma": "counts"}``, ``axes: ["lines"]`` (the NeXus
+      writer's plot axis of ``area``, after the scan point), and ``process`` (the same dict
       for every spectrum: ``name`` ``"xrf_fit"``, ``program`` ``"PyMca"``, ``version``,
       ``parameters`` (``config`` path, ``mode``, ``concentrations``, ``spectrum``, ``xmin``,
       ``xmax`` (channels), ``zero`` and ``gain`` (keV: channel -> energy calibration),
@@ -102,12 +103,14 @@ class XrfFit(beampipe.Worker):
         mapping) or ``full`` (the non-linear least-squares fit of calibration and shapes too);
         it overrides the file's ``[fit] linearfitflag``. ``spectrum``: input data name.
         ``concentrations``: also compute mass fractions with PyMca's ``ConcentrationsTool`` and
-        the file's ``[concentrations]`` section (flux, time, solid angle or internal standard)."""
+        the file's ``[concentrations]`` section (flux, time, solid angle or internal standard).
+        ``keep_spectrum``: also send the input spectrum on (for the NeXus writer's NXfluo view)."""
 
         config: beampipe.InputPath
         mode: Literal["linear", "full"] = "linear"
         spectrum: str = "spectrum"
         concentrations: bool = False
+        keep_spectrum: bool = False
 
     params: XrfFit.Params
 
@@ -225,11 +228,14 @@ class XrfFit(beampipe.Worker):
             data["mass_fraction"] = np.array(
                 [fractions.get(g, np.nan) for g in lines], dtype=np.float64
             )
+        if self.params.keep_spectrum:
+            data["spectrum"] = y
         metadata = {
             **msg.metadata,
             "lines": lines,
             "mode": self.params.mode,
             "units": {"area": "counts", "area_sigma": "counts"},
+            "axes": ["lines"],
             "process": self._process,
         }
         return beampipe.Message(data=data, metadata=metadata)
