@@ -83,13 +83,13 @@ class XrfFit(beampipe.Worker):
       ``parameters`` (``config`` path, ``mode``, ``concentrations``, ``spectrum``, ``xmin``,
       ``xmax`` (channels), ``zero`` and ``gain`` (keV: channel -> energy calibration),
       ``energy`` (keV: the excitation energy, if set)), ``units``, ``notes.config`` (the
-      ``.cfg`` file's whole text, about 11 kB, and its ``type``, ``text/plain; charset=...``),
+      ``.cfg`` file's whole text, about 11 kB, and its ``type``, ``text/plain; charset=utf-8``),
       and with ``concentrations`` the ``[concentrations]`` settings used), which the NeXus
       writer stores as an NXprocess.
 
     Raises:
         XrfConfigError: (when the node is created) see :func:`load_config`; or PyMca refuses
-            the configuration.
+            the configuration; or the file is not UTF-8 text.
         SpectrumMismatch: a spectrum is not 1-D or is shorter than the fit range.
         MissingColumn: (a ``KeyError``) no ``spectrum`` entry in a message.
         RuntimeError: PyMca's fit fails on a spectrum (e.g. a singular matrix); names stream,
@@ -149,11 +149,13 @@ class XrfFit(beampipe.Worker):
         ``[concentrations]`` settings when used, and the ``.cfg`` file's text."""
         import PyMca5
 
-        raw = path.read_bytes()
         try:
-            text, charset = raw.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:  # written by an older PyMca on Windows
-            text, charset = raw.decode("latin-1"), "iso-8859-1"
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:  # PyMca read it in another locale's encoding
+            raise XrfConfigError(
+                f"{self.name}: fit configuration {str(path)!r} is not UTF-8 text ({exc}); "
+                "save it as UTF-8"
+            ) from None
         fit, detector = self._config["fit"], self._config["detector"]
         energies = fit.get("energy") or [None]
         energy = energies[0] if isinstance(energies, list) else energies
@@ -177,7 +179,7 @@ class XrfFit(beampipe.Worker):
             "units": {"zero": "keV", "gain": "keV", "energy": "keV"},
             "notes": {
                 "config": {
-                    "type": f"text/plain; charset={charset}",
+                    "type": "text/plain; charset=utf-8",
                     "file_name": str(path),
                     "description": "the PyMca fit configuration (.cfg) used for the fit",
                     "data": text,
