@@ -37,8 +37,8 @@ def write(path: Path, ports: dict[str, list[beampipe.Message]], **params: object
     items: list = [StreamStart("s", {"sample": "steel"})]
     items += [m.replace(port=port) for port, msgs in ports.items() for m in msgs]
     items.append(EndOfStream("s", max(m.id for msgs in ports.values() for m in msgs)))
-    groups = {"maps": {"mode": "replace"}}
-    run(NexusWriter, items, params={"path": str(path), "groups": groups, "xas": None, **params})
+    params = {"groups": {"maps": {"mode": "replace"}}, "xas": None, **params}
+    run(NexusWriter, items, params={"path": str(path), **params})
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +108,19 @@ def test_images_that_name_no_map_are_refused(written: tuple, tmp_path: Path) -> 
     bad = maps[-1].replace(metadata={**maps[-1].metadata, "images": {"Fe Ka": "area_Fe"}})
     with pytest.raises(ValueError, match=r"stream 's' id \d+ port 'maps': metadata 'images' "):
         write(tmp_path / "bad.nxs", {"maps": [bad]})
+
+
+def test_metadata_stored_as_data_and_missing_metadata_refused(written: tuple, tmp_path: Path):
+    _, fitted, _ = written
+    path = tmp_path / "positions.nxs"
+    groups = {"fit": {"metadata": ["xy.x", "y"]}, "maps": {"mode": "replace"}}
+    moved = [m.replace(metadata={**m.metadata, "xy": {"x": 0.5 * m.metadata["x"]}}) for m in fitted]
+    write(path, {"fit": moved}, groups=groups)
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["s/fit/x"][()], [m.metadata["xy"]["x"] for m in moved])
+        np.testing.assert_array_equal(f["s/fit/y"][()], [m.metadata["y"] for m in moved])
+    with pytest.raises(KeyError) as info:
+        write(tmp_path / "missing.nxs", {"fit": fitted}, groups=groups)
+    text = str(info.value)
+    for part in ("stream 's' id 1 port 'fit'", "no metadata item 'xy.x'", "'xy' not in: x, y"):
+        assert part in text, text

@@ -18,6 +18,7 @@ import h5py
 from pydantic import Field
 
 import beampipe
+from beampipe.nodes.nexus.columns import metadata_columns
 from beampipe.nodes.nexus.compression import Compression, filter_options
 from beampipe.nodes.nexus.files import GroupFile
 from beampipe.nodes.nexus.fluo import write_fluo
@@ -52,12 +53,16 @@ class GroupParams(beampipe.Params):
     ``signal`` and ``axes`` override the ``signal``/``axes`` of the message metadata.
     ``compression``: of the group's arrays (not of 0-d values): ``none``, ``bitshuffle_lz4``
     or ``lz4`` (HDF5 filters of hdf5plugin, ``beampipe[hdf5]``) or ``gzip``.
+    ``metadata``: metadata items (numbers; a dotted key looks into a dict: ``positions.samx``)
+    stored as data of every message, named by the key's last part (``samx``): e.g. each
+    spectrum's motor positions and monitor counts beside its fit.
     """
 
     mode: Literal["append", "replace"] = "append"
     signal: str | None = None
     axes: list[str] | None = None
     compression: Compression = "none"
+    metadata: list[str] = Field(default_factory=list)
 
 
 class XasParams(beampipe.Params):
@@ -220,6 +225,9 @@ class NexusWriter(beampipe.Worker):
     def process(self, msg: beampipe.Message) -> None:
         """Append or replace the message's data in its port's group; flush if due."""
         state = self._stream(msg.stream)
+        spec = self.params.groups.get(msg.port)
+        if spec is not None and spec.metadata:
+            msg = msg.replace(data={**msg.data, **metadata_columns(msg, spec.metadata)})
         group = state.groups.get(msg.port) or self._open_group(state, msg)
         group.write(msg)
         now = time.monotonic()
