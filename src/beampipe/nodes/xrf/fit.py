@@ -74,7 +74,8 @@ class XrfFit(beampipe.Worker):
       line group), ``area_sigma`` (float64, (n_lines,), counts: its one-sigma uncertainty),
       ``chisq`` (float64, 0-d: PyMca's reduced chi-square); with ``concentrations``,
       ``mass_fraction`` (float64, (n_lines,), dimensionless; NaN for lines without one, such as
-      the scatter peaks); with ``keep_spectrum``, ``spectrum`` (the input spectrum, as received);
+      the scatter peaks); with ``keep_spectrum``, ``spectrum`` (the input spectrum, as
+      received, counts);
     * metadata: the input message's metadata (scan positions pass through), plus ``lines``
       (list of str, PyMca's group names, e.g. ``"Fe K"``, in the order of ``area``), ``mode``,
       ``units: {"area": "counts", "area_sigma": "counts"}``, ``axes: ["lines"]`` (the NeXus
@@ -230,13 +231,14 @@ class XrfFit(beampipe.Worker):
             data["mass_fraction"] = np.array(
                 [fractions.get(g, np.nan) for g in lines], dtype=np.float64
             )
+        units = {"area": "counts", "area_sigma": "counts"}
         if self.params.keep_spectrum:
-            data["spectrum"] = y
+            data["spectrum"], units["spectrum"] = y, "counts"
         metadata = {
             **msg.metadata,
             "lines": lines,
             "mode": self.params.mode,
-            "units": {"area": "counts", "area_sigma": "counts"},
+            "units": units,
             "axes": ["lines"],
             "process": self._process,
         }
