@@ -57,6 +57,7 @@ def test_maps_equal_pymca_directly(done: tuple) -> None:
         np.testing.assert_array_equal(maps["x"][()], [0.0, 0.5, 1.0, 1.5, 2.0])
         np.testing.assert_array_equal(maps["y"][()], [0.0, 0.5, 1.0, 1.5])
         assert maps["x"].attrs["units"] == "um" and maps["y"].attrs["units"] == "um"
+        assert (maps["x"].attrs["long_name"], maps["y"].attrs["long_name"]) == ("samx", "samy")
     assert area.shape[1:] == (4, 5) and scan.nbmca() == 19
     for j in range(scan.nbmca()):
         fit = ClassMcaTheory.ClassMcaTheory()

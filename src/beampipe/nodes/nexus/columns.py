@@ -20,7 +20,7 @@ __all__ = [
     "plot_axes",
 ]
 
-CONVENTION_KEYS = frozenset({"signal", "axes", "units"})
+CONVENTION_KEYS = frozenset({"signal", "axes", "units", "long_names"})
 """Message metadata keys that describe the data rather than being data."""
 
 

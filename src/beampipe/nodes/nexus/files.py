@@ -41,7 +41,8 @@ class GroupFile:
     The file is created from the first message of the port: one dataset per data name, ``id``,
     in replace mode one 0-d field per numeric scalar of the metadata, and one string dataset per
     metadata list of strings (``names``: an axis; :mod:`~beampipe.nodes.nexus.labels`); then
-    ``signal``, ``axes``, ``<axis>_indices`` and ``units`` attributes are set, one NXdata per
+    ``signal``, ``axes``, ``<axis>_indices``, ``units`` and ``long_name`` (metadata
+    ``long_names``) attributes are set, one NXdata per
     image the metadata ``images`` names is made beside the group, and SWMR mode is switched on.
     From then on the structure is fixed. Dataset names are the data names made valid NeXus names
     (:func:`~beampipe.nodes.nexus.meta.nexus_name`; ``id`` is reserved): see
@@ -124,7 +125,8 @@ class GroupFile:
                 {k: group.create_dataset(self.columns[k], data=v) for k, v in scalars.items()}
             )
             self.id = self._create(group, "id", np.array(0, dtype=np.int64))
-            self._units(msg.metadata.get("units"))
+            self._attribute("units", msg.metadata.get("units"))
+            self._attribute("long_name", msg.metadata.get("long_names"))
             for k, values in labels.items():
                 write_strings(group, self.columns[k], values)
             self._plot_attributes(group, signal, axes, set(labels))
@@ -219,11 +221,12 @@ class GroupFile:
             **filters,
         )
 
-    def _units(self, units: Any) -> None:
-        if isinstance(units, Mapping):
+    def _attribute(self, name: str, values: Any) -> None:
+        """The attribute ``name`` of each dataset that ``values`` (``{data name: str}``) gives."""
+        if isinstance(values, Mapping):
             for k, dataset in self.datasets.items():
-                if isinstance(units.get(k), str):
-                    dataset.attrs["units"] = units[k]
+                if isinstance(values.get(k), str):
+                    dataset.attrs[name] = values[k]
 
     def _plot_attributes(
         self, group: h5py.Group, signal: str | None, axes: list[str] | None, labels: set[str]

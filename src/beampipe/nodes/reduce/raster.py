@@ -95,7 +95,9 @@ class Map(beampipe.Reducer):
       first field), ``axes`` (``["names", "y", "x"]`` (``"."`` first without names) or
       ``["y", "x"]``); with ``split``, ``images`` (``{name: data name}``: the NeXus writer makes
       one NXdata per element map); ``process`` (the first input's, e.g. ``xrf.fit``'s fit
-      program, parameters and configuration file), if it has one.
+      program, parameters and configuration file), if it has one; with ``x`` and ``y``,
+      ``long_names`` (``{"x": "samx", "y": "samy"}``: the last part of their metadata keys,
+      the motors' names, which the NeXus writer gives the axes as ``long_name``).
 
     At the end of a stream with missing pixels a warning names how many (the run report shows
     it).
@@ -221,6 +223,9 @@ class Map(beampipe.Reducer):
             metadata["process"] = state.process
         if grid is not None and grid.units:
             metadata["units"] = {"x": grid.units, "y": grid.units}
+        if self.params.x is not None and self.params.y is not None:  # the motors' names
+            keys = {"x": self.params.x, "y": self.params.y}
+            metadata["long_names"] = {k: key.rsplit(".", 1)[-1] for k, key in keys.items()}
         return beampipe.Message(data=data, metadata=metadata)
 
     def _pixel(self, msg: beampipe.Message, where: str) -> tuple[int, int]:
