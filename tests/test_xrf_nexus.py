@@ -124,3 +124,18 @@ def test_metadata_stored_as_data_and_missing_metadata_refused(written: tuple, tm
     text = str(info.value)
     for part in ("stream 's' id 1 port 'fit'", "no metadata item 'xy.x'", "'xy' not in: x, y"):
         assert part in text, text
+
+
+def test_live_maps_appended_get_stacked_images(written: tuple, tmp_path: Path) -> None:
+    # every map the reducer sent, one row each (append mode): the per-element groups show the
+    # stack of each element's maps against id
+    _, _, maps = written
+    path = tmp_path / "stack.nxs"
+    write(path, {"maps": maps}, groups={"maps": {"mode": "append"}})
+    with h5py.File(path, "r") as f:
+        image = f["s/maps_Fe_Ka"]
+        assert list(image.attrs["axes"]) == ["id", ".", "."] and image["id"] == f["s/maps/id"]
+        stack = image[image.attrs["signal"]][()]
+        np.testing.assert_array_equal(stack, [m.data["area_Fe_Ka"] for m in maps])
+    errors, text = nxcheck(path)
+    assert errors == 0, text

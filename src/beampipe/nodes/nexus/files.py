@@ -132,7 +132,8 @@ class GroupFile:
             self._plot_attributes(group, signal, axes, set(labels))
             where = f"stream {msg.stream!r} id {msg.id} port {msg.port!r}"
             images, plot = msg.metadata.get("images"), list(group.attrs["axes"])
-            self.images = write_images(group, images, self.datasets, plot, where)
+            stacked = mode == "append"
+            self.images = write_images(group, images, self.datasets, plot, where, stacked)
             self.file.swmr_mode = True
         except BaseException as exc:
             with contextlib.suppress(Exception):  # the file is removed: it holds nothing yet

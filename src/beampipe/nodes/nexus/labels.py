@@ -50,11 +50,14 @@ def write_images(
     datasets: Mapping[str, h5py.Dataset],
     axes: list[str],
     where: str,
+    stacked: bool = False,
 ) -> list[str]:
     """One NXdata group per item of ``images`` beside ``group`` (in its parent), named
     ``<group>_<name>`` (a valid NeXus name, unique): ``title`` = the name, a hard link to the
     image's dataset as ``signal``, and hard links to the last two of ``axes`` (the plot axes of
-    ``group``, dataset names) that are datasets of ``group``, as its ``axes``.
+    ``group``, dataset names) if both are datasets of ``group`` (else ``.``), as its ``axes``;
+    when the images are ``stacked`` (append mode: one image per message) ``id``, ``.``, ``.``
+    (the axes of each image were appended too: 2-D).
 
     Args:
         group: the port's NXdata group (its file not yet in SWMR mode).
@@ -62,6 +65,7 @@ def write_images(
         datasets: ``{data name: dataset}`` of ``group``.
         axes: the ``axes`` attribute written on ``group``.
         where: stream, id and port of the message, for errors.
+        stacked: the datasets hold one image per message along their first axis.
 
     Returns:
         The names of the groups made.
@@ -75,9 +79,12 @@ def write_images(
         raise ValueError(f"{where}: metadata 'images' must map names to data names")
     made: list[str] = []
     parent = group.parent
+    plot = [a for a in axes[-2:] if a in group and a != "."]
+    plot = plot if len(plot) == 2 and not stacked else [".", "."]  # stacked axes are 2-D
+    plot = ["id", *plot] if stacked else plot
     for label, key in images.items():
         dataset = datasets.get(key) if isinstance(key, str) else None
-        if dataset is None or dataset.ndim != 2:
+        if dataset is None or dataset.ndim != 2 + stacked:
             raise ValueError(
                 f"{where}: metadata 'images' names {key!r} for {label!r}, which is not a "
                 f"2-D array of the message (data: {', '.join(sorted(datasets))})"
@@ -87,13 +94,11 @@ def write_images(
         put(image, "title", str(label))
         signal = dataset.name.rsplit("/", 1)[-1]
         image[signal] = dataset
-        plot = [a for a in axes[-2:] if a in group and a != "."]
-        plot = plot if len(plot) == 2 else []
-        for axis in plot:
-            image[axis] = group[axis]
         image.attrs["signal"] = signal
-        image.attrs["axes"] = np.array(plot or [".", "."], dtype=_STR)
+        image.attrs["axes"] = np.array(plot, dtype=_STR)
         for i, axis in enumerate(plot):
-            image.attrs[f"{axis}_indices"] = np.int64(i)
+            if axis != ".":
+                image[axis] = group[axis]
+                image.attrs[f"{axis}_indices"] = np.int64(i)
         made.append(name)
     return made
