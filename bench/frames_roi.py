@@ -14,6 +14,9 @@ ROIs: three rectangles and one polygon, with no mask.
 Throughput is the steady-state rate at the sink: (n - 1) / (last receipt - first receipt), so
 process start-up is not counted; the plain loop's is measured the same way (per frame done).
 Runs alternate plain, 1 replica, 2 replicas, ``--repeat`` times; the last line gives the medians.
+The plain loop runs twice: in this process (the C allocator as a script has it) and in a child
+process with the allocator settings beampipe gives its node processes
+(``beampipe.launch.allocator.LARGE_BUFFERS``), so the ratio is shown against both.
 
     nice python bench/frames_roi.py --frames 100 --repeat 2 --format hdf5
     nice python bench/frames_roi.py --frames 40 --repeat 3 --format cbf
@@ -23,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -41,6 +46,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from pipeline_run import run_quietly, sink_rate  # noqa: E402
 
+from beampipe.launch.allocator import LARGE_BUFFERS  # noqa: E402
 from beampipe.nodes.frame.regions import Region, RoiSpec  # noqa: E402
 
 SAXS = REPO.parent / "shared" / "data" / "saxs-waxs-lix" / "AgBH-2020Aug16.h5"
@@ -102,6 +108,18 @@ def plain(kind: str, path: Path) -> float:
     return (len(done) - 1) / (done[-1] - done[0])
 
 
+def plain_large_buffers(kind: str, path: Path) -> float:
+    """:func:`plain` in a child process with the node processes' allocator settings."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--format", kind, "--loop-only", str(path)],
+        env={**os.environ, **LARGE_BUFFERS},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout)
+
+
 SOURCES = {
     "hdf5": '{{use: image_files, params: {{paths: "{path}", dataset: entry/data/data}}}}',
     "cbf": '{{use: image_files, params: {{paths: "{path}/*.cbf", stream_by: folder}}}}',
@@ -134,7 +152,11 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--format", choices=["hdf5", "cbf"], default="hdf5")
+    parser.add_argument("--loop-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.loop_only:
+        print(plain(args.format, args.loop_only))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         path = folder / "eiger4m.h5"
@@ -148,21 +170,25 @@ def main() -> None:
             f"{args.frames} frames {SHAPE}, {args.format}: "
             f"{size / args.frames / 2**20:.2f} MiB per frame on disk"
         )
-        ratios: list[tuple[float, float, float]] = []
+        ratios: list[tuple[float, ...]] = []
         for run in range(1, args.repeat + 1):
             loop = plain(args.format, path)
+            large = plain_large_buffers(args.format, path)
             one = pipeline(args.format, path, folder, 1)
             two = pipeline(args.format, path, folder, 2)
-            ratios.append((loop, one / loop, two / loop))
+            ratios.append((loop, large, one / loop, two / loop, one / large, two / large))
             print(
-                f"run {run}: plain loop {loop:.1f} frames/s; pipeline 1 replica {one:.1f} "
-                f"({one / loop:.2f} x plain), 2 replicas {two:.1f} ({two / loop:.2f} x plain)",
+                f"run {run}: plain loop {loop:.1f} frames/s ({large:.1f} with large buffers); "
+                f"pipeline 1 replica {one:.1f} ({one / loop:.2f} x plain, {one / large:.2f} x "
+                f"large), 2 replicas {two:.1f} ({two / loop:.2f} x plain, {two / large:.2f} x "
+                "large)",
                 flush=True,
             )
-        loop, one, two = np.median(ratios, axis=0)
+        loop, large, one, two, one_l, two_l = np.median(ratios, axis=0)
         print(
-            f"median of {args.repeat}: plain loop {loop:.1f} frames/s; "
-            f"1 replica {one:.2f} x plain, 2 replicas {two:.2f} x plain"
+            f"median of {args.repeat}: plain loop {loop:.1f} frames/s ({large:.1f} with large "
+            f"buffers); 1 replica {one:.2f} x plain ({one_l:.2f} x large), 2 replicas "
+            f"{two:.2f} x plain ({two_l:.2f} x large)"
         )
 
 

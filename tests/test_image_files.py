@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from conftest import NODES, REPO, FakeClock, run_pipeline
 from fabio.adscimage import AdscImage
+from fabio.bruker100image import Bruker100Image
 from fabio.cbfimage import CbfImage
 from fabio.edfimage import EdfImage
 from pydantic import ValidationError
@@ -131,6 +132,22 @@ def test_edf_multiframe_edf_adsc_and_cbf_written_with_fabio(tmp_path):
     assert msgs[0].metadata["header"]["ExposureTime"] == "0.5"
     assert [s.metadata["format"] for s in starts] == ["edf", "edf", "dtrek", "cbf"]
     assert all("header" not in s.metadata for s in starts)
+
+
+def test_bruker_written_with_fabio(tmp_path):
+    """Bruker's ``.sfrm`` (format 100), each frame equal to fabio's reading and to what was
+    written."""
+    data = frames(2, shape=(16, 12), dtype="int32", seed=3)
+    for k in (0, 1):
+        Bruker100Image(data=data[k]).write(str(tmp_path / f"b_{k}.sfrm"))
+    starts, msgs, _ = split(run(source(tmp_path / "b_*.sfrm", stream_by="folder")).items())
+    assert [(m.stream, m.id, m.metadata["file"]) for m in msgs] == [
+        (tmp_path.name, k + 1, str(tmp_path / f"b_{k}.sfrm")) for k in (0, 1)
+    ]
+    for k, msg in enumerate(msgs):
+        same(msg.data["image"], fabio.open(msg.metadata["file"]).data)
+        same(msg.data["image"], data[k])
+    assert [s.metadata["format"] for s in starts] == ["bruker100"]
 
 
 def test_compressed_hdf5_stack_eiger_master_and_lambda_files(tmp_path):

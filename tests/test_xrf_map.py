@@ -131,3 +131,18 @@ def test_motor_positions_binned_onto_the_grid(fits_xy: list[beampipe.Message]) -
     far = fits_xy[0].replace(metadata={"samx": 11.26, "samy": -2.0})
     with pytest.raises(PositionError, match=r"maps: stream 's', id 1: .*outside the raster"):
         run(Map, [far], params=params, name="maps")
+
+
+def test_positions_as_data_items(fits_xy: list[beampipe.Message]) -> None:
+    # a message whose position travels as 0-d data items (scan columns), not metadata
+    moved = [
+        m.replace(
+            data={**m.data, "ix": np.float64(m.metadata["x"]), "iy": np.int64(m.metadata["y"])},
+            metadata={"lines": m.metadata["lines"]},
+        )
+        for m in fits_xy
+    ]
+    got = run(Map, moved, params={"shape": list(SHAPE), "x": "ix", "y": "iy"}).messages()[-1]
+    want = run(Map, fits_xy, params={"shape": list(SHAPE), "x": "x", "y": "y"}).messages()[-1]
+    np.testing.assert_array_equal(got.data["area"], want.data["area"])
+    assert got.metadata["missing"] == 1

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import zmq
 
 from beampipe.config import Pipeline
+from beampipe.launch.allocator import allocator_env
 from beampipe.launch.command import NodeCommand
 from beampipe.launch.handling import Handling
 from beampipe.launch.hangs import Hang, Hangs
@@ -215,6 +216,7 @@ class Launcher(Handling, Wiring, Supervision, Hangs, Scaling, Reporting):
         # Worker modules next to the pipeline file are importable in every node process.
         pythonpath = [str(self.pipeline.base_dir), os.environ.get("PYTHONPATH", "")]
         env = {
+            **allocator_env(os.environ),
             **os.environ,
             "PYTHONPATH": os.pathsep.join(p for p in pythonpath if p),
             **self.credentials.env(),

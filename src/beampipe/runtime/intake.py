@@ -1,6 +1,7 @@
 """What happens to a message between its arrival and the worker call: an ordered input port's
 reorder buffer (:mod:`beampipe.runtime.ordering`) and event formation
-(:mod:`beampipe.runtime.events`); docs/dataflow.md, "Ordered input ports" and "Events".
+(:mod:`beampipe.runtime.events`); docs/dataflow.md, "Ordered input ports" and "Events"; the
+batch of a batching worker (:mod:`beampipe.runtime.batches`).
 
 A message waiting here keeps its credit (its :class:`~beampipe.runtime.acks.Receipt` gives it
 back when it is processed), except in a reorder buffer that releases in strict id order, which
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from beampipe.config import NodeSpec
 from beampipe.message import Event, Message
 from beampipe.runtime.acks import Receipt
+from beampipe.runtime.batches import Batch, ProcessBatch
 from beampipe.runtime.events import EventBuilder, Formed
 from beampipe.runtime.metrics import NodeMetrics
 from beampipe.runtime.ordering import Reorder
@@ -28,11 +30,17 @@ class Intake:
     """The reorder buffers and the event formation of one node; empty until :meth:`set_up`.
 
     Args:
-        process: what is next in line goes there.
+        process: what is next in line goes there ...
+        process_batch: ... or, for a batching worker (:meth:`set_up`), there, several at once.
     """
 
-    def __init__(self, process: Process) -> None:
+    def __init__(self, process: Process, process_batch: ProcessBatch | None = None) -> None:
         self.process = process
+        self.process_batch = process_batch
+        self.batch: Batch | None = None
+        """The inputs waiting for a batching worker's ``process_batch``."""
+        self._deliver: Process = process
+        """Where what is next in line goes: ``process``, or the batch."""
         self.reorders: dict[str, Reorder] = {}
         """The reorder buffer of each ordered input port."""
         self.events: EventBuilder | None = None
@@ -40,9 +48,24 @@ class Intake:
         self._late = 0
         """Late ids of the reorder buffers already added to the metrics."""
 
-    def set_up(self, spec: NodeSpec, inputs: list[InputChannel], events: bool) -> None:
-        """Make the reorder buffers of the node's ordered input ports and, if the worker forms
-        ``events``, its event builder."""
+    def set_up(
+        self,
+        spec: NodeSpec,
+        inputs: list[InputChannel],
+        events: bool,
+        batch: tuple[int, float] = (1, 0.0),
+    ) -> None:
+        """Make the reorder buffers of the node's ordered input ports, if the worker forms
+        ``events`` its event builder, and if it batches (``batch``: its ``max_batch`` > 1 and
+        ``max_wait``) its batch.
+
+        Raises:
+            ValueError: ``batch`` is out of range (see :class:`~beampipe.runtime.batches.Batch`).
+        """
+        size, wait = batch
+        if size != 1 and self.process_batch is not None:
+            self.batch = Batch(size, wait, self.process_batch, spec.name)
+            self._deliver = self.batch.add
         ports = list(dict.fromkeys(ch.port for ch in inputs))
         for port in ports:
             if spec.is_ordered(port):
@@ -61,6 +84,8 @@ class Intake:
         deadlines = [r.deadline for r in self.reorders.values()]
         if self.events is not None:
             deadlines.append(self.events.next_deadline)
+        if self.batch is not None:
+            deadlines.append(self.batch.deadline)
         return min((d for d in deadlines if d is not None), default=None)
 
     def accept(self, pipe: int, receipt: Receipt, msg: Message) -> None:
@@ -68,7 +93,7 @@ class Intake:
         reorder = self.reorders.get(msg.port)
         if reorder is None:
             if self.events is None:  # the common case, one call less
-                self.process(msg, [receipt])
+                self._deliver(msg, [receipt])
             else:
                 self._next(receipt, msg)
             return
@@ -95,10 +120,17 @@ class Intake:
                 receipt.credit()
 
     def flush(self, stream: str) -> None:
-        """``stream`` ends here: its events still waiting for parts go on."""
+        """``stream`` ends here: its events still waiting for parts go on, and what waits in
+        the batch."""
         if self.events is not None:
             for formed in self.events.flush(stream):
                 self._form(formed)
+        self.release()
+
+    def release(self) -> None:
+        """What waits in the batch (of a batching worker) goes now."""
+        if self.batch is not None:
+            self.batch.release()
 
     def expire(self) -> None:
         """What reorder buffers held for longer than their timeout goes on; so do the events
@@ -110,6 +142,8 @@ class Intake:
         if self.events is not None:
             for formed in self.events.expire(time.monotonic()):
                 self._form(formed)
+        if self.batch is not None:
+            self.batch.expire(time.monotonic())
 
     def count(self, metrics: NodeMetrics) -> None:
         """Put the messages held here and what went out of order or incomplete in
@@ -123,11 +157,13 @@ class Intake:
             metrics.held += self.events.held
             metrics.incomplete_events = self.events.incomplete
             metrics.dropped_events = self.events.dropped
+        if self.batch is not None:
+            metrics.held += self.batch.held
 
     def _next(self, receipt: Receipt, msg: Message) -> None:
         """``msg`` is next in line: process it, or add it to its event."""
         if self.events is None:
-            self.process(msg, [receipt])
+            self._deliver(msg, [receipt])
             return
         for formed in self.events.add(msg.port, msg, receipt, time.monotonic()):
             self._form(formed)
@@ -137,4 +173,4 @@ class Intake:
             for receipt in formed.tokens:
                 receipt.discard()
         else:
-            self.process(formed.event, formed.tokens)
+            self._deliver(formed.event, formed.tokens)

@@ -71,11 +71,12 @@ class NodeMetrics:
         messages_in, bytes_in: messages received and their wire size in bytes.
         messages_out, bytes_out: messages sent on all output ports and their wire bytes (a
             message broadcast to several replicas counts once).
-        process_time: seconds spent in the worker's ``process`` per message.
+        process_time: seconds spent in the worker's ``process`` per message (a batching
+            worker's ``process_batch`` call: its time divided among its messages).
         latency: seconds from the source's timestamp to this node's receipt, per message (at a
             sink: the end-to-end latency).
-        held: messages received and not yet processed (waiting in a reorder buffer or for the
-            other parts of an event).
+        held: messages received and not yet processed (waiting in a reorder buffer, for the
+            other parts of an event, or in the batch of a batching worker).
         unacknowledged: input items received and not yet acknowledged upstream (being
             processed, held, or with results not yet acknowledged downstream): what the
             launcher's hang detection calls holding messages (docs/reliability.md, "Hangs").

@@ -13,7 +13,10 @@ its :class:`~beampipe.runtime.acks.Receipt`, drops it if it is a duplicate
 hands it to :meth:`Intake.accept` (reorder buffer, event), which passes what is next in line to
 ``_process``: :meth:`ErrorPolicy.process` calls the worker, :meth:`Emitter.emit` checks and
 sends the results (what cannot be sent goes to :meth:`ErrorPolicy.refused`), the receipt gives
-the credit back, and the input is acknowledged once the results are.
+the credit back, and the input is acknowledged once the results are. A batching worker's inputs
+wait in the intake's batch (:mod:`~beampipe.runtime.batches`) and go to ``_process_batch``
+together: one :meth:`ErrorPolicy.process_batch` call, then each input's results are sent, its
+credit given back and its acknowledgement settled as above, one input after the other.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import zmq
 from beampipe.config import Pipeline
 from beampipe.message import Event, Item, Message, WireError
 from beampipe.runtime.acks import Origin, Receipt, lineage_of
+from beampipe.runtime.batches import Entry
 from beampipe.runtime.failure import NodeFailure, call
 from beampipe.runtime.intake import Intake
 from beampipe.runtime.progress import Progress
@@ -63,7 +67,7 @@ class NodeRuntime:
         self.worker: Node | None = None
         self.streams: dict[str, StreamState] = {}
         """The streams open here (kept by the stream book)."""
-        self.intake = Intake(self._process)
+        self.intake = Intake(self._process, self._process_batch)
         self.progress = Progress(self.wiring, self.intake, self.streams)
         self.metrics = self.progress.metrics
         self.notes = self.progress.notes
@@ -268,6 +272,49 @@ class NodeRuntime:
             parts.policy.refused(item, exc)
         finally:
             emitter.origin = previous
+        self._settle(origin, item, state, t_start)
+
+    def _process_batch(self, entries: list[Entry]) -> None:
+        """Call a batching worker on several inputs at once; then each one's results go out and
+        its credit and acknowledgement are settled as in :meth:`_process`. If the call raised,
+        each input goes through :meth:`_process` instead."""
+        parts = self.parts
+        policy, emitter = parts.policy, parts.emitter
+        items = [item for item, _ in entries]
+        emitter.call_starts()
+        t_start = time.time()
+        refused: ResultError | None = None
+        try:
+            results = policy.process_batch(items)
+        except ResultError as exc:
+            results, refused = [None] * len(items), exc
+        if results is None:
+            for item, receipts in entries:
+                self._process(item, receipts)
+            return
+        elapsed = (time.time() - t_start) / len(items)
+        emitter.call_took(elapsed)
+        for (item, receipts), result in zip(entries, results, strict=True):
+            state = self.streams.get(item.stream) or parts.book.open(item.stream)
+            self.metrics.process_time.add(elapsed)
+            origin = Origin(receipts)
+            previous, emitter.origin = emitter.origin, origin
+            try:
+                if refused is not None:
+                    raise refused
+                emitter.emit(result, item, lineage_of(item))
+            except ResultError as exc:
+                policy.refused(item, exc)
+            finally:
+                emitter.origin = previous
+            self._settle(origin, item, state, t_start)
+
+    def _settle(
+        self, origin: Origin, item: Message | Event, state: StreamState, t_start: float
+    ) -> None:
+        """The worker call on ``item`` is over: its inputs' credit goes back, their
+        acknowledgement is settled, the stream counts it."""
+        parts = self.parts
         origin.credit()
         parts.durable.settle(origin, item)
         self.progress.count(state, t_start)

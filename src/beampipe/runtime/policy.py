@@ -22,12 +22,13 @@ from types import GeneratorType
 from beampipe.config import NodeSpec
 from beampipe.message import Event, Message, WireError
 from beampipe.runtime import deadletter
+from beampipe.runtime.batches import call_batch
 from beampipe.runtime.failure import NodeFailure, in_hook
 from beampipe.runtime.notes import NoteLog
 from beampipe.runtime.progress import Progress
 from beampipe.runtime.wiring import Wiring, log
 from beampipe.transport import InputChannel
-from beampipe.worker import TransientError
+from beampipe.worker import TransientError, Worker
 from beampipe.worker.base import Node, Output, ResultError
 
 
@@ -89,6 +90,17 @@ class ErrorPolicy:
                     raise NodeFailure(item.stream, item.id, exc) from exc
                 self._skipped(item, exc)
                 return None
+
+    def process_batch(self, items: list[Message | Event]) -> list[Output] | None:
+        """``worker.process_batch(items)`` (:func:`~beampipe.runtime.batches.call_batch`): one
+        result per item, or None if it raised: the caller then processes the items one by one,
+        under :meth:`process`.
+
+        Raises:
+            ResultError: it returned something else than a list of ``len(items)`` results.
+        """
+        assert isinstance(self.worker, Worker)  # only a worker batches
+        return call_batch(self.worker, items, self.notes)
 
     def refused(self, item: Message | Event, exc: ResultError) -> None:
         """What ``process`` returned for ``item`` (or, from a source, the message ``item``

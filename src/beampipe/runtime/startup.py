@@ -75,7 +75,8 @@ def build(
         wiring, worker.outputs, spec.check_finite, broadcast, faults, streams, progress, wait
     )
     is_worker = isinstance(worker, Worker)
-    intake.set_up(spec, wiring.inputs, is_worker and worker.events)
+    batch = (worker.max_batch, worker.max_wait) if is_worker else (1, 0.0)
+    intake.set_up(spec, wiring.inputs, is_worker and worker.events, batch)
     book = StreamBook(
         wiring, streams, worker, emitter, intake, progress.notes, ended, policy.stream_end
     )

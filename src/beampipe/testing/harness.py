@@ -11,6 +11,7 @@ from typing import Any
 from beampipe.config import NodeSpec
 from beampipe.message import EndOfStream, Event, Item, Message, StreamStart
 from beampipe.runtime.acks import lineage_of
+from beampipe.runtime.batches import Entry, call_batch
 from beampipe.runtime.emitter import Emitter
 from beampipe.runtime.failure import NodeFailure
 from beampipe.runtime.faults import Faults
@@ -39,6 +40,8 @@ class Harness:
         replica, restarts: what the node's :attr:`~beampipe.Worker.replica` and
             :attr:`~beampipe.Worker.restarts` say.
         events: the node's ``events:`` options (``timeout`` has no effect here).
+        ports: the worker's input ports that are connected (None: all it declares), as a
+            pipeline may leave an optional port unconnected.
         check_finite: count the NaN and infinite values sent, as the node option does.
 
     Raises:
@@ -57,6 +60,7 @@ class Harness:
         replica: int = 0,
         restarts: int = 0,
         events: dict[str, Any] | None = None,
+        ports: Iterable[str] | None = None,
         check_finite: bool = True,
     ) -> None:
         self.node = node = _instance(node, params, name, base_dir)
@@ -64,7 +68,8 @@ class Harness:
         self._into = [self.results]
         self._closed = False
         worker = isinstance(node, Worker)
-        ports = () if not worker else ("in",) if node.inputs is None else node.inputs
+        if ports is None:
+            ports = () if not worker else ("in",) if node.inputs is None else node.inputs
         outputs = {port: Port(port, self._sent) for port in node.outputs}
         self._wiring = Wiring(node.name, replica, [Pipe(p) for p in ports], outputs)
         self._spec = NodeSpec(
@@ -75,12 +80,13 @@ class Harness:
             line=0,
         )
         streams: dict[str, StreamState] = {}
-        self._intake = intake = Intake(self._process)
+        self._intake = intake = Intake(self._process, self._process_batch)
         self._progress = progress = Progress(self._wiring, intake, streams)
         self._notes = progress.notes
         wiring, outs = self._wiring, node.outputs
         emitter = Emitter(wiring, outs, check_finite, False, Faults(), streams, progress, no_wait)
-        intake.set_up(self._spec, wiring.inputs, worker and node.events)
+        batch = (node.max_batch, node.max_wait) if isinstance(node, Worker) else (1, 0.0)
+        intake.set_up(self._spec, wiring.inputs, worker and node.events, batch)
         self._book = StreamBook(wiring, streams, node, emitter, intake, self._notes, self._ended)
         node.replica, node.restarts = replica, restarts
         node._drop, node._stream_warnings = self._dropped, {}
@@ -173,6 +179,7 @@ class Harness:
                     "feed() takes Messages, StreamStarts and EndOfStreams, not a "
                     f"{type(item).__name__}"
                 )
+        self._intake.release()  # what one feed() brings is what a batching worker has at hand
 
     def _process(self, item: Message | Event, receipts: list[Any]) -> None:
         """The worker call on a message or event, as :class:`~beampipe.runtime.node.NodeRuntime`
@@ -185,6 +192,23 @@ class Harness:
         result = self.node.process(item)
         book.emitter.emit(result, item, lineage_of(item))
         self._progress.count(state, t_start)
+
+    def _process_batch(self, entries: list[Entry]) -> None:
+        """A batching worker's call on several inputs at once, as the runtime makes it; each
+        one through :meth:`_process` instead if it raised."""
+        assert isinstance(self.node, Worker)  # only a worker batches
+        items = [item for item, _ in entries]
+        t_start = time.time()
+        results = call_batch(self.node, items, self._notes)
+        if results is None:
+            for item, receipts in entries:
+                self._process(item, receipts)
+            return
+        book = self._book
+        for item, result in zip(items, results, strict=True):
+            state = book.streams.get(item.stream) or book.open(item.stream)
+            book.emitter.emit(result, item, lineage_of(item))
+            self._progress.count(state, t_start)
 
     def _ended(self, stream: str, state: StreamState) -> None:
         """A stream ended: a sink checkpoints."""
@@ -239,7 +263,7 @@ def run(
 
     Args:
         node, params, options: as for :class:`Harness` (``name``, ``base_dir``, ``replica``,
-            ``restarts``, ``events``, ``check_finite``).
+            ``restarts``, ``events``, ``ports``, ``check_finite``).
         items: for a worker, what arrives on its inputs (see :meth:`Harness.feed`); ``None``
             for a source.
 

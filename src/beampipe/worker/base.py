@@ -185,6 +185,9 @@ class Worker(Node):
     Per-stream state belongs in :meth:`on_stream_start` / :meth:`on_stream_end`, because several
     streams (scans) flow through one running worker, one after the other or interleaved.
 
+    A worker that is faster on several messages at once (a model's inference) sets
+    :attr:`max_batch` and :attr:`max_wait` and implements :meth:`process_batch`.
+
     Class attributes (besides :class:`Node`'s):
         reducer: ``True`` for a node that must run as one replica (see
             :class:`~beampipe.Reducer`).
@@ -203,6 +206,13 @@ class Worker(Node):
     reducer: ClassVar[bool] = False
     events: ClassVar[bool] = False
     stateful: ClassVar[bool] = False
+    max_batch: int = 1
+    """How many messages (or events) the runtime may hand to :meth:`process_batch` in one call;
+    1 (the default): :meth:`process` is called for each. A worker that batches (e.g. a model's
+    inference) sets it, usually from its params, when it is made."""
+    max_wait: float = 0.0
+    """Seconds a batch may wait for more messages after its first arrived (with ``max_batch``
+    > 1); 0: a batch holds what has arrived and is at hand, and waits for nothing."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Refuse a class whose ``stateful`` and snapshot hooks disagree (see the class doc)."""
@@ -239,6 +249,22 @@ class Worker(Node):
         (fail fast) with node, stream, id and traceback, or skips ``msg`` (``on_error: skip``).
         """
         raise NotImplementedError(f"{type(self).__name__}.process")
+
+    def process_batch(self, msgs: list[Any]) -> list[Output]:
+        """Handle several messages (or events) at once; one result per message, in their order,
+        each what :meth:`process` would return for it (and sent as if it had). Called instead of
+        :meth:`process` when :attr:`max_batch` > 1: the runtime gathers the messages at hand,
+        in the order it would have processed them, up to ``max_batch`` of them, waiting at most
+        ``max_wait`` s after the first; what waits is processed before any stream ends
+        (``on_stream_end``). Each message keeps its own credit and acknowledgement: it is
+        acknowledged once its own results are. The default calls :meth:`process` on each.
+
+        If it raises, the runtime calls :meth:`process` on each message of the batch in turn,
+        under the node's ``retries`` and ``on_error``, so that an error names the message that
+        caused it and ``skip`` drops only that one (noted once in the run's warnings). A list of
+        another length than ``msgs`` is a :class:`ResultError` for every message of the batch.
+        """
+        return [self.process(msg) for msg in msgs]
 
     def on_finish(self) -> Output:
         """Every input has finished and every stream has ended: emit what is still held.

@@ -61,13 +61,14 @@ class Grid(BaseModel):
 class Map(beampipe.Reducer):
     """Maps of per-point values on a regular raster of ``shape = [ny, nx]`` pixels.
 
-    Input: one message per scan point whose data hold each of ``fields`` (0-d, or 1-D of the same
-    size n in every message of a stream, e.g. ``xrf.fit``'s ``area`` of n element lines), and
-    whose position is, by the params:
+    Input: one message per scan point whose data hold each of ``fields`` (0-d, 1-D or 2-D, of
+    the same shape in every message of a stream, e.g. ``xrf.fit``'s ``area`` of n element lines,
+    or (elements, n) for a fit of each detector element), and whose position is, by the params:
 
     * ``x`` and ``y`` set: metadata ``x`` (column, 0..nx-1) and ``y`` (row, 0..ny-1), integers
       (or floats of integral value, as SPEC files store them); a dotted key (``positions.ix``)
-      looks into a dict of the metadata (``mca_files``' ``positions``);
+      looks into a dict of the metadata (``mca_files``' ``positions``, ``xrf.deadtime``'s
+      joined positions); a key not in the metadata may be a 0-d numeric data item;
     * ``index`` set: metadata ``index``, the 0-based pixel number in row-major order
       (``y * nx + x``);
     * neither: the message id: id 1 is pixel 0, in row-major order (a raster scan sending one
@@ -83,21 +84,23 @@ class Map(beampipe.Reducer):
     Output, per stream (id = the highest id folded), every ``every`` points, every ``interval``
     seconds, and at the end of the stream:
 
-    * data: each of ``fields`` as float64 maps, shape (n, ny, nx) for 1-D values and (ny, nx)
-      for 0-d ones, NaN where no point was measured; with ``split``, the first field's maps
-      one by one, (ny, nx), named ``<field>_<name>`` (``area_Fe_K``: the name's runs of other
-      characters than letters and digits become ``_``); ``measured`` (bool, (ny, nx)); ``y``
+    * data: each of ``fields`` as float64 maps, shape (*value shape, ny, nx): (n, ny, nx) for
+      1-D values, (elements, n, ny, nx) for 2-D, (ny, nx) for 0-d ones, NaN where no point was
+      measured; with ``split`` and a 1-D first field, its maps one by one, (ny, nx), named
+      ``<field>_<name>`` (``area_Fe_K``: the name's runs of other characters than letters and
+      digits become ``_``); ``measured`` (bool, (ny, nx)); ``y``
       (int64, (ny,)) and ``x`` (int64, (nx,)): the pixel indices, the maps' axes (with ``grid``:
       float64, the pixel centres in ``grid.units``, and metadata ``units``);
     * metadata: ``names`` (the input's metadata ``lines``, e.g. ``["Fe K", ...]``, naming the
-      first axis of the maps; None if it has none), ``shape`` ([ny, nx]), ``measured``,
+      last axis of the values; None if it has none), ``shape`` ([ny, nx]), ``measured``,
       ``missing`` (pixels not measured), ``repeated`` (int), ``final`` (bool), ``signal`` (the
-      first field), ``axes`` (``["names", "y", "x"]`` (``"."`` first without names) or
-      ``["y", "x"]``); with ``split``, ``images`` (``{name: data name}``: the NeXus writer makes
-      one NXdata per element map); ``process`` (the first input's, e.g. ``xrf.fit``'s fit
-      program, parameters and configuration file), if it has one; with ``x`` and ``y``,
-      ``long_names`` (``{"x": "samx", "y": "samy"}``: the last part of their metadata keys,
-      the motors' names, which the NeXus writer gives the axes as ``long_name``).
+      first field), ``axes`` (``["y", "x"]`` after a ``"."`` per axis of the first field's
+      values, the last one ``"names"`` when there are names: ``["names", "y", "x"]`` for 1-D);
+      with ``split``, ``images`` (``{name: data name}``: the NeXus writer makes one NXdata per
+      element map); ``process`` (the first input's, e.g. ``xrf.fit``'s fit program, parameters
+      and configuration file), if it has one; with ``x`` and ``y``, ``long_names``
+      (``{"x": "samx", "y": "samy"}``: the last part of their metadata keys, the motors'
+      names, which the NeXus writer gives the axes as ``long_name``).
 
     At the end of a stream with missing pixels a warning names how many (the run report shows
     it).
@@ -106,8 +109,8 @@ class Map(beampipe.Reducer):
         PositionError: (a ``KeyError``) a position is missing from the metadata, not an integer,
             or outside the raster; names stream and id.
         MissingColumn: (a ``KeyError``) a message lacks one of ``fields``.
-        ValueError: a field's shape differs from the stream's first message's, or is not 0-d
-            or 1-D.
+        ValueError: a field's shape differs from the stream's first message's, or has more than
+            2 dimensions.
     """
 
     class Params(beampipe.ReducerParams):
@@ -151,9 +154,9 @@ class Map(beampipe.Reducer):
         if not state.maps:
             for name in self.params.fields:
                 value = numeric(msg, name, where)
-                if value.ndim > 1:
+                if value.ndim > 2:
                     raise ValueError(
-                        f"{where}: field {name!r} has shape {value.shape}: not 0-d/1-D"
+                        f"{where}: field {name!r} has shape {value.shape}: not 0-d, 1-D or 2-D"
                     )
                 state.maps[name] = np.full((*value.shape, ny, nx), np.nan)
             lines = msg.metadata.get("lines")
@@ -193,7 +196,7 @@ class Map(beampipe.Reducer):
         data: dict[str, Any] = {k: v if final else v.copy() for k, v in state.maps.items()}
         data["measured"] = state.measured if final else state.measured.copy()
         first = self.params.fields[0]
-        vector = state.maps.get(first) is not None and state.maps[first].ndim == 3
+        rank = state.maps[first].ndim - 2 if first in state.maps else 0
         ny, nx = self.params.shape
         grid = self.params.grid
         if grid is None:
@@ -203,7 +206,7 @@ class Map(beampipe.Reducer):
             data["y"] = grid.y[0] + grid.y[1] * np.arange(ny, dtype=np.float64)
             data["x"] = grid.x[0] + grid.x[1] * np.arange(nx, dtype=np.float64)
         images = {}
-        if self.params.split and state.names and vector:
+        if self.params.split and state.names and rank == 1:
             for k, name in enumerate(state.names):
                 key = f"{first}_{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}"
                 data[key], images[name] = data[first][k], key
@@ -215,8 +218,10 @@ class Map(beampipe.Reducer):
             "repeated": state.repeated,
             "final": final,
             "signal": first,
-            "axes": [("names" if state.names else "."), "y", "x"] if vector else ["y", "x"],
+            "axes": [*["."] * rank, "y", "x"],
         }
+        if state.names and rank >= 1:  # the names run along the values' last axis
+            metadata["axes"][rank - 1] = "names"
         if images:
             metadata["images"] = images
         if state.process is not None:
@@ -234,15 +239,7 @@ class Map(beampipe.Reducer):
         keys = [p.y, p.x] if p.x is not None else [p.index] if p.index is not None else []
         values = []
         for key in keys:
-            value: Any = msg.metadata
-            for part in key.split("."):
-                if not isinstance(value, dict) or part not in value:
-                    raise PositionError(
-                        f"{where}: no position {key!r} in the metadata; it has "
-                        f"{', '.join(msg.metadata) or '(none)'} (set the node's params x/y or "
-                        "index; a dotted key such as 'positions.ix' looks into a dict)"
-                    )
-                value = value[part]
+            value = self._lookup(msg, key, where)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise PositionError(f"{where}: position {key!r} = {value!r} is not a number")
             grid = self.params.grid
@@ -263,3 +260,21 @@ class Map(beampipe.Reducer):
                 f"{where}: position {given} is outside the raster of shape [ny, nx] = {[ny, nx]}"
             )
         return row, col
+
+    @staticmethod
+    def _lookup(msg: beampipe.Message, key: str, where: str) -> Any:
+        """The position ``key`` of ``msg``: in its metadata (a dotted key looks into a dict),
+        else a 0-d data item of that name (a source sending scan columns as data)."""
+        value: Any = msg.metadata
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                item = msg.data.get(key)
+                if isinstance(item, np.ndarray) and item.ndim == 0 and item.dtype.kind in "iuf":
+                    return item.item()
+                raise PositionError(
+                    f"{where}: no position {key!r} in the metadata nor as a 0-d data item; "
+                    f"the metadata has {', '.join(msg.metadata) or '(none)'} (set the node's "
+                    "params x/y or index; a dotted key such as 'positions.ix' looks into a dict)"
+                )
+            value = value[part]
+        return value

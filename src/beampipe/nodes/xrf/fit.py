@@ -26,7 +26,7 @@ class XrfConfigError(ValueError):
 
 
 class SpectrumMismatch(ValueError):
-    """A spectrum is not 1-D or has too few channels for the configuration's fit range
+    """A spectrum is neither 1-D nor 2-D or has too few channels for the configuration's fit range
     (``[fit] xmin``/``xmax``); the message names node, stream, id, file and channel counts."""
 
 
@@ -66,7 +66,8 @@ class XrfFit(beampipe.Worker):
 
     Input: one spectrum per message, data ``spectrum`` (name set by the param): 1-D, counts per
     channel (any real numeric dtype), channel 0 first, at least ``xmax + 1`` channels of the
-    configuration's fit range.
+    configuration's fit range; or 2-D, (elements, channels): each element's spectrum is fitted
+    (``xrf.deadtime`` with ``elements: each``), and the outputs get a first axis of elements.
 
     Output, per spectrum (stream and id kept):
 
@@ -74,13 +75,14 @@ class XrfFit(beampipe.Worker):
       line group), ``area_sigma`` (float64, (n_lines,), counts: its one-sigma uncertainty),
       ``chisq`` (float64, 0-d: PyMca's reduced chi-square); with ``concentrations``,
       ``mass_fraction`` (float64, (n_lines,), dimensionless; NaN for lines without one, such as
-      the scatter peaks); with ``keep_spectrum``, ``spectrum`` (the input spectrum, as
-      received, counts);
+      the scatter peaks); for 2-D input, (elements, n_lines) and ``chisq`` (elements,); with
+      ``keep_spectrum``, ``spectrum`` (the input spectrum or spectra, as received, counts);
     * metadata: the input message's metadata (scan positions pass through), plus ``lines``
       (list of str, PyMca's group names, e.g. ``"Fe K"``, in the order of ``area``), ``mode``,
-      ``units: {"area": "counts", "area_sigma": "counts"}``, ``axes: ["lines"]`` (the NeXus
-      writer's plot axis of ``area``, after the scan point), and ``process`` (the same dict
-      for every spectrum: ``name`` ``"xrf_fit"``, ``program`` ``"PyMca"``, ``version``,
+      ``units: {"area": "counts", "area_sigma": "counts"}``, ``axes: ["lines"]`` (``[".",
+      "lines"]`` for 2-D input: the NeXus writer's plot axes of ``area`` after the scan
+      point), and ``process`` (the same dict for every spectrum: ``name`` ``"xrf_fit"``,
+      ``program`` ``"PyMca"``, ``version``,
       ``parameters`` (``config`` path, ``mode``, ``concentrations``, ``spectrum``, ``xmin``,
       ``xmax`` (channels), ``zero`` and ``gain`` (keV: channel -> energy calibration),
       ``energy`` (keV: the excitation energy, if set)), ``units``, ``notes.config`` (the
@@ -91,10 +93,10 @@ class XrfFit(beampipe.Worker):
     Raises:
         XrfConfigError: (when the node is created) see :func:`load_config`; or PyMca refuses
             the configuration; or the file is not UTF-8 text.
-        SpectrumMismatch: a spectrum is not 1-D or is shorter than the fit range.
+        SpectrumMismatch: a spectrum is neither 1-D nor 2-D or is shorter than the fit range.
         MissingColumn: (a ``KeyError``) no ``spectrum`` entry in a message.
         RuntimeError: PyMca's fit fails on a spectrum (e.g. a singular matrix); names stream,
-            id and file.
+            id (and element) and file.
         ImportError: PyMca5 is not installed.
     """
 
@@ -197,13 +199,35 @@ class XrfFit(beampipe.Worker):
     def process(self, msg: beampipe.Message) -> beampipe.Message:
         where = f"{self.name}: stream {msg.stream!r}, id {msg.id}"
         y = numeric(msg, self.params.spectrum, where, kinds="biuf")
-        if y.ndim != 1 or y.size <= self._xmax:
+        if y.ndim not in (1, 2) or y.shape[-1] <= self._xmax:
             raise SpectrumMismatch(
                 f"{where}: spectrum of shape {y.shape}; the fit configuration "
                 f"{str(self.params.config)!r} fits channels {self._xmin} to {self._xmax}, so it "
-                f"needs a 1-D spectrum of at least {self._xmax + 1} channels (wrong detector, "
-                "or the configuration of another setup?)"
+                f"needs a 1-D spectrum (or one per element: (elements, channels)) of at least "
+                f"{self._xmax + 1} channels (wrong detector, or the configuration of another "
+                "setup?)"
             )
+        if y.ndim == 1:
+            lines, data = self._fit_one(y, where)
+        else:
+            fits = [self._fit_one(row, f"{where}, element {k}") for k, row in enumerate(y)]
+            lines = fits[0][0]
+            data = {name: np.stack([d[name] for _, d in fits]) for name in fits[0][1]}
+        units = {"area": "counts", "area_sigma": "counts"}
+        if self.params.keep_spectrum:
+            data["spectrum"], units["spectrum"] = y, "counts"
+        metadata = {
+            **msg.metadata,
+            "lines": lines,
+            "mode": self.params.mode,
+            "units": units,
+            "axes": ["lines"] if y.ndim == 1 else [".", "lines"],
+            "process": self._process,
+        }
+        return beampipe.Message(data=data, metadata=metadata)
+
+    def _fit_one(self, y: np.ndarray, where: str) -> tuple[list[str], dict[str, np.ndarray]]:
+        """PyMca's fit of one 1-D spectrum: its line groups and the output arrays."""
         x = np.arange(y.size, dtype=np.float64)
         try:
             self._fit.setData(x, y, xmin=self._xmin, xmax=self._xmax)
@@ -231,15 +255,4 @@ class XrfFit(beampipe.Worker):
             data["mass_fraction"] = np.array(
                 [fractions.get(g, np.nan) for g in lines], dtype=np.float64
             )
-        units = {"area": "counts", "area_sigma": "counts"}
-        if self.params.keep_spectrum:
-            data["spectrum"], units["spectrum"] = y, "counts"
-        metadata = {
-            **msg.metadata,
-            "lines": lines,
-            "mode": self.params.mode,
-            "units": units,
-            "axes": ["lines"],
-            "process": self._process,
-        }
-        return beampipe.Message(data=data, metadata=metadata)
+        return lines, data

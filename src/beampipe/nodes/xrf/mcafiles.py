@@ -1,8 +1,11 @@
-"""Replay of MCA spectrum files, one spectrum per message: ``use: mca_files``.
+"""Replay of MCA spectrum files, one spectrum (or one point's spectra) per message:
+``use: mca_files``.
 
 Reads what PyMca's own reader reads (``PyMca5.PyMcaIO.specfilewrapper``): SPEC files with MCA
 lines (``@A``; a mapping scan with one spectrum per point), PyMca's ``.mca`` files (a single
-column of counts, comments ``#``) and ``.spe`` files (``$DATA:``).
+column of counts, comments ``#``) and ``.spe`` files (``$DATA:``); and HDF5/NeXus files of
+multi-element detectors (Xspress3, XIA, Falcon: :mod:`.detectors`), one point's spectra of all
+elements per message, with their dead-time data.
 """
 
 from __future__ import annotations
@@ -10,14 +13,26 @@ from __future__ import annotations
 import os
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 import beampipe
 from beampipe.message import Item
 from beampipe.nodes.files.base import FileReplay, NoFilesMatched
+from beampipe.nodes.xrf.detectors import DetectorFileError, Layout, open_detector_file
 
-__all__ = ["McaFiles", "McaFormatError", "NoFilesMatched"]
+__all__ = ["DetectorFileError", "McaFiles", "McaFormatError", "NoFilesMatched", "stream_name"]
+
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs", ".nx5")
+
+
+def stream_name(path: str | os.PathLike[str]) -> str:
+    """The stream of a file: an HDF5 file's name without its suffix (as ``hdf5_replay`` names
+    it, so that positions replayed from a file of the same name join its spectra), any other
+    file's name (``Steel.spe``)."""
+    path = Path(path)
+    return path.stem if path.suffix.lower() in HDF5_SUFFIXES else path.name
 
 
 class McaFormatError(ValueError):
@@ -37,23 +52,40 @@ class McaFiles(FileReplay):
       number, when a SPEC scan has as many data rows as spectra: its motor positions).
     * :class:`~beampipe.EndOfStream` with ``next_stream`` the next file's stream.
 
+    HDF5/NeXus files (suffix ``.h5``, ``.hdf5``, ``.hdf``, ``.nxs``, ``.nx5``; stream: the file
+    name without its suffix) of a multi-element detector (``layout``, see
+    :mod:`.detectors`) give one message per scan point: data ``spectrum`` (the file's dtype,
+    (elements, channels): every element's spectrum of the point) and its dead-time data, each
+    float64 (elements,): ``dt_factor`` (Xspress3), ``icr``, ``ocr`` (counts/s), ``live_time``,
+    ``real_time`` (s), those the file has; metadata ``file``, ``index`` (0-based point),
+    ``elements`` (names). The StreamStart has ``file``, ``reader`` (``"h5py, layout
+    xspress3"``), ``n_spectra`` (points), ``layout``, ``elements``, ``channels``, ``stats`` (the
+    dead-time data names).
+
     Params ``paths``, ``pace`` (``max`` or a rate in Hz; ``realtime`` is refused: the files
-    hold no times) as for ``xdi_replay``; ``key``: the data name.
+    hold no times) as for ``xdi_replay``; ``key``: the data name; ``layout`` and ``detectors``
+    for HDF5 files.
 
     Raises:
         NoFilesMatched: (when created) a ``paths`` pattern matches no file.
         ValueError: (when created) ``pace: realtime``.
         McaFormatError: (from :meth:`generate`) PyMca cannot read a file or it has no spectrum.
+        DetectorFileError: (from :meth:`generate`) an HDF5 file has no spectra of the layout.
         ImportError: PyMca5 is not installed.
     """
 
     class Params(FileReplay.Params):
-        """``key``: the data name of the spectra."""
+        """``key``: the data name of the spectra. ``layout`` of HDF5 files: ``auto``,
+        ``xspress3``, ``nxdetector`` or ``xmap`` (:mod:`.detectors`). ``detectors``:
+        ``nxdetector``: an ``fnmatch`` pattern of the element groups' paths
+        (``"1.1/instrument/falconx_det*"``); None: every NXdetector whose ``data`` is 2-D."""
 
         key: str = "spectrum"
+        layout: Layout = "auto"
+        detectors: str | None = None
 
     params: McaFiles.Params
-    stream_name = staticmethod(lambda path: Path(path).name)
+    stream_name = staticmethod(stream_name)
 
     def __init__(self, params: McaFiles.Params, name: str = "") -> None:
         super().__init__(params, name)
@@ -61,6 +93,8 @@ class McaFiles(FileReplay):
             raise ValueError(f"{self.name}: pace realtime: MCA files hold no times (give a rate)")
 
     def replay(self, path: Path, stream: str) -> Generator[Item, None, int]:
+        if path.suffix.lower() in HDF5_SUFFIXES:
+            return (yield from self._replay_hdf5(path, stream))
         spectra = read_mca(path, self.name)
         meta = {"file": str(path), "reader": "PyMca5 specfilewrapper", "n_spectra": len(spectra)}
         yield beampipe.StreamStart(stream=stream, metadata=meta)
@@ -73,6 +107,29 @@ class McaFiles(FileReplay):
                 id=k + 1,
             )
         return len(spectra)
+
+    def _replay_hdf5(self, path: Path, stream: str) -> Generator[Item, None, int]:
+        p = self.params
+        with open_detector_file(path, p.layout, p.detectors, self.name) as det:
+            meta: dict[str, Any] = {
+                "file": str(path),
+                "reader": f"h5py, layout {det.layout}",
+                "n_spectra": det.points,
+                "layout": det.layout,
+                "elements": det.elements,
+                "channels": det.channels,
+                "stats": det.stat_names,
+            }
+            yield beampipe.StreamStart(stream=stream, metadata=meta)
+            for i in range(det.points):
+                self.wait(None)
+                yield beampipe.Message(
+                    data={p.key: det.spectra(i), **det.point_stats(i)},
+                    metadata={"file": str(path), "index": i, "elements": det.elements},
+                    stream=stream,
+                    id=i + 1,
+                )
+        return det.points
 
 
 def read_mca(path: str | os.PathLike[str], node: str = "") -> list[tuple[np.ndarray, dict]]:

@@ -1,0 +1,1 @@
+"""Machine-learning inference on each message: ``ml.onnx`` (see docs/nodes.md)."""
