@@ -65,13 +65,13 @@ def test_the_example_pattern_equals_pyfai_integrate1d_called_directly(pattern):
     assert list(pattern["id"]) == [1]
     np.testing.assert_allclose(pattern["intensity"][0], want.intensity, rtol=1e-6)
     np.testing.assert_allclose(pattern["sigma"][0], want.sigma, rtol=1e-6)
-    np.testing.assert_allclose(pattern["q"][0], want.radial, rtol=1e-6)
+    np.testing.assert_allclose(pattern["q"][()], want.radial, rtol=1e-6)
 
 
 def test_the_example_peaks_match_the_beamline_pattern_and_fcc_ni(pattern):
     chi = np.loadtxt(DATA / "Ni_chi_file.chi", comments="#")
     assert chi.shape == (1480, 2)
-    q, intensity = pattern["q"][0], pattern["intensity"][0]
+    q, intensity = pattern["q"][()], pattern["intensity"][0]
     expected = [2 * np.pi * np.sqrt(np.dot(hkl, hkl)) / NI_A for hkl in HKL]
     ours = np.array([peak(q, intensity, t) for t in expected])
     theirs = np.array([peak(chi[:, 0], chi[:, 1], t) for t in expected])

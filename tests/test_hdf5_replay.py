@@ -173,6 +173,22 @@ def test_a_2d_table_gives_1d_rows_and_key_names_them(tmp_path):
     assert_frames(msgs, data, key="spectrum")
 
 
+def test_a_1d_counter_read_by_rows_gives_one_value_per_message(tmp_path):
+    """A 1-D dataset (a scan's counter, e.g. the I0 monitor of each frame) read with rows: true
+    gives one 0-d message per value; without rows it is refused (test_not_frames)."""
+    data = np.array([977851.16, 977012.5, 976433.25])
+    path = plain(tmp_path / "scan.h5", data, dataset="primary/data/em1")
+    start, msgs, end = split(
+        run(source(path, dataset="primary/data/em1", key="i0", rows=True)).items()
+    )
+    assert [m.id for m in msgs] == [1, 2, 3]
+    for msg, value in zip(msgs, data, strict=True):
+        assert isinstance(msg.data["i0"], np.ndarray) and msg.data["i0"].shape == ()
+        assert msg.data["i0"] == value and msg.data["i0"].dtype == np.float64
+    assert (start[0].metadata["shape"], start[0].metadata["frames"]) == ([3], 3)
+    assert end == [bp.EndOfStream("scan", 3, None)]
+
+
 def lambda_like(path: Path, data: np.ndarray) -> Path:
     """A Lambda-like NeXus file: no 'default' nor NXdata 'signal' attributes; the frames in
     /entry/instrument/detector/data with the older attribute signal=1, bitshuffle-LZ4."""

@@ -17,6 +17,7 @@ from pydantic import PositiveInt
 import beampipe
 from beampipe.nodes.azint.geometry import RADIAL, AzintParams, GeometryError, integrator
 from beampipe.nodes.azint.monitor import MonitorMissing, monitor_value
+from beampipe.nodes.azint.provenance import process_metadata
 from beampipe.nodes.frame.frames import FrameWorker
 from beampipe.nodes.frame.pixels import PixelFileError, read_image
 
@@ -54,6 +55,8 @@ class Integrator(FrameWorker):
         self.dark = read_image(params.dark, "dark") if params.dark else None
         self.flat = read_image(params.flat, "flat") if params.flat else None
         self.radial, self.radial_units = RADIAL[params.unit]
+        self.provenance = process_metadata(params, self.integrator)
+        """How the patterns are made, for the NeXus writer's NXazint view (metadata ``process``)."""
         self._checked: set[str] = set()
         shape = self.integrator.detector.shape
         for what in ("mask", "dark", "flat"):
@@ -103,6 +106,8 @@ class Integrator(FrameWorker):
                 "no data item or metadata key to divide by: set it"
             )
         data, axes, units = self.integrate(frame, self.options(factor))
+        if self.params.monitor is not None:
+            data["monitor"] = np.array(factor)
         metadata: dict[str, Any] = {
             **msg.metadata,
             "signal": "intensity",
@@ -110,6 +115,7 @@ class Integrator(FrameWorker):
             "units": units,
             "unit": self.params.unit,
             "normalization_factor": factor,
+            "process": self.provenance,
         }
         return beampipe.Message(data=data, metadata=metadata)
 
@@ -166,7 +172,10 @@ class Integrate1d(Integrator):
     (npt,)), ``sigma`` (float64, (npt,); with ``error_model``), the radial axis named by the
     unit, ``q``/``2th``/``r`` (float64, (npt,), the bin centres, in ``unit``); metadata: the
     input's, with ``signal: intensity``, ``axes: [q]``, ``units`` (NeXus units of the axis),
-    ``unit`` (pyFAI's) and ``normalization_factor`` (the monitor, 1.0 without one).
+    ``unit`` (pyFAI's), ``normalization_factor`` (the monitor, 1.0 without one) and
+    ``process`` (how the pattern was made: pyFAI's version, the geometry, the PONI file's text,
+    the options; :func:`~beampipe.nodes.azint.provenance.process_metadata`). With ``monitor``
+    set, data ``monitor`` (float64, 0-d) holds the value divided by.
 
     Raises: see :class:`Integrator`.
     """

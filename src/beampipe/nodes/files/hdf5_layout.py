@@ -10,7 +10,8 @@ the one carrying the older NeXus attribute ``signal=1`` (as Lambda and other det
 
 Frames: a dataset of 3 or more dimensions holds frames along its first axis; a 2-D dataset is
 one frame (an image), unless it is a table: its NeXus ``interpretation`` attribute is
-``spectrum`` (or the caller asks for rows), when each row is a frame.
+``spectrum`` (or the caller asks for rows), when each row is a frame; asked for rows, a 1-D
+dataset (a counter) gives its values as 0-d frames.
 Importing this module registers the HDF5 filters of ``hdf5plugin`` where it is installed.
 """
 
@@ -99,7 +100,7 @@ class Part:
 
     def read(self, ds: h5py.Dataset, i: int) -> np.ndarray:
         """Frame ``i`` of this part from its dataset ``ds``."""
-        return ds[()] if self.image else ds[i]
+        return ds[()] if self.image else np.asarray(ds[i])
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,7 @@ def find_plan(node: str, f: h5py.File, where: str | None, rows: bool = False) ->
     first = None
     parts: list[Part] = []
     for link in links:
-        ds = frame_dataset(node, f, link)
+        ds = frame_dataset(node, f, link, rows)
         image = is_image(ds, rows)
         shape = ds.shape if image else ds.shape[1:]
         if first is None:
@@ -280,14 +281,14 @@ def _get(node: str, f: h5py.File, path: str) -> h5py.Group | h5py.Dataset:
         ) from None
 
 
-def frame_dataset(node: str, f: h5py.File, link: str) -> h5py.Dataset:
+def frame_dataset(node: str, f: h5py.File, link: str, rows: bool = False) -> h5py.Dataset:
     """The frame dataset at ``link`` in ``f``, checked: numeric, at least 2-D (frames along the
-    first axis), its HDF5 filters available.
+    first axis; 1-D when read by ``rows``: one value per frame), its HDF5 filters available.
 
     Raises:
         DatasetNotFound: nothing at ``link``, or a group.
         DataFileMissing: ``link`` is an external link to a file that does not exist.
-        NotFrames: not numeric, or fewer than 2 dimensions.
+        NotFrames: not numeric, or fewer than 2 dimensions (1 with ``rows``).
         FilterMissing: it needs an HDF5 filter that is not installed.
     """
     ds = _get(node, f, link)
@@ -296,11 +297,11 @@ def frame_dataset(node: str, f: h5py.File, link: str) -> h5py.Dataset:
             f"{node}: {f.filename}: {link} is a group, not a dataset (it holds: "
             f"{_listing(ds)}); set 'dataset' to the frame dataset"
         )
-    if ds.ndim < 2 or ds.dtype.kind not in "biufc":
+    if ds.ndim < (1 if rows else 2) or ds.dtype.kind not in "biufc":
         raise NotFrames(
             f"{node}: {f.filename}: dataset {link} has shape {ds.shape} and dtype "
             f"{ds.dtype}; frames need a numeric dataset of at least 2 dimensions (frames "
-            "along the first axis); check 'dataset'"
+            "along the first axis), or 1 with rows: true (a counter); check 'dataset'"
         )
     missing = [flt for flt in filters(ds) if not h5py.h5z.filter_avail(flt["id"])]
     if missing:

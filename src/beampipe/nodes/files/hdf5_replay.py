@@ -99,7 +99,8 @@ class Hdf5Replay(FileReplay):
       (the dataset's dtype; shape = the dataset's shape without the first axis: a 3-D image
       stack gives 2-D images; a 2-D dataset is one frame, whole, unless it is a table: its
       NeXus ``interpretation`` attribute is ``spectrum``, or ``rows: true``, when each row is a
-      1-D frame), ``metadata = {"frame": id - 1,
+      1-D frame; with ``rows: true`` a 1-D dataset, a counter of the scan, gives one 0-d value
+      per message), ``metadata = {"frame": id - 1,
       "signal": key}`` plus ``"units": {key: units}`` when the dataset has a ``units``
       attribute.
     * :class:`~beampipe.EndOfStream` with ``last_id = n`` and ``next_stream`` = the next file's
@@ -143,7 +144,8 @@ class Hdf5Replay(FileReplay):
         ``"max"``, ``"realtime"`` or frames per second (at least 0.001). ``speedup`` divides the
         realtime waits. ``frame_time``: the path of the frame-time dataset for ``realtime``
         (None: the ``frame_time`` of the entry's NXdetector). ``rows``: read a 2-D dataset as
-        a table, one message per row (default: one frame; see the class doc)."""
+        a table, one message per row (default: one frame; see the class doc), and a 1-D
+        dataset value by value."""
 
         pace: Literal["max", "realtime"] | Rate = "max"
         dataset: str | None = None
@@ -223,7 +225,7 @@ class Hdf5Replay(FileReplay):
 
     def _open_part(self, f: h5py.File, part: Part, sent: int) -> h5py.Dataset:
         try:
-            return frame_dataset(self.name, f, part.link)
+            return frame_dataset(self.name, f, part.link, self.params.rows)
         except DataFileMissing as exc:
             raise DataFileMissing(f"{exc} ({sent} frames of the stream were sent)") from None
 

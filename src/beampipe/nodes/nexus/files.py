@@ -24,9 +24,9 @@ from beampipe.nodes.nexus.columns import (
     plot_axes,
 )
 from beampipe.nodes.nexus.compression import Compression, filter_options
-from beampipe.nodes.nexus.labels import string_lists, write_images, write_strings
+from beampipe.nodes.nexus.labels import string_lists, write_names
 from beampipe.nodes.nexus.meta import LIBVER, new_group
-from beampipe.nodes.nexus.resume import copy_flushed
+from beampipe.nodes.nexus.salvage import copy_flushed
 from beampipe.nodes.nexus.space import NoSpace, ensure_space, no_space
 
 __all__ = ["GroupFile"]
@@ -39,14 +39,11 @@ class GroupFile:
     """One input port of one stream: ``/entry/<name>`` (NXdata) in its own HDF5 file.
 
     The file is created from the first message of the port: one dataset per data name, ``id``,
-    in replace mode one 0-d field per numeric scalar of the metadata, and one string dataset per
-    metadata list of strings (``names``: an axis; :mod:`~beampipe.nodes.nexus.labels`); then
-    ``signal``, ``axes``, ``<axis>_indices``, ``units`` and ``long_name`` (metadata
-    ``long_names``) attributes are set, one NXdata per
-    image the metadata ``images`` names is made beside the group, and SWMR mode is switched on.
-    From then on the structure is fixed. Dataset names are the data names made valid NeXus names
-    (:func:`~beampipe.nodes.nexus.meta.nexus_name`; ``id`` is reserved): see
-    :attr:`columns`.
+    and in replace mode one 0-d field per numeric scalar of the metadata; then ``signal``,
+    ``axes``, ``<axis>_indices`` and ``units`` attributes are set, what the metadata names is
+    written (:func:`~beampipe.nodes.nexus.labels.write_names`) and SWMR mode is switched on.
+    From then on the structure is fixed. Dataset names (:attr:`columns`): the data names made
+    valid NeXus names (:func:`~beampipe.nodes.nexus.meta.nexus_name`; ``id`` is reserved).
 
     Modes:
         append: an array of shape S is appended along a new first axis: dataset shape (n, *S),
@@ -57,17 +54,19 @@ class GroupFile:
             ``id`` (int64, 0-d) is the id of the message shown; numeric scalar metadata fields
             are updated when a message carries them.
 
-    Writes are kept in memory until :meth:`flush`, which writes the data, flushes it, and only
-    then writes the ids (and flushes again): an id in the file always names a row whose data is
-    on disk. If a write fails (a full disk: checked before writing, see
-    :func:`~beampipe.nodes.nexus.space.ensure_space`, and caught when HDF5 reports it), the file
-    is rolled back to what the last successful flush left (append: the datasets cut back to the
-    rows whose ids were written; replace: the message shown before written again) and closed,
-    so it stays readable by any reader; then every later call raises the same error.
+    Append mode stores the data names in ``fixed`` (a pattern's q axis) once, as the first
+    message has them; later messages must carry the same. ``attributes`` (``{data name:
+    {attribute: text}}``) are set on the datasets besides ``units`` (``metadata["units"]``).
+
+    Writes wait in memory until :meth:`flush` writes the data, flushes, then writes the ids: an
+    id in the file always names a row whose data is on disk. A failed write (a full disk:
+    :func:`~beampipe.nodes.nexus.space.ensure_space`, or HDF5's error) rolls the file back to the
+    last successful flush and closes it, readable by any reader; every later call raises it.
 
     Attributes:
         columns: ``{data or metadata key: dataset name}``.
         signal: the dataset named by the ``signal`` attribute.
+        fixed: append mode: ``{data name: array}`` of the data stored once.
         count: messages written (or pending).
         rows: append mode: rows in the file with their ids (flushed).
         failed: the error of a failed write, or None.
@@ -75,10 +74,10 @@ class GroupFile:
 
     Raises (constructor, :meth:`write`, :meth:`flush`, :meth:`close`):
         TypeError: non-numeric data (see :func:`~beampipe.nodes.nexus.columns.numeric_arrays`).
-        ValueError: metadata ``images`` that names no 2-D array of the message; a later message
-            has other data names than the first, a shape that cannot be
+        ValueError: a later message has other data names than the first, a shape that cannot be
             appended (append mode) or another rank (replace mode); in append mode, an array
-            with a dimension of length 0 (cannot be chunked).
+            with a dimension of length 0 (cannot be chunked), or a ``fixed`` one whose values
+            differ from the first message's; metadata ``images`` naming no image.
         OSError: the file cannot be created or written; its text names the file, the free
             space needed and the free space there is (:func:`~beampipe.nodes.nexus.space.no_space`;
             a :class:`~beampipe.nodes.nexus.space.NoSpace` when the disk is full).
@@ -93,6 +92,9 @@ class GroupFile:
         signal: str | None,
         axes: list[str] | None,
         compression: Compression = "none",
+        *,
+        fixed: frozenset[str] = frozenset(),
+        attributes: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.path = path
         self.name = name
@@ -112,6 +114,7 @@ class GroupFile:
         self.columns = column_names([*arrays, *scalars, *labels])
         self.names = frozenset(arrays)
         self.scalars = tuple(scalars)
+        self.fixed = {k: a for k, a in arrays.items() if k in fixed and mode == "append"}
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.file = h5py.File(path, "w", libver=LIBVER)
@@ -120,20 +123,13 @@ class GroupFile:
             raise no_space(path, "creating the file", 0, exc) from exc
         try:
             group = self._skeleton()
-            self.datasets = {k: self._create(group, self.columns[k], a) for k, a in arrays.items()}
-            self.datasets.update(
-                {k: group.create_dataset(self.columns[k], data=v) for k, v in scalars.items()}
-            )
+            made = {k: self._create(group, self.columns[k], a, k) for k, a in arrays.items()}
+            fields = {k: group.create_dataset(self.columns[k], data=v) for k, v in scalars.items()}
+            self.datasets = made | fields
             self.id = self._create(group, "id", np.array(0, dtype=np.int64))
-            self._attribute("units", msg.metadata.get("units"))
-            self._attribute("long_name", msg.metadata.get("long_names"))
-            for k, values in labels.items():
-                write_strings(group, self.columns[k], values)
+            self._attributes(msg.metadata.get("units"), attributes or {})
             self._plot_attributes(group, signal, axes, set(labels))
-            where = f"stream {msg.stream!r} id {msg.id} port {msg.port!r}"
-            images, plot = msg.metadata.get("images"), list(group.attrs["axes"])
-            stacked = mode == "append"
-            self.images = write_images(group, images, self.datasets, plot, where, stacked)
+            self.images = write_names(group, msg, self.columns, labels, self.datasets, mode)
             self.file.swmr_mode = True
         except BaseException as exc:
             with contextlib.suppress(Exception):  # the file is removed: it holds nothing yet
@@ -182,9 +178,11 @@ class GroupFile:
         gf.id = group["id"]
         gf.signal = group.attrs["signal"]
         gf.rows, gf.written, gf._shown, gf.images = 0, set(), None, []
+        fixed = {k: d for k, d in gf.datasets.items() if d.maxshape[:1] != (None,)}
+        gf.fixed = {k: d[()] for k, d in fixed.items()} if mode == "append" else {}
         if mode == "append":
-            gf.rows = min(d.shape[0] for d in [gf.id, *gf.datasets.values()])
-            for dataset in [gf.id, *gf.datasets.values()]:
+            gf.rows = min(d.shape[0] for d in gf._grown())
+            for dataset in gf._grown():
                 dataset.resize(gf.rows, axis=0)  # a row without its id or its data is dropped
             gf.written = set(gf.id[()].tolist())
         else:
@@ -199,7 +197,9 @@ class GroupFile:
         entry.attrs["default"] = self.name
         return new_group(entry, self.name, "NXdata")
 
-    def _create(self, group: h5py.Group, name: str, a: np.ndarray) -> h5py.Dataset:
+    def _create(self, group: h5py.Group, name: str, a: np.ndarray, key: str = "") -> h5py.Dataset:
+        if key in self.fixed:
+            return group.create_dataset(name, data=a)
         filters = self._filters if a.ndim and name != "id" else {}
         if self.mode == "replace":
             if a.ndim == 0:
@@ -222,12 +222,16 @@ class GroupFile:
             **filters,
         )
 
-    def _attribute(self, name: str, values: Any) -> None:
-        """The attribute ``name`` of each dataset that ``values`` (``{data name: str}``) gives."""
-        if isinstance(values, Mapping):
-            for k, dataset in self.datasets.items():
-                if isinstance(values.get(k), str):
-                    dataset.attrs[name] = values[k]
+    def _attributes(self, units: Any, attributes: Mapping[str, Mapping[str, str]]) -> None:
+        for k, dataset in self.datasets.items():
+            if isinstance(units, Mapping) and isinstance(units.get(k), str):
+                dataset.attrs["units"] = units[k]
+            dataset.attrs.update(attributes.get(k, {}))
+
+    def _grown(self) -> list[h5py.Dataset]:
+        """Append mode: the datasets that get a row per message (not the fixed ones), ``id``
+        last."""
+        return [d for k, d in self.datasets.items() if k not in self.fixed] + [self.id]
 
     def _plot_attributes(
         self, group: h5py.Group, signal: str | None, axes: list[str] | None, labels: set[str]
@@ -269,7 +273,9 @@ class GroupFile:
         where = f"stream {msg.stream!r} id {msg.id} port {msg.port!r}"
         for k, a in arrays.items():
             dataset = self.datasets[k]
-            if self.mode == "append" and a.shape != dataset.shape[1:]:
+            if k in self.fixed and not np.array_equal(a, self.fixed[k], equal_nan=True):
+                raise ValueError(f"{where}: {k!r} differs from the stream's first {k!r}")
+            if self.mode == "append" and k not in self.fixed and a.shape != dataset.shape[1:]:
                 raise ValueError(
                     f"{where}: {k!r} has shape {a.shape}, earlier messages {dataset.shape[1:]}"
                 )
@@ -307,8 +313,9 @@ class GroupFile:
         n, new = self.rows, len(self._pending)
         ensure_space(self.path, self._doing(), self._needed())
         for k, dataset in self.datasets.items():
-            dataset.resize(n + new, axis=0)
-            dataset[n:] = np.stack([arrays[k] for _, arrays in self._pending])
+            if k not in self.fixed:
+                dataset.resize(n + new, axis=0)
+                dataset[n:] = np.stack([arrays[k] for _, arrays in self._pending])
         self.file.flush()  # the rows' data is on disk before any id names it
         self.id.resize((n + new,))
         self.id[n:] = [msg_id for msg_id, _ in self._pending]
@@ -345,7 +352,7 @@ class GroupFile:
         if self.mode == "replace":
             return sum(a.nbytes for _, arrays in self._pending for a in arrays.values())
         total, n, new = 0, self.rows, len(self._pending)
-        for dataset in [*self.datasets.values(), self.id]:
+        for dataset in self._grown():
             rows = dataset.chunks[0]
             chunks = -(-(n + new) // rows) - -(-n // rows)
             total += chunks * int(np.prod(dataset.chunks)) * dataset.dtype.itemsize
@@ -362,7 +369,7 @@ class GroupFile:
         text = f"{error.strerror}; the file keeps {kept} and was closed"
         try:
             if self.mode == "append":
-                for dataset in [*self.datasets.values(), self.id]:
+                for dataset in self._grown():
                     dataset.resize(self.rows, axis=0)
             elif self._shown is not None:
                 self._show(self._shown.values)

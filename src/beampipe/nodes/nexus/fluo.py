@@ -15,12 +15,49 @@ from typing import Any
 import h5py
 import numpy as np
 
+import beampipe
+from beampipe.nodes.nexus.files import GroupFile
 from beampipe.nodes.nexus.meta import meta_value, new_group, number_with_unit, put, unique_name
 
-__all__ = ["HC_KEV_ANGSTROM", "write_fluo"]
+__all__ = ["HC_KEV_ANGSTROM", "FluoParams", "add_fluo", "write_fluo"]
 
 HC_KEV_ANGSTROM = 12.398419843320026
 """h c in keV Å (CODATA 2018): wavelength (Å) = h c / photon energy (keV)."""
+
+
+class FluoParams(beampipe.Params):
+    """The NXfluo view (an NXsubentry ``fluo``): the append-mode ``port`` whose messages carry
+    the spectra as ``data`` (``xrf.fit`` with ``keep_spectrum: true``: ``spectrum``) and the
+    metadata ``process`` of ``xrf.fit`` (calibration and excitation energy); ``monitor``: the
+    data name of the incident-flux counts, if the messages carry them."""
+
+    port: str = "fit"
+    data: str = "spectrum"
+    monitor: str | None = None
+
+
+def add_fluo(
+    entry: h5py.Group,
+    params: FluoParams | None,
+    msg: beampipe.Message,
+    group: GroupFile,
+    link: str,
+    meta: Mapping[str, Any],
+) -> None:
+    """The NXfluo view (:func:`write_fluo`) if ``params`` asks for it and ``msg``, the first
+    message of the port whose group file ``group`` (``link``, relative to the master) was just
+    made, is on ``params.port`` in append mode with 1-D ``params.data``."""
+    if params is None or msg.port != params.port or group.mode != "append":
+        return
+    if params.data not in group.names or msg.data[params.data].ndim != 1:
+        return
+    names = {"data": group.columns[params.data], "monitor": None}
+    if params.monitor is not None and params.monitor in group.names:
+        names["monitor"] = group.columns[params.monitor]
+    process = msg.metadata.get("process")
+    process = process if isinstance(process, dict) else {}
+    channels = msg.data[params.data].shape[0]
+    write_fluo(entry, link, f"/entry/{group.name}", names, channels, process, meta)
 
 
 def write_fluo(

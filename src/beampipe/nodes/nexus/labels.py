@@ -18,10 +18,11 @@ from typing import Any
 import h5py
 import numpy as np
 
+import beampipe
 from beampipe.nodes.nexus.columns import CONVENTION_KEYS
 from beampipe.nodes.nexus.meta import new_group, nexus_name, put, unique_name
 
-__all__ = ["string_lists", "write_images", "write_strings"]
+__all__ = ["string_lists", "write_images", "write_names", "write_strings"]
 
 _STR = h5py.string_dtype()
 
@@ -42,6 +43,34 @@ def string_lists(metadata: Mapping[str, Any]) -> dict[str, list[str]]:
 def write_strings(group: h5py.Group, name: str, values: list[str]) -> h5py.Dataset:
     """A 1-D dataset of UTF-8 strings ``name`` in ``group``."""
     return group.create_dataset(name, data=np.asarray(values, dtype=object), dtype=_STR)
+
+
+def write_names(
+    group: h5py.Group,
+    msg: beampipe.Message,
+    columns: Mapping[str, str],
+    labels: Mapping[str, list[str]],
+    datasets: Mapping[str, h5py.Dataset],
+    mode: str,
+) -> list[str]:
+    """What ``msg``'s metadata names in the new group ``group`` (its ``axes`` written): the
+    string datasets of ``labels`` (:func:`string_lists`, dataset names from ``columns``), the
+    ``long_name`` attributes of the metadata ``long_names`` (``{data name: str}``: ``map``'s
+    motors) and the per-name images of ``images`` (:func:`write_images`; stacked in append
+    ``mode``). Returns the image groups made.
+
+    Raises:
+        ValueError: see :func:`write_images`.
+    """
+    for k, values in labels.items():
+        write_strings(group, columns[k], values)
+    long_names = msg.metadata.get("long_names")
+    for k, dataset in datasets.items():
+        if isinstance(long_names, Mapping) and isinstance(long_names.get(k), str):
+            dataset.attrs["long_name"] = long_names[k]
+    where = f"stream {msg.stream!r} id {msg.id} port {msg.port!r}"
+    plot = list(group.attrs["axes"])
+    return write_images(group, msg.metadata.get("images"), datasets, plot, where, mode == "append")
 
 
 def write_images(

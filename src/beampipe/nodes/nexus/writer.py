@@ -18,10 +18,11 @@ import h5py
 from pydantic import Field
 
 import beampipe
+from beampipe.nodes.nexus.azint import AzintLayout, AzintParams, azint_layout, write_azint
 from beampipe.nodes.nexus.columns import metadata_columns
 from beampipe.nodes.nexus.compression import Compression, filter_options
 from beampipe.nodes.nexus.files import GroupFile
-from beampipe.nodes.nexus.fluo import write_fluo
+from beampipe.nodes.nexus.fluo import FluoParams, add_fluo
 from beampipe.nodes.nexus.master import edit_master
 from beampipe.nodes.nexus.meta import (
     new_group,
@@ -35,7 +36,14 @@ from beampipe.nodes.nexus.meta import (
 from beampipe.nodes.nexus.process import write_process
 from beampipe.nodes.nexus.xasproc import write_xasproc
 
-__all__ = ["FluoParams", "GroupParams", "NexusWriter", "XasParams", "XasprocParams"]
+__all__ = [
+    "AzintParams",
+    "FluoParams",
+    "GroupParams",
+    "NexusWriter",
+    "XasParams",
+    "XasprocParams",
+]
 
 XasMode = Literal[
     "Transmission",
@@ -53,6 +61,8 @@ class GroupParams(beampipe.Params):
     ``signal`` and ``axes`` override the ``signal``/``axes`` of the message metadata.
     ``compression``: of the group's arrays (not of 0-d values): ``none``, ``bitshuffle_lz4``
     or ``lz4`` (HDF5 filters of hdf5plugin, ``beampipe[hdf5]``) or ``gzip``.
+    ``fixed``: append mode: data names whose value is the same in every message of a stream
+    (an axis): stored once, not per message; a message with other values is an error.
     ``metadata``: metadata items (numbers; a dotted key looks into a dict: ``positions.samx``)
     stored as data of every message, named by the key's last part (``samx``): e.g. each
     spectrum's motor positions and monitor counts beside its fit.
@@ -62,6 +72,7 @@ class GroupParams(beampipe.Params):
     signal: str | None = None
     axes: list[str] | None = None
     compression: Compression = "none"
+    fixed: list[str] = Field(default_factory=list)
     metadata: list[str] = Field(default_factory=list)
 
 
@@ -86,17 +97,6 @@ class XasprocParams(beampipe.Params):
     port: str = "normalized"
     energy: str = "energy"
     data: str = "norm"
-
-
-class FluoParams(beampipe.Params):
-    """The NXfluo view (an NXsubentry ``fluo``): the append-mode ``port`` whose messages carry
-    the spectra as ``data`` (``xrf.fit`` with ``keep_spectrum: true``: ``spectrum``) and the
-    metadata ``process`` of ``xrf.fit`` (calibration and excitation energy); ``monitor``: the
-    data name of the incident-flux counts, if the messages carry them."""
-
-    port: str = "fit"
-    data: str = "spectrum"
-    monitor: str | None = None
 
 
 @dataclass
@@ -166,8 +166,9 @@ class NexusWriter(beampipe.Worker):
         ``flush_interval``: seconds between flushes (>= 0; 0 = after every message).
         ``stream_metadata``: defaults for every stream's metadata (e.g. ``source_type``,
         ``monitor_mode``); the stream's own items win. ``xas``: the NXxas view, or None for
-        none. ``xasproc``: the NXxasproc view, or None for none. ``fluo``: the NXfluo view of
-        fitted XRF spectra, None (the default) for none."""
+        none. ``xasproc``: the NXxasproc view, or None for none. ``azint``: the NXazint1d /
+        NXazint2d view of azimuthally integrated patterns, or None for none. ``fluo``: the
+        NXfluo view of fitted XRF spectra, None (the default) for none."""
 
         path: beampipe.OutputPath
         groups: dict[str, GroupParams] = Field(default_factory=dict)
@@ -175,6 +176,7 @@ class NexusWriter(beampipe.Worker):
         stream_metadata: dict[str, Any] = Field(default_factory=dict)
         xas: XasParams | None = Field(default_factory=XasParams)
         xasproc: XasprocParams | None = Field(default_factory=XasprocParams)
+        azint: AzintParams | None = Field(default_factory=AzintParams)
         fluo: FluoParams | None = None
 
     params: NexusWriter.Params
@@ -278,13 +280,18 @@ class NexusWriter(beampipe.Worker):
             state.groups[msg.port] = group
             return group
         group: GroupFile | None = None
+        azint = azint_layout(msg, self.params.azint) if spec.mode == "append" else None
+        fixed = frozenset(spec.fixed) | (azint.axes if azint else frozenset())
         try:
             with edit_master(self.path) as f:
                 entry = f[state.entry]
                 name = unique_name(nexus_name(msg.port, "data"), entry)
                 path = self.data_dir / state.entry / f"{name}.h5"
                 group = GroupFile(
-                    path, name, msg, spec.mode, *self._plot(spec, msg.metadata), spec.compression
+                    *(path, name, msg, spec.mode, *self._plot(spec, msg.metadata)),
+                    spec.compression,
+                    fixed=fixed,
+                    attributes=azint.attributes() if azint else None,
                 )
                 link = os.path.relpath(path, self.path.parent)
                 entry[name] = h5py.ExternalLink(link, f"/entry/{name}")
@@ -292,12 +299,13 @@ class NexusWriter(beampipe.Worker):
                     entry[unique_name(image, entry)] = h5py.ExternalLink(link, f"/entry/{image}")
                 entry.attrs["default"] = state.default_with(group)
                 self._add_xas(entry, state, msg.port, group, link)
-                self._add_fluo(entry, state, msg, group, link)
+                add_fluo(entry, self.params.fluo, msg, group, link, state.meta)
+                self._add_azint(entry, state, msg, group, link, azint)
+                viewed = self._add_xasproc(entry, state, msg, group, link)
+                viewed = viewed or (azint is not None and azint.long_name is not None)
                 process = msg.metadata.get("process")
-                xasproc = self._add_xasproc(entry, state, msg, group, link)
-                if isinstance(process, dict) and not xasproc:  # NXxasproc holds it otherwise
-                    data = h5py.ExternalLink(link, f"/entry/{name}")
-                    write_process(entry, name, process, data)
+                if isinstance(process, dict) and not viewed:  # the view's NXprocess holds it
+                    write_process(entry, name, process, h5py.ExternalLink(link, f"/entry/{name}"))
         except BaseException:
             if group is not None:
                 group.close()
@@ -342,21 +350,24 @@ class NexusWriter(beampipe.Worker):
         write_xasproc(entry, link, f"/entry/{group.name}", names, process, state.meta)
         return True
 
-    def _add_fluo(
-        self, entry: h5py.Group, state: _Stream, msg: beampipe.Message, group: GroupFile, link: str
+    @staticmethod
+    def _add_azint(
+        entry: h5py.Group,
+        state: _Stream,
+        msg: beampipe.Message,
+        group: GroupFile,
+        link: str,
+        azint: AzintLayout | None,
     ) -> None:
-        fluo = self.params.fluo
-        if fluo is None or msg.port != fluo.port or group.mode != "append":
+        if azint is None or azint.long_name is None:
             return
-        if fluo.data not in group.names or msg.data[fluo.data].ndim != 1:
-            return
-        names = {"data": group.columns[fluo.data], "monitor": None}
-        if fluo.monitor is not None and fluo.monitor in group.names:
-            names["monitor"] = group.columns[fluo.monitor]
         process = msg.metadata.get("process")
         process = process if isinstance(process, dict) else {}
-        channels = msg.data[fluo.data].shape[0]
-        write_fluo(entry, link, f"/entry/{group.name}", names, channels, process, state.meta)
+
+        def target(name: str) -> h5py.ExternalLink:
+            return h5py.ExternalLink(link, f"/entry/{group.name}/{group.columns[name]}")
+
+        write_azint(entry, group.name, target, azint, process, state.meta)
 
     def _flush_all(self) -> None:
         for state in self._streams.values():

@@ -1,4 +1,8 @@
-"""Resuming a group file of ``nexus_writer`` that a writer process which died left open."""
+"""Salvaging a group file of ``nexus_writer`` that a killed writer left open for writing:
+HDF5 lets such a file be read (up to its last flush, with ``swmr=True``) but not opened for
+writing again, so its flushed content is copied into a fresh file that replaces it
+(docs/reliability.md; :meth:`~beampipe.nodes.nexus.files.GroupFile.resume`).
+"""
 
 from __future__ import annotations
 
