@@ -2,15 +2,17 @@
 called directly in a loop in one process, in the same invocation (issue 18's benchmark).
 
 Cases (``--case``), one function each returning a :class:`Case`: ``integrate1d``
-(``azint.integrate1d``, against pyFAI's ``integrate1d``). Another case is added by writing its
-function and naming it in :data:`CASES`.
+(``azint.integrate1d``, against pyFAI's ``integrate1d``) and ``peaks`` (``peaks.find``, against
+OM's compiled peakfinder8). Another case is added by writing its function and naming it in
+:data:`CASES`.
 
 Frames: EIGER 4M size, 2167 x 2070 uint32: the Ni powder frame of NSLS-II XPD
 (``examples/powder-xpd/data``, PerkinElmer 2048 x 2048, clipped at 0) zero-padded at the bottom
 and right to 2167 x 2070, each frame a Poisson draw around it (seeded), in one HDF5 dataset
 chunked one frame per chunk and compressed with bitshuffle-LZ4, as an EIGER data file. The
 geometry is the frame's PONI with a detector of 200 um pixels of the padded shape, so the rings
-are where the beamline saw them.
+are where the beamline saw them. For ``peaks``, 30 % of the frames also get 15-60 simulated Bragg
+spots (Gaussian, Poisson noise: ``examples/serial-hits/spots.py``), about 11 peaks per frame.
 
 Pipeline: ``image_files`` (the HDF5 file) -> the case's node (``replicas`` 1, then 2) ->
 ``bench_nodes:Recorder``. The direct loop reads each frame with h5py and calls the library on
@@ -30,6 +32,7 @@ rate (us).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import sys
@@ -56,6 +59,8 @@ class Case:
 
     node: str
     direct: Callable[[], Callable[[np.ndarray], object]]
+    spots: bool = False
+    """Frames with simulated Bragg spots in 30 % of them."""
 
 
 def integrate1d(folder: Path) -> Case:
@@ -90,10 +95,35 @@ def integrate1d(folder: Path) -> Case:
     return Case(f"{{use: azint.integrate1d, params: {{npt: 1000, {params}}}}}", direct)
 
 
-CASES: dict[str, Callable[[Path], Case]] = {"integrate1d": integrate1d}
+def peaks(folder: Path) -> Case:
+    """``peaks.find`` (peakfinder8: adc_threshold 200, min_snr 6, 2-200 pixels, local background
+    radius 3, radii 0-1200 pixels from the PONI's beam centre, no mask) against OM's
+    ``peakfinder_8`` called with the same settings, the radius map and mask made once."""
+    from beampipe.nodes.peaks.geometry import center_from_poni
+
+    fs, ss, _ = center_from_poni(str(XPD / "Ni_poni_file.poni"))  # the padding is bottom right
+    settings = {"adc_threshold": 200.0, "min_snr": 6.0, "min_pixels": 2, "max_pixels": 200}
+    params = ", ".join(f"{k}: {v!r}" for k, v in settings.items())
+    node = f"{{use: peaks.find, params: {{center: [{fs!r}, {ss!r}], min_peaks: 20, {params}}}}}"
+
+    def direct() -> Callable[[np.ndarray], object]:
+        from om.algorithms._crystallography import peakfinder_8
+
+        rows, cols = np.ogrid[: SHAPE[0], : SHAPE[1]]
+        radius = np.hypot(cols - fs, rows - ss).astype(np.float32)
+        mask = (radius <= 1200).astype(np.int8)
+        args = (SHAPE[1], SHAPE[0], 1, 1, *settings.values(), 3)
+        return lambda frame: peakfinder_8(
+            2048, frame.astype(np.float32), mask, radius, 0, None, None, 0, *args
+        )
+
+    return Case(node, direct, spots=True)
 
 
-def make_frames(path: Path, n: int) -> None:
+CASES: dict[str, Callable[[Path], Case]] = {"integrate1d": integrate1d, "peaks": peaks}
+
+
+def make_frames(path: Path, n: int, spots: bool = False) -> None:
     import fabio
     import h5py
     import hdf5plugin
@@ -102,6 +132,13 @@ def make_frames(path: Path, n: int) -> None:
         base = np.asarray(img.data, dtype=np.float64).clip(0)
     padded = np.pad(base, [(0, SHAPE[0] - base.shape[0]), (0, SHAPE[1] - base.shape[1])])
     rng = np.random.default_rng(18)
+    if spots:
+        spec = importlib.util.spec_from_file_location(
+            "serial_spots", REPO / "examples" / "serial-hits" / "spots.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        with_spots = module.frames(padded, n, hit_fraction=0.3, seed=18)
     with h5py.File(path, "w") as f:
         ds = f.create_dataset(
             "entry/data/data",
@@ -111,7 +148,8 @@ def make_frames(path: Path, n: int) -> None:
             **hdf5plugin.Bitshuffle(cname="lz4"),
         )
         for i in range(n):
-            ds[i] = rng.poisson(padded).astype(np.uint32)
+            frame = next(with_spots)[0] if spots else rng.poisson(padded)
+            ds[i] = frame.astype(np.uint32)
 
 
 def direct_rate(case: Case, path: Path) -> float:
@@ -166,8 +204,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         path = folder / "eiger4m.h5"
-        make_frames(path, args.frames)
         case = CASES[args.case](folder)
+        make_frames(path, args.frames, spots=case.spots)
         print(
             f"{args.case}: {args.frames} frames {SHAPE} uint32 (bitshuffle-LZ4, "
             f"{path.stat().st_size / args.frames / 2**20:.2f} MiB per frame), "
