@@ -206,7 +206,8 @@ def test_fit_of_the_corrected_sum_and_of_each_element(xspress3: list[beampipe.Me
     maps = run(Map, placed, {"shape": [1, 2], "x": "x", "y": "y"}, name="maps").messages()[-1]
     assert maps.data["area"].shape == (4, len(got.metadata["lines"]), 1, 2)
     np.testing.assert_array_equal(maps.data["area"][:, :, 0, 1], got.data["area"])
-    assert maps.metadata["axes"] == [".", ".", "y", "x"]
+    assert maps.metadata["axes"] == [".", "names", "y", "x"]  # the lines: the second axis
+    assert maps.metadata["names"] == got.metadata["lines"]
 
 
 def positions_of(msgs: list[beampipe.Message]) -> list[beampipe.Message]:

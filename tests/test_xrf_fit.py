@@ -104,6 +104,31 @@ def test_mass_fractions_equal_pymca_directly(name: str) -> None:
     assert np.isnan(want).sum() == sum(g.startswith("Scatter") for g in lines)
     if name == "XRFSpectrum.mca":  # Co is the internal standard at 500 ppm (PyMca's own test)
         assert out[0].data["mass_fraction"][lines.index("Co K")] == pytest.approx(0.0005, abs=1e-7)
+    settings = out[0].metadata["process"]["concentrations"]  # the settings used, for NeXus
+    assert settings == {k: v for k, v in config.items() if k in settings}
+    assert {"flux", "time", "area", "distance", "reference"} <= set(settings)
+
+
+def test_process_metadata_names_pymca_and_holds_the_cfg_text() -> None:
+    import PyMca5
+
+    path = DATA / "Steel.cfg"
+    msg = beampipe.Message(data={"spectrum": read_spectrum("Steel.spe")}, stream="s", id=1)
+    out = run(XrfFit, [msg], params={"config": str(path), "mode": "full"}, name="fit")
+    process = out.messages()[0].metadata["process"]
+    assert (process["name"], process["program"]) == ("xrf_fit", "PyMca")
+    assert process["version"] == PyMca5.version()
+    note = process["notes"]["config"]
+    assert note["data"].encode() == path.read_bytes() and note["type"].endswith("utf-8")
+    assert note["file_name"] == str(path)
+    parameters = process["parameters"]
+    assert parameters["mode"] == "full" and parameters["concentrations"] is False
+    fit = direct_fit("Steel.spe", "full", read_spectrum("Steel.spe"), keep=True)
+    for key in ("xmin", "xmax"):
+        assert parameters[key] == fit.config["fit"][key]
+    for key in ("zero", "gain"):
+        assert parameters[key] == fit.config["detector"][key]
+    assert parameters["energy"] == fit.config["fit"]["energy"][0] == 16.0
 
 
 def test_config_that_does_not_parse(tmp_path: Path) -> None:

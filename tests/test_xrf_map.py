@@ -123,6 +123,7 @@ def test_motor_positions_binned_onto_the_grid(fits_xy: list[beampipe.Message]) -
     np.testing.assert_array_equal(got.data["x"], [10.0, 10.5, 11.0])
     np.testing.assert_array_equal(got.data["y"], [-2.0, -1.5])
     assert got.metadata["units"] == {"x": "um", "y": "um"} and got.metadata["missing"] == 1
+    assert got.metadata["long_names"] == {"x": "samx", "y": "samy"}  # the motors
     # half-way goes to the higher pixel; more than half a step outside is an error
     edge = fits_xy[0].replace(metadata={"samx": 10.25, "samy": -2.0})
     out = run(Map, [edge], params=params, name="maps").messages()[-1]

@@ -106,7 +106,8 @@ def test_each_element_fitted(tmp_path: Path) -> None:
     with h5py.File(path, "r") as f:
         maps = f["scan_0002/maps"]
         area, chisq = maps["area"][()], maps["chisq"][()]
-        assert list(maps.attrs["axes"]) == [".", ".", "y", "x"]
+        assert list(maps.attrs["axes"]) == [".", "names", "y", "x"]  # elements, lines, y, x
+        assert maps.attrs["names_indices"] == 1 and len(maps["names"]) == area.shape[1]
     assert area.shape[0] == 4 and area.shape[2:] == (4, 5) and chisq.shape == (4, 4, 5)
     for i in (0, 7, 19):
         ix, iy = (int(np.floor(v / 0.5 + 0.5)) for v in table[i])

@@ -10,9 +10,17 @@ import numpy as np
 import beampipe
 from beampipe.nodes.nexus.meta import nexus_name, unique_name
 
-__all__ = ["CONVENTION_KEYS", "column_names", "numeric_arrays", "numeric_scalars", "plot_axes"]
+__all__ = [
+    "CONVENTION_KEYS",
+    "MissingMetadata",
+    "column_names",
+    "metadata_columns",
+    "numeric_arrays",
+    "numeric_scalars",
+    "plot_axes",
+]
 
-CONVENTION_KEYS = frozenset({"signal", "axes", "units"})
+CONVENTION_KEYS = frozenset({"signal", "axes", "units", "long_names"})
 """Message metadata keys that describe the data rather than being data."""
 
 
@@ -33,6 +41,39 @@ def numeric_arrays(msg: beampipe.Message) -> dict[str, np.ndarray]:
             )
         arrays[name] = value
     return arrays
+
+
+class MissingMetadata(KeyError):
+    """A metadata item the writer's ``groups.<port>.metadata`` names is not in a message."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of the message
+        return str(self.args[0])
+
+
+def metadata_columns(msg: beampipe.Message, keys: list[str]) -> dict[str, np.ndarray]:
+    """``{last part of key: 0-d array}`` of the metadata items ``keys`` of ``msg`` (a dotted
+    key looks into a dict: ``positions.samx`` -> ``samx``).
+
+    Raises:
+        MissingMetadata: (a ``KeyError``) an item is missing; names stream, id, port and the keys
+            present.
+        TypeError: an item is not a number (bools are not).
+    """
+    where = f"stream {msg.stream!r} id {msg.id} port {msg.port!r}"
+    columns = {}
+    for key in keys:
+        value: Any = msg.metadata
+        for part in key.split("."):
+            if not isinstance(value, Mapping) or part not in value:
+                present = ", ".join(value) if isinstance(value, Mapping) else type(value).__name__
+                raise MissingMetadata(
+                    f"{where}: no metadata item {key!r} to store ({part!r} not in: {present})"
+                )
+            value = value[part]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{where}: metadata item {key!r} = {value!r} is not a number")
+        columns[key.rsplit(".", 1)[-1]] = np.asarray(value)
+    return columns
 
 
 def numeric_scalars(metadata: Mapping[str, Any]) -> dict[str, int | float]:

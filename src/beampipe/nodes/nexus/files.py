@@ -24,6 +24,7 @@ from beampipe.nodes.nexus.columns import (
     plot_axes,
 )
 from beampipe.nodes.nexus.compression import Compression, filter_options
+from beampipe.nodes.nexus.labels import string_lists, write_names
 from beampipe.nodes.nexus.meta import LIBVER, new_group
 from beampipe.nodes.nexus.salvage import copy_flushed
 from beampipe.nodes.nexus.space import NoSpace, ensure_space, no_space
@@ -39,10 +40,10 @@ class GroupFile:
 
     The file is created from the first message of the port: one dataset per data name, ``id``,
     and in replace mode one 0-d field per numeric scalar of the metadata; then ``signal``,
-    ``axes``, ``<axis>_indices`` and ``units`` attributes are set and SWMR mode is switched on.
-    From then on the structure is fixed. Dataset names are the data names made valid NeXus names
-    (:func:`~beampipe.nodes.nexus.meta.nexus_name`; ``id`` is reserved): see
-    :attr:`columns`.
+    ``axes``, ``<axis>_indices`` and ``units`` attributes are set, what the metadata names is
+    written (:func:`~beampipe.nodes.nexus.labels.write_names`) and SWMR mode is switched on.
+    From then on the structure is fixed. Dataset names (:attr:`columns`): the data names made
+    valid NeXus names (:func:`~beampipe.nodes.nexus.meta.nexus_name`; ``id`` is reserved).
 
     Modes:
         append: an array of shape S is appended along a new first axis: dataset shape (n, *S),
@@ -57,13 +58,10 @@ class GroupFile:
     message has them; later messages must carry the same. ``attributes`` (``{data name:
     {attribute: text}}``) are set on the datasets besides ``units`` (``metadata["units"]``).
 
-    Writes are kept in memory until :meth:`flush`, which writes the data, flushes it, and only
-    then writes the ids (and flushes again): an id in the file always names a row whose data is
-    on disk. If a write fails (a full disk: checked before writing, see
-    :func:`~beampipe.nodes.nexus.space.ensure_space`, and caught when HDF5 reports it), the file
-    is rolled back to what the last successful flush left (append: the datasets cut back to the
-    rows whose ids were written; replace: the message shown before written again) and closed,
-    so it stays readable by any reader; then every later call raises the same error.
+    Writes wait in memory until :meth:`flush` writes the data, flushes, then writes the ids: an
+    id in the file always names a row whose data is on disk. A failed write (a full disk:
+    :func:`~beampipe.nodes.nexus.space.ensure_space`, or HDF5's error) rolls the file back to the
+    last successful flush and closes it, readable by any reader; every later call raises it.
 
     Attributes:
         columns: ``{data or metadata key: dataset name}``.
@@ -72,13 +70,14 @@ class GroupFile:
         count: messages written (or pending).
         rows: append mode: rows in the file with their ids (flushed).
         failed: the error of a failed write, or None.
+        images: the per-image NXdata groups made in the file's ``/entry``.
 
     Raises (constructor, :meth:`write`, :meth:`flush`, :meth:`close`):
         TypeError: non-numeric data (see :func:`~beampipe.nodes.nexus.columns.numeric_arrays`).
         ValueError: a later message has other data names than the first, a shape that cannot be
             appended (append mode) or another rank (replace mode); in append mode, an array
             with a dimension of length 0 (cannot be chunked), or a ``fixed`` one whose values
-            differ from the first message's.
+            differ from the first message's; metadata ``images`` naming no image.
         OSError: the file cannot be created or written; its text names the file, the free
             space needed and the free space there is (:func:`~beampipe.nodes.nexus.space.no_space`;
             a :class:`~beampipe.nodes.nexus.space.NoSpace` when the disk is full).
@@ -111,7 +110,8 @@ class GroupFile:
         arrays = numeric_arrays(msg)
         scalars = numeric_scalars(msg.metadata) if mode == "replace" else {}
         scalars = {k: v for k, v in scalars.items() if k not in arrays}
-        self.columns = column_names([*arrays, *scalars])
+        labels = string_lists(msg.metadata)
+        self.columns = column_names([*arrays, *scalars, *labels])
         self.names = frozenset(arrays)
         self.scalars = tuple(scalars)
         self.fixed = {k: a for k, a in arrays.items() if k in fixed and mode == "append"}
@@ -128,7 +128,8 @@ class GroupFile:
             self.datasets = made | fields
             self.id = self._create(group, "id", np.array(0, dtype=np.int64))
             self._attributes(msg.metadata.get("units"), attributes or {})
-            self._plot_attributes(group, signal, axes)
+            self._plot_attributes(group, signal, axes, set(labels))
+            self.images = write_names(group, msg, self.columns, labels, self.datasets, mode)
             self.file.swmr_mode = True
         except BaseException as exc:
             with contextlib.suppress(Exception):  # the file is removed: it holds nothing yet
@@ -176,7 +177,7 @@ class GroupFile:
         gf.datasets = {k: group[gf.columns[k]] for k in [*arrays, *gf.scalars]}
         gf.id = group["id"]
         gf.signal = group.attrs["signal"]
-        gf.rows, gf.written, gf._shown = 0, set(), None
+        gf.rows, gf.written, gf._shown, gf.images = 0, set(), None, []
         fixed = {k: d for k, d in gf.datasets.items() if d.maxshape[:1] != (None,)}
         gf.fixed = {k: d[()] for k, d in fixed.items()} if mode == "append" else {}
         if mode == "append":
@@ -233,7 +234,7 @@ class GroupFile:
         return [d for k, d in self.datasets.items() if k not in self.fixed] + [self.id]
 
     def _plot_attributes(
-        self, group: h5py.Group, signal: str | None, axes: list[str] | None
+        self, group: h5py.Group, signal: str | None, axes: list[str] | None, labels: set[str]
     ) -> None:
         """NXdata ``signal`` (the given one if it names data, else the first data name that is
         not an axis), ``axes`` (:func:`~beampipe.nodes.nexus.columns.plot_axes`) and
@@ -242,7 +243,7 @@ class GroupFile:
             candidates = (k for k in self.columns if k in self.names and k not in (axes or ()))
             signal = next(candidates, "id")
         rank = self.datasets[signal].ndim if signal in self.datasets else 1
-        known = {*self.datasets, "id"}
+        known = {*self.datasets, "id", *labels}
         names = [self.columns.get(a, a) for a in plot_axes(rank, axes, self.mode, known)]
         self.signal = self.columns.get(signal, signal)
         group.attrs["signal"] = self.signal

@@ -19,8 +19,10 @@ from pydantic import Field
 
 import beampipe
 from beampipe.nodes.nexus.azint import AzintLayout, AzintParams, azint_layout, write_azint
+from beampipe.nodes.nexus.columns import metadata_columns
 from beampipe.nodes.nexus.compression import Compression, filter_options
 from beampipe.nodes.nexus.files import GroupFile
+from beampipe.nodes.nexus.fluo import FluoParams, add_fluo
 from beampipe.nodes.nexus.master import edit_master
 from beampipe.nodes.nexus.meta import (
     new_group,
@@ -31,9 +33,17 @@ from beampipe.nodes.nexus.meta import (
     write_warnings,
     write_xas,
 )
+from beampipe.nodes.nexus.process import write_process
 from beampipe.nodes.nexus.xasproc import write_xasproc
 
-__all__ = ["AzintParams", "GroupParams", "NexusWriter", "XasParams", "XasprocParams"]
+__all__ = [
+    "AzintParams",
+    "FluoParams",
+    "GroupParams",
+    "NexusWriter",
+    "XasParams",
+    "XasprocParams",
+]
 
 XasMode = Literal[
     "Transmission",
@@ -53,6 +63,9 @@ class GroupParams(beampipe.Params):
     or ``lz4`` (HDF5 filters of hdf5plugin, ``beampipe[hdf5]``) or ``gzip``.
     ``fixed``: append mode: data names whose value is the same in every message of a stream
     (an axis): stored once, not per message; a message with other values is an error.
+    ``metadata``: metadata items (numbers; a dotted key looks into a dict: ``positions.samx``)
+    stored as data of every message, named by the key's last part (``samx``): e.g. each
+    spectrum's motor positions and monitor counts beside its fit.
     """
 
     mode: Literal["append", "replace"] = "append"
@@ -60,6 +73,7 @@ class GroupParams(beampipe.Params):
     axes: list[str] | None = None
     compression: Compression = "none"
     fixed: list[str] = Field(default_factory=list)
+    metadata: list[str] = Field(default_factory=list)
 
 
 class XasParams(beampipe.Params):
@@ -153,7 +167,8 @@ class NexusWriter(beampipe.Worker):
         ``stream_metadata``: defaults for every stream's metadata (e.g. ``source_type``,
         ``monitor_mode``); the stream's own items win. ``xas``: the NXxas view, or None for
         none. ``xasproc``: the NXxasproc view, or None for none. ``azint``: the NXazint1d /
-        NXazint2d view of azimuthally integrated patterns, or None for none."""
+        NXazint2d view of azimuthally integrated patterns, or None for none. ``fluo``: the
+        NXfluo view of fitted XRF spectra, None (the default) for none."""
 
         path: beampipe.OutputPath
         groups: dict[str, GroupParams] = Field(default_factory=dict)
@@ -162,6 +177,7 @@ class NexusWriter(beampipe.Worker):
         xas: XasParams | None = Field(default_factory=XasParams)
         xasproc: XasprocParams | None = Field(default_factory=XasprocParams)
         azint: AzintParams | None = Field(default_factory=AzintParams)
+        fluo: FluoParams | None = None
 
     params: NexusWriter.Params
     inputs: ClassVar[tuple[str, ...] | None] = None
@@ -211,6 +227,9 @@ class NexusWriter(beampipe.Worker):
     def process(self, msg: beampipe.Message) -> None:
         """Append or replace the message's data in its port's group; flush if due."""
         state = self._stream(msg.stream)
+        spec = self.params.groups.get(msg.port)
+        if spec is not None and spec.metadata:
+            msg = msg.replace(data={**msg.data, **metadata_columns(msg, spec.metadata)})
         group = state.groups.get(msg.port) or self._open_group(state, msg)
         group.write(msg)
         now = time.monotonic()
@@ -276,10 +295,17 @@ class NexusWriter(beampipe.Worker):
                 )
                 link = os.path.relpath(path, self.path.parent)
                 entry[name] = h5py.ExternalLink(link, f"/entry/{name}")
+                for image in group.images:  # one NXdata per element map, for viewers
+                    entry[unique_name(image, entry)] = h5py.ExternalLink(link, f"/entry/{image}")
                 entry.attrs["default"] = state.default_with(group)
                 self._add_xas(entry, state, msg.port, group, link)
-                self._add_xasproc(entry, state, msg, group, link)
+                add_fluo(entry, self.params.fluo, msg, group, link, state.meta)
                 self._add_azint(entry, state, msg, group, link, azint)
+                viewed = self._add_xasproc(entry, state, msg, group, link)
+                viewed = viewed or (azint is not None and azint.long_name is not None)
+                process = msg.metadata.get("process")
+                if isinstance(process, dict) and not viewed:  # the view's NXprocess holds it
+                    write_process(entry, name, process, h5py.ExternalLink(link, f"/entry/{name}"))
         except BaseException:
             if group is not None:
                 group.close()
@@ -311,16 +337,18 @@ class NexusWriter(beampipe.Worker):
 
     def _add_xasproc(
         self, entry: h5py.Group, state: _Stream, msg: beampipe.Message, group: GroupFile, link: str
-    ) -> None:
+    ) -> bool:
+        """Add the NXxasproc view if ``msg``'s port is ``xasproc.port``; whether it was."""
         proc = self.params.xasproc
         if proc is None or msg.port != proc.port or group.mode != "replace":
-            return
+            return False
         if not (proc.energy in group.names and proc.data in group.names):
-            return
+            return False
         process = msg.metadata.get("process")
         names = {"energy": group.columns[proc.energy], "data": group.columns[proc.data]}
         process = process if isinstance(process, dict) else {}
         write_xasproc(entry, link, f"/entry/{group.name}", names, process, state.meta)
+        return True
 
     @staticmethod
     def _add_azint(

@@ -38,6 +38,7 @@ class _Raster:
     maps: dict[str, np.ndarray] = field(default_factory=dict)
     measured: np.ndarray | None = None
     names: list[str] | None = None
+    process: dict[str, Any] | None = None
     repeated: int = 0
 
 
@@ -94,7 +95,12 @@ class Map(beampipe.Reducer):
       last axis of the values; None if it has none), ``shape`` ([ny, nx]), ``measured``,
       ``missing`` (pixels not measured), ``repeated`` (int), ``final`` (bool), ``signal`` (the
       first field), ``axes`` (``["y", "x"]`` after a ``"."`` per axis of the first field's
-      values: ``[".", "y", "x"]`` for 1-D).
+      values, the last one ``"names"`` when there are names: ``["names", "y", "x"]`` for 1-D);
+      with ``split``, ``images`` (``{name: data name}``: the NeXus writer makes one NXdata per
+      element map); ``process`` (the first input's, e.g. ``xrf.fit``'s fit program, parameters
+      and configuration file), if it has one; with ``x`` and ``y``, ``long_names``
+      (``{"x": "samx", "y": "samy"}``: the last part of their metadata keys, the motors'
+      names, which the NeXus writer gives the axes as ``long_name``).
 
     At the end of a stream with missing pixels a warning names how many (the run report shows
     it).
@@ -155,6 +161,8 @@ class Map(beampipe.Reducer):
                 state.maps[name] = np.full((*value.shape, ny, nx), np.nan)
             lines = msg.metadata.get("lines")
             state.names = [str(v) for v in lines] if isinstance(lines, list) else None
+            process = msg.metadata.get("process")
+            state.process = process if isinstance(process, dict) else None
         for name, image in state.maps.items():
             value = numeric(msg, name, where)
             if value.shape != image.shape[:-2]:
@@ -197,9 +205,11 @@ class Map(beampipe.Reducer):
         else:
             data["y"] = grid.y[0] + grid.y[1] * np.arange(ny, dtype=np.float64)
             data["x"] = grid.x[0] + grid.x[1] * np.arange(nx, dtype=np.float64)
+        images = {}
         if self.params.split and state.names and rank == 1:
             for k, name in enumerate(state.names):
-                data[f"{first}_{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}"] = data[first][k]
+                key = f"{first}_{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}"
+                data[key], images[name] = data[first][k], key
         metadata = {
             "names": state.names,
             "shape": list(self.params.shape),
@@ -208,10 +218,19 @@ class Map(beampipe.Reducer):
             "repeated": state.repeated,
             "final": final,
             "signal": first,
-            "axes": ["."] * rank + ["y", "x"],
+            "axes": [*["."] * rank, "y", "x"],
         }
+        if state.names and rank >= 1:  # the names run along the values' last axis
+            metadata["axes"][rank - 1] = "names"
+        if images:
+            metadata["images"] = images
+        if state.process is not None:
+            metadata["process"] = state.process
         if grid is not None and grid.units:
             metadata["units"] = {"x": grid.units, "y": grid.units}
+        if self.params.x is not None and self.params.y is not None:  # the motors' names
+            keys = {"x": self.params.x, "y": self.params.y}
+            metadata["long_names"] = {k: key.rsplit(".", 1)[-1] for k, key in keys.items()}
         return beampipe.Message(data=data, metadata=metadata)
 
     def _pixel(self, msg: beampipe.Message, where: str) -> tuple[int, int]:

@@ -79,17 +79,27 @@ class XrfFit(beampipe.Worker):
       line group), ``area_sigma`` (float64, (n_lines,), counts: its one-sigma uncertainty),
       ``chisq`` (float64, 0-d: PyMca's reduced chi-square); with ``concentrations``,
       ``mass_fraction`` (float64, (n_lines,), dimensionless; NaN for lines without one, such as
-      the scatter peaks); for 2-D input, (elements, n_lines) and ``chisq`` (elements,);
+      the scatter peaks); for 2-D input, (elements, n_lines) and ``chisq`` (elements,); with
+      ``keep_spectrum``, ``spectrum`` (the input spectrum or spectra, as received, counts);
     * data, with ``positions``: each of those input data items (0-d numbers, e.g. the motor
       positions ``epics_source`` sends as data) as float64, 0-d, unchanged in value, so that
       ``map`` can place the fit;
     * metadata: the input message's metadata (scan positions pass through), plus ``lines``
       (list of str, PyMca's group names, e.g. ``"Fe K"``, in the order of ``area``), ``mode``,
-      ``units: {"area": "counts", "area_sigma": "counts"}``.
+      ``units: {"area": "counts", "area_sigma": "counts"}``, ``axes: ["lines"]`` (``[".",
+      "lines"]`` for 2-D input: the NeXus writer's plot axes of ``area`` after the scan
+      point), and ``process`` (the same dict for every spectrum: ``name`` ``"xrf_fit"``,
+      ``program`` ``"PyMca"``, ``version``,
+      ``parameters`` (``config`` path, ``mode``, ``concentrations``, ``spectrum``, ``xmin``,
+      ``xmax`` (channels), ``zero`` and ``gain`` (keV: channel -> energy calibration),
+      ``energy`` (keV: the excitation energy, if set)), ``units``, ``notes.config`` (the
+      ``.cfg`` file's whole text, about 11 kB, and its ``type``, ``text/plain; charset=utf-8``),
+      and with ``concentrations`` the ``[concentrations]`` settings used), which the NeXus
+      writer stores as an NXprocess.
 
     Raises:
         XrfConfigError: (when the node is created) see :func:`load_config`; or PyMca refuses
-            the configuration.
+            the configuration; or the file is not UTF-8 text.
         SpectrumMismatch: a spectrum is neither 1-D nor 2-D or is shorter than the fit range.
         MissingColumn: (a ``KeyError``) no ``spectrum`` entry, or no entry of ``positions``, in
             a message.
@@ -107,12 +117,14 @@ class XrfFit(beampipe.Worker):
         ``concentrations``: also compute mass fractions with PyMca's ``ConcentrationsTool`` and
         the file's ``[concentrations]`` section (flux, time, solid angle or internal standard).
         ``positions``: input data items passed on with the results (0-d numbers: motor
-        positions that a source such as ``epics_source`` sends as data, not metadata)."""
+        positions that a source such as ``epics_source`` sends as data, not metadata).
+        ``keep_spectrum``: also send the input spectrum on (for the NeXus writer's NXfluo view)."""
 
         config: beampipe.InputPath
         mode: Literal["linear", "full"] = "linear"
         spectrum: str = "spectrum"
         concentrations: bool = False
+        keep_spectrum: bool = False
         positions: list[str] = Field(default_factory=list)
 
         @field_validator("positions")
@@ -154,6 +166,56 @@ class XrfFit(beampipe.Worker):
             self._ctool_config = self._concentrations.configure()
             self._ctool_config.update(self._config["concentrations"])
         self._xmax = int(self._config["fit"]["xmax"])
+        self._process = self._describe(Path(path))
+
+    def _describe(self, path: Path) -> dict[str, Any]:
+        """The metadata ``process``: PyMca and its version, the fit's parameters, the
+        ``[concentrations]`` settings when used, and the ``.cfg`` file's text."""
+        import PyMca5
+
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:  # PyMca read it in another locale's encoding
+            raise XrfConfigError(
+                f"{self.name}: fit configuration {str(path)!r} is not UTF-8 text ({exc}); "
+                "save it as UTF-8"
+            ) from None
+        fit, detector = self._config["fit"], self._config["detector"]
+        energies = fit.get("energy") or [None]
+        energy = energies[0] if isinstance(energies, list) else energies
+        parameters: dict[str, Any] = {
+            "config": str(path),
+            "mode": self.params.mode,
+            "concentrations": self.params.concentrations,
+            "spectrum": self.params.spectrum,
+            "xmin": self._xmin,
+            "xmax": self._xmax,
+            "zero": float(detector["zero"]),
+            "gain": float(detector["gain"]),
+        }
+        if isinstance(energy, int | float):
+            parameters["energy"] = float(energy)
+        process: dict[str, Any] = {
+            "name": "xrf_fit",
+            "program": "PyMca",
+            "version": PyMca5.version(),
+            "parameters": parameters,
+            "units": {"zero": "keV", "gain": "keV", "energy": "keV"},
+            "notes": {
+                "config": {
+                    "type": "text/plain; charset=utf-8",
+                    "file_name": str(path),
+                    "description": "the PyMca fit configuration (.cfg) used for the fit",
+                    "data": text,
+                }
+            },
+        }
+        if self.params.concentrations:
+            settings = self._config["concentrations"].items()
+            process["concentrations"] = {
+                k: v for k, v in settings if isinstance(v, bool | int | float | str)
+            }
+        return process
 
     def process(self, msg: beampipe.Message) -> beampipe.Message:
         where = f"{self.name}: stream {msg.stream!r}, id {msg.id}"
@@ -173,11 +235,16 @@ class XrfFit(beampipe.Worker):
             lines = fits[0][0]
             data = {name: np.stack([d[name] for _, d in fits]) for name in fits[0][1]}
         data.update(self._positions(msg, where))
+        units = {"area": "counts", "area_sigma": "counts"}
+        if self.params.keep_spectrum:
+            data["spectrum"], units["spectrum"] = y, "counts"
         metadata = {
             **msg.metadata,
             "lines": lines,
             "mode": self.params.mode,
-            "units": {"area": "counts", "area_sigma": "counts"},
+            "units": units,
+            "axes": ["lines"] if y.ndim == 1 else [".", "lines"],
+            "process": self._process,
         }
         return beampipe.Message(data=data, metadata=metadata)
 
