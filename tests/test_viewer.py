@@ -805,3 +805,31 @@ def test_the_host_names_answered_beyond_loopback_and_configured(tmp_path):
         assert first_message(viewer.url.replace(socket.gethostname(), "127.0.0.1"), None)
     finally:
         viewer.stop()
+
+
+def test_a_preview_that_raises_is_counted_and_the_live_view_goes_on(tmp_path, capsys):
+    """A bug in one port's preview is counted, named (node, port, stream, id) and shown in the
+    status; the viewer's thread goes on folding the other ports' messages, and the run is not
+    affected."""
+    pipeline = load_pipeline(detector_pipeline(tmp_path, frames=60, rate=20, shape="[64, 64]"))
+    viewer = Viewer(pipeline)
+    broken = viewer.previews.previews[("sum", "out")]
+
+    def add(item):
+        raise ValueError("no preview for you")
+
+    broken.add = add
+    launcher = Launcher(pipeline, viewer.observer(Recorder()))
+    viewer.start(launcher)
+    try:
+        result = launcher.run()
+        status = viewer.status()["viewer"]
+    finally:
+        viewer.stop()
+    assert result.exit_code == 0, result.errors
+    previews = status["previews"]
+    assert previews["failed"] >= 1 and previews["undecodable"] == 0
+    assert previews["failure"].startswith("viewer: no preview of sum.out, stream 'series_00001'")
+    assert previews["failure"].endswith("ValueError: no preview for you")
+    # the thread lived on: detector frames after the first failure were folded too
+    assert status["ports"]["detector.out"]["messages"] > 25

@@ -123,6 +123,14 @@ def _launch(
             highlight=False,
             soft_wrap=True,
         )
+    if viewer is not None and (viewer.previews.failed or viewer.previews.corrupt):
+        previews = viewer.previews
+        console.print(
+            f"[yellow]viewer: {previews.failed} item(s) not shown (their preview failed; first: "
+            f"{previews.failure}) and {previews.corrupt} tap message(s) not decodable[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
     if viewer is not None and result.exit_code == 130:  # the run was interrupted: stop all
         viewer.stop()
     elif viewer is not None:  # keep the final plots and files browsable

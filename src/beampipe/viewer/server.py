@@ -230,6 +230,11 @@ class Viewer:
             "updates_sent": stats.updates_sent,
             "updates_held_back": stats.updates_held_back,
             "refused": {"host": self.refusals.host, "origin": self.refusals.origin},
+            "previews": {
+                "undecodable": self.previews.corrupt,
+                "failed": self.previews.failed,
+                "failure": self.previews.failure,
+            },
         }
         return out
 

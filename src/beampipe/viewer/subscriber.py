@@ -9,6 +9,7 @@ pipeline's throughput does not depend on the viewer.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,10 +18,12 @@ import zmq
 
 from beampipe.config import Pipeline
 from beampipe.launch.status import RunStatus
-from beampipe.message import WireError, decode
+from beampipe.message import Item, Message, WireError, decode
 from beampipe.runtime.tap import topic
 from beampipe.transport.security import Credentials
 from beampipe.viewer.previews import PortPreview
+
+log = logging.getLogger(__name__)
 
 POLL_MS = 100
 """Milliseconds between looks for new taps (and image binning) when nothing arrives."""
@@ -34,6 +37,9 @@ class Previews:
     Attributes:
         ports: ``{node: [output ports]}`` of the pipeline.
         corrupt: tap messages that could not be decoded (skipped).
+        failed: tap items whose preview raised (skipped: the preview keeps what it had, and
+            the thread goes on with the next item).
+        failure: the first such error, naming node, port, stream and id; None if none.
     """
 
     def __init__(self, pipeline: Pipeline) -> None:
@@ -43,6 +49,8 @@ class Previews:
         }
         self.previews = {(n, p): PortPreview() for n, ports in self.ports.items() for p in ports}
         self.corrupt = 0
+        self.failed = 0
+        self.failure: str | None = None
         self.lock = threading.Lock()
 
     @contextmanager
@@ -128,8 +136,11 @@ class Subscriber(threading.Thread):
                 for sock in ready:
                     self._drain(node_of[sock], sock)
                 with self.previews.locked() as previews:
-                    for preview in previews.values():
-                        preview.tick()
+                    for (node, port), preview in previews.items():
+                        try:
+                            preview.tick()
+                        except Exception as exc:  # as in _drain
+                            self._failed(f"{node}.{port}", exc)
         finally:
             for _, sock in self._sockets.values():
                 sock.close(linger=0)
@@ -150,5 +161,26 @@ class Subscriber(threading.Thread):
                 continue
             with self.previews.locked() as previews:
                 preview = previews.get((node, name))
-                if preview is not None:
+                if preview is None:
+                    continue
+                try:
                     preview.add(item)
+                except Exception as exc:  # a preview bug must not stop the live view
+                    self._failed(_where(node, name, item), exc)
+
+    def _failed(self, where: str, exc: Exception) -> None:
+        """Count a preview that raised; log the first and every 100th (the caller holds the
+        previews' lock)."""
+        previews = self.previews
+        previews.failed += 1
+        text = f"viewer: no preview of {where}: {type(exc).__name__}: {exc}"
+        if previews.failure is None:
+            previews.failure = text
+        if previews.failed == 1 or previews.failed % 100 == 0:
+            log.warning("%s (%d so far; the run is not affected)", text, previews.failed)
+
+
+def _where(node: str, port: str, item: Item) -> str:
+    """``node.port, stream 's', id 3`` (no id for a stream marker)."""
+    where = f"{node}.{port}, stream {item.stream!r}"
+    return f"{where}, id {item.id}" if isinstance(item, Message) else where
