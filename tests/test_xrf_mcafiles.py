@@ -12,7 +12,7 @@ from conftest import REPO
 from PyMca5.PyMcaIO import specfilewrapper
 
 import beampipe
-from beampipe.nodes.xrf.mcafiles import McaFiles, McaFormatError
+from beampipe.nodes.xrf.mcafiles import McaFiles, McaFormatError, scan_date
 from beampipe.testing import run
 
 DATA = Path(__file__).resolve().parent / "data" / "xrf"
@@ -72,3 +72,17 @@ def test_spectra_fit_downstream() -> None:
     assert out[0].metadata["file"].endswith("Steel.spe") and "Fe K" in " ".join(
         out[0].metadata["lines"]
     )
+
+
+def test_start_time_from_the_spec_date_line(tmp_path: Path) -> None:
+    """SPEC's #D (C ctime format) becomes the stream's ISO 8601 start_time; another format is
+    kept as text in ``date``; a file without #D has neither."""
+    spec = "#F x\n\n#S 1 ct\n#D Sat Dec  5 14:03:12 2026\n#N 1\n#L I0\n1\n@A 1 2 3\n"
+    (tmp_path / "a.mca").write_text(spec)
+    (tmp_path / "b.mca").write_text(spec.replace("Sat Dec  5 14:03:12 2026", "2026-12-05"))
+    assert scan_date(tmp_path / "a.mca") == {"start_time": "2026-12-05T14:03:12"}
+    assert scan_date(tmp_path / "b.mca") == {"date": "2026-12-05"}
+    assert scan_date(DATA / "Steel.spe") == {}
+    items = run(McaFiles(McaFiles.Params(paths=str(tmp_path / "a.mca")))).items()
+    assert isinstance(items[0], beampipe.StreamStart)
+    assert items[0].metadata["start_time"] == "2026-12-05T14:03:12"

@@ -3,13 +3,14 @@ made from PyMca's real steel spectrum (tests/data/xrf/Steel.spe): at each point 
 scaled by the intensity of a blob centred on the grid (rounded to whole counts), so the element
 maps show the blob. Point (row 2, column 3) is left out, as a point lost during the scan: its
 pixel stays NaN in the maps. Data columns: ``ix``, ``iy`` (pixel indices), ``samx``, ``samy``
-(motor positions, um), ``I0``.
+(motor positions, um), ``I0``. The scan's ``#D`` date is when the file was made.
 
     python examples/xrf-map/make_scan.py
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ def main() -> Path:
         f"#F scan.mca (made by make_scan.py from {SOURCE.name})",
         "",
         f"#S 1 mesh samx 0 {STEP_UM * (NX - 1)} {NX - 1} samy 0 {STEP_UM * (NY - 1)} {NY - 1} 1",
+        f"#D {time.ctime()}",
         "#N 5",
         f"#@CHANN {counts.size} 0 {counts.size - 1} 1",
         "#L ix  iy  samx  samy  I0",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,9 @@ class McaFiles(FileReplay):
     spectrum, scan after scan in file order, ids 1..n.
 
     * :class:`~beampipe.StreamStart`: metadata ``file``, ``reader``
-      (``"PyMca5 specfilewrapper"``), ``n_spectra``.
+      (``"PyMca5 specfilewrapper"``), ``n_spectra``, and from the first scan's ``#D`` line
+      ``start_time`` (ISO 8601, local time as SPEC writes it: the NeXus writer's NXentry
+      ``start_time``) or, when it is not SPEC's date format, ``date`` (the text as it is).
     * :class:`~beampipe.Message`: data ``spectrum`` (name set by ``key``; float64, 1-D, counts
       per channel, as PyMca reads them); metadata ``file``, ``scan`` (the scan number, 1-based),
       ``mca`` (the spectrum's number in its scan, 1-based), ``index`` (0-based number in the
@@ -97,6 +100,7 @@ class McaFiles(FileReplay):
             return (yield from self._replay_hdf5(path, stream))
         spectra = read_mca(path, self.name)
         meta = {"file": str(path), "reader": "PyMca5 specfilewrapper", "n_spectra": len(spectra)}
+        meta.update(scan_date(path))
         yield beampipe.StreamStart(stream=stream, metadata=meta)
         for k, (counts, metadata) in enumerate(spectra):
             self.wait(None)
@@ -165,3 +169,21 @@ def read_mca(path: str | os.PathLike[str], node: str = "") -> list[tuple[np.ndar
     if not spectra:
         raise McaFormatError(f"{where}: no MCA spectrum in it ({len(scans)} scan(s) read)")
     return spectra
+
+
+def scan_date(path: str | os.PathLike[str]) -> dict[str, str]:
+    """``{"start_time": ISO 8601}`` from the first scan's ``#D`` line of a SPEC file (SPEC
+    writes C's ``ctime()`` format, ``Sat Dec  5 14:03:12 2026``); ``{"date": text}`` for a
+    ``#D`` of another format; ``{}`` without one (``.mca``/``.spe`` files have none)."""
+    with open(path, "rb") as f:
+        for raw in f:
+            if raw.startswith(b"#D "):
+                text = raw[3:].decode(errors="replace").strip()
+                try:
+                    when = datetime.strptime(" ".join(text.split()), "%a %b %d %H:%M:%S %Y")
+                except ValueError:
+                    return {"date": text}
+                return {"start_time": when.isoformat()}
+            if raw.startswith(b"@A"):
+                return {}
+    return {}
