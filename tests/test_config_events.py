@@ -90,6 +90,10 @@ def test_broadcast_next_to_another_routing_is_refused() -> None:
             "{connect: det -> norm.image, routing: by_key, key: id//10}",
             "{connect: counters -> norm.i0, routing: by_key, key: 'id // 10'}",
         ],
+        [  # a bare name is the metadata field of that name
+            "{connect: det -> norm.image, routing: by_key, key: sample}",
+            "{connect: counters -> norm.i0, routing: by_key, key: 'metadata[\"sample\"]'}",
+        ],
         [  # every replica forms every event
             "{connect: det -> norm.image, routing: broadcast}",
             "{connect: counters -> norm.i0, routing: broadcast}",

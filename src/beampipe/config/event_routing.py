@@ -96,5 +96,15 @@ def check_event_routing(
 
 
 def _normal(key: str) -> str:
-    """``key`` as a syntax tree, so that spacing does not count (``id//10`` is ``id // 10``)."""
-    return ast.dump(ast.parse(key.strip(), mode="eval"))
+    """``key`` as a syntax tree, so that spacing does not count (``id//10`` is ``id // 10``),
+    and a bare metadata name as the subscript it stands for (``sample`` is
+    ``metadata["sample"]``, see :mod:`beampipe.message.key`)."""
+    return ast.dump(_Fields().visit(ast.parse(key.strip(), mode="eval")))
+
+
+class _Fields(ast.NodeTransformer):
+    def visit_Name(self, node: ast.Name) -> ast.expr:
+        if node.id in ("id", "stream", "metadata"):
+            return node
+        field = ast.Constant(node.id)
+        return ast.Subscript(ast.Name("metadata", ast.Load()), field, ast.Load())
