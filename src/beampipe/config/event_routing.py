@@ -75,11 +75,14 @@ def check_event_routing(
 ) -> None:
     """Report each connection into a node of several replicas that joins two or more input
     ports into events and that may send the parts of an event to different replicas."""
+    targets: dict[str, list[Connection]] = {}
+    for conn in connections:
+        targets.setdefault(conn.target, []).append(conn)
     for name, cls in classes.items():
         spec = specs.get(name)
         if spec is None or spec.replicas < 2:
             continue
-        into = [c for c in connections if c.target == name]
+        into = targets.get(name, [])
         ports = joined_ports(cls, into)
         if len(ports) < 2:
             continue
