@@ -23,6 +23,14 @@ connections:
   - work.out -> sink.in
 """
 
+EVENTS = """\
+nodes:
+  a: {use: flownodes:Counter, params: {n: 10}}
+  b: {use: flownodes:Counter, params: {n: 10}}
+  join: {use: flownodes:Join}
+connections: [a -> join.a, b -> join.b]
+"""
+
 
 class Scaler(Recorder):
     """Scales ``work`` from 1 to 3 replicas once the sink has 500 messages, and back to 1
@@ -92,6 +100,7 @@ def test_scale_up_and_down_mid_stream_delivers_every_message_once(folder: Path) 
             2,
             "fed by key",
         ),
+        (EVENTS, "join", 2, "joins its input ports 'a', 'b' into events: with 2 replicas, on "),
     ],
 )
 def test_scale_refuses_what_it_cannot_do_without_loss(

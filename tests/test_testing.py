@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import rows, run_pipeline
 from pydantic import ValidationError
 
 import beampipe
@@ -129,6 +131,50 @@ def test_events_are_formed_by_the_runtimes_event_builder(incomplete: str) -> Non
     results = run(Join, items, events={"incomplete": incomplete})
     got = [(m.id, float(m.data["x"]), m.metadata["missing"]) for m in results.messages()]
     assert got == [(1, 11.0, [])] + ([(2, 2.0, ["a"])] if incomplete == "deliver" else [])
+
+
+def test_an_event_port_nothing_comes_in_on_is_not_waited_for() -> None:
+    """As in a pipeline that leaves port ``b`` unconnected: every event goes on at once and
+    complete, none is held until the stream ends (and, under ``drop``, dropped)."""
+    items = [point("s", 1, 1.0, port="a"), point("s", 2, 2.0, port="a"), EndOfStream("s", 2)]
+    results = run(Join, items, events={"incomplete": "drop"})
+    got = [(m.id, float(m.data["x"]), m.metadata["missing"]) for m in results.messages()]
+    assert got == [(1, 1.0, []), (2, 2.0, [])]
+    assert results.dead_letters == [] and results.warnings == {}
+    step = Harness(Join, ports=["a"])
+    assert [m.id for m in step.feed(items[:1]).messages()] == [1]  # at once, not at the end
+    with pytest.raises(ValueError, match=r"input port 'b' is not connected \(connected: a;"):
+        step.feed([point("s", 3, 3.0, port="b")])
+    both = Harness(Join)  # every port it declares connected: the part of 'b' is waited for
+    assert both.feed(items[:1]).messages() == []
+    (late,) = both.feed(items[2:]).messages()
+    assert (late.id, late.metadata["missing"]) == (1, ["b"])
+
+
+def test_the_harness_forms_the_events_a_pipeline_forms_with_a_port_unconnected(
+    folder: Path,
+) -> None:
+    text = """\
+nodes:
+  a: {use: flownodes:Counter, params: {n: 5}}
+  join: {use: flownodes:Join, events: {timeout: 600, incomplete: drop}}
+  sink: {use: flownodes:Collect, params: {path: out.jsonl}}
+connections: [a -> join.a, join -> sink.in]
+"""
+    result, _ = run_pipeline(folder, text)
+    assert result.exit_code == 0, result.errors
+    m = result.metrics["join"]
+    assert (m.messages_in, m.incomplete_events, m.dropped_events) == (5, 0, 0)
+    piped = [(r["id"], r["x"], r["meta"]["missing"]) for r in rows(folder / "out.jsonl")]
+    import flownodes  # what run_pipeline copied into the folder
+
+    counted = run(flownodes.Counter, params={"n": 5}).items()
+    for msg in counted:
+        if isinstance(msg, Message):
+            msg.port = "a"
+    joined = run(flownodes.Join, counted, events={"incomplete": "drop"}).messages()
+    assert [(m.id, float(m.data["x"]), m.metadata["missing"]) for m in joined] == sorted(piped)
+    assert sorted(piped) == [(i, float(i * i), []) for i in range(1, 6)]
 
 
 class Picky(beampipe.Worker):

@@ -30,6 +30,20 @@ class Join(beampipe.Worker):
     outputs = ("out", "stats")
 
 
+class Normalise(beampipe.Worker):
+    """Joins its two inputs into events."""
+
+    inputs = ("image", "i0")
+    events = True
+
+
+class AnyEvents(beampipe.Worker):
+    """Joins whatever input ports its connections feed into events."""
+
+    inputs = None
+    events = True
+
+
 class AnyIn(beampipe.Worker):
     """Accepts any input port name."""
 

@@ -1,5 +1,6 @@
 """The checks beyond the file's shape: node classes, params, ports and the graph (its cycles in
-:mod:`beampipe.config.cycles`)."""
+:mod:`beampipe.config.cycles`, the routing into replicated event-forming nodes in
+:mod:`beampipe.config.event_routing`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, NamedTuple
 from beampipe.config.connections import ConnectionRef
 from beampipe.config.cycles import check_cycles
 from beampipe.config.errors import Problems
+from beampipe.config.event_routing import check_event_routing
 from beampipe.config.model import Connection, NodeSpec
 from beampipe.config.params import validate_params
 from beampipe.message.key import KeyExpressionError, compile_key
@@ -69,6 +71,7 @@ def check(
     if all_connections and targeted <= set(specs):  # a misspelt target may be the missing input
         _check_inputs(problems, specs, targeted, out)
         _check_ordered_ports(problems, specs, locate, out)
+    check_event_routing(problems, specs, out.classes, out.connections)
     check_cycles(problems, specs, out.connections)
     return out
 

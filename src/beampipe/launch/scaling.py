@@ -3,6 +3,7 @@ what they were sent), without a message lost or doubled (``beampipe scale``)."""
 
 from __future__ import annotations
 
+from beampipe.config.event_routing import joined_ports, misrouted
 from beampipe.config.schema import MAX_REPLICAS
 from beampipe.launch.replica import Replica
 from beampipe.runtime.control import AddInputs, Retire, identity
@@ -46,7 +47,9 @@ class Scaling:
         Raises:
             ValueError: no such node; ``replicas`` < 1 or > 256 (``MAX_REPLICAS``); the node is
                 a source or a reducer, is fed by ``by_key`` routing (equal keys must keep going
-                to the same replica), or feeds an ``ordered`` input; the pipeline is not
+                to the same replica), joins several input ports into events (going beyond one
+                replica: the parts of an event must reach the same replica), or feeds an
+                ``ordered`` input; the pipeline is not
                 running; a scaling of this node is still under way.
         """
         spec = self.pipeline.nodes.get(node)
@@ -66,6 +69,7 @@ class Scaling:
                     f"node {node!r} is fed by key ({conn}, key {conn.key!r}): equal keys must "
                     "keep going to the same replica, so it cannot be scaled while running"
                 )
+        self._check_events(node, replicas)
         for conn in self.pipeline.outputs_of(node):
             if self.pipeline.nodes[conn.target].is_ordered(conn.target_port):
                 raise ValueError(
@@ -87,6 +91,20 @@ class Scaling:
         for rep in mine[replicas:]:  # the highest numbers go
             rep.retiring = True
             self._tell_upstream(node, rep.replica, Retire)
+
+    def _check_events(self, node: str, replicas: int) -> None:
+        """Refuse more than one replica of a node that joins several input ports into events
+        and whose inputs may send the parts of an event to different replicas."""
+        into = self.pipeline.inputs_of(node)
+        ports = joined_ports(self.pipeline.node_class(node), into)
+        wrong = misrouted(into) if replicas > 1 and len(ports) > 1 else []
+        if wrong:
+            conn, why = wrong[0]
+            raise ValueError(
+                f"node {node!r} joins its input ports {', '.join(map(repr, ports))} into events: "
+                f"with {replicas} replicas, on {str(conn)!r} {why}. Route every connection into "
+                "it by the same key and set its replicas in the pipeline file"
+            )
 
     def _set_replicas(self, node: str, replicas: int) -> None:
         """From now on ``node`` has ``replicas`` replicas: what processes started or

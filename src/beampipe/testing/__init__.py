@@ -15,7 +15,8 @@ No sockets and no processes, but the node process's own parts do the work
 message and ``on_stream_end`` at its end, and forwards the markers; the emitter fills in what a
 result leaves empty (stream, id, timestamps), sends it on its port (a mapping ``{port: ...}``
 names the port), opens and ends the streams of the worker's own, counts non-finite values; a
-worker with ``events = True`` gets the events the runtime's event builder forms; a source's
+worker with ``events = True`` gets the events the runtime's event builder forms, of the input
+ports that are connected (for :func:`run`, those its messages come in on); a source's
 ``generate`` is run by the source loop (bursts, ``None`` while it waits, gaps in its ids). What
 is left to the pipeline: other processes, flow control, acknowledgements, replicas and ordered
 ports, snapshots of stateful workers, retries and ``on_error: skip`` (an exception in a hook or

@@ -41,7 +41,9 @@ class Harness:
             :attr:`~beampipe.Worker.restarts` say.
         events: the node's ``events:`` options (``timeout`` has no effect here).
         ports: the worker's input ports that are connected (None: all it declares), as a
-            pipeline may leave an optional port unconnected.
+            pipeline may leave an optional port unconnected: as in a pipeline, a worker with
+            ``events = True`` joins the parts of the connected ports only, and waits for no
+            other (:func:`run` connects the ports its items' messages come in on).
         check_finite: count the NaN and infinite values sent, as the node option does.
 
     Raises:
@@ -101,7 +103,8 @@ class Harness:
 
         Raises:
             TypeError: the node is a source, or an item is not a message or stream marker.
-            ValueError: a message names an input port the worker does not have.
+            ValueError: a message names an input port the worker does not have, or one that
+                is not connected (see ``ports``).
             Exception: what a hook of the node raised, as it raised it.
         """
         if isinstance(self.node, Source):
@@ -164,10 +167,7 @@ class Harness:
                 port = item.port or pipes[0].port
                 pipe = next((i for i, p in enumerate(pipes) if p.port == port), None)
                 if pipe is None and self.node.inputs is not None:
-                    raise ValueError(
-                        f"{self.node.name} has no input port {port!r} "
-                        f"(its input ports: {', '.join(p.port for p in pipes)})"
-                    )
+                    raise ValueError(self._not_an_input(port))
                 item.port = port
                 self._book.open(item.stream)
                 self._intake.accept(pipe or 0, RECEIPT, item)
@@ -181,6 +181,16 @@ class Harness:
                     f"{type(item).__name__}"
                 )
         self._intake.release()  # what one feed() brings is what a batching worker has at hand
+
+    def _not_an_input(self, port: str) -> str:
+        connected = ", ".join(p.port for p in self._wiring.inputs)
+        inputs = self.node.inputs or ()
+        if port in inputs:
+            return (
+                f"{self.node.name}: input port {port!r} is not connected (connected: "
+                f"{connected}; Harness(..., ports=[...]) names the connected ones)"
+            )
+        return f"{self.node.name} has no input port {port!r} (its input ports: {connected})"
 
     def _process(self, item: Message | Event, receipts: list[Any]) -> None:
         """The worker call on a message or event, as :class:`~beampipe.runtime.node.NodeRuntime`
@@ -264,7 +274,10 @@ def run(
 
     Args:
         node, params, options: as for :class:`Harness` (``name``, ``base_dir``, ``replica``,
-            ``restarts``, ``events``, ``ports``, ``check_finite``).
+            ``restarts``, ``events``, ``ports``, ``check_finite``); ``ports`` left out
+            connects the input ports the messages of ``items`` come in on (all the worker
+            declares if none does), as a pipeline whose connections feed those ports: a worker
+            with ``events = True`` then waits for no part from a port nothing comes in on.
         items: for a worker, what arrives on its inputs (see :meth:`Harness.feed`); ``None``
             for a source.
 
@@ -272,6 +285,9 @@ def run(
         TypeError: ``items`` given to a source, or see :class:`Harness`.
         Exception: what a hook of the node raised, as it raised it; the node is closed first.
     """
+    items = None if items is None else list(items)
+    if options.get("ports") is None and items:
+        options["ports"] = _fed_ports(node, items)
     harness = Harness(node, params, **options)
     try:
         if isinstance(harness.node, Source):
@@ -305,3 +321,21 @@ def _instance(
         context = {"base_dir": str(base_dir)} if base_dir is not None else None
         params = node.Params.model_validate(params or {}, context=context)
     return node(params, name)
+
+
+def _fed_ports(node: Node | type[Node], items: list[Item]) -> list[str] | None:
+    """The input ports of worker ``node`` that the messages of ``items`` come in on (the first
+    for a message without ``port``), in the order it declares them; ports it does not declare
+    are left out (feeding them is an error), except for a worker that takes any port name.
+    ``None`` (every port it declares) for a source, or if no message has a port it takes."""
+    cls = node if isinstance(node, type) else type(node)
+    if not issubclass(cls, Worker):
+        return None
+    declared = ("in",) if cls.inputs is None else cls.inputs
+    if not declared:
+        return None
+    fed = dict.fromkeys(m.port or declared[0] for m in items if isinstance(m, Message))
+    ports = [p for p in declared if p in fed]
+    if cls.inputs is None:
+        ports += [p for p in fed if p not in declared]
+    return ports or None
