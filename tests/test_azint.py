@@ -109,6 +109,7 @@ def test_pipeline_image_files_integrate1d_nexus_equals_pyfai_and_mean_pattern(tm
           frames: {{use: image_files, params: {{paths: scan/*.tif, stream_by: folder}}}}
           azint:
             use: azint.integrate1d
+            replicas: 2              # each sends ``process`` on its first result of the stream
             params:
               poni: {PONI}
               mask: {XPD / "mask_file.tiff.gz"}
@@ -150,10 +151,29 @@ def test_pipeline_image_files_integrate1d_nexus_equals_pyfai_and_mean_pattern(tm
         for k, result in enumerate(want):
             close(pattern["intensity"][k], result.intensity)
             close(pattern["sigma"][k], result.sigma)
+        reduction = f["scan/pattern_azint/reduction"]  # NXprocess from the first message
+        assert reduction["program"].asstr()[()] == "pyFAI"
+        assert reduction["input/poni"].asstr()[()] == PONI.read_text()
+        assert reduction["input/npt"][()] == 1000
         mean = f["scan/mean"]
         close(mean["intensity"][()], np.mean([r.intensity for r in want], axis=0))
         close(mean["q"][()], want[0].radial)
         assert mean["count"][()] == 3
+
+
+def test_process_rides_on_a_streams_first_result_only():
+    g, frames = geometry(), binned()
+    items = [*stream(frames), *stream(frames[:2], name="scan2")]
+    items[1].metadata["process"] = {"program": "an upstream node's"}
+    items[2].metadata["process"] = {"program": "an upstream node's"}
+    results = run(Integrate1d, items, {**g, "npt": 300})
+    out = results.messages()
+    ids = [(m.stream, m.id) for m in out]
+    assert ids == [("scan", 1), ("scan", 2), ("scan", 3), ("scan2", 1), ("scan2", 2)]
+    first = out[0].metadata["process"]
+    assert first["program"] == "pyFAI" and first["parameters"]["npt"] == 300
+    assert out[3].metadata["process"] == first  # the next stream's first result has it again
+    assert [m.id for m in out if "process" in m.metadata] == [1, 1]
 
 
 # -- options, through beampipe.testing ----------------------------------------------------------

@@ -58,6 +58,8 @@ class Integrator(FrameWorker):
         self.provenance = process_metadata(params, self.integrator)
         """How the patterns are made, for the NeXus writer's NXazint view (metadata ``process``)."""
         self._checked: set[str] = set()
+        self._described: set[str] = set()
+        """Streams whose results from this replica already carried ``process``."""
         shape = self.integrator.detector.shape
         for what in ("mask", "dark", "flat"):
             image = getattr(self, what)
@@ -76,6 +78,7 @@ class Integrator(FrameWorker):
     def on_stream_end(self, stream: str) -> None:
         super().on_stream_end(stream)
         self._checked.discard(stream)
+        self._described.discard(stream)
 
     def process(self, event: beampipe.Event) -> beampipe.Message | None:
         where = f"{self.name}: stream {event.stream!r}, id {event.id}"
@@ -115,8 +118,12 @@ class Integrator(FrameWorker):
             "units": units,
             "unit": self.params.unit,
             "normalization_factor": factor,
-            "process": self.provenance,
         }
+        if event.stream in self._described:
+            metadata.pop("process", None)  # an upstream node's, which this one's replaced
+        else:
+            metadata["process"] = self.provenance
+            self._described.add(event.stream)
         return beampipe.Message(data=data, metadata=metadata)
 
     def options(self, factor: float) -> dict[str, Any]:
@@ -172,9 +179,10 @@ class Integrate1d(Integrator):
     (npt,)), ``sigma`` (float64, (npt,); with ``error_model``), the radial axis named by the
     unit, ``q``/``2th``/``r`` (float64, (npt,), the bin centres, in ``unit``); metadata: the
     input's, with ``signal: intensity``, ``axes: [q]``, ``units`` (NeXus units of the axis),
-    ``unit`` (pyFAI's), ``normalization_factor`` (the monitor, 1.0 without one) and
-    ``process`` (how the pattern was made: pyFAI's version, the geometry, the PONI file's text,
-    the options; :func:`~beampipe.nodes.azint.provenance.process_metadata`). With ``monitor``
+    ``unit`` (pyFAI's), ``normalization_factor`` (the monitor, 1.0 without one) and, on the
+    first result of each stream that a replica sends only, ``process`` (how the pattern was
+    made: pyFAI's version, the geometry, the PONI file's text, the options, about 1 KB;
+    :func:`~beampipe.nodes.azint.provenance.process_metadata`). With ``monitor``
     set, data ``monitor`` (float64, 0-d) holds the value divided by.
 
     Raises: see :class:`Integrator`.
