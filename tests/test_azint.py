@@ -10,6 +10,7 @@ look-up tables quick to build."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import fabio
@@ -259,6 +260,61 @@ def test_integrate2d_cake_equals_pyfai():
         close(msg.data["chi"], want.azimuthal)
         assert msg.metadata["axes"] == ["chi", "2th"]
         assert msg.metadata["units"] == {"2th": "degree", "chi": "degree"}
+
+
+@pytest.mark.parametrize(
+    ("unit", "radial_range", "azimuth_range"),
+    [
+        ("q_A^-1", (2.0, 5.5), None),
+        ("2th_deg", (10.0, 30.0), (-90.0, 45.0)),
+        ("r_mm", None, (0, 180)),
+    ],
+    ids=["q-radial", "2th-both", "r-azimuth"],
+)
+def test_radial_and_azimuth_ranges_equal_pyfai(unit, radial_range, azimuth_range):
+    g, frames = geometry(), binned()
+    ranges = {"radial_range": radial_range, "azimuth_range": azimuth_range}
+    params = {**g, "npt": 200, "unit": unit, **ranges}
+    patterns = run(Integrate1d, stream(frames), params).messages()
+    cakes = run(Integrate2d, stream(frames), {**params, "npt_azim": 36}).messages()
+    ai = direct(g)
+    radial = unit.split("_")[0]
+    for pattern, cake, frame in zip(patterns, cakes, frames, strict=True):
+        want = ai.integrate1d(frame, 200, unit=unit, error_model="poisson", **ranges)
+        close(pattern.data["intensity"], want.intensity)
+        close(pattern.data["sigma"], want.sigma)
+        close(pattern.data[radial], want.radial)
+        want = ai.integrate2d(frame, 200, 36, unit=unit, error_model="poisson", **ranges)
+        close(cake.data["intensity"], want.intensity)
+        close(cake.data[radial], want.radial)
+        close(cake.data["chi"], want.azimuthal)
+    if radial_range is not None:  # the range is honoured, not ignored
+        assert radial_range[0] <= patterns[0].data[radial].min()
+        assert patterns[0].data[radial].max() <= radial_range[1]
+    if azimuth_range is not None:
+        assert azimuth_range[0] <= cakes[0].data["chi"].min()
+        assert cakes[0].data["chi"].max() <= azimuth_range[1]
+    given = patterns[0].metadata["process"]["parameters"]
+    assert given.get("radial_range") == (list(radial_range) if radial_range else None)
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        ({"radial_range": [5, 2]}, "radial_range [5.0, 2.0] is not [low, high] with low < high"),
+        ({"azimuth_range": [0, 0]}, "azimuth_range [0.0, 0.0] is not [low, high]"),
+        ({"radial_range": [-1, 2]}, "radial_range [-1, 2] is in the units of unit 'q_nm^-1'"),
+        (
+            {"unit": "2th_deg", "radial_range": [10, 200]},
+            "low must be >= 0 and at most 180",
+        ),
+        ({"azimuth_range": [-180, 270]}, "azimuth_range [-180, 270] is pyFAI's chi in degrees"),
+    ],
+    ids=["reversed", "empty", "negative-q", "2th-past-180", "azimuth-over-360"],
+)
+def test_ranges_that_cannot_be_are_refused_naming_the_param(params, error):
+    with pytest.raises(ValueError, match=re.escape(error)):
+        Integrate1d.Params(**geometry(), **params)
 
 
 def test_geometry_from_a_poni_file_equals_the_same_numbers_as_params():

@@ -18,10 +18,11 @@ import contextlib
 import difflib
 import importlib.util
 import logging
+import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
 import beampipe
 from beampipe.nodes.frame.frames import FrameParams
@@ -63,6 +64,8 @@ class AzintParams(FrameParams):
     ``unit``: pyFAI's radial unit. ``npt``: radial bins. ``method``: pyFAI's ``[split, algo,
     impl]``. ``dark``, ``flat``: images as ``mask`` (counts; gain). ``polarization_factor``:
     -1..1 (null: no correction). ``solid_angle``: correct for the pixels' solid angle.
+    ``radial_range``: ``[low, high]`` in ``unit`` (pyFAI's; null: the frame's whole range).
+    ``azimuth_range``: ``[low, high]``, χ in degrees (pyFAI's; null: all azimuths).
     ``error_model``: how pyFAI gives sigma (null: no sigma). ``monitor``: the I0 of each frame,
     a 0-d data item or a numeric metadata key of the frame's message or of the event's
     ``monitor`` part; the pattern is divided by it (pyFAI's ``normalization_factor``).
@@ -91,6 +94,19 @@ class AzintParams(FrameParams):
     solid_angle: bool = True
     error_model: Literal["poisson", "azimuthal"] | None = "poisson"
     monitor: str | None = None
+    radial_range: tuple[float, float] | None = None
+    azimuth_range: tuple[float, float] | None = None
+
+    @field_validator("radial_range", "azimuth_range")
+    @classmethod
+    def _low_below_high(
+        cls, span: tuple[float, float] | None, info: ValidationInfo
+    ) -> tuple[float, float] | None:
+        if span is not None and not (math.isfinite(span[0]) and span[0] < span[1] < math.inf):
+            raise ValueError(
+                f"{info.field_name} [{span[0]}, {span[1]}] is not [low, high] with low < high"
+            )
+        return span
 
     @field_validator("poni")
     @classmethod
@@ -142,7 +158,28 @@ class AzintParams(FrameParams):
         if self.unit.startswith("q") and not wavelength:
             where = f"the PONI file {self.poni!r}" if self.poni else "the params"
             raise ValueError(f"unit {self.unit!r} needs a wavelength; {where} give none")
+        self._ranges_fit()
         return self
+
+    def _ranges_fit(self) -> None:
+        """``radial_range`` lies in what ``unit`` can take (>= 0; 2θ up to 180° or π rad),
+        ``azimuth_range`` in pyFAI's χ, degrees, -180..360 (a span of at most 360°)."""
+        if self.radial_range is not None:
+            low, high = self.radial_range
+            top = {"2th_deg": 180.0, "2th_rad": math.pi}.get(self.unit, math.inf)
+            if low < 0 or high > top:
+                most = f" and at most {top:g}" if top < math.inf else ""
+                raise ValueError(
+                    f"radial_range [{low:g}, {high:g}] is in the units of unit {self.unit!r}: "
+                    f"low must be >= 0{most}"
+                )
+        if self.azimuth_range is not None:
+            low, high = self.azimuth_range
+            if low < -180 or high > 360 or high - low > 360:
+                raise ValueError(
+                    f"azimuth_range [{low:g}, {high:g}] is pyFAI's chi in degrees: within "
+                    "-180..360, spanning at most 360 (e.g. [-90, 90])"
+                )
 
 
 def load_pyfai() -> None:

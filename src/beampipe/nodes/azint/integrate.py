@@ -139,6 +139,8 @@ class Integrator(FrameWorker):
             "correctSolidAngle": p.solid_angle,
             "error_model": p.error_model,
             "normalization_factor": factor,
+            "radial_range": p.radial_range,
+            "azimuth_range": p.azimuth_range,
         }
 
     def integrate(

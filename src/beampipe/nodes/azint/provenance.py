@@ -28,6 +28,8 @@ _OPTIONS = (
     "solid_angle",
     "error_model",
     "monitor",
+    "radial_range",
+    "azimuth_range",
     "mask",
     "mask_bits",
     "dark",
@@ -58,7 +60,9 @@ def process_metadata(params: AzintParams, integrator: Any) -> dict[str, Any]:
         poni = text.getvalue()
     options = params.model_dump()
     parameters = {k: options[k] for k in _OPTIONS if options.get(k) is not None}
-    parameters["method"] = list(parameters["method"])
+    for key in ("method", "radial_range", "azimuth_range"):
+        if key in parameters:
+            parameters[key] = list(parameters[key])
     if params.poni is not None:
         parameters["poni_file"] = params.poni
     return {
