@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+from types import SimpleNamespace
 
 import fabio
 import h5py
@@ -20,9 +21,10 @@ import pytest
 from conftest import REPO, beampipe
 from pyFAI.detectors import Detector
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+from pyFAI.method_registry import IntegrationMethod
 
 import beampipe as bp
-from beampipe.nodes.azint.geometry import GeometryError, load_pyfai
+from beampipe.nodes.azint.geometry import GeometryError, chosen_method, load_pyfai
 from beampipe.nodes.azint.integrate import Integrate1d, Integrate2d
 from beampipe.nodes.frame.pixels import PixelFileError
 from beampipe.nodes.reduce.mean import Mean
@@ -317,6 +319,51 @@ def test_ranges_that_cannot_be_are_refused_naming_the_param(params, error):
         Integrate1d.Params(**geometry(), **params)
 
 
+def no_opencl(monkeypatch: pytest.MonkeyPatch, devices: list) -> None:
+    """pyFAI's method registry as on a machine whose OpenCL methods are ``devices``."""
+    select = IntegrationMethod.select_method.__func__
+
+    def select_method(cls, *args, **kw):
+        if args[3:4] == ("opencl",):
+            return devices
+        return select(cls, *args, **kw)
+
+    monkeypatch.setattr(IntegrationMethod, "select_method", classmethod(select_method))
+
+
+def test_method_auto_without_an_opencl_device_runs_csr_on_the_cpu_and_says_so(monkeypatch, capsys):
+    no_opencl(monkeypatch, [])  # as here: pyopencl is not installed
+    g, frames = geometry(), binned()[:2]
+    results = run(Integrate2d, stream(frames), {**g, "npt": 200, "npt_azim": 36}, name="azint")
+    assert "azint: pyFAI method ['bbox', 'csr', 'cython'] on the CPU (method: auto)" in (
+        capsys.readouterr().err
+    )
+    ai = direct(g)
+    out = results.messages()
+    for msg, frame in zip(out, frames, strict=True):
+        assert msg.metadata["method"] == ["bbox", "csr", "cython"]
+        want = ai.integrate2d(
+            frame, 200, 36, method=("bbox", "csr", "cython"), error_model="poisson"
+        )
+        close(msg.data["intensity"], want.intensity)
+    assert out[0].metadata["process"]["parameters"]["method"] == ["bbox", "csr", "cython"]
+
+
+def test_method_auto_chooses_pyfais_first_opencl_device_that_is_not_a_cpu(monkeypatch):
+    def device(kind: str, name: str) -> SimpleNamespace:
+        return SimpleNamespace(target_type=kind, target_name=name, target=(0, len(name)))
+
+    gpu = device("gpu", "NVIDIA CUDA / Tesla V100")
+    no_opencl(monkeypatch, [device("cpu", "Portable Computing Language / cpu"), gpu])
+    chosen = chosen_method("auto", 1)
+    assert chosen.method is gpu and chosen.spec == ("bbox", "csr", "opencl")
+    assert chosen.describe() == ["bbox", "csr", "opencl", "NVIDIA CUDA / Tesla V100"]
+    no_opencl(monkeypatch, [device("cpu", "Portable Computing Language / cpu")])
+    assert chosen_method("auto", 2).describe() == ["bbox", "csr", "cython"]
+    given = chosen_method(("no", "histogram", "cython"), 1)  # a given method is taken as is
+    assert given.method == ("no", "histogram", "cython") and given.device is None
+
+
 def test_geometry_from_a_poni_file_equals_the_same_numbers_as_params():
     frame = ni()[0]
     from_poni = run(Integrate1d, stream([frame]), {"poni": str(PONI), "npt": 500}).messages()
@@ -439,7 +486,7 @@ def test_params_need_one_geometry_and_a_wavelength_for_q(tmp_path):
     ok = Integrate1d.Params(
         distance=0.2, poni1=0.1, poni2=0.1, detector="Pilatus1M", unit="2th_deg"
     )
-    assert ok.method == ("bbox", "csr", "cython")
+    assert ok.method == "auto"  # pyFAI's CSR on the CPU here, OpenCL on a GPU where pyFAI has one
 
 
 def test_a_mask_of_another_shape_than_the_detector_is_an_error_when_the_node_starts(tmp_path):

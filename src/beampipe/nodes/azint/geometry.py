@@ -19,6 +19,7 @@ import difflib
 import importlib.util
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -28,9 +29,12 @@ import beampipe
 from beampipe.nodes.frame.frames import FrameParams
 
 __all__ = [
+    "CPU_METHOD",
     "RADIAL",
     "AzintParams",
+    "ChosenMethod",
     "GeometryError",
+    "chosen_method",
     "detector",
     "integrator",
     "load_pyfai",
@@ -62,8 +66,9 @@ class AzintParams(FrameParams):
     and the I0 monitor. Shared by ``azint.integrate1d`` and ``azint.integrate2d``.
 
     ``unit``: pyFAI's radial unit. ``npt``: radial bins. ``method``: pyFAI's ``[split, algo,
-    impl]``. ``dark``, ``flat``: images as ``mask`` (counts; gain). ``polarization_factor``:
-    -1..1 (null: no correction). ``solid_angle``: correct for the pixels' solid angle.
+    impl]``, or ``auto`` (:func:`chosen_method`). ``dark``, ``flat``: images as ``mask``
+    (counts; gain). ``polarization_factor``: -1..1 (null: no correction). ``solid_angle``:
+    correct for the pixels' solid angle.
     ``radial_range``: ``[low, high]`` in ``unit`` (pyFAI's; null: the frame's whole range).
     ``azimuth_range``: ``[low, high]``, χ in degrees (pyFAI's; null: all azimuths).
     ``error_model``: how pyFAI gives sigma (null: no sigma). ``monitor``: the I0 of each frame,
@@ -87,7 +92,7 @@ class AzintParams(FrameParams):
     shape: tuple[PositiveInt, PositiveInt] | None = None
     unit: Literal["q_nm^-1", "q_A^-1", "2th_deg", "2th_rad", "r_mm"] = "q_nm^-1"
     npt: PositiveInt = 1000
-    method: tuple[Split, Algo, Impl] = ("bbox", "csr", "cython")
+    method: Literal["auto"] | tuple[Split, Algo, Impl] = "auto"
     dark: beampipe.InputPath | None = None
     flat: beampipe.InputPath | None = None
     polarization_factor: float | None = Field(None, ge=-1, le=1)
@@ -124,8 +129,9 @@ class AzintParams(FrameParams):
 
     @field_validator("method")
     @classmethod
-    def _method_exists(cls, spec: tuple[str, str, str]) -> tuple[str, str, str]:
-        method(spec, cls.dim)
+    def _method_exists(cls, spec: str | tuple[str, str, str]) -> str | tuple[str, str, str]:
+        if spec != "auto":
+            method(spec, cls.dim)
         return spec
 
     @model_validator(mode="after")
@@ -251,6 +257,42 @@ def method(spec: tuple[str, str, str], dim: int) -> Any:
             f"pyFAI has no {dim}-D integration method {list(spec)} on this machine{why}"
         )
     return found[0]
+
+
+CPU_METHOD = ("bbox", "csr", "cython")
+"""What ``method: auto`` runs without an OpenCL device: pyFAI's own default, CSR on the CPU."""
+
+
+@dataclass(frozen=True)
+class ChosenMethod:
+    """The method a node integrates with: ``spec`` ``[split, algo, impl]``, the ``device``
+    (pyFAI's OpenCL ``platform / device`` name; ``None`` on the CPU), ``method`` (what is
+    given to pyFAI: the spec, or pyFAI's ``IntegrationMethod`` of the OpenCL device)."""
+
+    spec: tuple[str, str, str]
+    device: str | None
+    method: Any
+
+    def describe(self) -> list[str]:
+        """The metadata ``method``: ``[split, algo, impl]``, and the OpenCL device's name."""
+        return [*self.spec, *([self.device] if self.device else [])]
+
+
+def chosen_method(spec: str | tuple[str, str, str], dim: int) -> ChosenMethod:
+    """The method to integrate with in ``dim`` dimensions. ``auto``: pyFAI's ``[bbox, csr,
+    opencl]`` on the first OpenCL device pyFAI lists (fastest first) that is not a CPU (a GPU
+    or an accelerator), where pyFAI has one (it needs pyopencl and a device driver); else
+    :data:`CPU_METHOD`. An OpenCL CPU device (e.g. pocl) is not chosen: pyFAI's Cython CSR
+    runs on the same cores. Any other spec is taken as given."""
+    if spec != "auto":
+        return ChosenMethod(tuple(spec), None, tuple(spec))
+    load_pyfai()
+    from pyFAI.method_registry import IntegrationMethod
+
+    for found in IntegrationMethod.select_method(dim, "bbox", "csr", "opencl", degradable=False):
+        if str(found.target_type or "").lower() != "cpu":
+            return ChosenMethod(("bbox", "csr", "opencl"), str(found.target_name), found)
+    return ChosenMethod(CPU_METHOD, None, CPU_METHOD)
 
 
 def integrator(params: AzintParams) -> Any:

@@ -9,13 +9,20 @@ default) at the first frame and reuses it for every later one.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import PositiveInt
 
 import beampipe
-from beampipe.nodes.azint.geometry import RADIAL, AzintParams, GeometryError, integrator
+from beampipe.nodes.azint.geometry import (
+    RADIAL,
+    AzintParams,
+    GeometryError,
+    chosen_method,
+    integrator,
+)
 from beampipe.nodes.azint.monitor import MonitorMissing, monitor_value
 from beampipe.nodes.azint.provenance import process_metadata
 from beampipe.nodes.frame.frames import FrameWorker
@@ -55,7 +62,15 @@ class Integrator(FrameWorker):
         self.dark = read_image(params.dark, "dark") if params.dark else None
         self.flat = read_image(params.flat, "flat") if params.flat else None
         self.radial, self.radial_units = RADIAL[params.unit]
-        self.provenance = process_metadata(params, self.integrator)
+        self.method = chosen_method(params.method, params.dim)
+        """The method pyFAI integrates with (``method: auto``: OpenCL or CSR on the CPU)."""
+        where = f"on the OpenCL device {self.method.device}" if self.method.device else "on the CPU"
+        print(
+            f"{self.name}: pyFAI method {list(self.method.spec)} {where} "
+            f"(method: {params.method if params.method == 'auto' else list(params.method)})",
+            file=sys.stderr,
+        )
+        self.provenance = process_metadata(params, self.integrator, self.method.describe())
         """How the patterns are made, for the NeXus writer's NXazint view (metadata ``process``)."""
         self._checked: set[str] = set()
         self._described: set[str] = set()
@@ -118,6 +133,7 @@ class Integrator(FrameWorker):
             "units": units,
             "unit": self.params.unit,
             "normalization_factor": factor,
+            "method": self.method.describe(),
         }
         if event.stream in self._described:
             metadata.pop("process", None)  # an upstream node's, which this one's replaced
@@ -132,7 +148,7 @@ class Integrator(FrameWorker):
         p = self.params
         return {
             "unit": p.unit,
-            "method": tuple(p.method),
+            "method": self.method.method,
             "dark": self.dark,
             "flat": self.flat,
             "polarization_factor": p.polarization_factor,
@@ -181,7 +197,9 @@ class Integrate1d(Integrator):
     (npt,)), ``sigma`` (float64, (npt,); with ``error_model``), the radial axis named by the
     unit, ``q``/``2th``/``r`` (float64, (npt,), the bin centres, in ``unit``); metadata: the
     input's, with ``signal: intensity``, ``axes: [q]``, ``units`` (NeXus units of the axis),
-    ``unit`` (pyFAI's), ``normalization_factor`` (the monitor, 1.0 without one) and, on the
+    ``unit`` (pyFAI's), ``normalization_factor`` (the monitor, 1.0 without one), ``method``
+    (``[split, algo, impl]`` that pyFAI ran, and the OpenCL device's name on one;
+    :func:`~beampipe.nodes.azint.geometry.chosen_method`) and, on the
     first result of each stream that a replica sends only, ``process`` (how the pattern was
     made: pyFAI's version, the geometry, the PONI file's text, the options, about 1 KB;
     :func:`~beampipe.nodes.azint.provenance.process_metadata`). With ``monitor``
