@@ -122,6 +122,7 @@ def test_pipeline_image_files_integrate1d_nexus_equals_pyfai_and_mean_pattern(tm
           average: {{use: mean, params: {{fields: [intensity, q]}}}}
           nexus:
             use: nexus_writer
+            ordered: [pattern]       # the 2 replicas' patterns in id order
             params:
               path: out/azint.nxs
               xas: null
@@ -177,6 +178,17 @@ def test_process_rides_on_a_streams_first_result_only():
     assert first["program"] == "pyFAI" and first["parameters"]["npt"] == 300
     assert out[3].metadata["process"] == first  # the next stream's first result has it again
     assert [m.id for m in out if "process" in m.metadata] == [1, 1]
+
+
+def test_process_rides_again_on_a_result_below_every_id_sent_before():
+    """Events complete out of id order (a late monitor): an ordered writer's first message is
+    the lowest id, so it carries ``process`` too."""
+    g, frames = geometry(), binned()
+    items = stream(frames)
+    items[1:4] = [items[2], items[3], items[1]]  # ids 2, 3, 1
+    out = run(Integrate1d, items, {**g, "npt": 300}).messages()
+    assert [m.id for m in out] == [2, 3, 1]
+    assert ["process" in m.metadata for m in out] == [True, False, True]
 
 
 # -- options, through beampipe.testing ----------------------------------------------------------

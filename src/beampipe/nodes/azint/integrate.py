@@ -73,8 +73,8 @@ class Integrator(FrameWorker):
         self.provenance = process_metadata(params, self.integrator, self.method.describe())
         """How the patterns are made, for the NeXus writer's NXazint view (metadata ``process``)."""
         self._checked: set[str] = set()
-        self._described: set[str] = set()
-        """Streams whose results from this replica already carried ``process``."""
+        self._lowest: dict[str, int] = {}
+        """Per stream, the lowest id of the results this replica sent with ``process``."""
         shape = self.integrator.detector.shape
         for what in ("mask", "dark", "flat"):
             image = getattr(self, what)
@@ -93,7 +93,7 @@ class Integrator(FrameWorker):
     def on_stream_end(self, stream: str) -> None:
         super().on_stream_end(stream)
         self._checked.discard(stream)
-        self._described.discard(stream)
+        self._lowest.pop(stream, None)
 
     def process(self, event: beampipe.Event) -> beampipe.Message | None:
         where = f"{self.name}: stream {event.stream!r}, id {event.id}"
@@ -135,11 +135,13 @@ class Integrator(FrameWorker):
             "normalization_factor": factor,
             "method": self.method.describe(),
         }
-        if event.stream in self._described:
-            metadata.pop("process", None)  # an upstream node's, which this one's replaced
-        else:
+        if event.id < self._lowest.get(event.stream, event.id + 1):
+            # the replica's first result of the stream, or one below every id it sent: the
+            # first that an unordered, and an ordered, writer gets from this replica
             metadata["process"] = self.provenance
-            self._described.add(event.stream)
+            self._lowest[event.stream] = event.id
+        else:
+            metadata.pop("process", None)  # an upstream node's, which this one's replaced
         return beampipe.Message(data=data, metadata=metadata)
 
     def options(self, factor: float) -> dict[str, Any]:
@@ -199,8 +201,9 @@ class Integrate1d(Integrator):
     input's, with ``signal: intensity``, ``axes: [q]``, ``units`` (NeXus units of the axis),
     ``unit`` (pyFAI's), ``normalization_factor`` (the monitor, 1.0 without one), ``method``
     (``[split, algo, impl]`` that pyFAI ran, and the OpenCL device's name on one;
-    :func:`~beampipe.nodes.azint.geometry.chosen_method`) and, on the
-    first result of each stream that a replica sends only, ``process`` (how the pattern was
+    :func:`~beampipe.nodes.azint.geometry.chosen_method`) and, only on the first result of
+    each stream that a replica sends and on any with an id below all it sent before in that
+    stream (so that an ``ordered:`` writer gets it first too), ``process`` (how the pattern was
     made: pyFAI's version, the geometry, the PONI file's text, the options, about 1 KB;
     :func:`~beampipe.nodes.azint.provenance.process_metadata`). With ``monitor``
     set, data ``monitor`` (float64, 0-d) holds the value divided by.
