@@ -24,7 +24,7 @@ from beampipe.nodes.azint.geometry import load_pyfai
 from beampipe.nodes.azint.integrate import Integrate1d, Integrate2d
 from beampipe.nodes.nexus.files import GroupFile
 from beampipe.nodes.nexus.writer import NexusWriter
-from beampipe.testing import run
+from beampipe.testing import Harness, run
 
 LIX = REPO / "examples" / "saxs-lix"
 GEOMETRY = {"poni": str(LIX / "waxs2.poni"), "mask": f"{LIX / 'masks.h5'}::/waxs2"}
@@ -216,6 +216,29 @@ def test_a_group_file_with_an_axis_stored_once_is_resumed(tmp_path):
         assert f["entry/p/id"][()].tolist() == [1, 2, 3]
         assert f["entry/p/intensity"][:, 0].tolist() == [1.0, 2.0, 3.0]
         np.testing.assert_array_equal(f["entry/p/q"][()], q)
+
+
+def test_a_resumed_writer_keeps_the_nxprocess_of_the_first_pattern_only_it_carried(tmp_path):
+    """``azint.*`` sends ``process`` on a stream's first pattern only: a writer restarted after
+    that one was written (and flushed) goes on with patterns without it, and the view keeps
+    the NXprocess made from the first."""
+    start, first, second, end = integrated(Integrate1d, {"unit": "q_A^-1", "npt": 300}, "azint")
+    assert "process" in first.metadata and "process" not in second.metadata
+    crashed = Harness(writer(tmp_path / "p.nxs"))
+    crashed.feed([start, first])
+    crashed.node.checkpoint()
+    crashed.close()  # its group file closed, as after a failed write (GroupFile.resume)
+    resumed = Harness(writer(tmp_path / "p.nxs"), restarts=1)
+    resumed.feed([start, first, second, end])  # the unacknowledged first comes again
+    resumed.finish()
+    with h5py.File(tmp_path / "p.nxs") as f:
+        assert f["waxs/azint/id"][()].tolist() == [1, 2]
+        assert [k for k in f["waxs"] if k.endswith("_azint")] == ["azint_azint"]
+        given = f["waxs/azint_azint/reduction/input"]
+        assert given["poni"].asstr()[()] == Path(GEOMETRY["poni"]).read_text()
+        assert given["npt"][()] == 300
+    errors, report = nxcheck(tmp_path / "p.nxs", "-a", "-p", "/waxs/azint_azint")
+    assert errors == 0, report
 
 
 def test_without_process_metadata_the_view_leaves_out_what_it_is_not_told(tmp_path):
