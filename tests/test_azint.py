@@ -10,7 +10,9 @@ look-up tables quick to build."""
 
 from __future__ import annotations
 
+import re
 import textwrap
+from types import SimpleNamespace
 
 import fabio
 import h5py
@@ -19,9 +21,10 @@ import pytest
 from conftest import REPO, beampipe
 from pyFAI.detectors import Detector
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+from pyFAI.method_registry import IntegrationMethod
 
 import beampipe as bp
-from beampipe.nodes.azint.geometry import GeometryError, load_pyfai
+from beampipe.nodes.azint.geometry import GeometryError, chosen_method, load_pyfai
 from beampipe.nodes.azint.integrate import Integrate1d, Integrate2d
 from beampipe.nodes.frame.pixels import PixelFileError
 from beampipe.nodes.reduce.mean import Mean
@@ -109,6 +112,7 @@ def test_pipeline_image_files_integrate1d_nexus_equals_pyfai_and_mean_pattern(tm
           frames: {{use: image_files, params: {{paths: scan/*.tif, stream_by: folder}}}}
           azint:
             use: azint.integrate1d
+            replicas: 2              # each sends ``process`` on its first result of the stream
             params:
               poni: {PONI}
               mask: {XPD / "mask_file.tiff.gz"}
@@ -118,6 +122,7 @@ def test_pipeline_image_files_integrate1d_nexus_equals_pyfai_and_mean_pattern(tm
           average: {{use: mean, params: {{fields: [intensity, q]}}}}
           nexus:
             use: nexus_writer
+            ordered: [pattern]       # the 2 replicas' patterns in id order
             params:
               path: out/azint.nxs
               xas: null
@@ -150,10 +155,40 @@ def test_pipeline_image_files_integrate1d_nexus_equals_pyfai_and_mean_pattern(tm
         for k, result in enumerate(want):
             close(pattern["intensity"][k], result.intensity)
             close(pattern["sigma"][k], result.sigma)
+        reduction = f["scan/pattern_azint/reduction"]  # NXprocess from the first message
+        assert reduction["program"].asstr()[()] == "pyFAI"
+        assert reduction["input/poni"].asstr()[()] == PONI.read_text()
+        assert reduction["input/npt"][()] == 1000
         mean = f["scan/mean"]
         close(mean["intensity"][()], np.mean([r.intensity for r in want], axis=0))
         close(mean["q"][()], want[0].radial)
         assert mean["count"][()] == 3
+
+
+def test_process_rides_on_a_streams_first_result_only():
+    g, frames = geometry(), binned()
+    items = [*stream(frames), *stream(frames[:2], name="scan2")]
+    items[1].metadata["process"] = {"program": "an upstream node's"}
+    items[2].metadata["process"] = {"program": "an upstream node's"}
+    results = run(Integrate1d, items, {**g, "npt": 300})
+    out = results.messages()
+    ids = [(m.stream, m.id) for m in out]
+    assert ids == [("scan", 1), ("scan", 2), ("scan", 3), ("scan2", 1), ("scan2", 2)]
+    first = out[0].metadata["process"]
+    assert first["program"] == "pyFAI" and first["parameters"]["npt"] == 300
+    assert out[3].metadata["process"] == first  # the next stream's first result has it again
+    assert [m.id for m in out if "process" in m.metadata] == [1, 1]
+
+
+def test_process_rides_again_on_a_result_below_every_id_sent_before():
+    """Events complete out of id order (a late monitor): an ordered writer's first message is
+    the lowest id, so it carries ``process`` too."""
+    g, frames = geometry(), binned()
+    items = stream(frames)
+    items[1:4] = [items[2], items[3], items[1]]  # ids 2, 3, 1
+    out = run(Integrate1d, items, {**g, "npt": 300}).messages()
+    assert [m.id for m in out] == [2, 3, 1]
+    assert ["process" in m.metadata for m in out] == [True, False, True]
 
 
 # -- options, through beampipe.testing ----------------------------------------------------------
@@ -239,6 +274,106 @@ def test_integrate2d_cake_equals_pyfai():
         close(msg.data["chi"], want.azimuthal)
         assert msg.metadata["axes"] == ["chi", "2th"]
         assert msg.metadata["units"] == {"2th": "degree", "chi": "degree"}
+
+
+@pytest.mark.parametrize(
+    ("unit", "radial_range", "azimuth_range"),
+    [
+        ("q_A^-1", (2.0, 5.5), None),
+        ("2th_deg", (10.0, 30.0), (-90.0, 45.0)),
+        ("r_mm", None, (0, 180)),
+    ],
+    ids=["q-radial", "2th-both", "r-azimuth"],
+)
+def test_radial_and_azimuth_ranges_equal_pyfai(unit, radial_range, azimuth_range):
+    g, frames = geometry(), binned()
+    ranges = {"radial_range": radial_range, "azimuth_range": azimuth_range}
+    params = {**g, "npt": 200, "unit": unit, **ranges}
+    patterns = run(Integrate1d, stream(frames), params).messages()
+    cakes = run(Integrate2d, stream(frames), {**params, "npt_azim": 36}).messages()
+    ai = direct(g)
+    radial = unit.split("_")[0]
+    for pattern, cake, frame in zip(patterns, cakes, frames, strict=True):
+        want = ai.integrate1d(frame, 200, unit=unit, error_model="poisson", **ranges)
+        close(pattern.data["intensity"], want.intensity)
+        close(pattern.data["sigma"], want.sigma)
+        close(pattern.data[radial], want.radial)
+        want = ai.integrate2d(frame, 200, 36, unit=unit, error_model="poisson", **ranges)
+        close(cake.data["intensity"], want.intensity)
+        close(cake.data[radial], want.radial)
+        close(cake.data["chi"], want.azimuthal)
+    if radial_range is not None:  # the range is honoured, not ignored
+        assert radial_range[0] <= patterns[0].data[radial].min()
+        assert patterns[0].data[radial].max() <= radial_range[1]
+    if azimuth_range is not None:
+        assert azimuth_range[0] <= cakes[0].data["chi"].min()
+        assert cakes[0].data["chi"].max() <= azimuth_range[1]
+    given = patterns[0].metadata["process"]["parameters"]
+    assert given.get("radial_range") == (list(radial_range) if radial_range else None)
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        ({"radial_range": [5, 2]}, "radial_range [5.0, 2.0] is not [low, high] with low < high"),
+        ({"azimuth_range": [0, 0]}, "azimuth_range [0.0, 0.0] is not [low, high]"),
+        ({"radial_range": [-1, 2]}, "radial_range [-1, 2] is in the units of unit 'q_nm^-1'"),
+        (
+            {"unit": "2th_deg", "radial_range": [10, 200]},
+            "low must be >= 0 and at most 180",
+        ),
+        ({"azimuth_range": [-180, 270]}, "azimuth_range [-180, 270] is pyFAI's chi in degrees"),
+    ],
+    ids=["reversed", "empty", "negative-q", "2th-past-180", "azimuth-over-360"],
+)
+def test_ranges_that_cannot_be_are_refused_naming_the_param(params, error):
+    with pytest.raises(ValueError, match=re.escape(error)):
+        Integrate1d.Params(**geometry(), **params)
+
+
+def no_opencl(monkeypatch: pytest.MonkeyPatch, devices: list) -> None:
+    """pyFAI's method registry as on a machine whose OpenCL methods are ``devices``."""
+    select = IntegrationMethod.select_method.__func__
+
+    def select_method(cls, *args, **kw):
+        if args[3:4] == ("opencl",):
+            return devices
+        return select(cls, *args, **kw)
+
+    monkeypatch.setattr(IntegrationMethod, "select_method", classmethod(select_method))
+
+
+def test_method_auto_without_an_opencl_device_runs_csr_on_the_cpu_and_says_so(monkeypatch, capsys):
+    no_opencl(monkeypatch, [])  # as here: pyopencl is not installed
+    g, frames = geometry(), binned()[:2]
+    results = run(Integrate2d, stream(frames), {**g, "npt": 200, "npt_azim": 36}, name="azint")
+    assert "azint: pyFAI method ['bbox', 'csr', 'cython'] on the CPU (method: auto)" in (
+        capsys.readouterr().err
+    )
+    ai = direct(g)
+    out = results.messages()
+    for msg, frame in zip(out, frames, strict=True):
+        assert msg.metadata["method"] == ["bbox", "csr", "cython"]
+        want = ai.integrate2d(
+            frame, 200, 36, method=("bbox", "csr", "cython"), error_model="poisson"
+        )
+        close(msg.data["intensity"], want.intensity)
+    assert out[0].metadata["process"]["parameters"]["method"] == ["bbox", "csr", "cython"]
+
+
+def test_method_auto_chooses_pyfais_first_opencl_device_that_is_not_a_cpu(monkeypatch):
+    def device(kind: str, name: str) -> SimpleNamespace:
+        return SimpleNamespace(target_type=kind, target_name=name, target=(0, len(name)))
+
+    gpu = device("gpu", "NVIDIA CUDA / Tesla V100")
+    no_opencl(monkeypatch, [device("cpu", "Portable Computing Language / cpu"), gpu])
+    chosen = chosen_method("auto", 1)
+    assert chosen.method is gpu and chosen.spec == ("bbox", "csr", "opencl")
+    assert chosen.describe() == ["bbox", "csr", "opencl", "NVIDIA CUDA / Tesla V100"]
+    no_opencl(monkeypatch, [device("cpu", "Portable Computing Language / cpu")])
+    assert chosen_method("auto", 2).describe() == ["bbox", "csr", "cython"]
+    given = chosen_method(("no", "histogram", "cython"), 1)  # a given method is taken as is
+    assert given.method == ("no", "histogram", "cython") and given.device is None
 
 
 def test_geometry_from_a_poni_file_equals_the_same_numbers_as_params():
@@ -363,7 +498,7 @@ def test_params_need_one_geometry_and_a_wavelength_for_q(tmp_path):
     ok = Integrate1d.Params(
         distance=0.2, poni1=0.1, poni2=0.1, detector="Pilatus1M", unit="2th_deg"
     )
-    assert ok.method == ("bbox", "csr", "cython")
+    assert ok.method == "auto"  # pyFAI's CSR on the CPU here, OpenCL on a GPU where pyFAI has one
 
 
 def test_a_mask_of_another_shape_than_the_detector_is_an_error_when_the_node_starts(tmp_path):

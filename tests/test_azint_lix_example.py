@@ -22,7 +22,7 @@ from pyFAI.calibrant import get_calibrant
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
 from beampipe.config import load_pipeline
-from beampipe.nodes.azint.geometry import load_pyfai
+from beampipe.nodes.azint.geometry import chosen_method, load_pyfai
 
 LIX = REPO / "examples" / "saxs-lix"
 PIPELINE = LIX / "azint.yaml"
@@ -103,7 +103,7 @@ def direct(port: str, normalization_factor: float = 1.0) -> tuple[np.ndarray, ob
         frame,
         params.npt,
         unit=params.unit,
-        method=tuple(params.method),
+        method=chosen_method(params.method, 1).method,
         mask=mask,
         correctSolidAngle=params.solid_angle,
         polarization_factor=params.polarization_factor,

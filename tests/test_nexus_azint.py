@@ -1,7 +1,9 @@
 """``nexus_writer`` and azimuthally integrated patterns (issue 18): the cakes of
 ``azint.integrate2d`` on the real WAXS2 frame of NSLS-II LiX get the NXazint2d view (nxcheck: 0
-errors), a stream's axes are stored once (a changed axis is an error), patterns on r get no view,
-and a group file with axes stored once is resumed after a crash.
+errors; once through a real ``beampipe run``, image_files -> integrate2d -> nexus_writer, the
+cake equal to pyFAI's ``integrate2d`` called directly), a stream's axes are stored once (a
+changed axis is an error), patterns on r get no view, and a group file with axes stored once is
+resumed after a crash.
 
 The messages are made by ``azint.integrate2d`` / ``integrate1d`` run in-process
 (:mod:`beampipe.testing`); test_azint.py compares them with pyFAI called directly."""
@@ -13,15 +15,16 @@ from typing import Any
 
 import h5py
 import numpy as np
+import pyFAI
 import pytest
-from conftest import REPO, nxcheck
+from conftest import REPO, beampipe, nxcheck
 
 import beampipe as bp
 from beampipe.nodes.azint.geometry import load_pyfai
 from beampipe.nodes.azint.integrate import Integrate1d, Integrate2d
 from beampipe.nodes.nexus.files import GroupFile
 from beampipe.nodes.nexus.writer import NexusWriter
-from beampipe.testing import run
+from beampipe.testing import Harness, run
 
 LIX = REPO / "examples" / "saxs-lix"
 GEOMETRY = {"poni": str(LIX / "waxs2.poni"), "mask": f"{LIX / 'masks.h5'}::/waxs2"}
@@ -85,6 +88,66 @@ def test_cakes_get_the_nxazint2d_view_against_one_q_and_chi_axis(tmp_path):
     errors, report = nxcheck(tmp_path / "cake.nxs", "-a", "-p", "/waxs/cake_azint")
     assert errors == 0, report
     assert nxcheck(tmp_path / "cake.nxs")[0] == 0
+
+
+def test_pipeline_image_files_integrate2d_nexus_cake_equals_pyfai_and_passes_nxcheck(tmp_path):
+    data = LIX / "data" / "AgBH-2020Aug16.h5"
+    (tmp_path / "pipeline.yaml").write_text(
+        f"""\
+name: cake
+nodes:
+  frames:
+    use: image_files
+    params: {{paths: {data}, dataset: AgBH_2020Aug16/primary/data/pilW2_image}}
+  cake:
+    use: azint.integrate2d
+    params:
+      poni: {GEOMETRY["poni"]}
+      mask: "{GEOMETRY["mask"]}"
+      unit: q_A^-1
+      npt: 300
+      npt_azim: 72
+      radial_range: [0.5, 3.0]
+  nexus:
+    use: nexus_writer
+    params:
+      path: out/cake.nxs
+      xas: null
+      xasproc: null
+      stream_metadata:  # what NXazint2d's NXinstrument needs and the frames do not say
+        beamline: LiX (16-ID)
+        facility: NSLS-II
+        source_type: Synchrotron X-ray Source
+connections:
+  - frames -> cake
+  - cake -> nexus.cake
+"""
+    )
+    done = beampipe("run", "pipeline.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "warning" not in done.stderr, done.stderr
+    with h5py.File(data) as f, h5py.File(LIX / "masks.h5") as masks:
+        frame = f["AgBH_2020Aug16/primary/data/pilW2_image"][0]
+        mask = masks["waxs2"][()] != 0
+    ai = pyFAI.load(GEOMETRY["poni"])
+    options = {"unit": "q_A^-1", "mask": mask, "radial_range": (0.5, 3.0)}
+    want = ai.integrate2d(frame, 300, 72, error_model="poisson", **options)
+    path = tmp_path / "out" / "cake.nxs"
+    with h5py.File(path) as f:
+        (entry,) = f  # one stream: the file
+        group = f[entry]["cake"]
+        assert group["intensity"].shape == (1, 72, 300)
+        np.testing.assert_allclose(group["intensity"][0], want.intensity, rtol=1e-6)
+        np.testing.assert_allclose(group["sigma"][0], want.sigma, rtol=1e-6)
+        np.testing.assert_allclose(group["q"][()], want.radial, rtol=1e-6)
+        np.testing.assert_allclose(group["chi"][()], want.azimuthal, rtol=1e-6)
+        sub = f[entry]["cake_azint"]
+        assert sub["definition"].asstr()[()] == "NXazint2d"
+        assert list(sub["reduction/input/radial_range"][()]) == [0.5, 3.0]
+        np.testing.assert_array_equal(sub["data/I"][()], group["intensity"][()])
+    errors, report = nxcheck(path, "-a", "-p", f"/{entry}/cake_azint")
+    assert errors == 0, report
+    assert nxcheck(path)[0] == 0
 
 
 def test_patterns_on_r_keep_one_r_axis_but_get_no_nxazint_view(tmp_path):
@@ -153,6 +216,29 @@ def test_a_group_file_with_an_axis_stored_once_is_resumed(tmp_path):
         assert f["entry/p/id"][()].tolist() == [1, 2, 3]
         assert f["entry/p/intensity"][:, 0].tolist() == [1.0, 2.0, 3.0]
         np.testing.assert_array_equal(f["entry/p/q"][()], q)
+
+
+def test_a_resumed_writer_keeps_the_nxprocess_of_the_first_pattern_only_it_carried(tmp_path):
+    """``azint.*`` sends ``process`` on a stream's first pattern only: a writer restarted after
+    that one was written (and flushed) goes on with patterns without it, and the view keeps
+    the NXprocess made from the first."""
+    start, first, second, end = integrated(Integrate1d, {"unit": "q_A^-1", "npt": 300}, "azint")
+    assert "process" in first.metadata and "process" not in second.metadata
+    crashed = Harness(writer(tmp_path / "p.nxs"))
+    crashed.feed([start, first])
+    crashed.node.checkpoint()
+    crashed.close()  # its group file closed, as after a failed write (GroupFile.resume)
+    resumed = Harness(writer(tmp_path / "p.nxs"), restarts=1)
+    resumed.feed([start, first, second, end])  # the unacknowledged first comes again
+    resumed.finish()
+    with h5py.File(tmp_path / "p.nxs") as f:
+        assert f["waxs/azint/id"][()].tolist() == [1, 2]
+        assert [k for k in f["waxs"] if k.endswith("_azint")] == ["azint_azint"]
+        given = f["waxs/azint_azint/reduction/input"]
+        assert given["poni"].asstr()[()] == Path(GEOMETRY["poni"]).read_text()
+        assert given["npt"][()] == 300
+    errors, report = nxcheck(tmp_path / "p.nxs", "-a", "-p", "/waxs/azint_azint")
+    assert errors == 0, report
 
 
 def test_without_process_metadata_the_view_leaves_out_what_it_is_not_told(tmp_path):

@@ -18,18 +18,23 @@ import contextlib
 import difflib
 import importlib.util
 import logging
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
 import beampipe
 from beampipe.nodes.frame.frames import FrameParams
 
 __all__ = [
+    "CPU_METHOD",
     "RADIAL",
     "AzintParams",
+    "ChosenMethod",
     "GeometryError",
+    "chosen_method",
     "detector",
     "integrator",
     "load_pyfai",
@@ -61,8 +66,11 @@ class AzintParams(FrameParams):
     and the I0 monitor. Shared by ``azint.integrate1d`` and ``azint.integrate2d``.
 
     ``unit``: pyFAI's radial unit. ``npt``: radial bins. ``method``: pyFAI's ``[split, algo,
-    impl]``. ``dark``, ``flat``: images as ``mask`` (counts; gain). ``polarization_factor``:
-    -1..1 (null: no correction). ``solid_angle``: correct for the pixels' solid angle.
+    impl]``, or ``auto`` (:func:`chosen_method`). ``dark``, ``flat``: images as ``mask``
+    (counts; gain). ``polarization_factor``: -1..1 (null: no correction). ``solid_angle``:
+    correct for the pixels' solid angle.
+    ``radial_range``: ``[low, high]`` in ``unit`` (pyFAI's; null: the frame's whole range).
+    ``azimuth_range``: ``[low, high]``, χ in degrees (pyFAI's; null: all azimuths).
     ``error_model``: how pyFAI gives sigma (null: no sigma). ``monitor``: the I0 of each frame,
     a 0-d data item or a numeric metadata key of the frame's message or of the event's
     ``monitor`` part; the pattern is divided by it (pyFAI's ``normalization_factor``).
@@ -84,13 +92,26 @@ class AzintParams(FrameParams):
     shape: tuple[PositiveInt, PositiveInt] | None = None
     unit: Literal["q_nm^-1", "q_A^-1", "2th_deg", "2th_rad", "r_mm"] = "q_nm^-1"
     npt: PositiveInt = 1000
-    method: tuple[Split, Algo, Impl] = ("bbox", "csr", "cython")
+    method: Literal["auto"] | tuple[Split, Algo, Impl] = "auto"
     dark: beampipe.InputPath | None = None
     flat: beampipe.InputPath | None = None
     polarization_factor: float | None = Field(None, ge=-1, le=1)
     solid_angle: bool = True
     error_model: Literal["poisson", "azimuthal"] | None = "poisson"
     monitor: str | None = None
+    radial_range: tuple[float, float] | None = None
+    azimuth_range: tuple[float, float] | None = None
+
+    @field_validator("radial_range", "azimuth_range")
+    @classmethod
+    def _low_below_high(
+        cls, span: tuple[float, float] | None, info: ValidationInfo
+    ) -> tuple[float, float] | None:
+        if span is not None and not (math.isfinite(span[0]) and span[0] < span[1] < math.inf):
+            raise ValueError(
+                f"{info.field_name} [{span[0]}, {span[1]}] is not [low, high] with low < high"
+            )
+        return span
 
     @field_validator("poni")
     @classmethod
@@ -108,8 +129,9 @@ class AzintParams(FrameParams):
 
     @field_validator("method")
     @classmethod
-    def _method_exists(cls, spec: tuple[str, str, str]) -> tuple[str, str, str]:
-        method(spec, cls.dim)
+    def _method_exists(cls, spec: str | tuple[str, str, str]) -> str | tuple[str, str, str]:
+        if spec != "auto":
+            method(spec, cls.dim)
         return spec
 
     @model_validator(mode="after")
@@ -142,7 +164,28 @@ class AzintParams(FrameParams):
         if self.unit.startswith("q") and not wavelength:
             where = f"the PONI file {self.poni!r}" if self.poni else "the params"
             raise ValueError(f"unit {self.unit!r} needs a wavelength; {where} give none")
+        self._ranges_fit()
         return self
+
+    def _ranges_fit(self) -> None:
+        """``radial_range`` lies in what ``unit`` can take (>= 0; 2θ up to 180° or π rad),
+        ``azimuth_range`` in pyFAI's χ, degrees, -180..360 (a span of at most 360°)."""
+        if self.radial_range is not None:
+            low, high = self.radial_range
+            top = {"2th_deg": 180.0, "2th_rad": math.pi}.get(self.unit, math.inf)
+            if low < 0 or high > top:
+                most = f" and at most {top:g}" if top < math.inf else ""
+                raise ValueError(
+                    f"radial_range [{low:g}, {high:g}] is in the units of unit {self.unit!r}: "
+                    f"low must be >= 0{most}"
+                )
+        if self.azimuth_range is not None:
+            low, high = self.azimuth_range
+            if low < -180 or high > 360 or high - low > 360:
+                raise ValueError(
+                    f"azimuth_range [{low:g}, {high:g}] is pyFAI's chi in degrees: within "
+                    "-180..360, spanning at most 360 (e.g. [-90, 90])"
+                )
 
 
 def load_pyfai() -> None:
@@ -214,6 +257,42 @@ def method(spec: tuple[str, str, str], dim: int) -> Any:
             f"pyFAI has no {dim}-D integration method {list(spec)} on this machine{why}"
         )
     return found[0]
+
+
+CPU_METHOD = ("bbox", "csr", "cython")
+"""What ``method: auto`` runs without an OpenCL device: pyFAI's own default, CSR on the CPU."""
+
+
+@dataclass(frozen=True)
+class ChosenMethod:
+    """The method a node integrates with: ``spec`` ``[split, algo, impl]``, the ``device``
+    (pyFAI's OpenCL ``platform / device`` name; ``None`` on the CPU), ``method`` (what is
+    given to pyFAI: the spec, or pyFAI's ``IntegrationMethod`` of the OpenCL device)."""
+
+    spec: tuple[str, str, str]
+    device: str | None
+    method: Any
+
+    def describe(self) -> list[str]:
+        """The metadata ``method``: ``[split, algo, impl]``, and the OpenCL device's name."""
+        return [*self.spec, *([self.device] if self.device else [])]
+
+
+def chosen_method(spec: str | tuple[str, str, str], dim: int) -> ChosenMethod:
+    """The method to integrate with in ``dim`` dimensions. ``auto``: pyFAI's ``[bbox, csr,
+    opencl]`` on the first OpenCL device pyFAI lists (fastest first) that is not a CPU (a GPU
+    or an accelerator), where pyFAI has one (it needs pyopencl and a device driver); else
+    :data:`CPU_METHOD`. An OpenCL CPU device (e.g. pocl) is not chosen: pyFAI's Cython CSR
+    runs on the same cores. Any other spec is taken as given."""
+    if spec != "auto":
+        return ChosenMethod(tuple(spec), None, tuple(spec))
+    load_pyfai()
+    from pyFAI.method_registry import IntegrationMethod
+
+    for found in IntegrationMethod.select_method(dim, "bbox", "csr", "opencl", degradable=False):
+        if str(found.target_type or "").lower() != "cpu":
+            return ChosenMethod(("bbox", "csr", "opencl"), str(found.target_name), found)
+    return ChosenMethod(CPU_METHOD, None, CPU_METHOD)
 
 
 def integrator(params: AzintParams) -> Any:

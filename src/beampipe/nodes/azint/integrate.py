@@ -9,13 +9,20 @@ default) at the first frame and reuses it for every later one.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import PositiveInt
 
 import beampipe
-from beampipe.nodes.azint.geometry import RADIAL, AzintParams, GeometryError, integrator
+from beampipe.nodes.azint.geometry import (
+    RADIAL,
+    AzintParams,
+    GeometryError,
+    chosen_method,
+    integrator,
+)
 from beampipe.nodes.azint.monitor import MonitorMissing, monitor_value
 from beampipe.nodes.azint.provenance import process_metadata
 from beampipe.nodes.frame.frames import FrameWorker
@@ -55,9 +62,19 @@ class Integrator(FrameWorker):
         self.dark = read_image(params.dark, "dark") if params.dark else None
         self.flat = read_image(params.flat, "flat") if params.flat else None
         self.radial, self.radial_units = RADIAL[params.unit]
-        self.provenance = process_metadata(params, self.integrator)
+        self.method = chosen_method(params.method, params.dim)
+        """The method pyFAI integrates with (``method: auto``: OpenCL or CSR on the CPU)."""
+        where = f"on the OpenCL device {self.method.device}" if self.method.device else "on the CPU"
+        print(
+            f"{self.name}: pyFAI method {list(self.method.spec)} {where} "
+            f"(method: {params.method if params.method == 'auto' else list(params.method)})",
+            file=sys.stderr,
+        )
+        self.provenance = process_metadata(params, self.integrator, self.method.describe())
         """How the patterns are made, for the NeXus writer's NXazint view (metadata ``process``)."""
         self._checked: set[str] = set()
+        self._lowest: dict[str, int] = {}
+        """Per stream, the lowest id of the results this replica sent with ``process``."""
         shape = self.integrator.detector.shape
         for what in ("mask", "dark", "flat"):
             image = getattr(self, what)
@@ -76,6 +93,7 @@ class Integrator(FrameWorker):
     def on_stream_end(self, stream: str) -> None:
         super().on_stream_end(stream)
         self._checked.discard(stream)
+        self._lowest.pop(stream, None)
 
     def process(self, event: beampipe.Event) -> beampipe.Message | None:
         where = f"{self.name}: stream {event.stream!r}, id {event.id}"
@@ -115,8 +133,15 @@ class Integrator(FrameWorker):
             "units": units,
             "unit": self.params.unit,
             "normalization_factor": factor,
-            "process": self.provenance,
+            "method": self.method.describe(),
         }
+        if event.id < self._lowest.get(event.stream, event.id + 1):
+            # the replica's first result of the stream, or one below every id it sent: the
+            # first that an unordered, and an ordered, writer gets from this replica
+            metadata["process"] = self.provenance
+            self._lowest[event.stream] = event.id
+        else:
+            metadata.pop("process", None)  # an upstream node's, which this one's replaced
         return beampipe.Message(data=data, metadata=metadata)
 
     def options(self, factor: float) -> dict[str, Any]:
@@ -125,13 +150,15 @@ class Integrator(FrameWorker):
         p = self.params
         return {
             "unit": p.unit,
-            "method": tuple(p.method),
+            "method": self.method.method,
             "dark": self.dark,
             "flat": self.flat,
             "polarization_factor": p.polarization_factor,
             "correctSolidAngle": p.solid_angle,
             "error_model": p.error_model,
             "normalization_factor": factor,
+            "radial_range": p.radial_range,
+            "azimuth_range": p.azimuth_range,
         }
 
     def integrate(
@@ -172,9 +199,13 @@ class Integrate1d(Integrator):
     (npt,)), ``sigma`` (float64, (npt,); with ``error_model``), the radial axis named by the
     unit, ``q``/``2th``/``r`` (float64, (npt,), the bin centres, in ``unit``); metadata: the
     input's, with ``signal: intensity``, ``axes: [q]``, ``units`` (NeXus units of the axis),
-    ``unit`` (pyFAI's), ``normalization_factor`` (the monitor, 1.0 without one) and
-    ``process`` (how the pattern was made: pyFAI's version, the geometry, the PONI file's text,
-    the options; :func:`~beampipe.nodes.azint.provenance.process_metadata`). With ``monitor``
+    ``unit`` (pyFAI's), ``normalization_factor`` (the monitor, 1.0 without one), ``method``
+    (``[split, algo, impl]`` that pyFAI ran, and the OpenCL device's name on one;
+    :func:`~beampipe.nodes.azint.geometry.chosen_method`) and, only on the first result of
+    each stream that a replica sends and on any with an id below all it sent before in that
+    stream (so that an ``ordered:`` writer gets it first too), ``process`` (how the pattern was
+    made: pyFAI's version, the geometry, the PONI file's text, the options, about 1 KB;
+    :func:`~beampipe.nodes.azint.provenance.process_metadata`). With ``monitor``
     set, data ``monitor`` (float64, 0-d) holds the value divided by.
 
     Raises: see :class:`Integrator`.

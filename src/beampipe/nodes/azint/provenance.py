@@ -28,6 +28,8 @@ _OPTIONS = (
     "solid_angle",
     "error_model",
     "monitor",
+    "radial_range",
+    "azimuth_range",
     "mask",
     "mask_bits",
     "dark",
@@ -36,7 +38,7 @@ _OPTIONS = (
 """The params recorded as the integration's parameters (the geometry goes apart)."""
 
 
-def process_metadata(params: AzintParams, integrator: Any) -> dict[str, Any]:
+def process_metadata(params: AzintParams, integrator: Any, method: list[str]) -> dict[str, Any]:
     """The ``process`` metadata of a node's results (JSON-able, made once per replica).
 
     ``program`` (``pyFAI``), ``version`` (pyFAI's), ``reference`` (:data:`REFERENCE`),
@@ -45,7 +47,9 @@ def process_metadata(params: AzintParams, integrator: Any) -> dict[str, Any]:
     ``get_config()``: ``dist``, ``poni1``, ``poni2`` (m), ``rot1``..``rot3`` (rad),
     ``wavelength`` (m), ``detector``, ``detector_config``), ``poni`` (the PONI file's text, or
     the geometry of the params written as pyFAI writes a PONI file) and ``parameters`` (the
-    node's integration params, paths as given; ``poni_file``: the PONI file's path).
+    node's integration params, paths as given; ``method``: ``method``, the one pyFAI runs
+    (``[split, algo, impl]``, and the OpenCL device's name on one), also for ``method:
+    auto``; ``poni_file``: the PONI file's path).
     """
     import pyFAI
     from pyFAI.io.ponifile import PoniFile
@@ -58,7 +62,10 @@ def process_metadata(params: AzintParams, integrator: Any) -> dict[str, Any]:
         poni = text.getvalue()
     options = params.model_dump()
     parameters = {k: options[k] for k in _OPTIONS if options.get(k) is not None}
-    parameters["method"] = list(parameters["method"])
+    parameters["method"] = method
+    for key in ("radial_range", "azimuth_range"):
+        if key in parameters:
+            parameters[key] = list(parameters[key])
     if params.poni is not None:
         parameters["poni_file"] = params.poni
     return {
