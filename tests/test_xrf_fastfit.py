@@ -15,7 +15,8 @@ import pytest
 from test_xrf_fit import DATA, SPECTRA, read_spectrum
 
 import beampipe
-from beampipe.nodes.xrf.fit import XrfConfigError, XrfFit
+from beampipe.nodes.xrf.fit import SpectrumMismatch, XrfConfigError, XrfFit
+from beampipe.nodes.xrf.stackfit import StackFit
 from beampipe.testing import run
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "xrf-map"
@@ -119,11 +120,21 @@ def test_refit_is_pymcas_on_each_spectrum(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("refit", [True, False])
-def test_batch_size_does_not_change_the_results(tmp_path: Path, refit: bool) -> None:
+def test_batch_size_does_not_change_the_results(
+    tmp_path: Path, refit: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # each spectrum is solved alone against the same model (the configuration's own weights,
     # refit spectrum by spectrum), so the results agree to the last bits of the linear algebra
+    stacks: list[int] = []
+    fit = StackFit.fit
+    monkeypatch.setattr(StackFit, "fit", lambda self, s: stacks.append(len(s)) or fit(self, s))
     for config, stack in cases(tmp_path):
-        fits = [node_fit(config, stack, batch=b, refit=refit) for b in (1, 7, len(stack))]
+        fits = []
+        for b in (1, 7, len(stack)):
+            stacks.clear()
+            fits.append(node_fit(config, stack, batch=b, refit=refit))
+            n = len(stack)
+            assert stacks == [b] * (n // b) + ([n % b] if n % b else [])  # really in stacks
         for name in ("area", "area_sigma"):
             one, seven, full = (np.stack([m.data[name] for m in f]) for f in fits)
             np.testing.assert_allclose(seven, one, rtol=1e-12, atol=1e-9)
@@ -161,3 +172,18 @@ def test_automatic_reference_is_refused(tmp_path: Path) -> None:
     with pytest.raises(XrfConfigError, match=r"fit: .*reference = Auto"):
         run(XrfFit, [], params=params, name="fit")
     run(XrfFit, [], params={**params, "concentrations": False}, name="fit")  # without: fine
+
+
+def test_short_spectrum_in_a_batch_is_named(tmp_path: Path) -> None:
+    config = snip_config("Steel.spe", tmp_path)
+    stack = real_stack("Steel.spe")[:4]
+    items = [
+        beampipe.Message(data={"spectrum": s}, stream="scan7", id=i + 1)
+        for i, s in enumerate([stack[0], stack[1], stack[2][:1024], stack[3]])
+    ]
+    params = {"config": str(config), "mode": "fast", "max_batch": 4}
+    with pytest.raises(SpectrumMismatch) as info:
+        run(XrfFit, items, params=params, name="fit")
+    text = str(info.value)
+    for part in ("fit:", "stream 'scan7'", "id 3", "snip-Steel.cfg", "(1024,)", "200 to 1432"):
+        assert part in text, text
