@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import beampipe as beampipe_cli
+from pydantic import ValidationError
 from test_xrf_fit import DATA, SPECTRA, read_spectrum
 
 import beampipe
@@ -158,18 +160,30 @@ def test_spectra_per_element(tmp_path: Path) -> None:
     np.testing.assert_allclose(area, ref["parameters"][first:].T, rtol=1e-6)
 
 
-def test_strip_background_is_refused() -> None:
+def test_strip_background_is_refused(tmp_path: Path) -> None:
     # the configurations as PyMca ships them use the strip background, which the fast fit lacks
     params = {"config": str(DATA / "Steel.cfg"), "mode": "fast"}
-    with pytest.raises(XrfConfigError, match=r"fit: .*Steel\.cfg'?: PyMca's fast fit .*SNIP"):
+    with pytest.raises(ValidationError, match=r"param 'config': .*Steel\.cfg'?: .* needs the SNIP"):
         run(XrfFit, [], params=params, name="fit")
+    with pytest.raises(XrfConfigError, match=r"fit: .*Steel\.cfg'?: PyMca's fast fit .*SNIP"):
+        XrfFit(XrfFit.Params.model_construct(**params), name="fit")  # params not validated
+    # and at beampipe validate, with the file's line and the node
+    pipeline = tmp_path / "fast.yaml"
+    pipeline.write_text(
+        "name: fast\nnodes:\n  src: {use: mca_files, params: {paths: [x.mca]}}\n"
+        f"  fit: {{use: xrf.fit, params: {{config: '{DATA / 'Steel.cfg'}', mode: fast}}}}\n"
+        "connections:\n  - src.out -> fit.in\n"
+    )
+    done = beampipe_cli("validate", str(pipeline), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "fast.yaml:4: node 'fit'" in done.stderr and "SNIP" in done.stderr, done.stderr
 
 
 def test_automatic_reference_is_refused(tmp_path: Path) -> None:
     config = snip_config("XRFSpectrum.mca", tmp_path)  # usematrix = 1, reference = Co
     config.write_text(config.read_text().replace("\nreference = Co\n", "\nreference = Auto\n"))
     params = {"config": str(config), "mode": "fast", "concentrations": True}
-    with pytest.raises(XrfConfigError, match=r"fit: .*reference = Auto"):
+    with pytest.raises(ValidationError, match=r"param 'config': .*reference = Auto"):
         run(XrfFit, [], params=params, name="fit")
     run(XrfFit, [], params={**params, "concentrations": False}, name="fit")  # without: fine
 

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import NonNegativeFloat, PositiveInt
+from pydantic import NonNegativeFloat, PositiveInt, model_validator
+from pydantic_core import PydanticCustomError
 
 import beampipe
 from beampipe.nodes.columns import numeric
-from beampipe.nodes.xrf.stackfit import StackFit
+from beampipe.nodes.xrf.stackfit import StackFit, refusal
 
 __all__ = ["SpectrumMismatch", "XrfConfigError", "XrfFit", "load_config"]
 
@@ -118,6 +119,22 @@ class XrfFit(beampipe.Worker):
         refit: bool = True
         max_batch: PositiveInt = 32
         max_wait: NonNegativeFloat = 0.05
+
+        @model_validator(mode="after")
+        def _fast_fit_takes_config(self) -> XrfFit.Params:
+            """``mode: fast``: the configuration's problems at ``beampipe validate``."""
+            if self.mode != "fast":
+                return self
+            try:
+                problem = refusal(load_config(self.config), self.concentrations)
+            except ImportError:  # pragma: no cover - the node says so when it starts
+                return self
+            except XrfConfigError as exc:
+                problem = str(exc)
+            if problem:
+                text = f"param 'config': {str(self.config)!r}: {problem}"
+                raise PydanticCustomError("value_error", "{text}", {"text": text})
+            return self
 
     params: XrfFit.Params
 

@@ -34,7 +34,34 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["StackFit", "StackResult"]
+__all__ = ["StackFit", "StackResult", "refusal"]
+
+
+def refusal(config: Any, concentrations: bool = False) -> str | None:
+    """Why the fast fit cannot take the PyMca configuration ``config`` (a ``ConfigDict``), or
+    None: a fit strategy, a background other than SNIP, and with ``concentrations`` an automatic
+    reference element or automatic time (both would depend on the stack)."""
+    fit = config["fit"]
+    if fit.get("strategyflag", 0):
+        return "[fit] strategyflag is set: PyMca's fast fit has no fit strategies"
+    if fit.get("stripflag", 0) and fit.get("stripalgorithm", 0) != 1:
+        return (
+            "the background is PyMca's strip ([fit] stripalgorithm = 0): PyMca's fast fit "
+            "needs the SNIP background (stripalgorithm = 1; Background tab of PyMca's fit "
+            "configuration)"
+        )
+    conc = config.get("concentrations", {}) if concentrations else {}
+    if conc.get("usematrix", 0) and str(conc.get("reference", "")).upper() == "AUTO":
+        return (
+            "[concentrations] reference = Auto: PyMca's fast fit takes the reference element "
+            "from the stack's first spectrum; name the element"
+        )
+    if not conc.get("usematrix", 0) and conc.get("useautotime", 0):
+        return (
+            "[concentrations] useautotime = 1: the fast fit has no live time per spectrum; "
+            "give the time in the configuration"
+        )
+    return None
 
 
 class StackResult:
@@ -69,27 +96,9 @@ class StackFit:
     def __init__(self, config: Any, refit: bool = True, concentrations: bool = False) -> None:
         from PyMca5.PyMcaPhysics.xrf import FastXRFLinearFit
 
-        fit = config["fit"]
-        if fit.get("strategyflag", 0):
-            raise ValueError("[fit] strategyflag is set: PyMca's fast fit has no fit strategies")
-        if fit.get("stripflag", 0) and fit.get("stripalgorithm", 0) != 1:
-            raise ValueError(
-                "the background is PyMca's strip ([fit] stripalgorithm = 0): PyMca's fast fit "
-                "needs the SNIP background (stripalgorithm = 1; Background tab of PyMca's fit "
-                "configuration)"
-            )
-        if concentrations:
-            conc = config.get("concentrations", {})
-            if conc.get("usematrix", 0) and str(conc.get("reference", "")).upper() == "AUTO":
-                raise ValueError(
-                    "[concentrations] reference = Auto: PyMca's fast fit takes the reference "
-                    "element from the stack's first spectrum; name the element"
-                )
-            if not conc.get("usematrix", 0) and conc.get("useautotime", 0):
-                raise ValueError(
-                    "[concentrations] useautotime = 1: the fast fit has no live time per "
-                    "spectrum; give the time in the configuration"
-                )
+        problem = refusal(config, concentrations)
+        if problem:
+            raise ValueError(problem)
         self.refit = refit
         self.concentrations = concentrations
         self._fast = FastXRFLinearFit.FastXRFLinearFit()
