@@ -13,14 +13,18 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import NODES, REPO, beampipe
+from conftest import NODES, REPO, Recorder, beampipe
 from onnx import TensorProto, helper, numpy_helper
+from prometheus_client import generate_latest
 from pydantic import ValidationError
 
 import beampipe as bp
+from beampipe.config import load_pipeline
+from beampipe.launch import Launcher
 from beampipe.nodes.ml.inference import InputMismatch, OnnxInference
 from beampipe.nodes.ml.model import ModelError
 from beampipe.testing import Harness, run
+from beampipe.viewer.prometheus import RunCollector, registry
 
 RNG = np.random.default_rng(18)
 PROVIDER = (
@@ -332,6 +336,33 @@ def test_pipeline_on_real_spectra_equals_onnxruntime(folder: Path) -> None:
         (expected,) = session.run(None, {"x": spectrum.data["spectrum"][None].astype(np.float32)})
         same(item[5]["features"], expected[0])  # a row of a batch, and a batch of one
         assert item[4]["onnx_provider"] == PROVIDER
+    assert f"ml: execution_provider {PROVIDER}" in result.stderr.splitlines()  # the summary
+
+
+def test_the_execution_provider_of_each_replica_is_in_the_metrics_status_and_prometheus(
+    folder: Path,
+) -> None:
+    shutil.copy(REPO / "examples" / "xrf-map" / "data" / "scan.mca", folder)
+    shutil.copy(NODES / "capture.py", folder)
+    linear_model(folder / "linear.onnx", n_in=2048, n_out=8)
+    path = folder / "pipeline.yaml"
+    path.write_text(
+        PIPELINE.replace("  ml:\n    use: ml.onnx\n", "  ml:\n    use: ml.onnx\n    replicas: 2\n")
+    )
+    launcher = Launcher(load_pipeline(path), Recorder())
+    result = launcher.run()
+    assert result.exit_code == 0, result.errors
+    assert result.metrics["ml"].info == {"execution_provider": PROVIDER}  # both replicas: once
+    assert result.metrics["ml"].messages_in == 19
+    status = [r for r in launcher.status()["replicas"] if r["node"] == "ml"]
+    assert [r["info"] for r in status] == [{"execution_provider": PROVIDER}] * 2
+    text = generate_latest(registry(RunCollector("onnx", lambda: launcher.published, dict)))
+    for replica in (0, 1):
+        line = (
+            f'beampipe_node_info{{key="execution_provider",node="ml",pipeline="onnx",'
+            f'replica="{replica}",value="{PROVIDER}"}} 1.0'
+        )
+        assert line in text.decode().splitlines()
 
 
 def bp_node(name: str) -> type:
@@ -396,3 +427,26 @@ def test_validate_names_node_and_param(tmp_path: Path) -> None:
         "pipeline.yaml:8: node 'ml': params: param 'shapes.x': [1024], but model input 'x' is "
         "declared [batch, 2048] ([2048] per message)" in (result.stderr + result.stdout)
     )
+
+
+def test_beampipe_status_of_a_deployed_pipeline_shows_the_execution_provider(tmp_path: Path):
+    from test_manager import Home
+
+    shutil.copy(REPO / "examples" / "xrf-map" / "data" / "scan.mca", tmp_path)
+    shutil.copy(NODES / "capture.py", tmp_path)
+    linear_model(tmp_path / "linear.onnx", n_in=2048, n_out=8)
+    (tmp_path / "pipeline.yaml").write_text(PIPELINE)
+    home = Home(tmp_path / "home")
+    try:
+        done = home.run("deploy", "pipeline.yaml", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        pipeline_id = done.stdout.strip()
+        status = home.finished(pipeline_id)
+        assert status["state"] == "done", status
+        (ml,) = [r for r in status["replicas"] if r["node"] == "ml"]
+        assert ml["info"] == {"execution_provider": PROVIDER}
+        table = home.run("status", pipeline_id, cwd=tmp_path)
+        assert table.returncode == 0, table.stderr
+        assert f"ml#0: execution_provider {PROVIDER}" in table.stdout.splitlines()
+    finally:
+        home.cleanup()

@@ -154,7 +154,8 @@ class ConsoleObserver:
     def metrics_table(self, metrics: dict[str, NodeMetrics], wall_time: float) -> None:
         """Per node: messages and MB received (sent, for a source), mean rate over the run,
         p50/p99 of the time in ``process`` and of the latency since the source, and messages
-        left in flight."""
+        left in flight; under the table, a line per node that reported info
+        (:meth:`beampipe.Worker.report_info`): ``ml: execution_provider CPUExecutionProvider``."""
         table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
         for header in ("node", "msgs", "MB", "msg/s", "process p50/p99", "latency p50/p99"):
             table.add_column(header, justify="left" if header == "node" else "right", no_wrap=True)
@@ -173,6 +174,12 @@ class ConsoleObserver:
                 str(m.in_flight + m.held),
             )
         self.console.print(table)
+        for name, m in metrics.items():
+            if m.info:
+                facts = "; ".join(f"{key} {value}" for key, value in m.info.items())
+                self.console.print(
+                    f"{escape(name)}: {escape(facts)}", highlight=False, soft_wrap=True
+                )
 
     def skipped(self, metrics: dict[str, NodeMetrics], dead_letter: str) -> int:
         """Warn about frames that could not be decoded, messages that nodes with ``on_error:

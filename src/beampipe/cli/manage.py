@@ -230,6 +230,12 @@ def status(pipeline_id: IdArgument, json_: JsonOption = False) -> None:
             str(r.get("warnings", 0)),
         )
     out.print(table)
+    for r in s["replicas"]:
+        if r.get("info"):
+            facts = "; ".join(f"{key} {value}" for key, value in r["info"].items())
+            out.print(
+                f"{r['node']}#{r['replica']}: {escape(facts)}", highlight=False, soft_wrap=True
+            )
     if not s["supervisor"]["answering"] and s["state"] not in ("done", "failed", "stopped"):
         out.print(f"[yellow]its supervisor (pid {s['supervisor']['pid']}) does not answer[/]")
     for hang in s.get("hangs") or []:

@@ -121,6 +121,7 @@ class ReplicaStatus:
             "unacknowledged": m.unacknowledged,
             "hung": self.hung,
             "hangs": self.hangs,
+            "info": dict(m.info),
         }
 
 

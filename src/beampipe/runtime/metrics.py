@@ -19,6 +19,8 @@ LOWEST = 1e-6
 """Seconds: the upper edge of the first bucket (everything faster counts as 1 µs)."""
 EDGES = [LOWEST * 10 ** (i / BUCKETS_PER_DECADE) for i in range(8 * BUCKETS_PER_DECADE + 1)]
 """Upper bucket edges in seconds, 1 µs to 100 s; a last bucket holds anything slower."""
+INFO_SEPARATOR = ", "
+"""Between the distinct values of an info key in merged metrics (replicas that differ)."""
 
 
 @dataclass
@@ -114,6 +116,10 @@ class NodeMetrics:
             :data:`beampipe.runtime.notes.MAX_NOTES`: ``{key: [first text, count, stream,
             id]}``, stream and id (or None) of the first occurrence (see
             :mod:`beampipe.runtime.notes`).
+        info: facts the node reported about itself that are not counts
+            (:meth:`beampipe.Worker.report_info`): ``{key: value}``, both text, e.g.
+            ``{"execution_provider": "CPUExecutionProvider"}``; merged, the distinct values of
+            each key joined by :data:`INFO_SEPARATOR` in the order the parts give them.
     """
 
     messages_in: int = 0
@@ -147,6 +153,7 @@ class NodeMetrics:
     dropped: int = 0
     nonfinite: int = 0
     notes: dict[str, list[Any]] = field(default_factory=dict)
+    info: dict[str, str] = field(default_factory=dict)
 
     def snapshot(self) -> dict[str, Any]:
         """A msgpack-able dict; :meth:`from_snapshot` rebuilds it."""
@@ -164,12 +171,15 @@ class NodeMetrics:
 
 def merge(parts: list[NodeMetrics]) -> NodeMetrics:
     """The metrics of a node from those of its replicas: counts add, histograms merge, notes of
-    the same key add their counts (the first part's text and place are kept)."""
+    the same key add their counts (the first part's text and place are kept), info keeps the
+    distinct values of each key (:func:`merge_info`)."""
     total = NodeMetrics()
     for part in parts:
         for name, value in vars(part).items():
             if isinstance(value, Histogram):
                 getattr(total, name).merge(value)
+            elif name == "info":
+                total.info = merge_info([total.info, value])
             elif isinstance(value, dict):
                 notes = getattr(total, name)
                 for key, (text, count, stream, msg_id) in value.items():
@@ -180,3 +190,18 @@ def merge(parts: list[NodeMetrics]) -> NodeMetrics:
             else:
                 setattr(total, name, getattr(total, name) + value)
     return total
+
+
+def merge_info(parts: list[dict[str, str]]) -> dict[str, str]:
+    """The info of several replicas as one: per key, its distinct values in the order first
+    given, joined by :data:`INFO_SEPARATOR` (a value already joined counts as its parts, so
+    merging merged info gives the same). ``[{"p": "CUDA"}, {"p": "CPU"}, {"p": "CUDA"}]`` gives
+    ``{"p": "CUDA, CPU"}``."""
+    values: dict[str, list[str]] = {}
+    for part in parts:
+        for key, value in part.items():
+            seen = values.setdefault(key, [])
+            for v in value.split(INFO_SEPARATOR):
+                if v not in seen:
+                    seen.append(v)
+    return {key: INFO_SEPARATOR.join(seen) for key, seen in values.items()}

@@ -45,6 +45,8 @@ class Progress:
     Attributes:
         metrics: the node's counters.
         notes: its warnings, drops and non-finite results (:mod:`beampipe.runtime.notes`).
+        info: what the node reported about itself (its :attr:`beampipe.Worker.info`, shared
+            once the node is built), sent in the metrics' ``info``.
         changed: a count was changed since the last report (a note added counts too).
     """
 
@@ -57,6 +59,7 @@ class Progress:
         self.streams = streams
         self.metrics = NodeMetrics()
         self.notes = NoteLog()
+        self.info: dict[str, str] = {}
         self.changed = False
         self._last = 0.0
 
@@ -120,5 +123,6 @@ class Progress:
         m.peak_in_flight_bytes = sum(o.peak_in_flight_bytes for o in outputs)
         m.warnings = self.notes.warnings
         m.notes = self.notes.snapshot()
+        m.info = dict(self.info)
         self.intake.count(m)
         return m

@@ -69,6 +69,7 @@ def build(
     policy = ErrorPolicy(wiring, spec, pipeline.dead_letter, worker, progress, wait)
     worker.replica, worker.restarts = replica, incarnation
     worker._drop, worker._stream_warnings = policy.dropped, {}
+    progress.info = worker.info
     broadcast = any(c.routing == "broadcast" for c in pipeline.inputs_of(node))
     faults = faults_for(node, replica, incarnation)
     emitter = Emitter(

@@ -90,6 +90,7 @@ class Harness:
         self._book = StreamBook(wiring, streams, node, emitter, intake, self._notes, self._ended)
         node.replica, node.restarts = replica, restarts
         node._drop, node._stream_warnings = self._dropped, {}
+        progress.info = node.info
 
     def feed(self, items: Iterable[Item]) -> Results:
         """Hand ``items`` to a worker, one after the other, as if they arrived on its inputs.

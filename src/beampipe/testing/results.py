@@ -33,6 +33,12 @@ class Results:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     warnings: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def info(self) -> dict[str, str]:
+        """What the node reported about itself (:meth:`beampipe.Worker.report_info`), as a
+        pipeline's metrics carry it (``info``)."""
+        return dict(self.node.info)
+
     def items(self, port: str | None = None) -> list[Item]:
         """What went out on ``port`` (default: the node's first output port), markers too."""
         port = self._port(port)

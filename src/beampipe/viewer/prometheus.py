@@ -25,7 +25,10 @@ collector of the ``prometheus_client`` library
   ``beampipe_replica_restarts_total`` (the launcher's count; 0 if it keeps none),
   ``beampipe_replica_hung`` (1 while it is hung and waited for) and
   ``beampipe_replica_hangs_total`` (hangs found, :mod:`beampipe.launch.hangs`);
-* per node (labels ``pipeline``, ``node``): ``beampipe_hung_replicas`` (its replicas hung now).
+* per node (labels ``pipeline``, ``node``): ``beampipe_hung_replicas`` (its replicas hung now);
+* info (NodeMetrics ``info``, what the node reported with :meth:`beampipe.Worker.report_info`):
+  ``beampipe_node_info{pipeline, node, replica, key, value} 1`` per replica and key, in the
+  info-metric style (the value is a label; the sample is always 1).
 
 A field this version of NodeMetrics does not have is left out. The viewer adds
 ``beampipe_viewer_tap_messages_total{node, port}`` (messages it received through the taps) and
@@ -42,11 +45,12 @@ from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
+    InfoMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
 
-from beampipe.launch.status import ALIVE, RunStatus
+from beampipe.launch.status import ALIVE, ReplicaStatus, RunStatus
 from beampipe.runtime.metrics import EDGES, Histogram, NodeMetrics
 
 BUCKET_STEP = 5
@@ -177,6 +181,7 @@ class RunCollector(Collector):
         for node, n in per_node.items():
             nodes.add_metric([self.name, node], float(n))
         yield nodes
+        yield _info(self.name, replicas)
         counts = self.viewer_counts()
         tap = CounterMetricFamily(
             "beampipe_viewer_tap_messages",
@@ -193,6 +198,17 @@ class RunCollector(Collector):
             images.add_metric([self.name, node, port], binned)
         yield tap
         yield images
+
+
+def _info(pipeline: str, replicas: list[ReplicaStatus]) -> InfoMetricFamily:
+    """``beampipe_node_info``: a sample per replica and key of its info."""
+    info = InfoMetricFamily(
+        "beampipe_node", "What the node reported about itself (report_info)", labels=_LABELS
+    )
+    for rep in replicas:
+        for key, value in rep.metrics.info.items():
+            info.add_metric([pipeline, rep.node, str(rep.replica)], {"key": key, "value": value})
+    return info
 
 
 def registry(collector: RunCollector) -> CollectorRegistry:

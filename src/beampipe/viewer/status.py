@@ -187,6 +187,7 @@ class RunState:
                 "warnings": warnings_of(m),
                 "dropped": m.dropped,
                 "nonfinite": m.nonfinite,
+                "info": dict(m.info),
             }
         return {
             "run": {

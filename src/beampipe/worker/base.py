@@ -24,6 +24,10 @@ single output port, or a mapping ``{output port: message(s)}``. A :class:`~beamp
 among them opens a stream of the worker's own with that header (it goes to every output port).
 Anything else is refused with a :class:`ResultError` (:func:`by_port`)."""
 
+MAX_INFO_KEYS = 32
+"""Keys a node may report with :meth:`Node.report_info`."""
+MAX_INFO_TEXT = 1000
+"""Characters of a key or value of :meth:`Node.report_info` at most."""
 _ITEMS = (Message, StreamStart, EndOfStream)
 _RETURN = "return a Message, a list of Messages or a dict {output port: Message or list}"
 
@@ -140,6 +144,8 @@ class Node:
         """Outside a pipeline (a node called directly): what :meth:`dead_letter` was given. In
         a pipeline the runtime takes them instead, and :mod:`beampipe.testing` collects them in
         its results."""
+        self.info: dict[str, str] = {}
+        """What the node reported about itself with :meth:`report_info`: ``{key: value}``."""
         self._drop: Callable[[Message | Event, str | BaseException], None] = self._keep
         self._stream_warnings: dict[str, list[dict[str, Any]]] = {}
 
@@ -157,6 +163,39 @@ class Node:
 
     def _keep(self, item: Message | Event, reason: str | BaseException) -> None:
         self.dead_letters.append((item, reason))
+
+    def report_info(self, key: str, value: str) -> None:
+        """Report a fact about this node that is not a count, e.g. ``report_info(
+        "execution_provider", "CUDAExecutionProvider")``: the device or library version it
+        runs on, the model it loaded. It goes into the node's metrics (``info``, shown by
+        ``beampipe status``, the end of ``beampipe run``, the viewer's node tooltip and
+        ``/metrics`` as ``beampipe_node_info{key=..., value=...} 1``) within a second, and
+        stays until the run ends or it is reported again with another value. Call it from
+        ``__init__`` or any hook. Where replicas report different values of a key, the node
+        shows them all, separated by ``", "`` (so a value should not hold ``", "`` itself).
+
+        Raises:
+            TypeError: ``key`` or ``value`` is not a ``str``, or ``key`` is empty.
+            ValueError: a new key beyond :data:`MAX_INFO_KEYS`, or ``key`` or ``value`` longer
+                than :data:`MAX_INFO_TEXT` characters (info is sent with every progress
+                report: a count belongs in a message or a metric).
+        """
+        if not (isinstance(key, str) and key and isinstance(value, str)):
+            raise TypeError(
+                f"node {self.name!r}: report_info() takes a non-empty str key and a str value, "
+                f"not {key!r}: {value!r} (convert the value with str())"
+            )
+        if len(key) > MAX_INFO_TEXT or len(value) > MAX_INFO_TEXT:
+            raise ValueError(
+                f"node {self.name!r}: report_info({key[:40]!r}, ...): key and value may have "
+                f"{MAX_INFO_TEXT} characters at most"
+            )
+        if key not in self.info and len(self.info) >= MAX_INFO_KEYS:
+            raise ValueError(
+                f"node {self.name!r}: report_info({key!r}, ...): {MAX_INFO_KEYS} keys at most "
+                f"(it has {', '.join(self.info)}); report a changing fact under one key"
+            )
+        self.info[key] = value
 
     def stream_warnings(self, stream: str) -> list[dict[str, Any]]:
         """In :meth:`on_stream_end` of ``stream``: what the nodes it went through (this one

@@ -42,7 +42,8 @@ class OnnxInference(beampipe.Worker):
     output (by default all, under their own names), of the model's dtype, the batch axis
     removed; metadata: the input's, with ``signal`` = the first output's data name and
     ``onnx_provider`` = the execution provider that ran it (``CUDAExecutionProvider`` or
-    ``CPUExecutionProvider``).
+    ``CPUExecutionProvider``), which is also the node's info ``execution_provider`` in the
+    metrics (:meth:`beampipe.Worker.report_info`).
 
     Batching (``max_batch`` > 1): the runtime hands :meth:`process_batch` up to ``max_batch``
     messages at hand, waiting at most ``max_wait`` s after the first (docs/nodes.md, "Your own
@@ -102,6 +103,7 @@ class OnnxInference(beampipe.Worker):
         self.feeds, self.outputs_map = check(params, signature_of(self.session), where)
         self.provider: str = self.session.get_providers()[0]
         """The execution provider that runs the model (chosen when the node starts)."""
+        self.report_info("execution_provider", self.provider)
         self.max_batch = params.max_batch
         self.max_wait = params.max_wait
         self._names = list(self.outputs_map)

@@ -213,7 +213,8 @@ function showNodes(nodes) {
       `${duration(s.latency_p50)}/${duration(s.latency_p99)}, ` +
       `process p50/p99 ${duration(s.process_p50)}/${duration(s.process_p99)}, ` +
       `skipped ${s.skipped}, corrupt frames ${s.corrupt_frames}, retries ${s.retries}, ` +
-      `warnings ${s.warnings}, dropped ${s.dropped}, non-finite values ${s.nonfinite}, pids ${s.pids.join(" ")}`;
+      `warnings ${s.warnings}, dropped ${s.dropped}, non-finite values ${s.nonfinite}, pids ${s.pids.join(" ")}` +
+      Object.entries(s.info || {}).map(([key, value]) => `\n${key}: ${value}`).join("");
   }
 }
 
