@@ -3,7 +3,9 @@
 The fit is PyMca's own (``PyMca5.PyMcaPhysics.xrf.ClassMcaTheory``, http://pymca.sourceforge.net),
 configured by the ``.cfg`` file a beamline scientist saved from PyMca's fit window; the fit
 object is configured once per replica, then each spectrum is fitted with ``setData``,
-``estimate`` and ``startfit(digest=1)``, as PyMca's own tests and batch fit do.
+``estimate`` and ``startfit(digest=1)``, as PyMca's own tests and batch fit do. ``mode: fast``
+fits the spectra of a batch as one stack with PyMca's ``FastXRFLinearFit``
+(:mod:`beampipe.nodes.xrf.stackfit`).
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 import beampipe
 from beampipe.nodes.columns import numeric
+from beampipe.nodes.xrf.stackfit import StackFit, refusal
 
 __all__ = ["OUTPUTS", "SpectrumMismatch", "XrfConfigError", "XrfFit", "load_config"]
 
@@ -77,7 +81,8 @@ class XrfFit(beampipe.Worker):
 
     * data: ``area`` (float64, shape (n_lines,), counts: the fitted peak area of each element
       line group), ``area_sigma`` (float64, (n_lines,), counts: its one-sigma uncertainty),
-      ``chisq`` (float64, 0-d: PyMca's reduced chi-square); with ``concentrations``,
+      ``chisq`` (float64, 0-d: PyMca's reduced chi-square; not in ``mode: fast``, whose
+      ``FastXRFLinearFit`` gives none); with ``concentrations``,
       ``mass_fraction`` (float64, (n_lines,), dimensionless; NaN for lines without one, such as
       the scatter peaks); for 2-D input, (elements, n_lines) and ``chisq`` (elements,); with
       ``keep_spectrum``, ``spectrum`` (the input spectrum or spectra, as received, counts);
@@ -99,13 +104,16 @@ class XrfFit(beampipe.Worker):
 
     Raises:
         XrfConfigError: (when the node is created) see :func:`load_config`; or PyMca refuses
-            the configuration; or the file is not UTF-8 text.
+            the configuration; or the file is not UTF-8 text; in ``mode: fast`` also a fit
+            strategy, a background other than SNIP, or concentrations from an automatic
+            reference element or time (:class:`~beampipe.nodes.xrf.stackfit.StackFit`).
         SpectrumMismatch: a spectrum is neither 1-D nor 2-D or is shorter than the fit range.
         MissingColumn: (a ``KeyError``) no ``spectrum`` entry, or no entry of ``positions``, in
             a message.
         ValueError: an entry of ``positions`` holds more than one value.
         RuntimeError: PyMca's fit fails on a spectrum (e.g. a singular matrix); names stream,
-            id (and element) and file.
+            id (and element) and file (in ``mode: fast``, the batch's ids; the runtime then
+            fits its spectra one by one, so the error names the spectrum).
         ImportError: PyMca5 is not installed.
     """
 
@@ -113,19 +121,27 @@ class XrfFit(beampipe.Worker):
         """``config``: path of the PyMca ``.cfg`` file. ``mode``: ``linear`` (PyMca's linear
         fit: peak areas only, energy calibration and peak shapes as configured; fast, for
         mapping) or ``full`` (the non-linear least-squares fit of calibration and shapes too);
-        it overrides the file's ``[fit] linearfitflag``. ``spectrum``: input data name.
+        it overrides the file's ``[fit] linearfitflag``; or ``fast`` (PyMca's
+        ``FastXRFLinearFit``: the linear fit of a whole batch of spectra at once, for mapping;
+        SNIP background only). ``spectrum``: input data name.
         ``concentrations``: also compute mass fractions with PyMca's ``ConcentrationsTool`` and
         the file's ``[concentrations]`` section (flux, time, solid angle or internal standard).
         ``positions``: input data items passed on with the results (0-d numbers: motor
         positions that a source such as ``epics_source`` sends as data, not metadata).
-        ``keep_spectrum``: also send the input spectrum on (for the NeXus writer's NXfluo view)."""
+        ``keep_spectrum``: also send the input spectrum on (for the NeXus writer's NXfluo view).
+        ``fast`` only: ``refit`` (refit a spectrum with negative peak areas without those lines,
+        as PyMca does), ``max_batch`` (spectra per stack fit) and ``max_wait`` (s: how long the
+        first spectrum of a batch waits for the others)."""
 
         config: beampipe.InputPath
-        mode: Literal["linear", "full"] = "linear"
+        mode: Literal["linear", "full", "fast"] = "linear"
         spectrum: str = "spectrum"
         concentrations: bool = False
         keep_spectrum: bool = False
         positions: list[str] = Field(default_factory=list)
+        refit: bool = True
+        max_batch: PositiveInt = 32
+        max_wait: NonNegativeFloat = 0.05
 
         @field_validator("positions")
         @classmethod
@@ -136,12 +152,33 @@ class XrfFit(beampipe.Worker):
                 raise ValueError(f"positions {value}: a name is listed twice")
             return value
 
+        @model_validator(mode="after")
+        def _fast_fit_takes_config(self) -> XrfFit.Params:
+            """``mode: fast``: the configuration's problems at ``beampipe validate``."""
+            if self.mode != "fast":
+                return self
+            try:
+                problem = refusal(load_config(self.config), self.concentrations)
+            except ImportError:  # pragma: no cover - the node says so when it starts
+                return self
+            except XrfConfigError as exc:
+                problem = str(exc)
+            if problem:
+                text = f"param 'config': {str(self.config)!r}: {problem}"
+                raise PydanticCustomError("value_error", "{text}", {"text": text})
+            return self
+
     params: XrfFit.Params
 
     def __init__(self, params: XrfFit.Params, name: str = "") -> None:
         super().__init__(params, name)
         path = self.params.config
         config = load_config(path, self.name)
+        if self.params.mode == "fast":
+            self._init_fast(config)
+            self._config = config
+            self._process = self._describe(Path(path))
+            return
         from PyMca5.PyMcaPhysics.xrf import ClassMcaTheory
 
         config["fit"]["linearfitflag"] = 1 if self.params.mode == "linear" else 0
@@ -217,23 +254,75 @@ class XrfFit(beampipe.Worker):
             }
         return process
 
-    def process(self, msg: beampipe.Message) -> beampipe.Message:
-        where = f"{self.name}: stream {msg.stream!r}, id {msg.id}"
-        y = numeric(msg, self.params.spectrum, where, kinds="biuf")
-        if y.ndim not in (1, 2) or y.shape[-1] <= self._xmax:
-            raise SpectrumMismatch(
-                f"{where}: spectrum of shape {y.shape}; the fit configuration "
-                f"{str(self.params.config)!r} fits channels {self._xmin} to {self._xmax}, so it "
-                f"needs a 1-D spectrum (or one per element: (elements, channels)) of at least "
-                f"{self._xmax + 1} channels (wrong detector, or the configuration of another "
-                "setup?)"
+    def _init_fast(self, config: Any) -> None:
+        """``mode: fast``: PyMca's stack fit, batches of ``max_batch`` spectra."""
+        if self.params.concentrations and not config.get("concentrations"):
+            raise XrfConfigError(
+                f"{self.name}: fit configuration {str(self.params.config)!r}: no "
+                "[concentrations] section (set it in PyMca's fit configuration, or "
+                "concentrations: false)"
             )
+        try:
+            self._stack = StackFit(config, self.params.refit, self.params.concentrations)
+        except Exception as exc:
+            raise XrfConfigError(
+                f"{self.name}: fit configuration {str(self.params.config)!r}: PyMca's fast fit "
+                f"refuses it: {exc}"
+            ) from exc
+        self._xmin, self._xmax = self._stack.xmin, self._stack.xmax
+        self.max_batch, self.max_wait = self.params.max_batch, self.params.max_wait
+
+    def process(self, msg: beampipe.Message) -> beampipe.Message:
+        if self.params.mode == "fast":
+            return self.process_batch([msg])[0]
+        where = f"{self.name}: stream {msg.stream!r}, id {msg.id}"
+        y = self._spectrum(msg, where)
         if y.ndim == 1:
             lines, data = self._fit_one(y, where)
         else:
             fits = [self._fit_one(row, f"{where}, element {k}") for k, row in enumerate(y)]
             lines = fits[0][0]
             data = {name: np.stack([d[name] for _, d in fits]) for name in fits[0][1]}
+        return self._message(msg, y, lines, data, where)
+
+    def process_batch(self, msgs: list[beampipe.Message]) -> list[beampipe.Message]:
+        """``mode: fast``: the spectra of ``msgs`` (each 1-D, or 2-D: one row per element)
+        fitted as one stack; one message per input. Other modes: :meth:`process` on each."""
+        if self.params.mode != "fast":
+            return [self.process(msg) for msg in msgs]
+        spectra = [self._spectrum(m, f"{self.name}: stream {m.stream!r}, id {m.id}") for m in msgs]
+        rows = [np.atleast_2d(y)[:, : self._xmax + 1] for y in spectra]
+        stack = np.concatenate(rows).astype(np.float64)
+        try:
+            result = self._stack.fit(stack)
+        except Exception as exc:
+            first = msgs[0]
+            raise RuntimeError(
+                f"{self.name}: stream {first.stream!r}, ids {first.id} to {msgs[-1].id}: PyMca's "
+                f"fast fit failed with the configuration {str(self.params.config)!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        out, start = [], 0
+        for msg, y in zip(msgs, spectra, strict=True):
+            pick: Any = start if y.ndim == 1 else slice(start, start + y.shape[0])
+            start += 1 if y.ndim == 1 else y.shape[0]
+            data = {"area": result.area[pick], "area_sigma": result.area_sigma[pick]}
+            if result.mass_fraction is not None:
+                data["mass_fraction"] = result.mass_fraction[pick]
+            where = f"{self.name}: stream {msg.stream!r}, id {msg.id}"
+            out.append(self._message(msg, y, self._stack.lines, data, where))
+        return out
+
+    def _message(
+        self,
+        msg: beampipe.Message,
+        y: np.ndarray,
+        lines: list[str],
+        data: dict[str, np.ndarray],
+        where: str,
+    ) -> beampipe.Message:
+        """The result message of the spectrum (or spectra) ``y`` of ``msg``: ``data`` with the
+        ``positions`` items and, with ``keep_spectrum``, ``y``; the metadata of the class doc."""
         data.update(self._positions(msg, where))
         units = {"area": "counts", "area_sigma": "counts"}
         if self.params.keep_spectrum:
@@ -247,6 +336,19 @@ class XrfFit(beampipe.Worker):
             "process": self._process,
         }
         return beampipe.Message(data=data, metadata=metadata)
+
+    def _spectrum(self, msg: beampipe.Message, where: str) -> np.ndarray:
+        """The message's spectrum, checked against the fit range."""
+        y = numeric(msg, self.params.spectrum, where, kinds="biuf")
+        if y.ndim not in (1, 2) or y.shape[-1] <= self._xmax:
+            raise SpectrumMismatch(
+                f"{where}: spectrum of shape {y.shape}; the fit configuration "
+                f"{str(self.params.config)!r} fits channels {self._xmin} to {self._xmax}, so it "
+                f"needs a 1-D spectrum (or one per element: (elements, channels)) of at least "
+                f"{self._xmax + 1} channels (wrong detector, or the configuration of another "
+                "setup?)"
+            )
+        return y
 
     def _positions(self, msg: beampipe.Message, where: str) -> dict[str, np.ndarray]:
         """The ``positions`` data items of ``msg``, 0-d float64."""
