@@ -173,3 +173,21 @@ def test_concentrations_without_their_section(tmp_path: Path) -> None:
     with pytest.raises(XrfConfigError, match=r"fit: .*noconc\.cfg'?: no \[concentrations\]"):
         run(XrfFit, [], params=params, name="fit")
     run(XrfFit, [], params={"config": str(cfg)}, name="fit")  # without: fine
+
+
+def test_process_rides_on_a_streams_first_result_only() -> None:
+    """The ~12 kB description goes once per stream (and replica), not with every spectrum; an
+    upstream node's ``process`` on the others is not passed on as this node's."""
+    y = read_spectrum("Steel.spe")
+    msgs = [
+        beampipe.Message(data={"spectrum": y}, metadata={"process": {"name": "up"}}, stream=s, id=i)
+        for s, i in (("a", 2), ("a", 3), ("b", 1), ("a", 1))
+    ]
+    out = run(XrfFit, msgs, params={"config": str(DATA / "Steel.cfg")}, name="fit").messages()
+    carried = [(m.stream, m.id, m.metadata.get("process", {}).get("name")) for m in out]
+    assert carried == [
+        ("a", 2, "xrf_fit"),
+        ("a", 3, None),
+        ("b", 1, "xrf_fit"),
+        ("a", 1, "xrf_fit"),
+    ]

@@ -27,6 +27,7 @@ from beampipe.nodes.azint.monitor import MonitorMissing, monitor_value
 from beampipe.nodes.azint.provenance import process_metadata
 from beampipe.nodes.frame.frames import FrameWorker
 from beampipe.nodes.frame.pixels import PixelFileError, read_image
+from beampipe.nodes.provenance import ProcessOnce
 
 __all__ = ["Integrate1d", "Integrate2d", "Integrator"]
 
@@ -70,11 +71,11 @@ class Integrator(FrameWorker):
             f"(method: {params.method if params.method == 'auto' else list(params.method)})",
             file=sys.stderr,
         )
-        self.provenance = process_metadata(params, self.integrator, self.method.describe())
+        self.provenance = ProcessOnce(
+            process_metadata(params, self.integrator, self.method.describe())
+        )
         """How the patterns are made, for the NeXus writer's NXazint view (metadata ``process``)."""
         self._checked: set[str] = set()
-        self._lowest: dict[str, int] = {}
-        """Per stream, the lowest id of the results this replica sent with ``process``."""
         shape = self.integrator.detector.shape
         for what in ("mask", "dark", "flat"):
             image = getattr(self, what)
@@ -93,7 +94,7 @@ class Integrator(FrameWorker):
     def on_stream_end(self, stream: str) -> None:
         super().on_stream_end(stream)
         self._checked.discard(stream)
-        self._lowest.pop(stream, None)
+        self.provenance.forget(stream)
 
     def process(self, event: beampipe.Event) -> beampipe.Message | None:
         where = f"{self.name}: stream {event.stream!r}, id {event.id}"
@@ -135,13 +136,7 @@ class Integrator(FrameWorker):
             "normalization_factor": factor,
             "method": self.method.describe(),
         }
-        if event.id < self._lowest.get(event.stream, event.id + 1):
-            # the replica's first result of the stream, or one below every id it sent: the
-            # first that an unordered, and an ordered, writer gets from this replica
-            metadata["process"] = self.provenance
-            self._lowest[event.stream] = event.id
-        else:
-            metadata.pop("process", None)  # an upstream node's, which this one's replaced
+        self.provenance.stamp(metadata, event.stream, event.id)
         return beampipe.Message(data=data, metadata=metadata)
 
     def options(self, factor: float) -> dict[str, Any]:

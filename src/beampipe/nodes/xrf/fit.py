@@ -20,6 +20,7 @@ from pydantic_core import PydanticCustomError
 
 import beampipe
 from beampipe.nodes.columns import numeric
+from beampipe.nodes.provenance import ProcessOnce
 from beampipe.nodes.xrf.stackfit import StackFit, refusal
 
 __all__ = ["OUTPUTS", "SpectrumMismatch", "XrfConfigError", "XrfFit", "load_config"]
@@ -93,7 +94,8 @@ class XrfFit(beampipe.Worker):
       (list of str, PyMca's group names, e.g. ``"Fe K"``, in the order of ``area``), ``mode``,
       ``units: {"area": "counts", "area_sigma": "counts"}``, ``axes: ["lines"]`` (``[".",
       "lines"]`` for 2-D input: the NeXus writer's plot axes of ``area`` after the scan
-      point), and ``process`` (the same dict for every spectrum: ``name`` ``"xrf_fit"``,
+      point), and ``process`` (on a replica's first result of a stream only, see
+      :mod:`beampipe.nodes.provenance`: ``name`` ``"xrf_fit"``,
       ``program`` ``"PyMca"``, ``version``,
       ``parameters`` (``config`` path, ``mode``, ``concentrations``, ``spectrum``, ``xmin``,
       ``xmax`` (channels), ``zero`` and ``gain`` (keV: channel -> energy calibration),
@@ -177,7 +179,7 @@ class XrfFit(beampipe.Worker):
         if self.params.mode == "fast":
             self._init_fast(config)
             self._config = config
-            self._process = self._describe(Path(path))
+            self._process = ProcessOnce(self._describe(Path(path)))
             return
         from PyMca5.PyMcaPhysics.xrf import ClassMcaTheory
 
@@ -203,7 +205,7 @@ class XrfFit(beampipe.Worker):
             self._ctool_config = self._concentrations.configure()
             self._ctool_config.update(self._config["concentrations"])
         self._xmax = int(self._config["fit"]["xmax"])
-        self._process = self._describe(Path(path))
+        self._process = ProcessOnce(self._describe(Path(path)))
 
     def _describe(self, path: Path) -> dict[str, Any]:
         """The metadata ``process``: PyMca and its version, the fit's parameters, the
@@ -272,6 +274,9 @@ class XrfFit(beampipe.Worker):
         self._xmin, self._xmax = self._stack.xmin, self._stack.xmax
         self.max_batch, self.max_wait = self.params.max_batch, self.params.max_wait
 
+    def on_stream_end(self, stream: str) -> None:
+        self._process.forget(stream)
+
     def process(self, msg: beampipe.Message) -> beampipe.Message:
         if self.params.mode == "fast":
             return self.process_batch([msg])[0]
@@ -333,8 +338,8 @@ class XrfFit(beampipe.Worker):
             "mode": self.params.mode,
             "units": units,
             "axes": ["lines"] if y.ndim == 1 else [".", "lines"],
-            "process": self._process,
         }
+        self._process.stamp(metadata, msg.stream, msg.id)
         return beampipe.Message(data=data, metadata=metadata)
 
     def _spectrum(self, msg: beampipe.Message, where: str) -> np.ndarray:
