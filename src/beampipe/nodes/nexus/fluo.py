@@ -17,7 +17,13 @@ import numpy as np
 
 import beampipe
 from beampipe.nodes.nexus.files import GroupFile
-from beampipe.nodes.nexus.meta import meta_value, new_group, number_with_unit, put, unique_name
+from beampipe.nodes.nexus.meta import (
+    new_group,
+    new_subentry,
+    number_with_unit,
+    put,
+    write_monitor,
+)
 
 __all__ = ["HC_KEV_ANGSTROM", "FluoParams", "add_fluo", "write_fluo"]
 
@@ -105,22 +111,10 @@ def write_fluo(
     if zero is not None and gain is not None:
         channel = np.arange(channels, dtype=np.float64)
         put(detector, "energy", zero[0] + gain[0] * channel, "keV")
-    monitor = new_group(entry, "monitor", "NXmonitor")
-    if names.get("monitor"):
-        monitor["data"] = h5py.ExternalLink(file_name, f"{group_path}/{names['monitor']}")
-    if (mode := meta_value(meta, "monitor_mode")) is not None:
-        put(monitor, "mode", str(mode))
-    if (preset := number_with_unit(meta_value(meta, "monitor_preset"))) is not None:
-        put(monitor, "preset", preset[0], preset[1])
-    sub = new_group(entry, unique_name("fluo", entry), "NXsubentry")
-    put(sub, "definition", "NXfluo")
-    for field in ("title", "start_time"):
-        if field in entry:
-            put(sub, field, entry[field].asstr()[()])
-    for group in ("instrument", "sample", "monitor"):
-        if group in entry:
-            entry[group].attrs["target"] = entry[group].name
-            sub[group] = entry[group]
+    counts = names.get("monitor")
+    link = h5py.ExternalLink(file_name, f"{group_path}/{counts}") if counts else None
+    write_monitor(new_group(entry, "monitor", "NXmonitor"), link, meta)
+    sub = new_subentry(entry, "fluo", "NXfluo")
     data = new_group(sub, "data", "NXdata")
     data["data"] = h5py.ExternalLink(file_name, f"{group_path}/{names['data']}")
     data.attrs["signal"] = "data"

@@ -283,9 +283,18 @@ def write_xas(
     new_group(instrument, "monochromator", "NXmonochromator")["energy"] = link(names["energy"])
     for detector in ("incoming_beam", "absorbed_beam"):
         new_group(instrument, detector, "NXdetector")["data"] = link(names[detector])
-    _write_monitor(new_group(entry, "monitor", "NXmonitor"), link(names["incoming_beam"]), meta)
-    sub = new_group(entry, unique_name("xas", entry), "NXsubentry")
-    put(sub, "definition", "NXxas")
+    write_monitor(new_group(entry, "monitor", "NXmonitor"), link(names["incoming_beam"]), meta)
+    sub = new_subentry(entry, "xas", "NXxas")
+    _write_xas_data(new_group(sub, "data", "NXdata"), link, names, signal)
+    sub.attrs["default"] = "data"
+
+
+def new_subentry(entry: h5py.Group, name: str, definition: str) -> h5py.Group:
+    """A new NXsubentry of ``entry`` (named ``name``, or ``name_2``, ... if taken) for the
+    application definition ``definition``: its ``definition``, the entry's ``title`` and
+    ``start_time``, and hard links to the entry's ``instrument``, ``sample`` and ``monitor``."""
+    sub = new_group(entry, unique_name(name, entry), "NXsubentry")
+    put(sub, "definition", definition)
     for field in ("title", "start_time"):
         if field in entry:
             put(sub, field, entry[field].asstr()[()])
@@ -293,12 +302,16 @@ def write_xas(
         if group in entry:
             entry[group].attrs["target"] = entry[group].name
             sub[group] = entry[group]
-    _write_xas_data(new_group(sub, "data", "NXdata"), link, names, signal)
-    sub.attrs["default"] = "data"
+    return sub
 
 
-def _write_monitor(monitor: h5py.Group, data: h5py.ExternalLink, meta: Mapping[str, Any]) -> None:
-    monitor["data"] = data
+def write_monitor(
+    monitor: h5py.Group, data: h5py.ExternalLink | None, meta: Mapping[str, Any]
+) -> None:
+    """An NXmonitor's ``data`` (a link; left out if None), and ``mode`` and ``preset`` from the
+    metadata ``monitor_mode`` and ``monitor_preset``."""
+    if data is not None:
+        monitor["data"] = data
     if (mode := meta_value(meta, "monitor_mode")) is not None:
         put(monitor, "mode", str(mode))
     if (preset := number_with_unit(meta_value(meta, "monitor_preset"))) is not None:
