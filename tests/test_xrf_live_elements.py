@@ -14,7 +14,12 @@ sends them as separate data items of one message). ``xrf.deadtime`` with ``spect
   spectrum scaled per point and per element, divided by each element's ICR/OCR dead-time
   factor and rounded; ``epics_source`` snapshot -> ``xrf.deadtime`` (sum, ``icr_ocr``) ->
   ``xrf.fit`` -> ``map`` -> ``nexus_writer``. The maps equal PyMca's fit called directly on
-  the numpy-corrected sum, placed at the positions (rtol 1e-6); the unmeasured pixel is NaN.
+  the numpy-corrected sum, placed at the positions (rtol 1e-6); the unmeasured pixel is NaN;
+* through a real ``beampipe run`` from ASAP::O (the fake of its client API,
+  tests/fakes/asapo_fake): one dataset per point, one substream per element (``asapo_source``
+  with ``dataset: true`` sends ``spectrum_1`` ... ``spectrum_4``) -> ``xrf.deadtime`` (sum,
+  ``correction: none``) -> ``xrf.fit`` -> ``map``: the maps equal PyMca's direct fit of the
+  numpy sum.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import numpy as np
 import pytest
 from conftest import REPO
 from conftest import beampipe as run_cli
+from test_asapo import Fake, source
+from test_asapo import broker as broker  # the fake broker fixture, used by name
 from test_xrf_detectors import xspress3 as xspress3  # the mca_files fixture, used by name
 from test_xrf_fit import DATA, read_spectrum
 from test_xrf_live import place, serve_ioc
@@ -225,3 +232,51 @@ connections:
     placed = [(r, c, corrected[i]) for i, (r, c) in enumerate(SCALE)]
     with h5py.File(elements_ioc / "out" / "maps.nxs", "r") as f:
         place(f["scan_0001/maps"], placed, "Steel.spe", (2, 3))
+
+
+# -- ASAP::O: one dataset substream per element ----------------------------------------------
+
+
+def test_asapo_dataset_of_element_substreams_summed_fitted_and_mapped(folder: Path, broker) -> None:
+    fake: Fake = broker()
+    points = scan()
+    parts = []
+    for i, (row, col) in enumerate(SCALE):
+        for k in range(1, 5):
+            counts = points["counts"][i, k - 1]
+            meta = {"dtype": "<i4", "shape": [counts.size], "samx": 0.5 * col, "samy": 0.5 * row}
+            parts.append((i + 1, k, counts, meta))
+    fake.produce("scan_0009", parts, dataset=4, finish=(len(SCALE), None))
+    params = source(fake.endpoint, dataset=True, data_name="spectrum")
+    (folder / "pipeline.yaml").write_text(f"""\
+nodes:
+  spectra: {{use: asapo_source, params: {params}}}
+  dt:
+    use: xrf.deadtime
+    params: {{correction: none, spectrum: [spectrum_1, spectrum_2, spectrum_3, spectrum_4]}}
+  fit: {{use: xrf.fit, params: {{config: {DATA / "Steel.cfg"}, mode: linear}}}}
+  maps:
+    use: map
+    check_finite: false
+    params:
+      shape: [2, 3]
+      fields: [area, area_sigma, chisq]
+      x: samx
+      y: samy
+      grid: {{x: [0.0, 0.5], y: [0.0, 0.5], units: um}}
+  nexus:
+    use: nexus_writer
+    params: {{path: out/maps.nxs, groups: {{maps: {{mode: replace}}}}, xas: null}}
+connections:
+  - spectra.out -> dt.in
+  - dt.out -> fit.in
+  - fit.out -> maps.in
+  - maps.out -> nexus.maps
+""")
+    done = run_cli("run", "pipeline.yaml", cwd=folder, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 of 6 pixels not measured" in done.stderr
+    summed = points["counts"].astype(np.float64).sum(axis=1)  # numpy, per point
+    placed = [(r, c, summed[i]) for i, (r, c) in enumerate(SCALE)]
+    with h5py.File(folder / "out" / "maps.nxs", "r") as f:
+        place(f["scan_0009/maps"], placed, "Steel.spe", (2, 3))
