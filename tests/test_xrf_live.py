@@ -109,10 +109,12 @@ connections:
 # -- EPICS -----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def scan_ioc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A repeater and examples/xrf-map/scan_ioc.py on free ports, with this test's Channel
-    Access environment in ``os.environ`` (inherited by ``beampipe run``); yields the folder."""
+def serve_ioc(
+    argv: list[str], ready: str, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """A repeater and the soft IOC ``python argv...`` on free loopback ports, with this test's
+    Channel Access environment in ``os.environ`` (inherited by ``beampipe run``); yields
+    ``folder`` once the PV ``ready`` answers, and stops both after."""
     server_port = _free_port()
     repeater_port = _free_port(avoid=server_port)
     env = {
@@ -127,7 +129,7 @@ def scan_ioc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    log = tmp_path / "ioc.log"
+    log = folder / "ioc.log"
     with open(log, "w") as out:
         repeater = subprocess.Popen(
             [sys.executable, "-m", "caproto.commandline.repeater", "--quiet"],
@@ -135,10 +137,7 @@ def scan_ioc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
             stderr=subprocess.STDOUT,
         )
         ioc = subprocess.Popen(
-            [
-                *(sys.executable, str(EXAMPLE / "scan_ioc.py"), "--interfaces", "127.0.0.1"),
-                *("-q", "--period", "0"),  # the points back to back: none may be lost or merged
-            ],
+            [sys.executable, *argv, "--interfaces", "127.0.0.1"],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -147,15 +146,23 @@ def scan_ioc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         while True:
             assert ioc.poll() is None, f"the scan IOC exited:\n{log.read_text()}"
             try:
-                read("XRF:point", repeater=False, timeout=5)
+                read(ready, repeater=False, timeout=5)
                 break
             except (CaprotoTimeoutError, TimeoutError, ConnectionError):
                 assert time.monotonic() < deadline, f"IOC not ready:\n{log.read_text()}"
-        yield tmp_path
+        yield folder
     finally:
         _stop(ioc)
         _stop(repeater)
     assert not _udp_port_taken(repeater_port), "a Channel Access repeater is left running"
+
+
+@pytest.fixture
+def scan_ioc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """examples/xrf-map/scan_ioc.py served (``serve_ioc``); yields the folder."""
+    # the points back to back: none may be lost or merged
+    argv = [str(EXAMPLE / "scan_ioc.py"), "-q", "--period", "0"]
+    yield from serve_ioc(argv, "XRF:point", tmp_path, monkeypatch)
 
 
 def test_epics_spectra_are_fitted_and_mapped(scan_ioc: Path) -> None:
