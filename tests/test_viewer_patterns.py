@@ -164,7 +164,8 @@ def test_patterns_peaks_and_the_hit_rate_as_the_page_shows_them(watched):
     assert len(peaks[STREAMS[-1]]) > FRAMES / 2  # the second run began 4 s into the run
 
     # The hit rate: shown as a number while the run goes, and at the end the last stream's.
-    assert shown["live"]["state"] in ("running", "draining"), shown["live"]
+    # (the run's badge may still say "starting" while a node is slow to report running)
+    assert shown["live"]["state"] in ("starting", "running", "draining"), shown["live"]
     assert re.fullmatch(r"hit_rate = [\d.e-]+ \(run_0000[12], #\d+\)", shown["live"]["value"])
     hits = sum(n >= 10 for n in expected)
     value = float(f"{hits / FRAMES:.4g}")
