@@ -104,13 +104,7 @@ def test_refit_is_pymcas_on_each_spectrum(tmp_path: Path) -> None:
     for config, stack in cases(tmp_path):
         out = node_fit(config, stack, batch=len(stack))
         first = len(direct(config, stack[0]).labels("parameters")) - len(out[0].data["area"])
-        for msg, y in zip(out, stack, strict=True):
-            alone = direct(config, y, refit=True)  # PyMca's refit on this spectrum alone
-            np.testing.assert_allclose(msg.data["area"], alone["parameters"][first:, 0], rtol=1e-6)
-            np.testing.assert_allclose(
-                msg.data["area_sigma"], alone["uncertainties"][first:, 0], rtol=1e-6
-            )
-            assert (msg.data["area"] >= 0).all()
+        assert all((msg.data["area"] >= 0).all() for msg in out)
         # the spectra without a negative area in the first solve: as PyMca's refit on the stack
         plain = direct(config, stack, refit=False)["parameters"][first:]
         whole = direct(config, stack, refit=True)["parameters"][first:]
@@ -118,6 +112,16 @@ def test_refit_is_pymcas_on_each_spectrum(tmp_path: Path) -> None:
         kept, refitted = kept + clean.sum(), refitted + (~clean).sum()
         area = np.stack([m.data["area"] for m in out]).T
         np.testing.assert_allclose(area[:, clean], whole[:, clean], rtol=1e-6)
+        # the real spectrum and the first three refitted: as PyMca's refit on that spectrum
+        # alone (PyMca configures itself on each call, ~1 s: not for every spectrum)
+        for k in {0, *np.flatnonzero(~clean)[:3]}:
+            alone = direct(config, stack[k], refit=True)
+            np.testing.assert_allclose(
+                out[k].data["area"], alone["parameters"][first:, 0], rtol=1e-6
+            )
+            np.testing.assert_allclose(
+                out[k].data["area_sigma"], alone["uncertainties"][first:, 0], rtol=1e-6
+            )
     assert kept > 0 and refitted > 0
 
 
