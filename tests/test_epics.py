@@ -45,6 +45,23 @@ def _ticks_dropped(items):
     return (item for item in items if item is not None)
 
 
+def loopback_ca_env() -> dict[str, str]:
+    """Channel Access on loopback only, on free server and repeater ports: the environment of
+    a test's IOC, repeater and clients."""
+    server_port = _free_port()
+    repeater_port = _free_port(avoid=server_port)
+    return {
+        "EPICS_CA_ADDR_LIST": "127.0.0.1",
+        "EPICS_CA_AUTO_ADDR_LIST": "NO",
+        "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
+        "EPICS_CA_SERVER_PORT": str(server_port),
+        "EPICS_CA_REPEATER_PORT": str(repeater_port),
+        "EPICS_CAS_BEACON_PORT": str(repeater_port),
+        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+        "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
+    }
+
+
 def _free_port(avoid: int = 0) -> int:
     """A port that is free for TCP on 127.0.0.1 and for UDP on all interfaces (Channel Access
     servers listen on both; the repeater binds UDP 0.0.0.0)."""
@@ -135,18 +152,7 @@ def ioc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ioc]:
     """The soft IOC and a repeater, with this module's Channel Access environment in
     ``os.environ`` (inherited by every process the tests start)."""
     folder = tmp_path_factory.mktemp("ioc")
-    server_port = _free_port()
-    repeater_port = _free_port(avoid=server_port)
-    env = {
-        "EPICS_CA_ADDR_LIST": "127.0.0.1",
-        "EPICS_CA_AUTO_ADDR_LIST": "NO",
-        "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
-        "EPICS_CA_SERVER_PORT": str(server_port),
-        "EPICS_CA_REPEATER_PORT": str(repeater_port),
-        "EPICS_CAS_BEACON_PORT": str(repeater_port),
-        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
-        "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
-    }
+    env = loopback_ca_env()
     log = folder / "ioc.log"
     server = Ioc(PREFIX, env, log)
     with pytest.MonkeyPatch.context() as mp:
@@ -165,6 +171,7 @@ def ioc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ioc]:
             server.stop()
             _stop(repeater)
         # Nobody else started a repeater on our port (our clients must not spawn one).
+        repeater_port = int(env["EPICS_CA_REPEATER_PORT"])
         assert not _udp_port_taken(repeater_port), "a Channel Access repeater is left running"
 
 

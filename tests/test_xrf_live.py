@@ -33,7 +33,7 @@ from conftest import REPO, nxcheck
 from conftest import beampipe as run_cli
 from test_asapo import Fake, source
 from test_asapo import broker as broker  # the fake broker fixture, used by name
-from test_epics import _free_port, _stop, _udp_port_taken
+from test_epics import _stop, _udp_port_taken, loopback_ca_env
 from test_xrf_fit import DATA, direct_fit, read_spectrum
 
 import beampipe
@@ -115,18 +115,7 @@ def serve_ioc(
     """A repeater and the soft IOC ``python argv...`` on free loopback ports, with this test's
     Channel Access environment in ``os.environ`` (inherited by ``beampipe run``); yields
     ``folder`` once the PV ``ready`` answers, and stops both after."""
-    server_port = _free_port()
-    repeater_port = _free_port(avoid=server_port)
-    env = {
-        "EPICS_CA_ADDR_LIST": "127.0.0.1",
-        "EPICS_CA_AUTO_ADDR_LIST": "NO",
-        "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
-        "EPICS_CA_SERVER_PORT": str(server_port),
-        "EPICS_CA_REPEATER_PORT": str(repeater_port),
-        "EPICS_CAS_BEACON_PORT": str(repeater_port),
-        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
-        "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
-    }
+    env = loopback_ca_env()
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     log = folder / "ioc.log"
@@ -154,6 +143,7 @@ def serve_ioc(
     finally:
         _stop(ioc)
         _stop(repeater)
+    repeater_port = int(env["EPICS_CA_REPEATER_PORT"])
     assert not _udp_port_taken(repeater_port), "a Channel Access repeater is left running"
 
 
