@@ -21,7 +21,7 @@ from pydantic import Field, PositiveFloat, model_validator
 
 import beampipe
 from beampipe.nodes.columns import MissingColumn
-from beampipe.nodes.xas.spectrum import Spectrum, collect
+from beampipe.nodes.xas.spectrum import GrowingSpectrum, Spectrum
 
 __all__ = ["Exafs", "ExafsError", "MissingColumn"]
 
@@ -32,7 +32,7 @@ class ExafsError(RuntimeError):
     """``autobk`` or ``xftf`` failed on the complete spectrum of a stream."""
 
 
-class Exafs(beampipe.Worker):
+class Exafs(GrowingSpectrum):
     """chi(k) and |chi(R)| of each stream's spectrum, as it grows.
 
     Input: one message per scan point (or chunk of points) with ``energy`` (eV) and ``mu`` (names
@@ -104,6 +104,7 @@ class Exafs(beampipe.Worker):
             return self
 
     params: Exafs.Params
+    outcome = "chi"
 
     def __init__(self, params: Exafs.Params, name: str = "") -> None:
         super().__init__(params, name)
@@ -115,33 +116,14 @@ class Exafs(beampipe.Worker):
                 f"{self.name}: xas.exafs needs xraylarch (pip install 'beampipe[xas]'): {exc}"
             ) from exc
         self._larch = (Group, pre_edge, autobk, xftf, etok)
-        self._spectra: dict[str, Spectrum] = {}
-        self.skipped = 0
         self.not_exafs = 0
 
-    def on_stream_start(self, stream: str, metadata: dict[str, Any]) -> None:
-        self._spectra[stream] = Spectrum(next_emit=self.params.every)
-
-    def process(self, msg: beampipe.Message) -> beampipe.Message | None:
-        p = self.params
-        spectrum = collect(self._spectra, msg, p.energy, p.mu, p.every, self.name)
+    def on_stream_end(self, stream: str) -> beampipe.Message | None:
+        spectrum = self.ended(stream)
         if spectrum is None:
             return None
         try:
-            return self._exafs(spectrum, final=False)
-        except Exception as exc:
-            self.skipped += 1
-            log.debug(
-                "%s: stream %r: no chi at %d points: %s", self.name, msg.stream, spectrum.n, exc
-            )
-            return None
-
-    def on_stream_end(self, stream: str) -> beampipe.Message | None:
-        spectrum = self._spectra.pop(stream, None)
-        if spectrum is None or spectrum.n == 0:
-            return None
-        try:
-            out = self._exafs(spectrum, final=True)
+            out = self.result(spectrum, final=True)
         except Exception as exc:
             raise ExafsError(
                 f"{self.name}: EXAFS failed on stream {stream!r} ({spectrum.n} points): {exc}"
@@ -152,9 +134,6 @@ class Exafs(beampipe.Worker):
         out.stream = stream
         out.id = spectrum.last_id
         return out
-
-    def close(self) -> None:
-        self._spectra.clear()
 
     def compute(self, energy: np.ndarray, mu: np.ndarray) -> Any | None:
         """pre_edge, autobk and xftf on sorted finite points (see the class doc): the larch
@@ -185,7 +164,7 @@ class Exafs(beampipe.Worker):
         )
         return group
 
-    def _exafs(self, spectrum: Spectrum, final: bool) -> beampipe.Message | None:
+    def result(self, spectrum: Spectrum, final: bool) -> beampipe.Message | None:
         energy, mu = spectrum.points()
         printed = io.StringIO()
         with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):

@@ -21,7 +21,7 @@ from pydantic import Field, PositiveFloat, model_validator
 import beampipe
 from beampipe.nodes.columns import MissingColumn
 from beampipe.nodes.xas.scanfile import KEV_BELOW
-from beampipe.nodes.xas.spectrum import Spectrum, collect
+from beampipe.nodes.xas.spectrum import GrowingSpectrum, Spectrum
 
 __all__ = ["MissingColumn", "NormalizationError", "Normalize"]
 
@@ -60,7 +60,7 @@ def degenerate(energy: np.ndarray, group: Any, asked: dict[str, Any] | None = No
     return None
 
 
-class Normalize(beampipe.Worker):
+class Normalize(GrowingSpectrum):
     """Pre-edge subtraction and normalisation of each stream's spectrum, as it grows.
 
     Input: one message per scan point (or per chunk of points) with ``energy`` (eV) and ``mu``
@@ -143,6 +143,7 @@ class Normalize(beampipe.Worker):
             return {k: v for k, v in kwargs.items() if v is not None}
 
     params: Normalize.Params
+    outcome = "intermediate spectrum"
 
     def __init__(self, params: Normalize.Params, name: str = "") -> None:
         super().__init__(params, name)
@@ -163,36 +164,13 @@ class Normalize(beampipe.Worker):
             "version": str(larch.__version__),
             "parameters": dict(self._kwargs),
         }
-        self._spectra: dict[str, Spectrum] = {}
-        self.skipped = 0
 
-    def on_stream_start(self, stream: str, metadata: dict[str, Any]) -> None:
-        self._spectra[stream] = Spectrum(next_emit=self.params.every)
-
-    def process(self, msg: beampipe.Message) -> beampipe.Message | None:
-        p = self.params
-        spectrum = collect(self._spectra, msg, p.energy, p.mu, p.every, self.name)
+    def on_stream_end(self, stream: str) -> beampipe.Message | None:
+        spectrum = self.ended(stream)
         if spectrum is None:
             return None
         try:
-            return self._normalize(spectrum, final=False)
-        except Exception as exc:
-            self.skipped += 1
-            log.debug(
-                "%s: stream %r: no intermediate spectrum at %d points: %s",
-                self.name,
-                msg.stream,
-                spectrum.n,
-                exc,
-            )
-            return None
-
-    def on_stream_end(self, stream: str) -> beampipe.Message | None:
-        spectrum = self._spectra.pop(stream, None)
-        if spectrum is None or spectrum.n == 0:
-            return None
-        try:
-            out = self._normalize(spectrum, final=True)
+            out = self.result(spectrum, final=True)
         except NormalizationError as exc:
             raise NormalizationError(
                 f"{self.name}: stream {stream!r} ({spectrum.n} points): {exc}"
@@ -205,10 +183,7 @@ class Normalize(beampipe.Worker):
         out.id = spectrum.last_id
         return out
 
-    def close(self) -> None:
-        self._spectra.clear()
-
-    def _normalize(self, spectrum: Spectrum, final: bool) -> beampipe.Message:
+    def result(self, spectrum: Spectrum, final: bool) -> beampipe.Message:
         energy, mu = spectrum.points()
         if energy.size and float(np.max(np.abs(energy))) < KEV_BELOW:
             raise NormalizationError(

@@ -1,16 +1,20 @@
 """The points of one scan as they arrive, for the workers that process a growing spectrum
-(``xas.normalize``, ``xas.exafs``)."""
+(``xas.normalize``, ``xas.exafs``), and their shared stream handling (:class:`GrowingSpectrum`)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 import beampipe
 from beampipe.nodes.columns import column
 
-__all__ = ["Spectrum", "collect"]
+__all__ = ["GrowingSpectrum", "Spectrum", "collect"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,3 +83,59 @@ def collect(
         return None
     spectrum.next_emit = (spectrum.n // every + 1) * every
     return spectrum
+
+
+class GrowingSpectrum(beampipe.Worker):
+    """A worker that collects each stream's points (params ``energy``, ``mu``: column names)
+    and computes a result from the points so far every ``every`` points (:meth:`result` with
+    ``final=False``); a subclass emits the final result in ``on_stream_end`` from
+    :meth:`ended`.
+
+    An intermediate result that raises is skipped, counted in :attr:`skipped` and logged at
+    debug level (the final one is not skipped: the subclass raises its own error).
+
+    Attributes:
+        skipped: intermediate results skipped, over all streams.
+    """
+
+    outcome = "result"
+    """What :meth:`result` computes, for the debug log of a skipped one (``"no chi at ..."``)."""
+
+    def __init__(self, params: beampipe.Params, name: str = "") -> None:
+        super().__init__(params, name)
+        self._spectra: dict[str, Spectrum] = {}
+        self.skipped = 0
+
+    def result(self, spectrum: Spectrum, final: bool) -> beampipe.Message | None:
+        """The result message of ``spectrum`` (no stream or id: the caller sets them)."""
+        raise NotImplementedError
+
+    def on_stream_start(self, stream: str, metadata: dict[str, Any]) -> None:
+        self._spectra[stream] = Spectrum(next_emit=self.params.every)
+
+    def process(self, msg: beampipe.Message) -> beampipe.Message | None:
+        p = self.params
+        spectrum = collect(self._spectra, msg, p.energy, p.mu, p.every, self.name)
+        if spectrum is None:
+            return None
+        try:
+            return self.result(spectrum, final=False)
+        except Exception as exc:
+            self.skipped += 1
+            log.debug(
+                "%s: stream %r: no %s at %d points: %s",
+                self.name,
+                msg.stream,
+                self.outcome,
+                spectrum.n,
+                exc,
+            )
+            return None
+
+    def ended(self, stream: str) -> Spectrum | None:
+        """The finished spectrum of ``stream``, forgotten here; None if it has no point."""
+        spectrum = self._spectra.pop(stream, None)
+        return spectrum if spectrum is not None and spectrum.n else None
+
+    def close(self) -> None:
+        self._spectra.clear()
