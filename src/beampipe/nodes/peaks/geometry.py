@@ -3,16 +3,13 @@ pixels, given or read from a pyFAI PONI file, and each pixel's distance from it.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 
+from beampipe.nodes.azint.geometry import GeometryError, load_pyfai
+
 __all__ = ["GeometryError", "center_from_poni", "radius_map"]
-
-
-class GeometryError(ValueError):
-    """A PONI file is missing or unreadable, or its detector does not fit the frames."""
 
 
 def center_from_poni(path: str) -> tuple[float, float, tuple[int, int] | None]:
@@ -26,13 +23,9 @@ def center_from_poni(path: str) -> tuple[float, float, tuple[int, int] | None]:
     """
     if not Path(path).is_file():
         raise GeometryError(f"PONI file {path!r} does not exist")
-    opencl = logging.getLogger("silx.opencl.common")
-    level = opencl.level
-    opencl.setLevel(logging.ERROR)  # pyFAI's import warns where there is no OpenCL: unused here
-    try:
-        import pyFAI
-    finally:
-        opencl.setLevel(level)
+    load_pyfai()  # without pyopencl's warning
+    import pyFAI
+
     try:
         ai = pyFAI.load(path)
         fit2d = ai.getFit2D()
