@@ -105,6 +105,7 @@ class Exafs(GrowingSpectrum):
 
     params: Exafs.Params
     outcome = "chi"
+    no_final = "has no EXAFS region: no chi(k)"
 
     def __init__(self, params: Exafs.Params, name: str = "") -> None:
         super().__init__(params, name)
@@ -118,22 +119,10 @@ class Exafs(GrowingSpectrum):
         self._larch = (Group, pre_edge, autobk, xftf, etok)
         self.not_exafs = 0
 
-    def on_stream_end(self, stream: str) -> beampipe.Message | None:
-        spectrum = self.ended(stream)
-        if spectrum is None:
-            return None
-        try:
-            out = self.result(spectrum, final=True)
-        except Exception as exc:
-            raise ExafsError(
-                f"{self.name}: EXAFS failed on stream {stream!r} ({spectrum.n} points): {exc}"
-            ) from exc
-        if out is None:
-            log.warning("%s: stream %r has no EXAFS region: no chi(k)", self.name, stream)
-            return None
-        out.stream = stream
-        out.id = spectrum.last_id
-        return out
+    def failure(self, stream: str, spectrum: Spectrum, exc: Exception) -> Exception:
+        return ExafsError(
+            f"{self.name}: EXAFS failed on stream {stream!r} ({spectrum.n} points): {exc}"
+        )
 
     def compute(self, energy: np.ndarray, mu: np.ndarray) -> Any | None:
         """pre_edge, autobk and xftf on sorted finite points (see the class doc): the larch

@@ -165,23 +165,11 @@ class Normalize(GrowingSpectrum):
             "parameters": dict(self._kwargs),
         }
 
-    def on_stream_end(self, stream: str) -> beampipe.Message | None:
-        spectrum = self.ended(stream)
-        if spectrum is None:
-            return None
-        try:
-            out = self.result(spectrum, final=True)
-        except NormalizationError as exc:
-            raise NormalizationError(
-                f"{self.name}: stream {stream!r} ({spectrum.n} points): {exc}"
-            ) from None
-        except Exception as exc:
-            raise NormalizationError(
-                f"{self.name}: pre_edge failed on stream {stream!r} ({spectrum.n} points): {exc}"
-            ) from exc
-        out.stream = stream
-        out.id = spectrum.last_id
-        return out
+    def failure(self, stream: str, spectrum: Spectrum, exc: Exception) -> Exception:
+        where = f"stream {stream!r} ({spectrum.n} points)"
+        if isinstance(exc, NormalizationError):  # ours, which says what is wrong
+            return NormalizationError(f"{self.name}: {where}: {exc}")
+        return NormalizationError(f"{self.name}: pre_edge failed on {where}: {exc}")
 
     def result(self, spectrum: Spectrum, final: bool) -> beampipe.Message:
         energy, mu = spectrum.points()

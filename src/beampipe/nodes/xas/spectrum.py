@@ -88,8 +88,8 @@ def collect(
 class GrowingSpectrum(beampipe.Worker):
     """A worker that collects each stream's points (params ``energy``, ``mu``: column names)
     and computes a result from the points so far every ``every`` points (:meth:`result` with
-    ``final=False``); a subclass emits the final result in ``on_stream_end`` from
-    :meth:`ended`.
+    ``final=False``) and at the stream's end (``final=True``: a result that raises is the
+    subclass's :meth:`failure`; None is warned about with :attr:`no_final`).
 
     An intermediate result that raises is skipped, counted in :attr:`skipped` and logged at
     debug level (the final one is not skipped: the subclass raises its own error).
@@ -100,6 +100,8 @@ class GrowingSpectrum(beampipe.Worker):
 
     outcome = "result"
     """What :meth:`result` computes, for the debug log of a skipped one (``"no chi at ..."``)."""
+    no_final = "has no result"
+    """The warning when the final :meth:`result` is None."""
 
     def __init__(self, params: beampipe.Params, name: str = "") -> None:
         super().__init__(params, name)
@@ -132,10 +134,24 @@ class GrowingSpectrum(beampipe.Worker):
             )
             return None
 
-    def ended(self, stream: str) -> Spectrum | None:
-        """The finished spectrum of ``stream``, forgotten here; None if it has no point."""
+    def failure(self, stream: str, spectrum: Spectrum, exc: Exception) -> Exception:
+        """The error to raise when the final :meth:`result` of ``stream`` raised ``exc``."""
+        return RuntimeError(f"{self.name}: stream {stream!r} ({spectrum.n} points): {exc}")
+
+    def on_stream_end(self, stream: str) -> beampipe.Message | None:
         spectrum = self._spectra.pop(stream, None)
-        return spectrum if spectrum is not None and spectrum.n else None
+        if spectrum is None or spectrum.n == 0:
+            return None
+        try:
+            out = self.result(spectrum, final=True)
+        except Exception as exc:
+            raise self.failure(stream, spectrum, exc) from exc
+        if out is None:
+            log.warning("%s: stream %r %s", self.name, stream, self.no_final)
+            return None
+        out.stream = stream
+        out.id = spectrum.last_id
+        return out
 
     def close(self) -> None:
         self._spectra.clear()
